@@ -1,0 +1,99 @@
+"""The small interfaces every backend implements.
+
+A :class:`Source` answers :meth:`Source.stat` and opens :class:`RangeReader`
+streams (one per parallel read stream); a :class:`Sink` opens a
+:class:`ChunkWriter` that takes numbered parts and then completes or aborts.
+Optional abilities are declared in :class:`Features`, never guessed from the
+class.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+from ..checksums import Algorithm, PartDigest
+from ..urls import Location
+
+
+@dataclass(frozen=True)
+class Features:
+    ranged_reads: bool = False
+    offset_writes: bool = False
+    server_side_copy: bool = False
+
+
+@dataclass(frozen=True)
+class Stat:
+    """What the engine needs to know about a source file, and to notice it change."""
+
+    size: int
+    mtime: float | None
+    etag: str | None = None
+
+    def fingerprint(self) -> tuple[int, float | None, str | None]:
+        return (self.size, self.mtime, self.etag)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Part ``number`` (1-based, as S3 counts) covers ``[offset, offset + length)``."""
+
+    number: int
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a sink returns for a stored part; needed to complete the object."""
+
+    number: int
+    etag: str
+    digest: PartDigest | None
+
+
+@dataclass(frozen=True)
+class Completed:
+    """The finished object as the sink reports it."""
+
+    size: int
+    checksum: str | None  # base64, S3's form (COMPOSITE ones end in -N)
+    etag: str | None = None
+
+
+class RangeReader(Protocol):
+    async def read_into(self, offset: int, buf: memoryview) -> None:
+        """Fill ``buf`` with the bytes at ``offset``; a short file is an error."""
+
+
+class Source(Protocol):
+    location: Location
+    features: Features
+
+    async def stat(self) -> Stat: ...
+
+    def reader(self) -> AbstractAsyncContextManager[RangeReader]: ...
+
+    async def close(self) -> None: ...
+
+
+class ChunkWriter(Protocol):
+    async def write_part(self, part: Part, data: memoryview, digest: PartDigest | None) -> Receipt: ...
+
+    async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed: ...
+
+    async def abort(self) -> None: ...
+
+    async def discard(self) -> None:
+        """Remove a completed object that failed verification."""
+
+
+class Sink(Protocol):
+    location: Location
+    features: Features
+
+    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> ChunkWriter: ...
+
+    async def close(self) -> None: ...

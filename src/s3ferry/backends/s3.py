@@ -1,0 +1,261 @@
+"""S3 (and S3-compatible) sink over aiobotocore.
+
+Configuration follows the AWS CLI: the credential chain, ``AWS_PROFILE``,
+``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``, region from env or config;
+``--endpoint-url``, ``--profile`` and ``--region`` override them.
+
+Objects up to one part go up in one ``PutObject``; larger ones as a
+multipart upload whose every part carries a checksum S3 verifies on receipt.
+CRC checksums use the ``FULL_OBJECT`` type, so S3 also checks the combined
+checksum we send with ``CompleteMultipartUpload`` and reports the CRC of the
+whole object afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import AsyncExitStack
+from typing import Any, Sequence
+
+import botocore.exceptions as bexc
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
+
+from ..checksums import Algorithm, PartDigest
+from ..errors import (
+    AuthError,
+    IntegrityError,
+    NotFoundError,
+    PermissionError_,
+    S3FerryError,
+    TransferError,
+    UsageError,
+)
+from ..options import S3Options
+from ..urls import Location, redact
+from .base import Completed, Features, Part, Receipt
+
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidClientTokenId"}
+_RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "RequestTimeTooSkewed"}
+_DIGEST_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"}
+
+
+def translate(exc: BaseException, where: str) -> S3FerryError:
+    """Map a botocore exception to the s3ferry tree (used by every S3 call)."""
+    if isinstance(exc, bexc.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        message = err.get("Message") or code or f"HTTP {status}"
+        if code in ("NoSuchBucket",):
+            return NotFoundError(f"bucket not found: {where}")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return NotFoundError(f"not found: {where}")
+        if code in _AUTH_CODES:
+            return AuthError(f"S3 rejected the credentials for {where}: {message}")
+        if code in ("AccessDenied", "403", "AllAccessDisabled"):
+            return PermissionError_(f"access denied: {where}")
+        if code in _DIGEST_CODES:
+            return TransferError(f"S3 received corrupted bytes for {where} ({code})", code=code)
+        if code == "NoSuchUpload":
+            return TransferError(f"the multipart upload for {where} no longer exists", retryable=False, code=code)
+        if code in _RETRY_CODES or status >= 500:
+            return TransferError(f"S3 error at {where}: {code or status} {message}", code=code)
+        return TransferError(f"S3 refused a request for {where}: {code or status} {message}", retryable=False, code=code)
+    if isinstance(exc, (bexc.NoCredentialsError, bexc.PartialCredentialsError)):
+        return AuthError("no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or --profile")
+    if isinstance(exc, bexc.ProfileNotFound):
+        return UsageError(f"AWS profile not found: {exc.kwargs.get('profile')}")
+    if isinstance(exc, (bexc.EndpointConnectionError, bexc.ConnectionClosedError, bexc.ReadTimeoutError,
+                        bexc.ConnectTimeoutError, OSError, asyncio.TimeoutError)):
+        return TransferError(f"connection to S3 failed for {where}: {redact(str(exc))}")
+    if isinstance(exc, (bexc.ParamValidationError, bexc.InvalidEndpointConfigurationError, ValueError)):
+        return UsageError(f"invalid S3 request for {where}: {redact(str(exc))}")
+    if isinstance(exc, bexc.BotoCoreError):
+        return TransferError(f"S3 client error for {where}: {redact(str(exc))}")
+    raise exc
+
+
+class PartBody(Payload):
+    """One part's bytes as a request body, without copying them.
+
+    botocore sees a seekable file (it reads it to sign the payload and seeks
+    back on retries); aiohttp sees a :class:`Payload` and lets it write
+    itself, which it does in slices of a memoryview, draining between them.
+    Handing aiohttp the whole part instead makes asyncio's transport copy the
+    unsent rest of it into its own buffer: one extra part of memory per
+    upload in flight.
+    """
+
+    _autoclose = True
+    SLICE = 256 * 1024
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__(view, content_type="application/octet-stream")
+        self._view = view
+        self._size = len(view)
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def read(self, size: int = -1) -> memoryview:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        chunk = self._view[self._pos : end]
+        self._pos = end
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: len(self._view)}[whence]
+        self._pos = max(0, min(len(self._view), base + offset))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytes(self._view).decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+        end = len(self._view) if content_length is None else min(content_length, len(self._view))
+        for start in range(0, end, self.SLICE):
+            await writer.write(self._view[start : min(start + self.SLICE, end)])
+
+
+class S3Sink:
+    features = Features(server_side_copy=True)
+
+    def __init__(self, location: Location, options: S3Options, pool_size: int = 10) -> None:
+        self.location = location
+        self.options = options
+        self._pool_size = pool_size
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+
+    @property
+    def where(self) -> str:
+        return str(self.location)
+
+    async def client(self) -> Any:
+        if self._client is None:
+            try:
+                session = AioSession(profile=self.options.profile)
+                config = AioConfig(
+                    max_pool_connections=self._pool_size,
+                    retries={"mode": "standard", "max_attempts": 5},
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                    connect_timeout=30,
+                    read_timeout=120,
+                )
+                self._client = await self._stack.enter_async_context(
+                    session.create_client(
+                        "s3", endpoint_url=self.options.endpoint_url, region_name=self.options.region, config=config
+                    )
+                )
+            except (bexc.BotoCoreError, ValueError) as exc:
+                raise translate(exc, self.where) from exc
+        return self._client
+
+    async def call(self, method: str, **kwargs: Any) -> Any:
+        """One S3 API call with its errors translated."""
+        client = await self.client()
+        try:
+            return await getattr(client, method)(**kwargs)
+        except (bexc.BotoCoreError, bexc.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise translate(exc, self.where) from exc
+
+    async def check_bucket(self) -> None:
+        # Some stores (SeaweedFS) accept CreateMultipartUpload on a missing
+        # bucket; ask first so the user gets "bucket not found" before any read.
+        bucket = self.location.bucket
+        try:
+            await self.call("head_bucket", Bucket=bucket)
+        except NotFoundError as exc:
+            raise NotFoundError(f"bucket not found: s3://{bucket}") from exc
+        except PermissionError_ as exc:
+            # HEAD has no body: a 403 may be bad credentials or missing rights.
+            raise AuthError(f"access to s3://{bucket} denied: check the credentials and bucket policy") from exc
+
+    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> "S3Writer":
+        await self.check_bucket()
+        if size <= part_size:
+            return S3Writer(self, algorithm, upload_id=None)
+        kwargs: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self.location.path}
+        if algorithm is not None:
+            kwargs["ChecksumAlgorithm"] = algorithm.s3_name
+            kwargs["ChecksumType"] = "FULL_OBJECT" if algorithm.full_object else "COMPOSITE"
+        response = await self.call("create_multipart_upload", **kwargs)
+        return S3Writer(self, algorithm, upload_id=str(response["UploadId"]))
+
+    async def close(self) -> None:
+        self._client = None
+        await self._stack.aclose()
+
+
+class S3Writer:
+    """Parts of one object. ``upload_id`` None means a single PutObject."""
+
+    def __init__(self, sink: S3Sink, algorithm: Algorithm | None, upload_id: str | None) -> None:
+        self.sink = sink
+        self.algorithm = algorithm
+        self.upload_id = upload_id
+        self._key = {"Bucket": sink.location.bucket, "Key": sink.location.path}
+
+    def _checksum_args(self, digest: PartDigest | None) -> dict[str, str]:
+        if self.algorithm is None or digest is None:
+            return {}
+        return {f"Checksum{self.algorithm.s3_name}": digest.b64}
+
+    async def write_part(self, part: Part, data: memoryview, digest: PartDigest | None) -> Receipt:
+        args = {**self._key, "Body": PartBody(data), "ContentLength": len(data), **self._checksum_args(digest)}
+        if self.upload_id is None:
+            response = await self.sink.call("put_object", **args)
+        else:
+            response = await self.sink.call("upload_part", UploadId=self.upload_id, PartNumber=part.number, **args)
+        return Receipt(part.number, str(response.get("ETag", "")), digest)
+
+    async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
+        if self.upload_id is not None:
+            await self._complete_multipart(receipts, whole)
+        head_args: dict[str, Any] = {**self._key}
+        if self.algorithm is not None:
+            head_args["ChecksumMode"] = "ENABLED"
+        head = await self.sink.call("head_object", **head_args)
+        checksum = head.get(f"Checksum{self.algorithm.s3_name}") if self.algorithm else None
+        return Completed(size=int(head["ContentLength"]), checksum=checksum, etag=head.get("ETag"))
+
+    async def _complete_multipart(self, receipts: Sequence[Receipt], whole: str | None) -> None:
+        parts = []
+        for r in receipts:
+            entry: dict[str, Any] = {"PartNumber": r.number, "ETag": r.etag}
+            entry.update(self._checksum_args(r.digest))
+            parts.append(entry)
+        args: dict[str, Any] = {**self._key, "UploadId": self.upload_id, "MultipartUpload": {"Parts": parts}}
+        if self.algorithm is not None and self.algorithm.full_object and whole is not None:
+            args["ChecksumType"] = "FULL_OBJECT"
+            args[f"Checksum{self.algorithm.s3_name}"] = whole
+        try:
+            await self.sink.call("complete_multipart_upload", **args)
+        except TransferError as exc:
+            if exc.code in _DIGEST_CODES:
+                raise IntegrityError(f"S3 computed a different checksum for {self.sink.where} than the source's") from exc
+            raise
+
+    async def abort(self) -> None:
+        if self.upload_id is None:
+            return
+        try:
+            await self.sink.call("abort_multipart_upload", UploadId=self.upload_id, **self._key)
+        except TransferError as exc:
+            if exc.code != "NoSuchUpload":
+                raise
+            # already gone: nothing is left behind, which is the point
+
+    async def discard(self) -> None:
+        await self.sink.call("delete_object", **self._key)

@@ -1,0 +1,162 @@
+"""Command line: ``s3ferry cp``, ``s3ferry demo``.
+
+Every failure prints one line ``s3ferry: error: ...`` on stderr and exits with
+the code of its error class (see :mod:`s3ferry.errors`); ``--debug`` adds
+the traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import click
+from rich.console import Console
+
+from . import __version__
+from .errors import S3FerryError, UsageError
+from .options import CHECKSUMS, S3Options, SftpOptions, TransferOptions, parse_size
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEFAULTS = TransferOptions()
+EXAMPLES_CP = """
+\b
+Examples:
+  s3ferry cp sftp://me@partner.example.com/out/data.csv.gz s3://raw/partner/
+  s3ferry cp --part-size 32MiB --upload-streams 8 ./big.bin s3://bucket/big.bin
+  S3FERRY_SFTP_PASSWORD=... s3ferry cp sftp://me@host:2222/x.bin s3://b/x.bin
+"""
+
+
+class SizeType(click.ParamType):
+    name = "size"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return parse_size(value)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _fail(exc: BaseException, debug: bool) -> None:
+    """Print the one-line error (plus traceback with --debug) and exit."""
+    if debug:
+        traceback.print_exception(exc)
+    if isinstance(exc, S3FerryError):
+        click.echo(f"s3ferry: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        click.echo("s3ferry: interrupted", err=True)
+        sys.exit(130)
+    click.echo(f"s3ferry: internal error: {type(exc).__name__}: {exc} (run with --debug for details)", err=True)
+    sys.exit(1)
+
+
+def run_command(debug: bool, body: Callable[[], Any]) -> Any:
+    try:
+        return body()
+    except (S3FerryError, KeyboardInterrupt) as exc:
+        _fail(exc, debug)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence prints one line, not a traceback
+        _fail(exc, debug)
+
+
+def sftp_options(fn: F) -> F:
+    for deco in reversed([
+        click.option("--identity", "-i", multiple=True, type=click.Path(path_type=Path),
+                     help="SSH private key file (like ssh -i); default: ~/.ssh/config, default keys, agent."),
+        click.option("--known-hosts", type=click.Path(path_type=Path),
+                     help="known_hosts file (default: UserKnownHostsFile or ~/.ssh/known_hosts)."),
+        click.option("--host-key", metavar="SHA256:...", help="Pin the server's host key fingerprint."),
+        click.option("--password-file", type=click.Path(path_type=Path),
+                     help="File holding the SFTP password (or set S3FERRY_SFTP_PASSWORD)."),
+    ]):
+        fn = deco(fn)
+    return fn
+
+
+def s3_options(fn: F) -> F:
+    for deco in reversed([
+        click.option("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)."),
+        click.option("--profile", help="AWS profile (default: AWS_PROFILE)."),
+        click.option("--region", help="AWS region (default: AWS_REGION / config)."),
+    ]):
+        fn = deco(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="s3ferry")
+def main() -> None:
+    """Stream large files between SFTP, local disks and S3: parallel, bounded memory, verified."""
+
+
+@main.command(epilog=EXAMPLES_CP)
+@click.argument("src")
+@click.argument("dst")
+@click.option("--part-size", type=SizeType(), default=DEFAULTS.part_size, show_default="8MiB",
+              help="Bytes per part (grown automatically to stay within 10,000 parts).")
+@click.option("--read-streams", type=int, default=DEFAULTS.read_streams, show_default=True, help="Parallel reads from the source.")
+@click.option("--upload-streams", type=int, default=DEFAULTS.upload_streams, show_default=True,
+              help="Parallel part uploads.")
+@click.option("--max-memory", type=SizeType(), default=DEFAULTS.max_memory, show_default="32MiB",
+              help="Byte budget for payload buffers.")
+@click.option("--checksum", type=click.Choice(CHECKSUMS), default=DEFAULTS.checksum, show_default=True,
+              help="Checksum verified per part by S3 and on the whole object.")
+@sftp_options
+@s3_options
+@click.option("--no-progress", is_flag=True, help="No progress bar (also off when stderr is not a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+def cp(src: str, dst: str, part_size: int, read_streams: int, upload_streams: int, max_memory: int, checksum: str,
+       identity: tuple[Path, ...], known_hosts: Path | None, host_key: str | None, password_file: Path | None,
+       endpoint_url: str | None, profile: str | None, region: str | None,
+       no_progress: bool, as_json: bool, debug: bool) -> None:
+    """Copy SRC to DST (a DST ending in / gets the source's file name)."""
+    from .api import acopy
+    from .observe.progress import RichProgress, summary_line
+
+    if debug:
+        logging.basicConfig(level=logging.DEBUG)
+
+    def body() -> None:
+        options = TransferOptions(
+            part_size=part_size, read_streams=read_streams, upload_streams=upload_streams, max_memory=max_memory,
+            checksum=checksum,  # type: ignore[arg-type]
+            sftp=SftpOptions(identity=identity, known_hosts=known_hosts, host_key=host_key,
+                             password_file=password_file),
+            s3=S3Options(endpoint_url=endpoint_url, profile=profile, region=region),
+        )
+        console = Console(stderr=True)
+        progress = RichProgress(console) if console.is_terminal and not no_progress else None
+        result = asyncio.run(acopy(src, dst, options, progress=progress))
+        if as_json:
+            click.echo(json.dumps(result.as_dict()))
+        else:
+            click.echo(summary_line(result))
+
+    run_command(debug, body)
+
+
+@main.command()
+@click.option("--size", type=SizeType(), default="1GiB", show_default=True, help="Size of the random demo file.")
+@click.option("--keep", is_flag=True, help="Leave the servers' folder in place (its path is printed).")
+def demo(size: int, keep: bool) -> None:
+    """Start embedded sshd and SeaweedFS, copy a random file through s3ferry, verify it, stop.
+
+    \b
+    Example:
+      s3ferry demo --size 256MiB
+    """
+    from .demo import run_demo
+
+    run_command(False, lambda: run_demo(size, keep))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

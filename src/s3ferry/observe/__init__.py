@@ -1,0 +1,1 @@
+"""Progress, resource figures and (later) metrics and logs."""

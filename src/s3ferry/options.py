@@ -1,0 +1,130 @@
+"""Validated transfer options: one typed object behind the CLI and the API.
+
+Memory
+------
+Payload bytes live only in part buffers. The engine keeps a fixed pool of
+
+    buffers = max(2, max_memory // part_size)
+
+buffers of ``part_size`` bytes each, so the payload held at any instant is at
+most ``buffers * part_size`` plus, per read stream, the SFTP requests in
+flight (``read_streams * sftp_window * sftp_block``, 2 x 16 x 256 KiB = 8 MiB
+by default). With the defaults (8 MiB parts, 32 MiB budget) that is
+32 MiB + 8 MiB whatever the file size, until a file is so large (> 78 GiB)
+that parts must grow to stay under S3's 10,000-part limit; the budget then
+still buys at least two buffers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .errors import UsageError
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+MIN_PART_SIZE = 5 * MiB
+MAX_PART_SIZE = 5 * GiB
+MAX_PARTS = 10_000
+
+ChecksumName = Literal["crc32c", "crc64nvme", "sha256", "none"]
+CHECKSUMS: tuple[str, ...] = ("crc32c", "crc64nvme", "sha256", "none")
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """``"16MiB"``, ``"16M"``, ``"1.5G"``, ``"4096"`` -> bytes (binary units, like rclone)."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise UsageError(f"cannot read {text!r} as a size (examples: 8MiB, 64M, 1G)")
+    number, unit, _ = match.groups()
+    power = " kmgt".index(unit.lower() or " ")
+    return int(float(number) * (1024**power))
+
+
+@dataclass(frozen=True)
+class SftpOptions:
+    """How to reach SFTP servers; unset fields follow OpenSSH's defaults."""
+
+    identity: tuple[Path, ...] = ()
+    known_hosts: Path | None = None
+    host_key: str | None = None
+    password_file: Path | None = None
+    connect_timeout: float = 30.0
+
+    def password(self) -> str | None:
+        """The password from ``--password-file`` or ``S3FERRY_SFTP_PASSWORD``."""
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise UsageError(f"cannot read --password-file {self.password_file}: {exc.strerror}") from exc
+        return os.environ.get("S3FERRY_SFTP_PASSWORD") or None
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """Overrides of the AWS configuration chain (env vars, ~/.aws/config)."""
+
+    endpoint_url: str | None = None
+    profile: str | None = None
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """Everything that shapes one transfer. See the module docstring for memory."""
+
+    part_size: int = 8 * MiB
+    read_streams: int = 2
+    upload_streams: int = 4
+    max_memory: int = 32 * MiB
+    checksum: ChecksumName = "crc32c"
+    sftp_block: int = 256 * KiB
+    sftp_window: int = 16
+    sftp: SftpOptions = field(default_factory=SftpOptions)
+    s3: S3Options = field(default_factory=S3Options)
+
+    def __post_init__(self) -> None:
+        if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
+            raise UsageError(f"--part-size must be between 5MiB and 5GiB, not {self.part_size} bytes")
+        for name in ("read_streams", "upload_streams", "sftp_window"):
+            value = getattr(self, name)
+            if not 1 <= value <= 256:
+                raise UsageError(f"--{name.replace('_', '-')} must be between 1 and 256, not {value}")
+        if self.max_memory < MIN_PART_SIZE:
+            raise UsageError("--max-memory must be at least 5MiB")
+        if not 4 * KiB <= self.sftp_block <= 4 * MiB:
+            raise UsageError("sftp_block must be between 4KiB and 4MiB")
+        if self.checksum not in CHECKSUMS:
+            raise UsageError(f"--checksum must be one of {', '.join(CHECKSUMS)}, not {self.checksum!r}")
+
+    def replace(self, **changes: object) -> "TransferOptions":
+        """A copy with some fields changed; unknown names raise :class:`UsageError`."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise UsageError(f"unknown option(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def part_size_for(self, size: int) -> int:
+        """The part size for a file of ``size`` bytes: grown to fit in 10,000 parts (MiB-aligned)."""
+        needed = math.ceil(size / MAX_PARTS)
+        if needed <= self.part_size:
+            return self.part_size
+        return min(MAX_PART_SIZE, math.ceil(needed / MiB) * MiB)
+
+    def buffer_count(self, part_size: int) -> int:
+        """How many part buffers the byte budget pays for (at least two)."""
+        return max(2, self.max_memory // part_size)

@@ -1,0 +1,125 @@
+"""Parsing of the locations s3ferry reads and writes.
+
+``sftp://[user@]host[:port]/path``, ``s3://bucket/key``, ``file:///path`` or a
+plain path. Passwords in URLs are refused: a command line is visible to every
+user of the machine (``ps``) and ends up in shell history.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
+
+from .errors import UsageError
+
+SCHEMES = ("sftp", "s3", "file")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A parsed location. ``path`` is the remote path, S3 key or local path."""
+
+    scheme: str
+    path: str
+    host: str = ""
+    port: int | None = None
+    user: str | None = None
+    bucket: str = ""
+
+    @property
+    def name(self) -> str:
+        """The last path component (used when the destination ends in ``/``)."""
+        return posixpath.basename(self.path.rstrip("/"))
+
+    @property
+    def is_dir_like(self) -> bool:
+        return self.path == "" or self.path.endswith("/")
+
+    def with_path(self, path: str) -> "Location":
+        return Location(self.scheme, path, self.host, self.port, self.user, self.bucket)
+
+    def __str__(self) -> str:
+        """A display form that never contains a secret (there is none to hide)."""
+        if self.scheme == "file":
+            return self.path
+        if self.scheme == "s3":
+            return f"s3://{self.bucket}/{self.path}"
+        user = f"{quote(self.user)}@" if self.user else ""
+        port = f":{self.port}" if self.port else ""
+        return f"{self.scheme}://{user}{self.host}{port}{self.path}"
+
+
+def parse(text: str) -> Location:
+    """Parse a command-line location; raises :class:`UsageError` when malformed."""
+    if not text:
+        raise UsageError("empty location")
+    if "://" not in text:
+        return Location("file", str(Path(text).expanduser()) + ("/" if text.endswith("/") else ""))
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme not in SCHEMES:
+        raise UsageError(f"unsupported scheme {scheme!r} in {redact(text)} (use one of: {', '.join(SCHEMES)})")
+    if parts.query or parts.fragment:
+        raise UsageError(f"unexpected '?' or '#' in {redact(text)}; quote such characters as %3F / %23")
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise UsageError(f"file URLs name no host: {redact(text)}")
+        return Location("file", unquote(parts.path))
+    if scheme == "s3":
+        return _parse_s3(text, parts.netloc, unquote(parts.path))
+    return _parse_sftp(text)
+
+
+def _parse_s3(text: str, bucket: str, path: str) -> Location:
+    if not bucket:
+        raise UsageError(f"missing bucket in {text!r} (expected s3://bucket/key)")
+    if "@" in bucket or ":" in bucket:
+        raise UsageError(f"S3 URLs carry no credentials or port: {redact(text)}")
+    if not (3 <= len(bucket) <= 63):
+        raise UsageError(f"bucket name {bucket!r} must be 3 to 63 characters long")
+    return Location("s3", path.lstrip("/"), bucket=bucket)
+
+
+def _parse_sftp(text: str) -> Location:
+    parts = urlsplit(text)
+    if parts.password is not None:
+        raise UsageError(
+            f"refusing a password inside the URL {redact(text)}: "
+            "set S3FERRY_SFTP_PASSWORD or use --password-file"
+        )
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise UsageError(f"bad port in {redact(text)}") from exc
+    if not host:
+        raise UsageError(f"missing host in {redact(text)} (expected sftp://user@host:port/path)")
+    path = unquote(parts.path) or "/"
+    user = unquote(parts.username) if parts.username else None
+    return Location("sftp", path, host=host, port=port, user=user)
+
+
+def redact(text: str) -> str:
+    """``text`` with any ``user:password@`` reduced to ``user:***@``."""
+    if "://" not in text:
+        return text
+    scheme, rest = text.split("://", 1)
+    netloc, sep, tail = rest.partition("/")
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{host}"
+    return f"{scheme}://{netloc}{sep}{tail}"
+
+
+def join_name(dst: Location, name: str) -> Location:
+    """Append a source file name to a destination that ends in ``/``.
+
+    The name comes from the remote side, so it is checked to stay inside the
+    destination (no ``..``, no separators, not empty).
+    """
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+        raise UsageError(f"refusing unsafe file name {name!r} from the source")
+    return dst.with_path(dst.path + name)
