@@ -61,6 +61,8 @@ class _TrustingClient(asyncssh.SSHClient):
 
 def _translate(exc: BaseException, where: str) -> S3FerryError:
     """Map asyncssh / OS errors on an open connection to the s3ferry tree."""
+    if isinstance(exc, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection)):
+        return TransferError(f"SFTP connection lost at {where}: {exc.reason}")
     if isinstance(exc, asyncssh.SFTPNoSuchFile):
         return NotFoundError(f"source not found: {where}")
     if isinstance(exc, asyncssh.SFTPPermissionDenied):

@@ -1,0 +1,127 @@
+"""The commands the benchmark compares, each with the environment it runs in.
+
+Every tool gets the same clean base environment: no inherited ``AWS_*``,
+``RCLONE_*``, ``S3FERRY_*`` or ssh-agent variables, and ``HOME`` pointing at an
+empty folder so no user configuration (``~/.aws``, ``~/.ssh/config``,
+``~/.config/rclone``) is read.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from s3ferry.testbed import SeaweedServer, SshServer
+
+BIN = Path(sys.executable).parent
+SCRUBBED_PREFIXES = ("AWS_", "RCLONE_", "S3FERRY_", "SSH_AUTH_SOCK", "SSH_AGENT_PID")
+ALL_TOOLS = ("s3ferry", "rclone", "s5cmd", "ssh-cat")
+UPLOADERS = ("s3ferry", "rclone", "s5cmd")
+
+
+@dataclass(frozen=True)
+class Bed:
+    """Everything a command needs to know about the running test bed."""
+
+    ssh: SshServer
+    s3: SeaweedServer
+    bucket: str
+    source: Path  # the random file, below ssh.root
+    home: Path  # an empty folder: HOME (and rclone's config) of every child
+    s3ferry_args: list[str] = field(default_factory=list)
+    rclone_provider: str = "SeaweedFS"
+
+
+@dataclass(frozen=True)
+class Command:
+    tool: str
+    argv: list[str]
+    env: dict[str, str]
+    key: str | None  # the object it writes, None for ssh-cat
+    stdout_path: Path | None = None  # None: captured to a log file
+
+    def shell(self) -> str:
+        return shlex.join(self.argv)
+
+
+def tool_path(name: str) -> str:
+    """A tool from the venv's bin folder (where the pip packages put them), else from PATH."""
+    here = BIN / name
+    return str(here) if here.exists() else name
+
+
+def base_env(bed: Bed) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(SCRUBBED_PREFIXES)}
+    env["HOME"] = str(bed.home)
+    return env
+
+
+def s3ferry(bed: Bed, key: str) -> Command:
+    argv = [
+        tool_path("s3ferry"), "cp", bed.ssh.url(bed.source), f"s3://{bed.bucket}/{key}",
+        "--identity", str(bed.ssh.user_key), "--known-hosts", str(bed.ssh.known_hosts), "--json",
+        *bed.s3ferry_args,
+    ]
+    return Command("s3ferry", argv, base_env(bed) | bed.s3.env(), key)
+
+
+def rclone_env(bed: Bed) -> dict[str, str]:
+    """rclone's two remotes, ``src:`` (sftp) and ``dst:`` (s3), from environment variables only."""
+    return base_env(bed) | {
+        "RCLONE_CONFIG": str(bed.home / "rclone.conf"),  # an empty file
+        "RCLONE_CONFIG_SRC_TYPE": "sftp",
+        "RCLONE_CONFIG_SRC_HOST": "127.0.0.1",
+        "RCLONE_CONFIG_SRC_PORT": str(bed.ssh.port),
+        "RCLONE_CONFIG_SRC_USER": bed.ssh.user,
+        "RCLONE_CONFIG_SRC_KEY_FILE": str(bed.ssh.user_key),
+        "RCLONE_CONFIG_SRC_KNOWN_HOSTS_FILE": str(bed.ssh.known_hosts),
+        "RCLONE_CONFIG_DST_TYPE": "s3",
+        "RCLONE_CONFIG_DST_PROVIDER": bed.rclone_provider,
+        "RCLONE_CONFIG_DST_ENDPOINT": bed.s3.endpoint,
+        "RCLONE_CONFIG_DST_ACCESS_KEY_ID": bed.s3.access_key,
+        "RCLONE_CONFIG_DST_SECRET_ACCESS_KEY": bed.s3.secret_key,
+        "RCLONE_CONFIG_DST_REGION": "us-east-1",
+    }
+
+
+def rclone(bed: Bed, key: str) -> Command:
+    argv = [tool_path("rclone"), "copyto", f"src:{bed.source}", f"dst:{bed.bucket}/{key}"]
+    return Command("rclone", argv, rclone_env(bed), key)
+
+
+def s5cmd(bed: Bed, key: str) -> Command:
+    argv = [tool_path("s5cmd"), "--endpoint-url", bed.s3.endpoint, "cp", str(bed.source), f"s3://{bed.bucket}/{key}"]
+    return Command("s5cmd", argv, base_env(bed) | bed.s3.env(), key)
+
+
+def ssh_cat(bed: Bed, key: str) -> Command:
+    argv = [
+        "ssh", "-F", "/dev/null", "-i", str(bed.ssh.user_key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+        "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={bed.ssh.known_hosts}",
+        "-p", str(bed.ssh.port), f"{bed.ssh.user}@127.0.0.1", "cat", shlex.quote(str(bed.source)),
+    ]
+    return Command("ssh-cat", argv, base_env(bed), None, stdout_path=Path("/dev/null"))
+
+
+BUILDERS: dict[str, Callable[[Bed, str], Command]] = {
+    "s3ferry": s3ferry, "rclone": rclone, "s5cmd": s5cmd, "ssh-cat": ssh_cat,
+}
+
+
+def command(tool: str, bed: Bed, run_label: str) -> Command:
+    """The command for ``tool`` writing object ``<tool>-<run_label>``."""
+    return BUILDERS[tool](bed, f"{tool}-{run_label}")
+
+
+def rclone_provider() -> str:
+    """``SeaweedFS`` if this rclone knows that S3 provider, else ``Other``."""
+    text = subprocess.run(
+        [tool_path("rclone"), "help", "backend", "s3"], capture_output=True, text=True, check=True, timeout=60,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RCLONE_")},
+    ).stdout
+    return "SeaweedFS" if '"SeaweedFS"' in text else "Other"

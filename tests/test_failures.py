@@ -1,0 +1,188 @@
+"""Bad input and broken connections: one clear line, the right exit code, nothing left behind."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import MiB, object_exists, run_cli, sftp_flags, uploads_for, write_random
+from proxy import CuttingProxy
+from s3ferry import testbed
+from s3ferry.errors import SourceChangedError
+
+
+def assert_one_line_error(stderr: str, *needles: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got: {stderr!r}"
+    assert lines[0].startswith("s3ferry: error: ")
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+@pytest.fixture
+def source(ssh: testbed.SshServer) -> Path:
+    path = ssh.root / "fail-src.bin"
+    if not path.exists():
+        write_random(path, 20 * MiB)
+    return path
+
+
+def test_unknown_host_key(ssh: testbed.SshServer, s3: testbed.SeaweedServer, s3_env: dict[str, str], bucket: str,
+                          source: Path, clean_env: Path) -> None:
+    # HOME has no known_hosts at all: OpenSSH's behaviour is to trust nothing.
+    result = run_cli("cp", ssh.url(source), f"s3://{bucket}/x", "-i", str(ssh.user_key))
+    assert result.code == 2
+    assert_one_line_error(result.stderr, "not known", ssh.host_fingerprint, "--host-key")
+    assert uploads_for(s3, bucket) == [] and not object_exists(s3, bucket, "x")
+
+
+def test_changed_host_key(ssh: testbed.SshServer, s3: testbed.SeaweedServer, s3_env: dict[str, str], bucket: str,
+                          source: Path, tmp_path: Path) -> None:
+    other = testbed.SshServer(tmp_path / "other")  # only for its (different) host key
+    other.base.mkdir()
+    testbed._keygen(other.host_key, "impostor")
+    pub = other.host_key.with_suffix(".pub").read_text().split()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{ssh.port} {pub[0]} {pub[1]}\n")
+    result = run_cli("cp", ssh.url(source), f"s3://{bucket}/x", "-i", str(ssh.user_key), "--known-hosts", str(known))
+    assert result.code == 2
+    assert_one_line_error(result.stderr, "CHANGED", "ssh-keygen -R")
+    assert uploads_for(s3, bucket) == []
+
+
+def test_wrong_pinned_host_key(ssh: testbed.SshServer, s3_env: dict[str, str], bucket: str, source: Path) -> None:
+    result = run_cli("cp", ssh.url(source), f"s3://{bucket}/x", "-i", str(ssh.user_key),
+                     "--host-key", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+    assert result.code == 2
+    assert_one_line_error(result.stderr, "not the pinned")
+
+
+def test_wrong_password(ssh: testbed.SshServer, s3: testbed.SeaweedServer, s3_env: dict[str, str], bucket: str,
+                        source: Path) -> None:
+    secret = "not-the-password-0123"
+    result = run_cli("cp", ssh.url(source), f"s3://{bucket}/x", "--known-hosts", str(ssh.known_hosts),
+                     env={"S3FERRY_SFTP_PASSWORD": secret})
+    assert result.code == 2
+    assert_one_line_error(result.stderr, "authentication failed")
+    assert secret not in result.stderr + result.stdout
+    assert uploads_for(s3, bucket) == []
+
+
+def test_wrong_password_from_file(ssh: testbed.SshServer, s3_env: dict[str, str], bucket: str, source: Path,
+                                  tmp_path: Path) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("also-wrong\n")
+    result = run_cli("cp", ssh.url(source), f"s3://{bucket}/x", "--known-hosts", str(ssh.known_hosts),
+                     "--password-file", str(pw))
+    assert result.code == 2
+    assert_one_line_error(result.stderr, "authentication failed")
+
+
+def test_password_in_url_is_refused(s3_env: dict[str, str], bucket: str) -> None:
+    result = run_cli("cp", "sftp://me:hunter2@127.0.0.1/x", f"s3://{bucket}/x")
+    assert result.code == 2
+    assert_one_line_error(result.stderr, "S3FERRY_SFTP_PASSWORD")
+    assert "hunter2" not in result.stderr
+
+
+def test_missing_source_file(ssh: testbed.SshServer, s3: testbed.SeaweedServer, s3_env: dict[str, str],
+                             bucket: str) -> None:
+    result = run_cli("cp", ssh.url(ssh.root / "nope.bin"), f"s3://{bucket}/x", *sftp_flags(ssh))
+    assert result.code == 2
+    assert_one_line_error(result.stderr, "source not found", "nope.bin")
+    assert uploads_for(s3, bucket) == []
+
+
+def test_missing_bucket(ssh: testbed.SshServer, s3: testbed.SeaweedServer, s3_env: dict[str, str],
+                        source: Path) -> None:
+    result = run_cli("cp", ssh.url(source), "s3://no-such-bucket-here/x", *sftp_flags(ssh))
+    assert result.code == 2
+    assert_one_line_error(result.stderr, "bucket not found", "no-such-bucket-here")
+    names = [b["Name"] for b in s3.client().list_buckets()["Buckets"]]
+    assert "no-such-bucket-here" not in names
+
+
+def test_wrong_s3_credentials(ssh: testbed.SshServer, s3: testbed.SeaweedServer, s3_env: dict[str, str],
+                              bucket: str, source: Path) -> None:
+    result = run_cli("cp", ssh.url(source), f"s3://{bucket}/x", *sftp_flags(ssh),
+                     env={"AWS_SECRET_ACCESS_KEY": "wrong-secret"})
+    assert result.code == 2
+    assert "wrong-secret" not in result.stderr
+    assert_one_line_error(result.stderr, bucket)
+    assert uploads_for(s3, bucket) == []
+
+
+@pytest.mark.parametrize(
+    "src,dst,needle",
+    [
+        ("gopher://host/x", "s3://bucket/x", "unsupported scheme"),
+        ("sftp:///no/host", "s3://bucket/x", "missing host"),
+        ("sftp://host:notaport/x", "s3://bucket/x", "bad port"),
+        ("/tmp/x", "s3:///key", "missing bucket"),
+        ("/tmp/x", "s3://ab/key", "3 to 63"),
+    ],
+)
+def test_malformed_urls(src: str, dst: str, needle: str) -> None:
+    result = run_cli("cp", src, dst)
+    assert result.code == 2
+    assert_one_line_error(result.stderr, needle)
+
+
+def test_bad_option_value(tmp_path: Path) -> None:
+    result = run_cli("cp", "--part-size", "1MiB", str(tmp_path / "x"), "s3://bucket/x")
+    assert result.code == 2
+    assert_one_line_error(result.stderr, "part-size")
+
+
+def test_debug_shows_the_traceback(ssh: testbed.SshServer, s3_env: dict[str, str], bucket: str) -> None:
+    result = run_cli("cp", ssh.url(ssh.root / "nope.bin"), f"s3://{bucket}/x", *sftp_flags(ssh), "--debug")
+    assert result.code == 2
+    assert "Traceback" in result.stderr and "s3ferry: error: source not found" in result.stderr
+
+
+def test_connection_cut_mid_transfer(ssh: testbed.SshServer, s3: testbed.SeaweedServer, s3_env: dict[str, str],
+                                     bucket: str, tmp_path: Path) -> None:
+    src = ssh.root / "cut.bin"
+    write_random(src, 96 * MiB)
+    with CuttingProxy(ssh.port, cut_after=40 * MiB) as proxy:
+        url = f"sftp://{ssh.user}@127.0.0.1:{proxy.port}{src}"
+        result = run_cli("cp", url, f"s3://{bucket}/cut.bin", "-i", str(ssh.user_key),
+                         "--host-key", ssh.host_fingerprint)
+        assert proxy.cut.is_set()
+    assert result.code == 1, result.stderr
+    assert_one_line_error(result.stderr, "connection")
+    assert not object_exists(s3, bucket, "cut.bin")
+    assert uploads_for(s3, bucket) == []
+
+
+def test_source_changing_under_us(ssh: testbed.SshServer, s3: testbed.SeaweedServer, s3_env: dict[str, str],
+                                  bucket: str) -> None:
+    """The file grows while parts are read: the re-stat before completion refuses to finish."""
+    import s3ferry
+
+    src = ssh.root / "growing.bin"
+    write_random(src, 40 * MiB)
+
+    class AppendAfterFirstPart:
+        done = False
+
+        def started(self, name: str, total: int) -> None: ...
+
+        def advanced(self, nbytes: int) -> None:
+            if not self.done:
+                self.done = True
+                with open(src, "ab") as fh:
+                    fh.write(b"more")
+
+        def finished(self) -> None: ...
+
+    options = s3ferry.TransferOptions(sftp=s3ferry.SftpOptions(identity=(ssh.user_key,), known_hosts=ssh.known_hosts))
+    with pytest.raises(SourceChangedError, match="changed during the transfer"):
+        asyncio.run(s3ferry.acopy(ssh.url(src), f"s3://{bucket}/g.bin", options, progress=AppendAfterFirstPart()))
+    assert not object_exists(s3, bucket, "g.bin")
+    assert uploads_for(s3, bucket) == []
+    os.remove(src)
