@@ -32,7 +32,7 @@ class Bed:
     s3: SeaweedServer
     bucket: str
     source: Path  # the random file, below ssh.root
-    home: Path  # an empty folder: HOME (and rclone's config) of every child
+    home: Path  # an empty folder: HOME of every child; rclone.conf (empty) lives next to it
     s3ferry_args: list[str] = field(default_factory=list)
     rclone_provider: str = "SeaweedFS"
 
@@ -73,7 +73,7 @@ def s3ferry(bed: Bed, key: str) -> Command:
 def rclone_env(bed: Bed) -> dict[str, str]:
     """rclone's two remotes, ``src:`` (sftp) and ``dst:`` (s3), from environment variables only."""
     return base_env(bed) | {
-        "RCLONE_CONFIG": str(bed.home / "rclone.conf"),  # an empty file
+        "RCLONE_CONFIG": str(bed.home.parent / "rclone.conf"),  # an empty file
         "RCLONE_CONFIG_SRC_TYPE": "sftp",
         "RCLONE_CONFIG_SRC_HOST": "127.0.0.1",
         "RCLONE_CONFIG_SRC_PORT": str(bed.ssh.port),

@@ -57,7 +57,7 @@ def run_demo(size: int, keep: bool) -> None:
             expected = _write_random(source, size)
             cmd = [*_cli(), "cp", ssh.url(source), "s3://demo/incoming/",
                    "--identity", str(ssh.user_key), "--known-hosts", str(ssh.known_hosts)]
-            click.echo("  $ " + " ".join(cmd[-7:]))
+            click.echo("  $ s3ferry " + " ".join(cmd[len(_cli()):]))
             env = {**os.environ, **s3.env()}
             code = subprocess.run(cmd, env=env).returncode
             if code != 0:

@@ -1,0 +1,272 @@
+"""s3ferry vs rclone vs s5cmd (vs ssh cat) on the same random file, on loopback servers.
+
+    .venv/bin/python bench/run.py                      # 2 GiB, 3 rounds, s3ferry/rclone/s5cmd
+    .venv/bin/python bench/run.py --size 128MiB --rounds 1 --with-ssh-cat --markdown /tmp/bench.md
+    .venv/bin/python bench/run.py --sizes 1GiB,2GiB,4GiB   # s3ferry's peak RSS per file size
+
+See bench/README.md for what is measured and how.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import re
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+import machine
+import measure
+import report
+import tools
+from report import Run, Section
+from s3ferry import testbed
+
+BUCKET = "bench"
+BLOCK = 8 * 1024 * 1024
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
+
+
+class TransferFailed(Exception):
+    """A tool exited non-zero or left a wrong object behind."""
+
+
+def parse_size(text: str) -> int:
+    """``256MiB``, ``2GiB``, ``1.5G``, ``4096`` -> bytes (binary units)."""
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r} as a size (examples: 256MiB, 2GiB)")
+    number, unit = match.groups()
+    return int(float(number) * 1024 ** " kmgt".index(unit.lower() or " "))
+
+
+def parse_sizes(text: str) -> list[int]:
+    return [parse_size(part) for part in text.split(",") if part.strip()]
+
+
+def parse_tools(text: str) -> list[str]:
+    chosen = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = sorted(set(chosen) - set(tools.ALL_TOOLS))
+    if unknown or not chosen:
+        raise argparse.ArgumentTypeError(f"unknown tools {unknown}; choose from {','.join(tools.ALL_TOOLS)}")
+    return chosen
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--size", type=parse_size, default=parse_size("2GiB"), help="file size (default 2GiB)")
+    which.add_argument("--sizes", type=parse_sizes, help="s3ferry-only peak-RSS check at these sizes, e.g. 1GiB,2GiB")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of all tools (default 3)")
+    p.add_argument("--tools", type=parse_tools, default=list(tools.UPLOADERS),
+                   help=f"comma list from {','.join(tools.ALL_TOOLS)} (default s3ferry,rclone,s5cmd)")
+    p.add_argument("--with-ssh-cat", action="store_true", help="also time `ssh ... cat FILE >/dev/null`")
+    p.add_argument("--s3ferry-args", default="", help='extra s3ferry cp flags, e.g. "--upload-streams 8"')
+    p.add_argument("--markdown", type=Path, help="also write the results as a Markdown section to this file")
+    p.add_argument("--json", type=Path, help="also write every run's raw figures as JSON to this file")
+    args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    if args.with_ssh_cat and "ssh-cat" not in args.tools:
+        args.tools.append("ssh-cat")
+    args.tools = [t for t in tools.ALL_TOOLS if t in args.tools]  # fixed order within a round
+    return args
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def write_random(path: Path, size: int) -> None:
+    """``size`` random bytes, written in 8 MiB blocks and flushed to disk before any timing."""
+    log(f"writing {report.human_size(size)} of random data to {path}")
+    with open(path, "wb") as fh:
+        left = size
+        while left > 0:
+            left -= fh.write(os.urandom(min(BLOCK, left)))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def object_size(client: Any, key: str) -> int | None:
+    try:
+        return int(client.head_object(Bucket=BUCKET, Key=key)["ContentLength"])
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def failure(cmd: tools.Command, result: measure.ChildResult, why: str) -> TransferFailed:
+    return TransferFailed(
+        f"{cmd.tool} failed: {why}\ncommand: {cmd.shell()}\nexit code: {result.returncode}\n"
+        f"--- stderr ---\n{result.stderr.rstrip()}\n--- stdout ---\n{result.stdout.rstrip()}"
+    )
+
+
+def s3ferry_json(cmd: tools.Command, result: measure.ChildResult) -> dict[str, Any]:
+    lines = [ln for ln in result.stdout.splitlines() if ln.strip()]
+    try:
+        data = json.loads(lines[-1])
+    except (IndexError, json.JSONDecodeError) as exc:
+        raise failure(cmd, result, f"no JSON result on stdout ({exc})") from exc
+    if not isinstance(data, dict):
+        raise failure(cmd, result, "JSON result is not an object")
+    return data
+
+
+def check(cmd: tools.Command, result: measure.ChildResult, client: Any, size: int) -> dict[str, Any] | None:
+    """Raise TransferFailed unless the tool succeeded and the object has the file's size."""
+    if result.returncode != 0:
+        raise failure(cmd, result, f"exit code {result.returncode}")
+    reported = s3ferry_json(cmd, result) if cmd.tool == "s3ferry" else None
+    if reported is not None and reported.get("size") != size:
+        raise failure(cmd, result, f"reported size {reported.get('size')} != {size}")
+    if cmd.key is not None:
+        got = object_size(client, cmd.key)
+        if got != size:
+            raise failure(cmd, result, f"object s3://{BUCKET}/{cmd.key} has size {got}, expected {size}")
+    return reported
+
+
+def run_one(cmd: tools.Command, client: Any, size: int, logs: Path, round_no: int) -> Run:
+    os.sync()  # no dirty pages of the previous run are written back during this one
+    result = measure.run_measured(cmd.argv, cmd.env, logs, f"{cmd.tool}-{round_no}", cmd.stdout_path)
+    reported = check(cmd, result, client, size)
+    run = Run(cmd.tool, round_no, size, result.wall_s, result.peak_rss_bytes, result.hwm_bytes,
+              result.disk_write_bytes, reported, cmd.argv)
+    log(f"  {cmd.tool:8} round {round_no}: {run.wall_s:7.2f} s {run.mb_per_s:8.1f} MB/s  "
+        f"peak RSS {report.mb(run.peak_rss_bytes):>6} MB  disk writes {report.human_bytes(run.disk_write_bytes)}")
+    if result.hwm_bytes and abs(result.hwm_bytes - result.peak_rss_bytes) > 0.1 * result.peak_rss_bytes:
+        log(f"  warning: ru_maxrss {report.mb(result.peak_rss_bytes)} MB vs polled VmHWM "
+            f"{report.mb(result.hwm_bytes)} MB differ by more than 10%")
+    return run
+
+
+def delete_objects(client: Any, commands: list[tools.Command]) -> None:
+    for cmd in commands:
+        if cmd.key is not None:
+            client.delete_object(Bucket=BUCKET, Key=cmd.key)
+
+
+def compare(bed: tools.Bed, client: Any, args: argparse.Namespace, logs: Path) -> list[Run]:
+    """``--rounds`` rounds, each running every chosen tool once in a fixed order."""
+    runs: list[Run] = []
+    write_random(bed.source, args.size)
+    for n in range(1, args.rounds + 1):
+        log(f"round {n}/{args.rounds}")
+        commands = [tools.command(tool, bed, str(n)) for tool in args.tools]
+        runs += [run_one(cmd, client, args.size, logs, n) for cmd in commands]
+        delete_objects(client, commands)
+    return runs
+
+
+def sizes_check(bed: tools.Bed, client: Any, args: argparse.Namespace, logs: Path) -> list[Run]:
+    """One s3ferry run per file size; each file is removed before the next is written."""
+    runs: list[Run] = []
+    for n, size in enumerate(args.sizes, start=1):
+        write_random(bed.source, size)
+        cmd = tools.command("s3ferry", bed, report.human_size(size))
+        runs.append(run_one(cmd, client, size, logs, n))
+        delete_objects(client, [cmd])
+        bed.source.unlink()
+    return runs
+
+
+def command_line() -> str:
+    return shlex.join([os.path.relpath(sys.executable), *sys.argv])
+
+
+def markdown(args: argparse.Namespace, bed: tools.Bed, facts: list[tuple[str, str]], runs: list[Run],
+             sections: list[Section]) -> str:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if args.sizes:
+        title = f"s3ferry peak RSS by file size ({now:%Y-%m-%d})"
+    else:
+        title = f"{report.human_size(args.size)} over SFTP into S3, {args.rounds} rounds ({now:%Y-%m-%d})"
+    preamble = [f"Command: `{command_line()}`", "", f"Date: {now:%Y-%m-%d %H:%M} UTC", "", "Machine:", ""]
+    preamble += [f"- {name}: {value}" for name, value in facts]
+    preamble += ["", "Commands of the first run of each tool (temporary paths):", "", "```"]
+    firsts = {r.tool: r for r in reversed(runs)}
+    preamble += [f"{t}: {shlex.join(firsts[t].argv)}" for t in tools.ALL_TOOLS if t in firsts] + ["```"]
+    return report.markdown_report(title, preamble, sections, notes(bed))
+
+
+def notes(bed: tools.Bed) -> list[str]:
+    return [
+        "MB = 10^6 bytes. MB/s = file size / wall time; wall time spans the whole child process "
+        "(start-up, connecting, transfer, the tool's own checks, exit).",
+        "Peak RSS: `ru_maxrss` from `os.wait4` on the tool's process. The tool is started by a short-lived "
+        "`sh` (`cmd &`) and adopted by the harness (a child subreaper), so the harness's own RSS is not "
+        "inherited as a floor.",
+        "Disk writes: `write_bytes` of `/proc/<pid>/io` of the tool's process, polled every 50 ms, last value "
+        "(read once more after exit, before reaping). s3ferry's self-reported figures are in the notes column.",
+        "s5cmd reads the local file directly (the S3-sink limit); ssh-cat is `ssh ... cat FILE > /dev/null` "
+        "(the SFTP-source limit, no S3).",
+        "sshd (OpenSSH, internal-sftp) and SeaweedFS run on the same machine on 127.0.0.1 and share its CPUs "
+        "with the tool. The source file is fsync'ed after writing and stays in the page cache; `sync` runs "
+        "before every transfer; objects are size-checked with HEAD and deleted after each round.",
+        f"rclone is configured only through environment variables (S3 provider `{bed.rclone_provider}`, "
+        "HOME and RCLONE_CONFIG pointing at an empty folder), everything else at rclone's defaults.",
+    ]
+
+
+def sections_for(args: argparse.Namespace, runs: list[Run]) -> list[Section]:
+    return report.sizes_sections(runs) if args.sizes else report.compare_sections(runs)
+
+
+def execute(args: argparse.Namespace, home: Path) -> tuple[tools.Bed, list[Run]]:
+    """Start the servers, run the benchmark, return the runs."""
+    logs = home.parent / "logs"
+    logs.mkdir()
+    (home.parent / "rclone.conf").touch()  # rclone's config: empty, outside the empty HOME
+    with testbed.servers(None) as (ssh, s3):
+        client = s3.client()
+        client.create_bucket(Bucket=BUCKET)
+        provider = tools.rclone_provider() if "rclone" in args.tools and not args.sizes else "unused"
+        bed = tools.Bed(ssh, s3, BUCKET, ssh.root / "bench.bin", home, shlex.split(args.s3ferry_args), provider)
+        log(f"servers up: sftp 127.0.0.1:{ssh.port} ({'OpenSSH' if ssh.proc else 'asyncssh fallback'}), "
+            f"S3 {s3.endpoint}; rclone S3 provider: {provider}")
+        facts = machine.facts(testbed.weed_binary()) if args.markdown else []
+        runs = sizes_check(bed, client, args, logs) if args.sizes else compare(bed, client, args, logs)
+        text = markdown(args, bed, facts, runs, sections_for(args, runs)) if args.markdown else ""
+    if args.markdown:
+        args.markdown.write_text(text)
+        log(f"wrote {args.markdown}")
+    return bed, runs
+
+
+def scratch_parent() -> str | None:
+    """/dev/shm when usable: the children's logs and HOME then cause no disk writes of their own."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    measure.become_subreaper()
+    with tempfile.TemporaryDirectory(prefix="s3ferry-bench-", dir=scratch_parent()) as tmp:
+        home = Path(tmp) / "home"
+        home.mkdir()
+        try:
+            _, runs = execute(args, home)
+        except TransferFailed as exc:
+            log(f"\nFAILED: {exc}")
+            return 1
+    print(report.text_report(sections_for(args, runs)))
+    if args.json:
+        args.json.write_text(json.dumps([dataclasses.asdict(r) for r in runs], indent=2))
+        log(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
