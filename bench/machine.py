@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from tools import tool_path
 
@@ -14,7 +14,7 @@ from tools import tool_path
 def _first_line(argv: list[str], want: Callable[[str], bool] = bool) -> str:
     """The first output line (stdout, then stderr) of ``argv`` that ``want`` accepts."""
     try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     except FileNotFoundError:
         return "not found"
     lines = [ln.strip() for ln in (proc.stdout + "\n" + proc.stderr).splitlines()]

@@ -142,8 +142,8 @@ def compare_sections(runs: list[Run]) -> list[Section]:
 
 def render_text(table: Table) -> str:
     headers, rows = table
-    widths = [max(len(c) for c in col) for col in zip(headers, *rows)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in [headers, *rows]]
+    widths = [max(len(c) for c in col) for col in zip(headers, *rows, strict=True)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in [headers, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

@@ -19,23 +19,32 @@ import shlex
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
+from s3ferry import testbed
 
 import machine
 import measure
 import report
 import tools
 from report import Run, Section
-from s3ferry import testbed
 
 BUCKET = "bench"
 BLOCK = 8 * 1024 * 1024
+PASS_THROUGH = ("--s3ferry-args", "--rclone-args")
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 
 
-class TransferFailed(Exception):
+class S3Client(Protocol):
+    """The two calls of a boto3 S3 client the harness uses."""
+
+    def head_object(self, *, Bucket: str, Key: str) -> dict[str, Any]: ...
+
+    def delete_object(self, *, Bucket: str, Key: str) -> dict[str, Any]: ...
+
+
+class TransferError(Exception):
     """A tool exited non-zero or left a wrong object behind."""
 
 
@@ -49,7 +58,10 @@ def parse_size(text: str) -> int:
 
 
 def parse_sizes(text: str) -> list[int]:
-    return [parse_size(part) for part in text.split(",") if part.strip()]
+    sizes = [parse_size(part) for part in text.split(",") if part.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError("give at least one size, e.g. 1GiB,2GiB")
+    return sizes
 
 
 def parse_tools(text: str) -> list[str]:
@@ -58,6 +70,18 @@ def parse_tools(text: str) -> list[str]:
     if unknown or not chosen:
         raise argparse.ArgumentTypeError(f"unknown tools {unknown}; choose from {','.join(tools.ALL_TOOLS)}")
     return chosen
+
+
+def glue_pass_through(argv: list[str]) -> list[str]:
+    """``--s3ferry-args "--upload-streams 8"`` -> ``--s3ferry-args=--upload-streams 8``.
+
+    argparse would otherwise take a value starting with ``--`` for an option of its own.
+    """
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        out.append(f"{arg}={next(it, '')}" if arg in PASS_THROUGH else arg)
+    return out
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -70,9 +94,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help=f"comma list from {','.join(tools.ALL_TOOLS)} (default s3ferry,rclone,s5cmd)")
     p.add_argument("--with-ssh-cat", action="store_true", help="also time `ssh ... cat FILE >/dev/null`")
     p.add_argument("--s3ferry-args", default="", help='extra s3ferry cp flags, e.g. "--upload-streams 8"')
+    p.add_argument("--rclone-args", default="", help='extra rclone flags (default none: rclone\'s defaults)')
     p.add_argument("--markdown", type=Path, help="also write the results as a Markdown section to this file")
     p.add_argument("--json", type=Path, help="also write every run's raw figures as JSON to this file")
-    args = p.parse_args(argv)
+    args = p.parse_args(glue_pass_through(argv))
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     if args.with_ssh_cat and "ssh-cat" not in args.tools:
@@ -96,7 +121,7 @@ def write_random(path: Path, size: int) -> None:
         os.fsync(fh.fileno())
 
 
-def object_size(client: Any, key: str) -> int | None:
+def object_size(client: S3Client, key: str) -> int | None:
     try:
         return int(client.head_object(Bucket=BUCKET, Key=key)["ContentLength"])
     except ClientError as exc:
@@ -105,8 +130,8 @@ def object_size(client: Any, key: str) -> int | None:
         raise
 
 
-def failure(cmd: tools.Command, result: measure.ChildResult, why: str) -> TransferFailed:
-    return TransferFailed(
+def failure(cmd: tools.Command, result: measure.ChildResult, why: str) -> TransferError:
+    return TransferError(
         f"{cmd.tool} failed: {why}\ncommand: {cmd.shell()}\nexit code: {result.returncode}\n"
         f"--- stderr ---\n{result.stderr.rstrip()}\n--- stdout ---\n{result.stdout.rstrip()}"
     )
@@ -123,8 +148,8 @@ def s3ferry_json(cmd: tools.Command, result: measure.ChildResult) -> dict[str, A
     return data
 
 
-def check(cmd: tools.Command, result: measure.ChildResult, client: Any, size: int) -> dict[str, Any] | None:
-    """Raise TransferFailed unless the tool succeeded and the object has the file's size."""
+def check(cmd: tools.Command, result: measure.ChildResult, client: S3Client, size: int) -> dict[str, Any] | None:
+    """Raise TransferError unless the tool succeeded and the object has the file's size."""
     if result.returncode != 0:
         raise failure(cmd, result, f"exit code {result.returncode}")
     reported = s3ferry_json(cmd, result) if cmd.tool == "s3ferry" else None
@@ -132,50 +157,58 @@ def check(cmd: tools.Command, result: measure.ChildResult, client: Any, size: in
         raise failure(cmd, result, f"reported size {reported.get('size')} != {size}")
     if cmd.key is not None:
         got = object_size(client, cmd.key)
+        if got is None:
+            raise failure(cmd, result, f"object s3://{BUCKET}/{cmd.key} is missing")
         if got != size:
-            raise failure(cmd, result, f"object s3://{BUCKET}/{cmd.key} has size {got}, expected {size}")
+            raise failure(cmd, result, f"object s3://{BUCKET}/{cmd.key} has {got} bytes, expected {size}")
     return reported
 
 
-def run_one(cmd: tools.Command, client: Any, size: int, logs: Path, round_no: int) -> Run:
+def run_one(cmd: tools.Command, client: S3Client, size: int, logs: Path, round_no: int, *,
+            label: str) -> Run:
+    for path in cmd.emptied:
+        path.write_text("")
     os.sync()  # no dirty pages of the previous run are written back during this one
     result = measure.run_measured(cmd.argv, cmd.env, logs, f"{cmd.tool}-{round_no}", cmd.stdout_path)
     reported = check(cmd, result, client, size)
     run = Run(cmd.tool, round_no, size, result.wall_s, result.peak_rss_bytes, result.hwm_bytes,
               result.disk_write_bytes, reported, cmd.argv)
-    log(f"  {cmd.tool:8} round {round_no}: {run.wall_s:7.2f} s {run.mb_per_s:8.1f} MB/s  "
+    log(f"  {cmd.tool:8} {label + ':':9} {run.wall_s:7.2f} s {run.mb_per_s:8.1f} MB/s  "
         f"peak RSS {report.mb(run.peak_rss_bytes):>6} MB  disk writes {report.human_bytes(run.disk_write_bytes)}")
-    if result.hwm_bytes and abs(result.hwm_bytes - result.peak_rss_bytes) > 0.1 * result.peak_rss_bytes:
+    for line in result.stderr.strip().splitlines()[-3:]:
+        log(f"    {cmd.tool} stderr: {line}")
+    gap = abs(result.hwm_bytes - result.peak_rss_bytes)
+    if result.hwm_bytes and gap > 0.1 * result.peak_rss_bytes and gap > 5e6:
         log(f"  warning: ru_maxrss {report.mb(result.peak_rss_bytes)} MB vs polled VmHWM "
             f"{report.mb(result.hwm_bytes)} MB differ by more than 10%")
     return run
 
 
-def delete_objects(client: Any, commands: list[tools.Command]) -> None:
+def delete_objects(client: S3Client, commands: list[tools.Command]) -> None:
     for cmd in commands:
         if cmd.key is not None:
             client.delete_object(Bucket=BUCKET, Key=cmd.key)
 
 
-def compare(bed: tools.Bed, client: Any, args: argparse.Namespace, logs: Path) -> list[Run]:
+def compare(bed: tools.Bed, client: S3Client, args: argparse.Namespace, logs: Path) -> list[Run]:
     """``--rounds`` rounds, each running every chosen tool once in a fixed order."""
     runs: list[Run] = []
     write_random(bed.source, args.size)
     for n in range(1, args.rounds + 1):
         log(f"round {n}/{args.rounds}")
         commands = [tools.command(tool, bed, str(n)) for tool in args.tools]
-        runs += [run_one(cmd, client, args.size, logs, n) for cmd in commands]
+        runs += [run_one(cmd, client, args.size, logs, n, label=f"round {n}") for cmd in commands]
         delete_objects(client, commands)
     return runs
 
 
-def sizes_check(bed: tools.Bed, client: Any, args: argparse.Namespace, logs: Path) -> list[Run]:
+def sizes_check(bed: tools.Bed, client: S3Client, args: argparse.Namespace, logs: Path) -> list[Run]:
     """One s3ferry run per file size; each file is removed before the next is written."""
     runs: list[Run] = []
     for n, size in enumerate(args.sizes, start=1):
         write_random(bed.source, size)
         cmd = tools.command("s3ferry", bed, report.human_size(size))
-        runs.append(run_one(cmd, client, size, logs, n))
+        runs.append(run_one(cmd, client, size, logs, n, label=report.human_size(size)))
         delete_objects(client, [cmd])
         bed.source.unlink()
     return runs
@@ -187,43 +220,61 @@ def command_line() -> str:
 
 def markdown(args: argparse.Namespace, bed: tools.Bed, facts: list[tuple[str, str]], runs: list[Run],
              sections: list[Section]) -> str:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     if args.sizes:
         title = f"s3ferry peak RSS by file size ({now:%Y-%m-%d})"
     else:
-        title = f"{report.human_size(args.size)} over SFTP into S3, {args.rounds} rounds ({now:%Y-%m-%d})"
+        rounds = f"{args.rounds} round{'s' if args.rounds > 1 else ''}"
+        title = f"{report.human_size(args.size)} over SFTP into S3, {rounds} ({now:%Y-%m-%d})"
     preamble = [f"Command: `{command_line()}`", "", f"Date: {now:%Y-%m-%d %H:%M} UTC", "", "Machine:", ""]
     preamble += [f"- {name}: {value}" for name, value in facts]
-    preamble += ["", "Commands of the first run of each tool (temporary paths):", "", "```"]
+    preamble += ["", "Commands of the first run of each tool ($TESTBED: the servers' temporary folder):", "", "```"]
     firsts = {r.tool: r for r in reversed(runs)}
-    preamble += [f"{t}: {shlex.join(firsts[t].argv)}" for t in tools.ALL_TOOLS if t in firsts] + ["```"]
-    return report.markdown_report(title, preamble, sections, notes(bed))
+    preamble += [f"{t}: {shown(firsts[t].argv, bed)}" for t in tools.ALL_TOOLS if t in firsts] + ["```"]
+    return report.markdown_report(title, preamble, sections, notes(bed, set(firsts)))
 
 
-def notes(bed: tools.Bed) -> list[str]:
-    return [
-        "MB = 10^6 bytes. MB/s = file size / wall time; wall time spans the whole child process "
-        "(start-up, connecting, transfer, the tool's own checks, exit).",
-        "Peak RSS: `ru_maxrss` from `os.wait4` on the tool's process. The tool is started by a short-lived "
-        "`sh` (`cmd &`) and adopted by the harness (a child subreaper), so the harness's own RSS is not "
-        "inherited as a floor.",
-        "Disk writes: `write_bytes` of `/proc/<pid>/io` of the tool's process, polled every 50 ms, last value "
-        "(read once more after exit, before reaping). s3ferry's self-reported figures are in the notes column.",
-        "s5cmd reads the local file directly (the S3-sink limit); ssh-cat is `ssh ... cat FILE > /dev/null` "
-        "(the SFTP-source limit, no S3).",
-        "sshd (OpenSSH, internal-sftp) and SeaweedFS run on the same machine on 127.0.0.1 and share its CPUs "
-        "with the tool. The source file is fsync'ed after writing and stays in the page cache; `sync` runs "
-        "before every transfer; objects are size-checked with HEAD and deleted after each round.",
-        f"rclone is configured only through environment variables (S3 provider `{bed.rclone_provider}`, "
-        "HOME and RCLONE_CONFIG pointing at an empty folder), everything else at rclone's defaults.",
+def shown(argv: list[str], bed: tools.Bed) -> str:
+    """A command line for the report: short venv and temporary paths."""
+    text = shlex.join(argv).replace(str(bed.ssh.base.parent), "$TESTBED")
+    return text.replace(str(tools.BIN) + "/", os.path.relpath(tools.BIN) + "/")
+
+
+def notes(bed: tools.Bed, ran: set[str]) -> list[str]:
+    scratch = "on /dev/shm, so they add nothing" if scratch_parent() else "on disk and add a few kB"
+    out = [
+        ("MB = 10^6 bytes. MB/s = file size / wall time; wall time spans the whole child process "
+         "(start-up, connecting, transfer, the tool's own checks, exit)."),
+        ("Peak RSS: `ru_maxrss` from `os.wait4` on the tool's process. The tool is started by a short-lived "
+         "`sh` (`cmd &`) and adopted by the harness (a child subreaper), so the harness's own RSS is not "
+         "inherited as a floor."),
+        ("Disk writes: `write_bytes` of `/proc/<pid>/io` of the tool's process, polled every 50 ms, last value "
+         "(read once more after exit, before reaping); it includes child processes the tool started and reaped. "
+         f"The children's stdout/stderr and HOME are {scratch}. s3ferry's self-reported figures "
+         "(measured inside the transfer only) are in the notes column."),
+        ("sshd (OpenSSH, internal-sftp) and SeaweedFS run on the same machine on 127.0.0.1 and share its CPUs "
+         "with the tool. The source file is fsync'ed after writing and stays in the page cache; `sync` runs "
+         "before every transfer; objects are size-checked with HEAD and then deleted."),
     ]
+    if "s5cmd" in ran:
+        out.append("s5cmd reads the local file directly: the limit of the S3 side alone.")
+    if "ssh-cat" in ran:
+        out.append("ssh-cat is `ssh ... cat FILE > /dev/null`: the limit of the SSH side alone (no S3).")
+    if "rclone" in ran:
+        out.append(
+            f"rclone is configured only through environment variables (S3 provider `{bed.rclone_provider}`, "
+            "HOME empty, RCLONE_CONFIG an empty file, emptied again before every run because rclone saves the "
+            "SFTP shell and hash commands it detects there). At its defaults rclone runs `md5sum FILE` on the "
+            "SFTP server before uploading and copies with 4 streams of 5 MiB chunks."
+        )
+    return out
 
 
 def sections_for(args: argparse.Namespace, runs: list[Run]) -> list[Section]:
     return report.sizes_sections(runs) if args.sizes else report.compare_sections(runs)
 
 
-def execute(args: argparse.Namespace, home: Path) -> tuple[tools.Bed, list[Run]]:
+def execute(args: argparse.Namespace, home: Path) -> list[Run]:
     """Start the servers, run the benchmark, return the runs."""
     logs = home.parent / "logs"
     logs.mkdir()
@@ -231,8 +282,9 @@ def execute(args: argparse.Namespace, home: Path) -> tuple[tools.Bed, list[Run]]
     with testbed.servers(None) as (ssh, s3):
         client = s3.client()
         client.create_bucket(Bucket=BUCKET)
-        provider = tools.rclone_provider() if "rclone" in args.tools and not args.sizes else "unused"
-        bed = tools.Bed(ssh, s3, BUCKET, ssh.root / "bench.bin", home, shlex.split(args.s3ferry_args), provider)
+        provider = tools.rclone_provider() if "rclone" in args.tools and not args.sizes else "-"
+        bed = tools.Bed(ssh, s3, BUCKET, ssh.root / "bench.bin", home, shlex.split(args.s3ferry_args),
+                        shlex.split(args.rclone_args), provider)
         log(f"servers up: sftp 127.0.0.1:{ssh.port} ({'OpenSSH' if ssh.proc else 'asyncssh fallback'}), "
             f"S3 {s3.endpoint}; rclone S3 provider: {provider}")
         facts = machine.facts(testbed.weed_binary()) if args.markdown else []
@@ -241,7 +293,7 @@ def execute(args: argparse.Namespace, home: Path) -> tuple[tools.Bed, list[Run]]
     if args.markdown:
         args.markdown.write_text(text)
         log(f"wrote {args.markdown}")
-    return bed, runs
+    return runs
 
 
 def scratch_parent() -> str | None:
@@ -257,8 +309,8 @@ def main(argv: list[str]) -> int:
         home = Path(tmp) / "home"
         home.mkdir()
         try:
-            _, runs = execute(args, home)
-        except TransferFailed as exc:
+            runs = execute(args, home)
+        except TransferError as exc:
             log(f"\nFAILED: {exc}")
             return 1
     print(report.text_report(sections_for(args, runs)))

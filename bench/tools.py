@@ -12,9 +12,9 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from s3ferry.testbed import SeaweedServer, SshServer
 
@@ -34,6 +34,7 @@ class Bed:
     source: Path  # the random file, below ssh.root
     home: Path  # an empty folder: HOME of every child; rclone.conf (empty) lives next to it
     s3ferry_args: list[str] = field(default_factory=list)
+    rclone_args: list[str] = field(default_factory=list)
     rclone_provider: str = "SeaweedFS"
 
 
@@ -44,6 +45,7 @@ class Command:
     env: dict[str, str]
     key: str | None  # the object it writes, None for ssh-cat
     stdout_path: Path | None = None  # None: captured to a log file
+    emptied: tuple[Path, ...] = ()  # files truncated right before every run
 
     def shell(self) -> str:
         return shlex.join(self.argv)
@@ -70,10 +72,20 @@ def s3ferry(bed: Bed, key: str) -> Command:
     return Command("s3ferry", argv, base_env(bed) | bed.s3.env(), key)
 
 
+def rclone_config(bed: Bed) -> Path:
+    """rclone's config file: empty before every run.
+
+    rclone saves what it detects about an SFTP server (shell_type, md5sum_command,
+    sha1sum_command) into it, so without emptying it the first round would do
+    that detection and later rounds would not.
+    """
+    return bed.home.parent / "rclone.conf"
+
+
 def rclone_env(bed: Bed) -> dict[str, str]:
     """rclone's two remotes, ``src:`` (sftp) and ``dst:`` (s3), from environment variables only."""
     return base_env(bed) | {
-        "RCLONE_CONFIG": str(bed.home.parent / "rclone.conf"),  # an empty file
+        "RCLONE_CONFIG": str(rclone_config(bed)),
         "RCLONE_CONFIG_SRC_TYPE": "sftp",
         "RCLONE_CONFIG_SRC_HOST": "127.0.0.1",
         "RCLONE_CONFIG_SRC_PORT": str(bed.ssh.port),
@@ -90,8 +102,8 @@ def rclone_env(bed: Bed) -> dict[str, str]:
 
 
 def rclone(bed: Bed, key: str) -> Command:
-    argv = [tool_path("rclone"), "copyto", f"src:{bed.source}", f"dst:{bed.bucket}/{key}"]
-    return Command("rclone", argv, rclone_env(bed), key)
+    argv = [tool_path("rclone"), "copyto", f"src:{bed.source}", f"dst:{bed.bucket}/{key}", *bed.rclone_args]
+    return Command("rclone", argv, rclone_env(bed), key, emptied=(rclone_config(bed),))
 
 
 def s5cmd(bed: Bed, key: str) -> Command:

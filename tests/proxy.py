@@ -16,10 +16,10 @@ from s3ferry.testbed import free_port
 
 
 class CuttingProxy:
-    def __init__(self, target_port: int, cut_after: int | None = None) -> None:
+    def __init__(self, target_port: int, cut_after: int | None = None, port: int | None = None) -> None:
         self.target_port = target_port
         self.cut_after = cut_after
-        self.port = free_port()
+        self.port = port or free_port()
         self.forwarded = 0  # server -> client bytes
         self.cut = threading.Event()
         self._lock = threading.Lock()
@@ -36,7 +36,12 @@ class CuttingProxy:
 
     def close(self) -> None:
         self.cut.set()
+        try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
+        except OSError:
+            pass  # not connected: fine for a listener on some kernels
         self._listener.close()
+        self._thread.join(timeout=5)
         self._close_all()
 
     def _close_all(self) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
 import pytest
 
-from conftest import MiB, object_exists, run_cli, sftp_flags, uploads_for, write_random
+from conftest import MiB, object_exists, object_sha256, run_cli, sftp_flags, uploads_for, write_random
 from proxy import CuttingProxy
 from s3ferry import testbed
 from s3ferry.errors import SourceChangedError
@@ -144,18 +145,47 @@ def test_debug_shows_the_traceback(ssh: testbed.SshServer, s3_env: dict[str, str
     assert "Traceback" in result.stderr and "s3ferry: error: source not found" in result.stderr
 
 
-def test_connection_cut_mid_transfer(ssh: testbed.SshServer, s3: testbed.SeaweedServer, s3_env: dict[str, str],
-                                     bucket: str, tmp_path: Path) -> None:
+def test_connection_cut_mid_transfer_keeps_the_upload_for_resume(
+        ssh: testbed.SshServer, s3: testbed.SeaweedServer, s3_env: dict[str, str], bucket: str) -> None:
+    """The SFTP server becomes unreachable mid-way: exit 1, nothing published, and a re-run resumes."""
     src = ssh.root / "cut.bin"
-    write_random(src, 96 * MiB)
+    expected = write_random(src, 96 * MiB)
     with CuttingProxy(ssh.port, cut_after=40 * MiB) as proxy:
         url = f"sftp://{ssh.user}@127.0.0.1:{proxy.port}{src}"
-        result = run_cli("cp", url, f"s3://{bucket}/cut.bin", "-i", str(ssh.user_key),
-                         "--host-key", ssh.host_fingerprint)
+        flags = ["-i", str(ssh.user_key), "--host-key", ssh.host_fingerprint, "--retries", "2"]
+        result = run_cli("cp", url, f"s3://{bucket}/cut.bin", *flags)
         assert proxy.cut.is_set()
     assert result.code == 1, result.stderr
-    assert_one_line_error(result.stderr, "connection")
+    assert_one_line_error(result.stderr, "connect", "run the same command again to resume",
+                          f"s3ferry cancel s3://{bucket}/cut.bin")
     assert not object_exists(s3, bucket, "cut.bin")
+    kept = uploads_for(s3, bucket, "cut.bin")
+    assert len(kept) == 1
+    listing = run_cli("uploads", f"s3://{bucket}/", "--json")
+    assert listing.code == 0 and '"journaled": true' in listing.stdout
+
+    # The same command once the network is back: only the missing parts move.
+    with CuttingProxy(ssh.port, port=proxy.port):
+        result = run_cli("cp", url, f"s3://{bucket}/cut.bin", *flags, "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["resumed_parts"] > 0
+    assert report["uploaded_bytes"] <= 96 * MiB - report["resumed_parts"] * 8 * MiB
+    assert object_sha256(s3, bucket, "cut.bin") == expected
+    assert uploads_for(s3, bucket) == []
+
+
+def test_no_resume_aborts_on_failure(ssh: testbed.SshServer, s3: testbed.SeaweedServer, s3_env: dict[str, str],
+                                     bucket: str) -> None:
+    src = ssh.root / "cut2.bin"
+    write_random(src, 64 * MiB)
+    with CuttingProxy(ssh.port, cut_after=24 * MiB) as proxy:
+        url = f"sftp://{ssh.user}@127.0.0.1:{proxy.port}{src}"
+        result = run_cli("cp", url, f"s3://{bucket}/cut2.bin", "-i", str(ssh.user_key),
+                         "--host-key", ssh.host_fingerprint, "--retries", "1", "--no-resume")
+    assert result.code == 1, result.stderr
+    assert_one_line_error(result.stderr, "connect")
+    assert not object_exists(s3, bucket, "cut2.bin")
     assert uploads_for(s3, bucket) == []
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -19,8 +20,10 @@ import click
 from rich.console import Console
 
 from . import __version__
-from .errors import S3FerryError, UsageError
+from .errors import InterruptedError_, S3FerryError, UsageError
 from .options import CHECKSUMS, S3Options, SftpOptions, TransferOptions, parse_size
+
+T = TypeVar("T")
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = TransferOptions()
@@ -47,8 +50,12 @@ def _fail(exc: BaseException, debug: bool) -> None:
     """Print the one-line error (plus traceback with --debug) and exit."""
     if debug:
         traceback.print_exception(exc)
+    if isinstance(exc, InterruptedError_):
+        click.echo(f"s3ferry: {exc}", err=True)
+        sys.exit(exc.exit_code)
     if isinstance(exc, S3FerryError):
-        click.echo(f"s3ferry: error: {exc}", err=True)
+        hint = f"; {exc.hint}" if exc.hint else ""
+        click.echo(f"s3ferry: error: {exc}{hint}", err=True)
         sys.exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
         click.echo("s3ferry: interrupted", err=True)
@@ -64,6 +71,40 @@ def run_command(debug: bool, body: Callable[[], Any]) -> Any:
         _fail(exc, debug)
     except Exception as exc:  # noqa: BLE001 - the last line of defence prints one line, not a traceback
         _fail(exc, debug)
+
+
+def run_async(coro: Any, interrupted: str = "interrupted") -> Any:
+    """Run ``coro``; SIGINT and SIGTERM cancel it (clean-ups run) and exit 130 with one line."""
+
+    async def main() -> Any:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return await coro
+
+    try:
+        return asyncio.run(main())
+    except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+        raise InterruptedError_(interrupted) from exc
+
+
+def _setup_logging(debug: bool) -> None:
+    """Notes (resuming, retrying, starting over) go to stderr as `s3ferry: ...` lines."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("s3ferry: %(message)s"))
+    root = logging.getLogger("s3ferry")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    root.propagate = False
+    if debug:
+        logging.basicConfig(level=logging.DEBUG)
+
+
+def state_options(fn: F) -> F:
+    return click.option("--state-dir", type=click.Path(path_type=Path), envvar="S3FERRY_STATE_DIR",
+                        help="Where the resume journal lives (default: ~/.local/state/s3ferry).")(fn)
 
 
 def sftp_options(fn: F) -> F:
@@ -108,37 +149,124 @@ def main() -> None:
               help="Byte budget for payload buffers.")
 @click.option("--checksum", type=click.Choice(CHECKSUMS), default=DEFAULTS.checksum, show_default=True,
               help="Checksum verified per part by S3 and on the whole object.")
+@click.option("--resume", "resume_mode", flag_value="resume",
+              help="Continue an earlier attempt; without a journal, adopt an upload found in S3 (parts verified).")
+@click.option("--force", "resume_mode", flag_value="force", help="Discard any earlier attempt and start clean.")
+@click.option("--no-resume", "resume_mode", flag_value="never",
+              help="Refuse to run if an earlier attempt exists; keep no journal, leave nothing behind on failure.")
+@click.option("--retries", type=int, default=DEFAULTS.retries, show_default=True,
+              help="Retries per part and per request for errors that may pass (5xx, SlowDown, lost connection).")
+@state_options
 @sftp_options
 @s3_options
 @click.option("--no-progress", is_flag=True, help="No progress bar (also off when stderr is not a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 def cp(src: str, dst: str, part_size: int, read_streams: int, upload_streams: int, max_memory: int, checksum: str,
+       resume_mode: str | None, retries: int, state_dir: Path | None,
        identity: tuple[Path, ...], known_hosts: Path | None, host_key: str | None, password_file: Path | None,
        endpoint_url: str | None, profile: str | None, region: str | None,
        no_progress: bool, as_json: bool, debug: bool) -> None:
-    """Copy SRC to DST (a DST ending in / gets the source's file name)."""
-    from .api import acopy
+    """Copy SRC to DST (a DST ending in / gets the source's file name).
+
+    An interrupted or failed copy is kept and journaled: run the same command
+    again and only the missing parts are sent.
+    """
+    from .api import acopy, resolve
     from .observe.progress import RichProgress, summary_line
 
-    if debug:
-        logging.basicConfig(level=logging.DEBUG)
+    _setup_logging(debug)
 
     def body() -> None:
         options = TransferOptions(
             part_size=part_size, read_streams=read_streams, upload_streams=upload_streams, max_memory=max_memory,
             checksum=checksum,  # type: ignore[arg-type]
+            retries=retries, resume=resume_mode or "auto", state_dir=state_dir,  # type: ignore[arg-type]
             sftp=SftpOptions(identity=identity, known_hosts=known_hosts, host_key=host_key,
                              password_file=password_file),
             s3=S3Options(endpoint_url=endpoint_url, profile=profile, region=region),
         )
+        _, dest = resolve(src, dst)
         console = Console(stderr=True)
         progress = RichProgress(console) if console.is_terminal and not no_progress else None
-        result = asyncio.run(acopy(src, dst, options, progress=progress))
+        kept = "interrupted" if options.resume == "never" else (
+            f"interrupted: the upload is kept; run the same command again to resume, or `s3ferry cancel {dest}`")
+        result = run_async(acopy(src, dst, options, progress=progress), kept)
         if as_json:
             click.echo(json.dumps(result.as_dict()))
         else:
             click.echo(summary_line(result))
+
+    run_command(debug, body)
+
+
+@main.command(epilog="""
+\b
+Examples:
+  s3ferry uploads s3://raw/
+  s3ferry uploads s3://raw/partner/ --json
+""")
+@click.argument("location")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per upload.")
+@state_options
+@s3_options
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def uploads(location: str, as_json: bool, state_dir: Path | None, endpoint_url: str | None, profile: str | None,
+            region: str | None, debug: bool) -> None:
+    """List unfinished multipart uploads under s3://bucket[/prefix]."""
+    from .manage import list_uploads
+    from .observe.progress import human_bytes
+    from .urls import parse
+
+    _setup_logging(debug)
+
+    def body() -> None:
+        options = TransferOptions(state_dir=state_dir,
+                                  s3=S3Options(endpoint_url=endpoint_url, profile=profile, region=region))
+        rows = run_async(list_uploads(parse(location), options))
+        for row in rows:
+            if as_json:
+                click.echo(json.dumps(row.as_dict()))
+            else:
+                started = row.initiated.strftime("%Y-%m-%d %H:%M") if row.initiated else "?"
+                known = "journal" if row.journaled else "-"
+                click.echo(f"{row.key}\t{row.upload_id}\t{started}\t{row.parts} parts\t{human_bytes(row.bytes)}"
+                           f"\t{known}")
+        if not as_json:
+            click.echo(f"{len(rows)} unfinished upload(s)", err=True)
+
+    run_command(debug, body)
+
+
+@main.command(epilog="""
+\b
+Examples:
+  s3ferry cancel s3://raw/partner/big.csv.gz
+  s3ferry cancel --prefix --older-than 7d s3://raw/
+""")
+@click.argument("location")
+@click.option("--prefix", is_flag=True, help="Every upload whose key starts with the given key.")
+@click.option("--older-than", metavar="AGE", help="Only uploads started longer ago than AGE (7d, 12h, 30m).")
+@state_options
+@s3_options
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def cancel(location: str, prefix: bool, older_than: str | None, state_dir: Path | None, endpoint_url: str | None,
+           profile: str | None, region: str | None, debug: bool) -> None:
+    """Abort unfinished multipart uploads of s3://bucket/key (and forget their journal entries)."""
+    from .manage import cancel_uploads, parse_age
+    from .urls import parse
+
+    _setup_logging(debug)
+
+    def body() -> None:
+        options = TransferOptions(state_dir=state_dir,
+                                  s3=S3Options(endpoint_url=endpoint_url, profile=profile, region=region))
+        age = parse_age(older_than) if older_than else None
+        loc = parse(location)
+        aborted = run_async(cancel_uploads(loc, options, prefix, age))
+        for up in aborted:
+            click.echo(f"aborted {up.upload_id} s3://{loc.bucket}/{up.key}")
+        click.echo(f"{len(aborted)} upload(s) aborted", err=True)
 
     run_command(debug, body)
 

@@ -9,24 +9,38 @@
 Readers take the next part in order, wait for a free buffer (the budget),
 fill it from the source and checksum it; uploaders send full buffers and
 return them. All of it runs in one ``TaskGroup``: the first failure cancels
-every sibling, the upload is aborted, and the error propagates. The object
-is completed only when a receipt exists for every planned part, and it is
-kept only if the checksum S3 reports equals the one computed from the bytes
-read from the source.
+every sibling. Reads and uploads are retried (backoff with jitter); a reader
+whose connection broke gets a new one; SlowDown lowers the upload
+concurrency (AIMD). The object is completed only when a receipt exists for
+every planned part, and it is kept only if the checksum S3 reports equals
+the one computed from the bytes read from the source.
+
+On failure the upload is aborted, except when the failure may pass (a lost
+connection after all retries, Ctrl-C, SIGTERM) and the attempt is
+journaled: then it is kept, so that running the same command again sends
+only the missing parts (see :mod:`s3ferry.resume`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import logging
 import time
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
 from . import checksums
-from .backends.base import ChunkWriter, Part, Receipt, Sink, Source, Stat
+from .backends.base import ChunkWriter, Part, RangeReader, Receipt, Sink, Source, Stat
 from .errors import IntegrityError, S3FerryError, SourceChangedError, TransferError
+from .journal import Journal, PartRecord
 from .observe.resources import ResourceMeter
 from .options import TransferOptions
+from .resume import Attempt, Plan, prepare
+from .retry import AdaptiveLimit, RetryPolicy, is_throttle
+
+log = logging.getLogger("s3ferry")
 
 
 class ProgressListener(Protocol):
@@ -64,6 +78,8 @@ class TransferResult:
     checksum: str | None
     peak_rss_bytes: int
     disk_write_bytes: int
+    resumed_parts: int = 0
+    uploaded_bytes: int = 0
 
     @property
     def bytes_per_second(self) -> float:
@@ -78,6 +94,8 @@ class TransferResult:
             "mb_per_s": round(self.bytes_per_second / 1e6, 2),
             "parts": self.parts,
             "part_size": self.part_size,
+            "resumed_parts": self.resumed_parts,
+            "uploaded_bytes": self.uploaded_bytes,
             "checksum_algorithm": self.checksum_algorithm,
             "checksum": self.checksum,
             "peak_rss_bytes": self.peak_rss_bytes,
@@ -114,6 +132,36 @@ class BufferPool:
         self._free.put_nowait(buf)
 
 
+class ReaderSlot:
+    """One read stream's reader, reopened after it breaks (its connection is dropped)."""
+
+    def __init__(self, source: Source) -> None:
+        self._source = source
+        self._stack: AsyncExitStack | None = None
+        self._reader: RangeReader | None = None
+
+    async def read_into(self, offset: int, buf: memoryview) -> None:
+        if self._reader is None:
+            self._stack = AsyncExitStack()
+            self._reader = await self._stack.enter_async_context(self._source.reader())
+        try:
+            await self._reader.read_into(offset, buf)
+        except BaseException as exc:
+            await self._drop(exc)
+            raise
+
+    async def _drop(self, exc: BaseException) -> None:
+        stack, self._stack, self._reader = self._stack, None, None
+        if stack is not None:
+            # Passing the exception tells the backend not to reuse the connection.
+            await stack.__aexit__(type(exc), exc, exc.__traceback__)
+
+    async def close(self) -> None:
+        stack, self._stack, self._reader = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+
 async def _digest(algorithm: checksums.Algorithm | None, data: memoryview) -> checksums.PartDigest | None:
     if algorithm is None:
         return None
@@ -122,38 +170,82 @@ async def _digest(algorithm: checksums.Algorithm | None, data: memoryview) -> ch
     return checksums.PartDigest(raw, len(data))
 
 
+def _md5_hex(data: memoryview) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
 @dataclass
 class _Job:
     """One transfer's moving parts, shared by its reader and uploader tasks."""
 
     source: Source
-    writer: ChunkWriter
+    attempt: Attempt
     parts: list[Part]
     pool: BufferPool
     algorithm: checksums.Algorithm | None
     progress: ProgressListener
+    retry: RetryPolicy
+    limit: AdaptiveLimit
+    journal: Journal | None
+    uploaded_bytes: int = 0
+    adopted: int = 0  # stored parts reused after checking their bytes
+    receipts: dict[int, Receipt] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.next_part = iter(self.parts)
+        self.receipts.update(self.attempt.done)
+        self.next_part = iter([p for p in self.parts if p.number not in self.attempt.done])
         self.ready: asyncio.Queue[tuple[Part, bytearray, checksums.PartDigest | None] | None] = asyncio.Queue()
-        self.receipts: dict[int, Receipt] = {}
 
     async def read_worker(self) -> None:
-        async with self.source.reader() as reader:
+        slot = ReaderSlot(self.source)
+        try:
             for part in self.next_part:  # shared iterator: each part is taken once
                 buf = await self.pool.get()
                 view = memoryview(buf)[: part.length]
-                await reader.read_into(part.offset, view)
+                await self.retry.run(lambda: slot.read_into(part.offset, view), f"reading part {part.number}")
                 digest = await _digest(self.algorithm, view)
+                if await self._already_stored(part, view, digest):
+                    self.pool.put(buf)
+                    continue
                 await self.ready.put((part, buf, digest))
+        finally:
+            await slot.close()
+
+    async def _already_stored(self, part: Part, view: memoryview, digest: checksums.PartDigest | None) -> bool:
+        """A stored part the journal did not know is reused only if its ETag is the MD5 of these bytes."""
+        etag = self.attempt.candidates.get(part.number)
+        if etag is None or await asyncio.to_thread(_md5_hex, view) != etag.strip('"'):
+            return False
+        await self._stored(Receipt(part.number, etag, digest), part.length)
+        self.adopted += 1
+        return True
 
     async def upload_worker(self) -> None:
         while (item := await self.ready.get()) is not None:
             part, buf, digest = item
-            receipt = await self.writer.write_part(part, memoryview(buf)[: part.length], digest)
-            self.receipts[part.number] = receipt
+            receipt = await self.retry.run(lambda: self._upload(part, buf, digest), f"uploading part {part.number}",
+                                           on_retry=self._on_retry)
             self.pool.put(buf)
-            self.progress.advanced(part.length)
+            self.uploaded_bytes += part.length
+            await self._stored(receipt, part.length)
+
+    async def _upload(self, part: Part, buf: bytearray, digest: checksums.PartDigest | None) -> Receipt:
+        async with self.limit:
+            receipt = await self.attempt.writer.write_part(part, memoryview(buf)[: part.length], digest)
+        await self.limit.succeeded()
+        return receipt
+
+    async def _on_retry(self, exc: S3FerryError) -> None:
+        if is_throttle(exc):
+            await self.limit.throttled()
+
+    async def _stored(self, receipt: Receipt, length: int) -> None:
+        self.receipts[receipt.number] = receipt
+        self.progress.advanced(length)
+        if self.journal is not None and self.attempt.transfer_id is not None:
+            digest = receipt.digest.b64 if receipt.digest else None
+            await self.journal.record_part(self.attempt.transfer_id,
+                                           PartRecord(receipt.number, length, receipt.etag, digest))
 
     async def close_after(self, readers: Sequence[asyncio.Task[None]], uploaders: int) -> None:
         await asyncio.gather(*readers)
@@ -184,8 +276,11 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 
 async def _pump(job: _Job, options: TransferOptions) -> None:
-    readers_n = min(options.read_streams, len(job.parts))
-    uploaders_n = min(options.upload_streams, len(job.parts))
+    todo = len(job.parts) - len(job.attempt.done)
+    if todo == 0:
+        return
+    readers_n = min(options.read_streams, todo)
+    uploaders_n = min(options.upload_streams, todo)
     try:
         async with asyncio.TaskGroup() as group:
             for _ in range(uploaders_n):
@@ -205,6 +300,10 @@ async def _check_unchanged(source: Source, before: Stat) -> None:
         )
 
 
+def _open_journal(options: TransferOptions) -> Journal | None:
+    return None if options.resume == "never" else Journal(options.state_dir)
+
+
 async def transfer(
     source: Source,
     sink: Sink,
@@ -212,50 +311,78 @@ async def transfer(
     progress: ProgressListener | None = None,
 ) -> TransferResult:
     """Copy one file from ``source`` to ``sink``; see the module docstring."""
-    progress = progress or _NoProgress()
+    journal = _open_journal(options)
+    try:
+        return await _transfer(source, sink, options, progress or _NoProgress(), journal)
+    finally:
+        if journal is not None:
+            await asyncio.shield(journal.close())
+
+
+async def _transfer(source: Source, sink: Sink, options: TransferOptions, progress: ProgressListener,
+                    journal: Journal | None) -> TransferResult:
     meter = ResourceMeter()
     started = time.monotonic()
-    stat = await source.stat()
+    retry = RetryPolicy(retries=options.retries)
+    stat = await retry.run(source.stat, "reading the source's size")
+    await sink.prepare()
     part_size = options.part_size_for(stat.size)
     parts = plan_parts(stat.size, part_size)
     algorithm = checksums.get(options.checksum)
-    writer = await sink.open_writer(stat.size, part_size, algorithm)
+    plan = Plan(str(source.location), str(sink.location), stat, parts, part_size, algorithm, options.resume)
+    attempt = await prepare(plan, sink, journal)
     pool = BufferPool(min(options.buffer_count(part_size), len(parts) + 1), part_size)
-    job = _Job(source, writer, parts, pool, algorithm, progress)
+    job = _Job(source, attempt, parts, pool, algorithm, progress, retry, AdaptiveLimit(options.upload_streams),
+               journal)
     progress.started(source.location.name, stat.size)
+    progress.advanced(sum(p.length for p in parts if p.number in attempt.done))
     try:
         await _pump(job, options)
         receipts = job.ordered_receipts()
-        await _check_unchanged(source, stat)
+        await retry.run(lambda: _check_unchanged(source, stat), "checking the source again")
         whole = algorithm.whole([r.digest for r in receipts if r.digest], single=len(parts) == 1) if algorithm else None
-        completed = await writer.complete(receipts, whole)
-    except BaseException:
-        await asyncio.shield(_abort_quietly(writer))
+        completed = await attempt.writer.complete(receipts, whole)
+    except BaseException as exc:
+        await asyncio.shield(_after_failure(exc, attempt, journal, str(sink.location)))
         raise
     finally:
         progress.finished()
-    await _verify(writer, completed.size, completed.checksum, stat.size, whole, str(sink.location))
+    try:
+        await _verify(attempt.writer, completed.size, completed.checksum, stat.size, whole, str(sink.location))
+    finally:
+        if journal is not None and attempt.transfer_id is not None:
+            await journal.forget(attempt.transfer_id)
     return TransferResult(
-        source=str(source.location),
-        destination=str(sink.location),
-        size=stat.size,
-        seconds=time.monotonic() - started,
-        parts=len(parts),
-        part_size=part_size,
-        checksum_algorithm=options.checksum,
-        checksum=whole,
-        peak_rss_bytes=meter.peak_rss(),
-        disk_write_bytes=meter.disk_writes(),
+        source=str(source.location), destination=str(sink.location), size=stat.size,
+        seconds=time.monotonic() - started, parts=len(parts), part_size=part_size,
+        checksum_algorithm=options.checksum, checksum=whole, peak_rss_bytes=meter.peak_rss(),
+        disk_write_bytes=meter.disk_writes(), resumed_parts=len(attempt.done) + job.adopted,
+        uploaded_bytes=job.uploaded_bytes,
     )
 
 
-async def _abort_quietly(writer: ChunkWriter) -> None:
+def _keep_for_resume(exc: BaseException, attempt: Attempt) -> bool:
+    if attempt.transfer_id is None:
+        return False
+    if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)):
+        return True
+    return isinstance(exc, S3FerryError) and exc.retryable
+
+
+async def _after_failure(exc: BaseException, attempt: Attempt, journal: Journal | None, where: str) -> None:
+    if _keep_for_resume(exc, attempt) and journal is not None:
+        await journal.flush()
+        hint = f"the upload is kept: run the same command again to resume, or `s3ferry cancel {where}`"
+        if isinstance(exc, S3FerryError):
+            exc.hint = hint
+        log.info(hint)
+        return
     try:
-        await writer.abort()
-    except S3FerryError:
-        # The transfer already failed with a better error; the upload stays
-        # listed by `s3ferry uploads` for a later `cancel`.
-        pass
+        await attempt.writer.abort()
+    except S3FerryError as abort_exc:
+        log.warning("could not abort the upload to %s (%s); `s3ferry uploads` lists it", where, abort_exc)
+    if journal is not None and attempt.transfer_id is not None:
+        await journal.forget(attempt.transfer_id)
 
 
 async def _verify(writer: ChunkWriter, got_size: int, got_sum: str | None, size: int, whole: str | None,

@@ -36,6 +36,8 @@ class S3FerryError(Exception):
             self.retryable = retryable
         #: the server's own error code (e.g. S3's "SlowDown"), when there is one
         self.code = code
+        #: what the user can do next (printed after the message, same line)
+        self.hint: str | None = None
 
 
 class TransferError(S3FerryError):

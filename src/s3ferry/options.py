@@ -36,6 +36,10 @@ MAX_PART_SIZE = 5 * GiB
 MAX_PARTS = 10_000
 
 ChecksumName = Literal["crc32c", "crc64nvme", "sha256", "none"]
+#: auto: continue a journaled attempt; resume: also adopt an upload found in S3;
+#: force: discard earlier attempts; never: refuse if one exists, keep no journal.
+ResumeMode = Literal["auto", "resume", "force", "never"]
+RESUME_MODES: tuple[str, ...] = ("auto", "resume", "force", "never")
 CHECKSUMS: tuple[str, ...] = ("crc32c", "crc64nvme", "sha256", "none")
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
@@ -93,6 +97,9 @@ class TransferOptions:
     checksum: ChecksumName = "crc32c"
     sftp_block: int = 256 * KiB
     sftp_window: int = 16
+    retries: int = 5
+    resume: ResumeMode = "auto"
+    state_dir: Path | None = None
     sftp: SftpOptions = field(default_factory=SftpOptions)
     s3: S3Options = field(default_factory=S3Options)
 
@@ -107,6 +114,10 @@ class TransferOptions:
             raise UsageError("--max-memory must be at least 5MiB")
         if not 4 * KiB <= self.sftp_block <= 4 * MiB:
             raise UsageError("sftp_block must be between 4KiB and 4MiB")
+        if not 0 <= self.retries <= 100:
+            raise UsageError(f"--retries must be between 0 and 100, not {self.retries}")
+        if self.resume not in RESUME_MODES:
+            raise UsageError(f"resume must be one of {', '.join(RESUME_MODES)}, not {self.resume!r}")
         if self.checksum not in CHECKSUMS:
             raise UsageError(f"--checksum must be one of {', '.join(CHECKSUMS)}, not {self.checksum!r}")
 

@@ -24,5 +24,8 @@ def open_sink(location: Location, options: TransferOptions) -> Sink:
     if location.scheme == "s3":
         from .s3 import S3Sink
 
-        return S3Sink(location, options.s3, pool_size=options.upload_streams + 2)
+        from ..retry import RetryPolicy
+
+        return S3Sink(location, options.s3, pool_size=options.upload_streams + 2,
+                      retry=RetryPolicy(retries=options.retries))
     raise UsageError(f"{location.scheme}:// is not supported as a destination yet (use s3://)")

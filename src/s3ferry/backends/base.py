@@ -22,6 +22,7 @@ class Features:
     ranged_reads: bool = False
     offset_writes: bool = False
     server_side_copy: bool = False
+    resumable: bool = False  # parts of an unfinished write can be listed and reused
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,24 @@ class Receipt:
     number: int
     etag: str
     digest: PartDigest | None
+
+
+@dataclass(frozen=True)
+class ListedPart:
+    """A part the destination already holds (from ListParts)."""
+
+    number: int
+    size: int
+    etag: str
+
+
+@dataclass(frozen=True)
+class UploadInfo:
+    """An unfinished multipart upload."""
+
+    key: str
+    upload_id: str
+    initiated: object  # datetime from the server, None if unknown
 
 
 @dataclass(frozen=True)
@@ -89,11 +108,24 @@ class ChunkWriter(Protocol):
     async def discard(self) -> None:
         """Remove a completed object that failed verification."""
 
+    async def list_parts(self) -> dict[int, ListedPart]:
+        """Parts already stored (resumable sinks only)."""
+
+    @property
+    def upload_id(self) -> str | None: ...
+
 
 class Sink(Protocol):
     location: Location
     features: Features
 
+    async def prepare(self) -> None:
+        """Check the destination is usable (bucket exists, ...) before anything is read."""
+
     async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> ChunkWriter: ...
+
+    def resume_writer(self, upload_id: str, algorithm: Algorithm | None) -> ChunkWriter: ...
+
+    async def find_uploads(self, prefix: str, exact: bool = True) -> list[UploadInfo]: ...
 
     async def close(self) -> None: ...

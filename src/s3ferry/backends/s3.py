@@ -34,8 +34,9 @@ from ..errors import (
     UsageError,
 )
 from ..options import S3Options
+from ..retry import RetryPolicy
 from ..urls import Location, redact
-from .base import Completed, Features, Part, Receipt
+from .base import Completed, Features, ListedPart, Part, Receipt, UploadInfo
 
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidClientTokenId"}
 _RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "RequestTimeTooSkewed"}
@@ -128,11 +129,13 @@ class PartBody(Payload):
 
 
 class S3Sink:
-    features = Features(server_side_copy=True)
+    features = Features(server_side_copy=True, resumable=True)
 
-    def __init__(self, location: Location, options: S3Options, pool_size: int = 10) -> None:
+    def __init__(self, location: Location, options: S3Options, pool_size: int = 10,
+                 retry: RetryPolicy | None = None) -> None:
         self.location = location
         self.options = options
+        self.retry = retry or RetryPolicy()
         self._pool_size = pool_size
         self._stack = AsyncExitStack()
         self._client: Any = None
@@ -147,7 +150,9 @@ class S3Sink:
                 session = AioSession(profile=self.options.profile)
                 config = AioConfig(
                     max_pool_connections=self._pool_size,
-                    retries={"mode": "standard", "max_attempts": 5},
+                    # One retry policy for everything (ours): it backs off with
+                    # jitter and lets SlowDown lower the upload concurrency.
+                    retries={"mode": "standard", "total_max_attempts": 1},
                     request_checksum_calculation="when_required",
                     response_checksum_validation="when_required",
                     connect_timeout=30,
@@ -162,13 +167,17 @@ class S3Sink:
                 raise translate(exc, self.where) from exc
         return self._client
 
-    async def call(self, method: str, **kwargs: Any) -> Any:
-        """One S3 API call with its errors translated."""
+    async def call_once(self, method: str, **kwargs: Any) -> Any:
+        """One S3 API call with its errors translated, not retried (the caller retries)."""
         client = await self.client()
         try:
             return await getattr(client, method)(**kwargs)
         except (bexc.BotoCoreError, bexc.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise translate(exc, self.where) from exc
+
+    async def call(self, method: str, **kwargs: Any) -> Any:
+        """One S3 API call, retried on retryable errors."""
+        return await self.retry.run(lambda: self.call_once(method, **kwargs), what=method)
 
     async def check_bucket(self) -> None:
         # Some stores (SeaweedFS) accept CreateMultipartUpload on a missing
@@ -182,8 +191,46 @@ class S3Sink:
             # HEAD has no body: a 403 may be bad credentials or missing rights.
             raise AuthError(f"access to s3://{bucket} denied: check the credentials and bucket policy") from exc
 
-    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> "S3Writer":
+    async def prepare(self) -> None:
         await self.check_bucket()
+
+    def resume_writer(self, upload_id: str, algorithm: Algorithm | None) -> "S3Writer":
+        return S3Writer(self, algorithm, upload_id=upload_id)
+
+    async def find_uploads(self, prefix: str, exact: bool = True) -> list[UploadInfo]:
+        """Unfinished multipart uploads whose key is ``prefix`` (or starts with it)."""
+        found: list[UploadInfo] = []
+        args: dict[str, Any] = {"Bucket": self.location.bucket, "Prefix": prefix}
+        while True:
+            page = await self.call("list_multipart_uploads", **args)
+            for up in page.get("Uploads", []):
+                if not exact or up["Key"] == prefix:
+                    found.append(UploadInfo(up["Key"], up["UploadId"], up.get("Initiated")))
+            if not page.get("IsTruncated"):
+                return found
+            args["KeyMarker"], args["UploadIdMarker"] = page.get("NextKeyMarker"), page.get("NextUploadIdMarker")
+
+    async def list_parts(self, key: str, upload_id: str) -> dict[int, ListedPart]:
+        """Parts stored for an upload (raises TransferError code NoSuchUpload if it is gone)."""
+        listed: dict[int, ListedPart] = {}
+        args: dict[str, Any] = {"Bucket": self.location.bucket, "Key": key, "UploadId": upload_id}
+        while True:
+            page = await self.call("list_parts", **args)
+            for p in page.get("Parts", []):
+                listed[int(p["PartNumber"])] = ListedPart(int(p["PartNumber"]), int(p["Size"]), str(p["ETag"]))
+            if not page.get("IsTruncated"):
+                return listed
+            args["PartNumberMarker"] = page["NextPartNumberMarker"]
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        try:
+            await self.call("abort_multipart_upload", Bucket=self.location.bucket, Key=key, UploadId=upload_id)
+        except TransferError as exc:
+            if exc.code != "NoSuchUpload":
+                raise
+            # already gone: nothing is left behind, which is the point
+
+    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> "S3Writer":
         if size <= part_size:
             return S3Writer(self, algorithm, upload_id=None)
         kwargs: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self.location.path}
@@ -214,11 +261,18 @@ class S3Writer:
 
     async def write_part(self, part: Part, data: memoryview, digest: PartDigest | None) -> Receipt:
         args = {**self._key, "Body": PartBody(data), "ContentLength": len(data), **self._checksum_args(digest)}
+        # Not retried here: the engine retries parts, and slows down on SlowDown.
         if self.upload_id is None:
-            response = await self.sink.call("put_object", **args)
+            response = await self.sink.call_once("put_object", **args)
         else:
-            response = await self.sink.call("upload_part", UploadId=self.upload_id, PartNumber=part.number, **args)
+            response = await self.sink.call_once("upload_part", UploadId=self.upload_id, PartNumber=part.number,
+                                                 **args)
         return Receipt(part.number, str(response.get("ETag", "")), digest)
+
+    async def list_parts(self) -> dict[int, ListedPart]:
+        """The parts S3 holds for this upload (raises TransferError code NoSuchUpload if it is gone)."""
+        assert self.upload_id is not None
+        return await self.sink.list_parts(self._key["Key"], self.upload_id)
 
     async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
         if self.upload_id is not None:
@@ -248,14 +302,8 @@ class S3Writer:
             raise
 
     async def abort(self) -> None:
-        if self.upload_id is None:
-            return
-        try:
-            await self.sink.call("abort_multipart_upload", UploadId=self.upload_id, **self._key)
-        except TransferError as exc:
-            if exc.code != "NoSuchUpload":
-                raise
-            # already gone: nothing is left behind, which is the point
+        if self.upload_id is not None:
+            await self.sink.abort_upload(self._key["Key"], self.upload_id)
 
     async def discard(self) -> None:
         await self.sink.call("delete_object", **self._key)

@@ -215,7 +215,11 @@ class SftpSource:
         return bool(trusted) or any(target in line.split(" ", 1)[0].split(",") for line in text.splitlines())
 
     async def _checkout(self) -> tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]:
-        return self._idle.pop() if self._idle else await self._connect()
+        while self._idle:
+            conn, sftp = self._idle.pop()
+            if not conn.is_closed():
+                return conn, sftp
+        return await self._connect()
 
     async def stat(self) -> Stat:
         conn, sftp = await self._checkout()

@@ -19,7 +19,18 @@ def _disk_writes() -> int:
 
 
 def peak_rss() -> int:
-    """Peak resident set size of this process in bytes."""
+    """Peak resident set size of this process in bytes.
+
+    Linux: VmHWM from /proc/self/status. Not ``ru_maxrss``: that survives
+    exec, so it would report the launching process's size when that is larger.
+    """
+    try:
+        with open("/proc/self/status", "rb") as fh:
+            for line in fh:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass  # not Linux: fall back to getrusage below
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(usage if sys.platform == "darwin" else usage * 1024)
 

@@ -1,0 +1,199 @@
+"""The resume journal: a small SQLite database of unfinished transfers.
+
+One row per transfer (source, destination, the source's fingerprint, the
+options that shape parts, the upload id) and one row per stored part (size,
+ETag, checksum). Metadata only, never payload. Credentials never appear:
+locations are stored in their display form, which carries none.
+
+Part records are buffered and committed at most every ``flush_interval``
+seconds (and at the end, on interrupt, on failure): a commit per part would
+write more to local disk than the zero-disk budget allows. A SIGKILL can
+therefore lose the last second of records; those parts are still in S3 and
+are adopted on resume after their bytes are checked against the source
+(see :mod:`s3ferry.resume`). Each commit is one SQLite transaction, so a
+crash at any instant leaves the database consistent.
+
+All SQLite calls run in a worker thread: none blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from .errors import UsageError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS transfers (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime REAL,
+    etag TEXT,
+    part_size INTEGER NOT NULL,
+    checksum TEXT NOT NULL,
+    upload_id TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (source, destination)
+);
+CREATE TABLE IF NOT EXISTS parts (
+    transfer_id INTEGER NOT NULL REFERENCES transfers(id) ON DELETE CASCADE,
+    number INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT NOT NULL,
+    digest TEXT,
+    PRIMARY KEY (transfer_id, number)
+);
+"""
+
+
+def default_state_dir() -> Path:
+    """``S3FERRY_STATE_DIR``, else ``$XDG_STATE_HOME/s3ferry``, else ``~/.local/state/s3ferry``."""
+    if os.environ.get("S3FERRY_STATE_DIR"):
+        return Path(os.environ["S3FERRY_STATE_DIR"]).expanduser()
+    base = os.environ.get("XDG_STATE_HOME") or str(Path("~/.local/state").expanduser())
+    return Path(base) / "s3ferry"
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    number: int
+    size: int
+    etag: str
+    digest: str | None  # base64 checksum of the part, None with --checksum none
+
+
+@dataclass(frozen=True)
+class TransferRecord:
+    id: int
+    source: str
+    destination: str
+    size: int
+    mtime: float | None
+    etag: str | None
+    part_size: int
+    checksum: str
+    upload_id: str
+    created: float
+    parts: tuple[PartRecord, ...] = ()
+
+
+class Journal:
+    """Thread-confined SQLite access behind async methods."""
+
+    def __init__(self, state_dir: Path | None = None, flush_interval: float = 1.0) -> None:
+        self.path = (state_dir or default_state_dir()) / "journal.sqlite3"
+        self.flush_interval = flush_interval
+        self._db: sqlite3.Connection | None = None
+        self._pending: list[tuple[int, PartRecord]] = []
+        self._last_flush = 0.0
+        self._lock = asyncio.Lock()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                db = sqlite3.connect(self.path, timeout=30, check_same_thread=False, isolation_level=None)
+            except (OSError, sqlite3.Error) as exc:
+                raise UsageError(f"cannot open the journal {self.path}: {exc}") from exc
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(SCHEMA)
+            self._db = db
+        return self._db
+
+    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+        async with self._lock:  # one thread touches the connection at a time
+            return await asyncio.to_thread(fn, *args)
+
+    # -- queries -------------------------------------------------------------
+
+    def _find(self, source: str, destination: str) -> TransferRecord | None:
+        db = self._connect()
+        row = db.execute("SELECT * FROM transfers WHERE source=? AND destination=?", (source, destination)).fetchone()
+        return self._with_parts(db, row) if row else None
+
+    def _with_parts(self, db: sqlite3.Connection, row: Sequence[object]) -> TransferRecord:
+        parts = db.execute("SELECT number, size, etag, digest FROM parts WHERE transfer_id=? ORDER BY number",
+                           (row[0],)).fetchall()
+        return TransferRecord(*row, parts=tuple(PartRecord(*p) for p in parts))  # type: ignore[arg-type]
+
+    async def find(self, source: str, destination: str) -> TransferRecord | None:
+        return await self._run(self._find, source, destination)  # type: ignore[no-any-return]
+
+    def _by_upload(self, upload_ids: Sequence[str]) -> dict[str, TransferRecord]:
+        db = self._connect()
+        found = {}
+        for uid in upload_ids:
+            row = db.execute("SELECT * FROM transfers WHERE upload_id=?", (uid,)).fetchone()
+            if row:
+                found[uid] = self._with_parts(db, row)
+        return found
+
+    async def by_upload(self, upload_ids: Sequence[str]) -> dict[str, TransferRecord]:
+        return await self._run(self._by_upload, list(upload_ids))  # type: ignore[no-any-return]
+
+    # -- changes -------------------------------------------------------------
+
+    def _start(self, rec: TransferRecord) -> int:
+        db = self._connect()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM transfers WHERE source=? AND destination=?", (rec.source, rec.destination))
+            cur = db.execute(
+                "INSERT INTO transfers (source, destination, size, mtime, etag, part_size, checksum, upload_id, created)"
+                " VALUES (?,?,?,?,?,?,?,?,?)",
+                (rec.source, rec.destination, rec.size, rec.mtime, rec.etag, rec.part_size, rec.checksum,
+                 rec.upload_id, rec.created),
+            )
+            new_id = int(cur.lastrowid or 0)
+            db.executemany("INSERT INTO parts VALUES (?,?,?,?,?)",
+                           [(new_id, p.number, p.size, p.etag, p.digest) for p in rec.parts])
+        return new_id
+
+    async def start(self, rec: TransferRecord) -> int:
+        """Record a transfer (replacing any earlier one for the same pair); returns its id."""
+        return await self._run(self._start, rec)  # type: ignore[no-any-return]
+
+    async def record_part(self, transfer_id: int, part: PartRecord) -> None:
+        self._pending.append((transfer_id, part))
+        if time.monotonic() - self._last_flush >= self.flush_interval:
+            await self.flush()
+
+    def _flush(self, pending: list[tuple[int, PartRecord]]) -> None:
+        db = self._connect()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT OR REPLACE INTO parts VALUES (?,?,?,?,?)",
+                           [(tid, p.number, p.size, p.etag, p.digest) for tid, p in pending])
+
+    async def flush(self) -> None:
+        self._last_flush = time.monotonic()
+        if self._pending:
+            pending, self._pending = self._pending, []
+            await self._run(self._flush, pending)
+
+    def _forget(self, column: str, value: object) -> None:
+        db = self._connect()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(f"DELETE FROM transfers WHERE {column}=?", (value,))  # noqa: S608 - column is ours
+
+    async def forget(self, transfer_id: int) -> None:
+        self._pending = [(tid, p) for tid, p in self._pending if tid != transfer_id]
+        await self._run(self._forget, "id", transfer_id)
+
+    async def forget_upload(self, upload_id: str) -> None:
+        await self._run(self._forget, "upload_id", upload_id)
+
+    async def close(self) -> None:
+        await self.flush()
+        if self._db is not None:
+            db, self._db = self._db, None
+            await asyncio.to_thread(db.close)

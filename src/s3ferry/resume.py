@@ -1,0 +1,161 @@
+"""What a new attempt may reuse from an earlier one, and nothing it may not.
+
+Rules (never complete an object from parts of two different sources):
+
+* A journaled attempt is continued only if the source's fingerprint (size,
+  mtime, ETag) and the part layout and checksum are unchanged, and the
+  upload still exists. Its parts are trusted only where ListParts shows the
+  same size and ETag the journal recorded; any disagreement starts clean.
+* Parts S3 holds that the journal does not know (the last second before a
+  SIGKILL, or an upload adopted with ``--resume`` from another machine) are
+  *candidates*: the engine re-reads that range of the source and uses the
+  stored part only if the MD5 of those bytes equals the part's ETag (S3's
+  ETag of an unencrypted part is its MD5); otherwise it uploads the part again.
+* ``--force`` aborts the earlier upload and starts clean; ``--no-resume``
+  refuses to run while an earlier attempt exists.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from dataclasses import dataclass, field
+
+from .backends.base import ChunkWriter, ListedPart, Part, Receipt, Sink, Stat
+from .checksums import Algorithm, PartDigest
+from .errors import S3FerryError, TransferError, UserError
+from .journal import Journal, TransferRecord
+
+log = logging.getLogger("s3ferry")
+
+
+@dataclass
+class Attempt:
+    writer: ChunkWriter
+    transfer_id: int | None  # journal row; None when nothing is journaled
+    done: dict[int, Receipt] = field(default_factory=dict)  # trusted stored parts
+    candidates: dict[int, str] = field(default_factory=dict)  # stored, to check: number -> ETag
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The shape of this attempt, compared with an earlier one's."""
+
+    source: str
+    destination: str
+    stat: Stat
+    parts: list[Part]
+    part_size: int
+    algorithm: Algorithm | None
+    mode: str
+
+    @property
+    def checksum_name(self) -> str:
+        return self.algorithm.name if self.algorithm else "none"
+
+    def record(self, upload_id: str) -> TransferRecord:
+        return TransferRecord(0, self.source, self.destination, self.stat.size, self.stat.mtime, self.stat.etag,
+                              self.part_size, self.checksum_name, upload_id, time.time())
+
+
+async def prepare(plan: Plan, sink: Sink, journal: Journal | None) -> Attempt:
+    prior = await journal.find(plan.source, plan.destination) if journal else None
+    if prior is not None:
+        if plan.mode == "never":
+            raise UserError(
+                f"an unfinished earlier attempt to copy to {plan.destination} exists ({len(prior.parts)} parts "
+                f"stored); continue it (drop --no-resume), discard it with --force, or `s3ferry cancel {plan.destination}`"
+            )
+        assert journal is not None
+        if plan.mode == "force":
+            log.warning("discarding the earlier attempt (upload %s) as asked by --force", prior.upload_id)
+            await _discard(sink, journal, prior, plan.algorithm)
+        else:
+            attempt = await _continue(plan, sink, journal, prior)
+            if attempt is not None:
+                return attempt
+    elif plan.mode == "resume" and len(plan.parts) > 1:
+        attempt = await _adopt(plan, sink, journal)
+        if attempt is not None:
+            return attempt
+    return await _fresh(plan, sink, journal)
+
+
+async def _fresh(plan: Plan, sink: Sink, journal: Journal | None) -> Attempt:
+    writer = await sink.open_writer(plan.stat.size, plan.part_size, plan.algorithm)
+    transfer_id = None
+    if journal is not None and writer.upload_id is not None:
+        transfer_id = await journal.start(plan.record(writer.upload_id))
+    return Attempt(writer, transfer_id)
+
+
+async def _discard(sink: Sink, journal: Journal, prior: TransferRecord, algorithm: Algorithm | None) -> None:
+    try:
+        await sink.resume_writer(prior.upload_id, algorithm).abort()
+    finally:
+        await journal.forget(prior.id)
+
+
+def _same_shape(plan: Plan, prior: TransferRecord) -> str | None:
+    """Why the earlier attempt cannot be continued, or None if it can."""
+    if (prior.size, prior.mtime, prior.etag) != plan.stat.fingerprint():
+        return (f"the source changed since the earlier attempt (size {prior.size} -> {plan.stat.size}, "
+                f"mtime {prior.mtime} -> {plan.stat.mtime})")
+    if prior.part_size != plan.part_size or prior.checksum != plan.checksum_name:
+        return "the part size or checksum differs from the earlier attempt"
+    return None
+
+
+async def _continue(plan: Plan, sink: Sink, journal: Journal, prior: TransferRecord) -> Attempt | None:
+    reason = _same_shape(plan, prior)
+    if reason is not None:
+        log.warning("%s: starting over", reason)
+        await _discard(sink, journal, prior, plan.algorithm)
+        return None
+    writer = sink.resume_writer(prior.upload_id, plan.algorithm)
+    try:
+        listed = await writer.list_parts()
+    except TransferError as exc:
+        if exc.code != "NoSuchUpload":
+            raise
+        log.warning("the earlier upload %s no longer exists: starting over", prior.upload_id)
+        await journal.forget(prior.id)
+        return None
+    lengths = {p.number: p.length for p in plan.parts}
+    done: dict[int, Receipt] = {}
+    for rec in prior.parts:
+        stored = listed.get(rec.number)
+        if stored is None or stored.etag != rec.etag or stored.size != rec.size or lengths.get(rec.number) != rec.size:
+            log.warning("the stored parts disagree with the journal (part %d): starting over", rec.number)
+            await _discard(sink, journal, prior, plan.algorithm)
+            return None
+        digest = PartDigest(base64.b64decode(rec.digest), rec.size) if rec.digest else None
+        done[rec.number] = Receipt(rec.number, rec.etag, digest)
+    candidates = _candidates(listed, lengths, done)
+    log.warning("resuming upload %s: %d of %d parts already stored%s", prior.upload_id, len(done), len(plan.parts),
+                f", {len(candidates)} more to check against the source" if candidates else "")
+    return Attempt(writer, prior.id, done, candidates)
+
+
+def _candidates(listed: dict[int, ListedPart], lengths: dict[int, int], done: dict[int, Receipt]) -> dict[int, str]:
+    return {n: p.etag for n, p in listed.items() if n not in done and lengths.get(n) == p.size}
+
+
+async def _adopt(plan: Plan, sink: Sink, journal: Journal | None) -> Attempt | None:
+    key = plan.destination.split("/", 3)[3] if plan.destination.startswith("s3://") else plan.destination
+    uploads = await sink.find_uploads(key)
+    if not uploads:
+        return None
+    newest = max(uploads, key=lambda u: str(u.initiated))
+    writer = sink.resume_writer(newest.upload_id, plan.algorithm)
+    try:
+        listed = await writer.list_parts()
+    except S3FerryError as exc:
+        log.warning("cannot list the parts of upload %s (%s): starting over", newest.upload_id, exc)
+        return None
+    candidates = _candidates(listed, {p.number: p.length for p in plan.parts}, {})
+    transfer_id = await journal.start(plan.record(newest.upload_id)) if journal else None
+    log.warning("adopting upload %s found in S3: its %d stored parts are checked against the source before use",
+                newest.upload_id, len(candidates))
+    return Attempt(writer, transfer_id, {}, candidates)
