@@ -41,10 +41,23 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[testbed.SeaweedServ
 
 
 @pytest.fixture
-def bucket(s3: testbed.SeaweedServer) -> str:
+def bucket(s3: testbed.SeaweedServer) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:12]}"
-    s3.client().create_bucket(Bucket=name)
-    return name
+    client = s3.client()
+    client.create_bucket(Bucket=name)
+    yield name
+    empty_and_delete(client, name)
+
+
+def empty_and_delete(client: object, name: str) -> None:
+    """Remove a test bucket: SeaweedFS gives each bucket its own volumes, a finite supply."""
+    for up in client.list_multipart_uploads(Bucket=name).get("Uploads", []):  # type: ignore[attr-defined]
+        client.abort_multipart_upload(Bucket=name, Key=up["Key"], UploadId=up["UploadId"])  # type: ignore[attr-defined]
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=name)  # type: ignore[attr-defined]
+    for page in pages:
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket=name, Key=obj["Key"])  # type: ignore[attr-defined]
+    client.delete_bucket(Bucket=name)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(autouse=True)

@@ -2,8 +2,10 @@
 
 ``CuttingProxy(target_port, cut_after=N)`` forwards connections until N
 bytes have flowed from the server to clients (all connections together),
-then closes every connection and refuses (accept-and-close) new ones. It
-runs in its own thread so tests can drive the CLI as a subprocess.
+then closes every connection and refuses (accept-and-close) new ones.
+``cut_every=N`` instead closes every open connection each time another N
+bytes have flowed, and keeps accepting new ones (a flaky network). It runs
+in its own thread so tests can drive the CLI as a subprocess.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from s3ferry.testbed import free_port
 
 
 class CuttingProxy:
-    def __init__(self, target_port: int, cut_after: int | None = None, port: int | None = None) -> None:
+    def __init__(self, target_port: int, cut_after: int | None = None, port: int | None = None,
+                 cut_every: int | None = None) -> None:
         self.target_port = target_port
         self.cut_after = cut_after
+        self.cut_every = cut_every
+        self.cuts = 0
+        self._next_cut = cut_every
         self.port = port or free_port()
         self.forwarded = 0  # server -> client bytes
         self.cut = threading.Event()
@@ -91,6 +97,12 @@ class CuttingProxy:
         with self._lock:
             self.forwarded += n
             over = self.cut_after is not None and self.forwarded >= self.cut_after
+            periodic = self._next_cut is not None and self.forwarded >= self._next_cut
+            if periodic and self.cut_every is not None:
+                self._next_cut = self.forwarded + self.cut_every
+                self.cuts += 1
+        if periodic:
+            self._close_all()
         if over and not self.cut.is_set():
             self.cut.set()
             self._close_all()

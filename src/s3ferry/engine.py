@@ -162,6 +162,20 @@ class ReaderSlot:
             await stack.aclose()
 
 
+def _checkpoint() -> None:
+    """Raise CancelledError if this task is being cancelled.
+
+    Python 3.11's ``asyncio.wait_for`` (asyncssh connects through it) can
+    swallow a cancellation that arrives as the connection completes
+    (CPython gh-86296, fixed in 3.12). A worker that carried on after that
+    would wait forever for a buffer nobody returns, hanging the TaskGroup; so
+    the workers check before every step that can block.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
 async def _digest(algorithm: checksums.Algorithm | None, data: memoryview) -> checksums.PartDigest | None:
     if algorithm is None:
         return None
@@ -200,9 +214,11 @@ class _Job:
         slot = ReaderSlot(self.source)
         try:
             for part in self.next_part:  # shared iterator: each part is taken once
+                _checkpoint()
                 buf = await self.pool.get()
                 view = memoryview(buf)[: part.length]
                 await self.retry.run(lambda: slot.read_into(part.offset, view), f"reading part {part.number}")
+                _checkpoint()
                 digest = await _digest(self.algorithm, view)
                 if await self._already_stored(part, view, digest):
                     self.pool.put(buf)
@@ -222,6 +238,7 @@ class _Job:
 
     async def upload_worker(self) -> None:
         while (item := await self.ready.get()) is not None:
+            _checkpoint()
             part, buf, digest = item
             receipt = await self.retry.run(lambda: self._upload(part, buf, digest), f"uploading part {part.number}",
                                            on_retry=self._on_retry)
@@ -300,8 +317,8 @@ async def _check_unchanged(source: Source, before: Stat) -> None:
         )
 
 
-def _open_journal(options: TransferOptions) -> Journal | None:
-    return None if options.resume == "never" else Journal(options.state_dir)
+def _open_journal(options: TransferOptions) -> Journal:
+    return Journal(options.state_dir)
 
 
 async def transfer(
@@ -315,8 +332,7 @@ async def transfer(
     try:
         return await _transfer(source, sink, options, progress or _NoProgress(), journal)
     finally:
-        if journal is not None:
-            await asyncio.shield(journal.close())
+        await asyncio.shield(journal.close())
 
 
 async def _transfer(source: Source, sink: Sink, options: TransferOptions, progress: ProgressListener,
@@ -341,6 +357,10 @@ async def _transfer(source: Source, sink: Sink, options: TransferOptions, progre
         receipts = job.ordered_receipts()
         await retry.run(lambda: _check_unchanged(source, stat), "checking the source again")
         whole = algorithm.whole([r.digest for r in receipts if r.digest], single=len(parts) == 1) if algorithm else None
+        if journal is not None:
+            # Every part on record before S3 may finish the object: a crash
+            # during completion can then be recognised instead of redone.
+            await journal.flush()
         completed = await attempt.writer.complete(receipts, whole)
     except BaseException as exc:
         await asyncio.shield(_after_failure(exc, attempt, journal, str(sink.location)))

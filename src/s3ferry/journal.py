@@ -161,6 +161,16 @@ class Journal:
         """Record a transfer (replacing any earlier one for the same pair); returns its id."""
         return await self._run(self._start, rec)  # type: ignore[no-any-return]
 
+    def _set_upload(self, transfer_id: int, upload_id: str) -> None:
+        db = self._connect()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("UPDATE transfers SET upload_id=? WHERE id=?", (upload_id, transfer_id))
+
+    async def set_upload(self, transfer_id: int, upload_id: str) -> None:
+        """Fill in the upload id of a transfer started with an empty one."""
+        await self._run(self._set_upload, transfer_id, upload_id)
+
     async def record_part(self, transfer_id: int, part: PartRecord) -> None:
         self._pending.append((transfer_id, part))
         if time.monotonic() - self._last_flush >= self.flush_interval:

@@ -18,8 +18,10 @@ Rules (never complete an object from parts of two different sources):
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import time
+from datetime import datetime
 from dataclasses import dataclass, field
 
 from .backends.base import ChunkWriter, ListedPart, Part, Receipt, Sink, Stat
@@ -62,11 +64,15 @@ class Plan:
 async def prepare(plan: Plan, sink: Sink, journal: Journal | None) -> Attempt:
     prior = await journal.find(plan.source, plan.destination) if journal else None
     if prior is not None:
+        assert journal is not None
         if plan.mode == "never":
             raise UserError(
                 f"an unfinished earlier attempt to copy to {plan.destination} exists ({len(prior.parts)} parts "
                 f"stored); continue it (drop --no-resume), discard it with --force, or `s3ferry cancel {plan.destination}`"
             )
+        if not prior.upload_id:
+            prior = await _recover_upload_id(sink, journal, prior)
+    if prior is not None:
         assert journal is not None
         if plan.mode == "force":
             log.warning("discarding the earlier attempt (upload %s) as asked by --force", prior.upload_id)
@@ -79,14 +85,29 @@ async def prepare(plan: Plan, sink: Sink, journal: Journal | None) -> Attempt:
         attempt = await _adopt(plan, sink, journal)
         if attempt is not None:
             return attempt
-    return await _fresh(plan, sink, journal)
+    # --no-resume: the journal was only read, to refuse; this attempt is not kept.
+    return await _fresh(plan, sink, None if plan.mode == "never" else journal)
+
+
+async def _recover_upload_id(sink: Sink, journal: Journal, prior: TransferRecord) -> TransferRecord | None:
+    """The process died between journaling its intent and learning the upload id: find the upload by key and time."""
+    uploads = [u for u in await sink.find_uploads(sink.location.path) if _epoch(u.initiated) >= prior.created - 60]
+    if not uploads:
+        await journal.forget(prior.id)
+        return None
+    newest = max(uploads, key=lambda u: _epoch(u.initiated))
+    await journal.set_upload(prior.id, newest.upload_id)
+    return dataclasses.replace(prior, upload_id=newest.upload_id)
 
 
 async def _fresh(plan: Plan, sink: Sink, journal: Journal | None) -> Attempt:
+    if journal is None or len(plan.parts) == 1:  # a single PUT leaves nothing to resume
+        return Attempt(await sink.open_writer(plan.stat.size, plan.part_size, plan.algorithm), None)
+    # Journal the intent first: a crash right after the upload is created then
+    # still finds it (by key and time) instead of leaving it orphaned.
+    transfer_id = await journal.start(plan.record(""))
     writer = await sink.open_writer(plan.stat.size, plan.part_size, plan.algorithm)
-    transfer_id = None
-    if journal is not None and writer.upload_id is not None:
-        transfer_id = await journal.start(plan.record(writer.upload_id))
+    await journal.set_upload(transfer_id, writer.upload_id or "")
     return Attempt(writer, transfer_id)
 
 
@@ -119,9 +140,7 @@ async def _continue(plan: Plan, sink: Sink, journal: Journal, prior: TransferRec
     except TransferError as exc:
         if exc.code != "NoSuchUpload":
             raise
-        log.warning("the earlier upload %s no longer exists: starting over", prior.upload_id)
-        await journal.forget(prior.id)
-        return None
+        return await _completed_before(plan, sink, journal, prior)
     lengths = {p.number: p.length for p in plan.parts}
     done: dict[int, Receipt] = {}
     for rec in prior.parts:
@@ -138,16 +157,43 @@ async def _continue(plan: Plan, sink: Sink, journal: Journal, prior: TransferRec
     return Attempt(writer, prior.id, done, candidates)
 
 
+async def _completed_before(plan: Plan, sink: Sink, journal: Journal, prior: TransferRecord) -> Attempt | None:
+    """The upload is gone: if every part was journaled, it may have been completed just before a crash.
+
+    The engine then only checks the object (size and whole-object checksum
+    rebuilt from the journaled part checksums) instead of sending it again.
+    """
+    if plan.algorithm is not None and len(prior.parts) == len(plan.parts) and all(p.digest for p in prior.parts):
+        done = {r.number: Receipt(r.number, r.etag, PartDigest(base64.b64decode(r.digest or ""), r.size))
+                for r in prior.parts}
+        whole = plan.algorithm.whole([r.digest for r in done.values() if r.digest], single=False)
+        writer = sink.resume_writer(None, plan.algorithm)
+        try:
+            found = await writer.complete([], whole)  # no upload id: only looks at the object
+        except UserError:
+            found = None  # no such object
+        if found is not None and found.size == plan.stat.size and found.checksum == whole:
+            log.warning("the earlier upload %s was completed before the interruption", prior.upload_id)
+            return Attempt(writer, prior.id, done)
+    log.warning("the earlier upload %s no longer exists: starting over", prior.upload_id)
+    await journal.forget(prior.id)
+    return None
+
+
+def _epoch(when: object) -> float:
+    return when.timestamp() if isinstance(when, datetime) else 0.0
+
+
 def _candidates(listed: dict[int, ListedPart], lengths: dict[int, int], done: dict[int, Receipt]) -> dict[int, str]:
     return {n: p.etag for n, p in listed.items() if n not in done and lengths.get(n) == p.size}
 
 
 async def _adopt(plan: Plan, sink: Sink, journal: Journal | None) -> Attempt | None:
-    key = plan.destination.split("/", 3)[3] if plan.destination.startswith("s3://") else plan.destination
-    uploads = await sink.find_uploads(key)
+    """Continue an upload found in S3 (not in the journal); its parts are candidates only."""
+    uploads = await sink.find_uploads(sink.location.path)
     if not uploads:
         return None
-    newest = max(uploads, key=lambda u: str(u.initiated))
+    newest = max(uploads, key=lambda u: _epoch(u.initiated))
     writer = sink.resume_writer(newest.upload_id, plan.algorithm)
     try:
         listed = await writer.list_parts()

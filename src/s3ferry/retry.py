@@ -43,7 +43,7 @@ class RetryPolicy:
             try:
                 return await operation()
             except S3FerryError as exc:
-                if not exc.retryable or attempt == self.retries:
+                if not exc.retryable or attempt == self.retries or _being_cancelled():
                     raise
                 log.info("retrying %s (attempt %d of %d): %s", what, attempt + 2, self.retries + 1, exc)
                 if on_retry is not None:
@@ -89,6 +89,19 @@ class AdaptiveLimit:
                 self._successes = 0
                 self.limit += 1
                 self._changed.notify_all()
+
+
+def _being_cancelled() -> bool:
+    """True while this task is being cancelled: an error raised on the way out is not retried.
+
+    (A connection torn down by the cancellation surfaces as "connection
+    lost"; retrying it would swallow the cancellation and hang the TaskGroup.)
+    """
+    task = asyncio.current_task()
+    cancelling = task is not None and task.cancelling() > 0
+    if cancelling:
+        log.debug("not retrying: the task is being cancelled")
+    return cancelling
 
 
 def is_throttle(exc: S3FerryError) -> bool:

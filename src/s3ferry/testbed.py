@@ -284,7 +284,9 @@ class SeaweedServer:
             f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
             "-s3", f"-s3.port={self.s3_port}", f"-s3.config={config}",
             "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-volume.max=100", "-master.volumeSizeLimitMB=1024",
+            # Each bucket is a collection with volumes of its own; volumes are
+            # sparse files, so a generous limit costs nothing until used.
+            "-volume.max=2000", "-master.volumeSizeLimitMB=1024",
         ]
         log = open(self.base / "weed.log", "ab")  # noqa: SIM115 - lives as long as weed
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)

@@ -194,7 +194,8 @@ class S3Sink:
     async def prepare(self) -> None:
         await self.check_bucket()
 
-    def resume_writer(self, upload_id: str, algorithm: Algorithm | None) -> "S3Writer":
+    def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> "S3Writer":
+        """A writer for an existing upload; with ``None``, for an object already complete."""
         return S3Writer(self, algorithm, upload_id=upload_id)
 
     async def find_uploads(self, prefix: str, exact: bool = True) -> list[UploadInfo]:
