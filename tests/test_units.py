@@ -122,3 +122,75 @@ def test_sha256_composite_form() -> None:
     expected = base64.b64encode(hashlib.sha256(b"".join(d.digest for d in digests)).digest()).decode() + "-2"
     assert checksums.SHA256.whole(digests, single=False) == expected
     assert checksums.SHA256.whole(digests[:1], single=True) == digests[0].b64
+
+
+def test_adaptive_limit_halves_on_slowdown_and_grows_back() -> None:
+    import asyncio
+
+    from s3ferry.retry import AdaptiveLimit
+
+    async def scenario() -> list[int]:
+        limit = AdaptiveLimit(8, grow_after=2)
+        seen = [limit.limit]
+        await limit.throttled()
+        seen.append(limit.limit)
+        await limit.throttled()
+        seen.append(limit.limit)
+        for _ in range(4):
+            await limit.succeeded()
+        seen.append(limit.limit)
+        return seen
+
+    assert asyncio.run(scenario()) == [8, 4, 2, 4]
+
+
+def test_adaptive_limit_bounds_concurrency() -> None:
+    import asyncio
+
+    from s3ferry.retry import AdaptiveLimit
+
+    async def scenario() -> int:
+        limit = AdaptiveLimit(4)
+        await limit.throttled()  # now 2
+        peak = 0
+
+        async def worker() -> None:
+            nonlocal peak
+            async with limit:
+                peak = max(peak, limit.active)
+                await asyncio.sleep(0.01)
+
+        await asyncio.gather(*(worker() for _ in range(10)))
+        return peak
+
+    assert asyncio.run(scenario()) == 2
+
+
+def test_retry_policy_retries_only_retryable_errors() -> None:
+    import asyncio
+
+    from s3ferry.errors import AuthError, TransferError
+    from s3ferry.retry import RetryPolicy
+
+    calls = {"n": 0}
+
+    async def flaky() -> str:
+        calls["n"] += 1
+        if calls["n"] < 3:
+            raise TransferError("connection reset")
+        return "ok"
+
+    async def denied() -> str:
+        calls["n"] += 1
+        raise AuthError("wrong password")
+
+    policy = RetryPolicy(retries=5, base=0.001)
+    assert asyncio.run(policy.run(flaky, "x")) == "ok" and calls["n"] == 3
+    calls["n"] = 0
+    with pytest.raises(AuthError):
+        asyncio.run(policy.run(denied, "x"))
+    assert calls["n"] == 1
+    calls["n"] = 0
+    with pytest.raises(TransferError):
+        asyncio.run(RetryPolicy(retries=1, base=0.001).run(lambda: flaky(), "x"))
+    assert calls["n"] == 2
