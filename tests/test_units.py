@@ -194,3 +194,20 @@ def test_retry_policy_retries_only_retryable_errors() -> None:
     with pytest.raises(TransferError):
         asyncio.run(RetryPolicy(retries=1, base=0.001).run(lambda: flaky(), "x"))
     assert calls["n"] == 2
+
+
+@pytest.mark.parametrize("endpoint,forced,expected", [
+    ("http://127.0.0.1:8333", None, False),
+    ("http://localhost:9000", None, False),
+    ("http://[::1]:9000", None, False),
+    ("http://10.0.0.5:9000", None, None),   # plain http on a network: botocore signs
+    ("https://s3.example.com", None, None),  # https: botocore's own default
+    (None, None, None),                      # AWS
+    ("http://127.0.0.1:8333", True, True),
+    ("http://10.0.0.5:9000", False, False),
+])
+def test_payload_signing_policy(endpoint: str | None, forced: bool | None, expected: bool | None,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from s3ferry.options import S3Options
+
+    assert S3Options(endpoint_url=endpoint, sign_payload=forced).payload_signing() is expected

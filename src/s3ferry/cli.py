@@ -126,6 +126,9 @@ def s3_options(fn: F) -> F:
         click.option("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)."),
         click.option("--profile", help="AWS profile (default: AWS_PROFILE)."),
         click.option("--region", help="AWS region (default: AWS_REGION / config)."),
+        click.option("--sign-payload/--no-sign-payload", default=None,
+                     help="SHA-256 request bodies into the signature (default: only over plain http to a "
+                          "non-loopback host)."),
     ]):
         fn = deco(fn)
     return fn
@@ -165,7 +168,7 @@ def main() -> None:
 def cp(src: str, dst: str, part_size: int, read_streams: int, upload_streams: int, max_memory: int, checksum: str,
        resume_mode: str | None, retries: int, state_dir: Path | None,
        identity: tuple[Path, ...], known_hosts: Path | None, host_key: str | None, password_file: Path | None,
-       endpoint_url: str | None, profile: str | None, region: str | None,
+       endpoint_url: str | None, profile: str | None, region: str | None, sign_payload: bool | None,
        no_progress: bool, as_json: bool, debug: bool) -> None:
     """Copy SRC to DST (a DST ending in / gets the source's file name).
 
@@ -184,7 +187,7 @@ def cp(src: str, dst: str, part_size: int, read_streams: int, upload_streams: in
             retries=retries, resume=resume_mode or "auto", state_dir=state_dir,  # type: ignore[arg-type]
             sftp=SftpOptions(identity=identity, known_hosts=known_hosts, host_key=host_key,
                              password_file=password_file),
-            s3=S3Options(endpoint_url=endpoint_url, profile=profile, region=region),
+            s3=S3Options(endpoint_url=endpoint_url, profile=profile, region=region, sign_payload=sign_payload),
         )
         _, dest = resolve(src, dst)
         console = Console(stderr=True)
@@ -212,7 +215,7 @@ Examples:
 @s3_options
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def uploads(location: str, as_json: bool, state_dir: Path | None, endpoint_url: str | None, profile: str | None,
-            region: str | None, debug: bool) -> None:
+            region: str | None, sign_payload: bool | None, debug: bool) -> None:
     """List unfinished multipart uploads under s3://bucket[/prefix]."""
     from .manage import list_uploads
     from .observe.progress import human_bytes
@@ -251,7 +254,7 @@ Examples:
 @s3_options
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def cancel(location: str, prefix: bool, older_than: str | None, state_dir: Path | None, endpoint_url: str | None,
-           profile: str | None, region: str | None, debug: bool) -> None:
+           profile: str | None, region: str | None, sign_payload: bool | None, debug: bool) -> None:
     """Abort unfinished multipart uploads of s3://bucket/key (and forget their journal entries)."""
     from .manage import cancel_uploads, parse_age
     from .urls import parse

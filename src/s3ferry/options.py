@@ -18,12 +18,14 @@ still buys at least two buffers.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from .errors import UsageError
 
@@ -84,6 +86,34 @@ class S3Options:
     endpoint_url: str | None = None
     profile: str | None = None
     region: str | None = None
+    #: SHA-256 the request bodies into the signature. None (auto): only over
+    #: plain http to a host that is not loopback -- over https TLS protects the
+    #: bytes (botocore's own default) and on loopback there is no wire to
+    #: tamper with; S3 verifies every part's CRC in any case.
+    sign_payload: bool | None = None
+
+    def resolved_endpoint(self) -> str | None:
+        return (self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL") or None)
+
+    def payload_signing(self) -> bool | None:
+        """True/False to force botocore's payload signing, None to leave botocore's default."""
+        if self.sign_payload is not None:
+            return self.sign_payload
+        endpoint = self.resolved_endpoint()
+        if endpoint is None or not endpoint.lower().startswith("http://"):
+            return None  # AWS or https: botocore already skips it for uploads that carry a checksum
+        host = (urlsplit(endpoint).hostname or "").lower()
+        return False if _is_loopback(host) else None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

@@ -157,6 +157,7 @@ class S3Sink:
                     response_checksum_validation="when_required",
                     connect_timeout=30,
                     read_timeout=120,
+                    s3=self._s3_config(),
                 )
                 self._client = await self._stack.enter_async_context(
                     session.create_client(
@@ -166,6 +167,10 @@ class S3Sink:
             except (bexc.BotoCoreError, ValueError) as exc:
                 raise translate(exc, self.where) from exc
         return self._client
+
+    def _s3_config(self) -> dict[str, Any]:
+        signing = self.options.payload_signing()
+        return {} if signing is None else {"payload_signing_enabled": signing}
 
     async def call_once(self, method: str, **kwargs: Any) -> Any:
         """One S3 API call with its errors translated, not retried (the caller retries)."""
