@@ -285,3 +285,20 @@ def test_resume_without_journal_adopts_the_upload_after_checking_parts(
     assert object_sha256(s3, bucket, "adopt.bin") == expected
     run_cli("cancel", "--prefix", f"s3://{bucket}/")  # the old journal's entry is stale now
     assert uploads_for(s3, bucket) == []
+
+
+def test_two_processes_never_copy_the_same_pair_at_once(ssh: testbed.SshServer, s3: testbed.SeaweedServer,
+                                                        s3_env: dict[str, str], bucket: str, state: Path) -> None:
+    src = ssh.root / "locked.bin"
+    expected = write_random(src, 24 * MiB)
+    args = cp_args(ssh, src, bucket, "locked.bin")
+    with S3FaultProxy(s3.s3_port) as proxy:
+        proxy.hold_complete = threading.Event()
+        first = start(args, proxy.url)
+        wait_until(lambda: proxy.complete_seen.is_set(), first)  # the first one is busy completing
+        second = run_cli(*args, env={"AWS_ENDPOINT_URL_S3": proxy.url})
+        proxy.hold_complete.set()
+        out, err = first.communicate(timeout=120)
+    assert second.code == 2 and "another s3ferry process is copying" in second.stderr
+    assert first.returncode == 0, err
+    assert object_sha256(s3, bucket, "locked.bin") == expected

@@ -330,7 +330,8 @@ async def transfer(
     """Copy one file from ``source`` to ``sink``; see the module docstring."""
     journal = _open_journal(options)
     try:
-        return await _transfer(source, sink, options, progress or _NoProgress(), journal)
+        async with journal.lock(str(source.location), str(sink.location)):
+            return await _transfer(source, sink, options, progress or _NoProgress(), journal)
     finally:
         await asyncio.shield(journal.close())
 

@@ -19,6 +19,8 @@ All SQLite calls run in a worker thread: none blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
 import os
 import sqlite3
 import time
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .errors import UsageError
+from .errors import UsageError, UserError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS transfers (
@@ -84,11 +86,50 @@ class TransferRecord:
     parts: tuple[PartRecord, ...] = ()
 
 
+class PairLock:
+    """An exclusive, cross-process lock on one (source, destination) pair.
+
+    ``flock`` on a file under ``<state dir>/locks``: released by the kernel
+    when the process ends, however it ends, so a SIGKILL never leaves it stale.
+    """
+
+    def __init__(self, state_dir: Path, source: str, destination: str) -> None:
+        digest = hashlib.sha256(f"{source}\0{destination}".encode()).hexdigest()[:32]
+        self.path = state_dir / "locks" / f"{digest}.lock"
+        self._source, self._destination = source, destination
+        self._fd: int | None = None
+
+    def _acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(
+                f"another s3ferry process is copying {self._source} to {self._destination} right now"
+            ) from None
+        self._fd = fd
+
+    async def __aenter__(self) -> "PairLock":
+        try:
+            await asyncio.to_thread(self._acquire)
+        except OSError as exc:
+            raise UsageError(f"cannot create the lock {self.path}: {exc.strerror}") from exc
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+
 class Journal:
     """Thread-confined SQLite access behind async methods."""
 
     def __init__(self, state_dir: Path | None = None, flush_interval: float = 1.0) -> None:
-        self.path = (state_dir or default_state_dir()) / "journal.sqlite3"
+        self.state_dir = state_dir or default_state_dir()
+        self.path = self.state_dir / "journal.sqlite3"
         self.flush_interval = flush_interval
         self._db: sqlite3.Connection | None = None
         self._pending: list[tuple[int, PartRecord]] = []
@@ -111,6 +152,9 @@ class Journal:
     async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
         async with self._lock:  # one thread touches the connection at a time
             return await asyncio.to_thread(fn, *args)
+
+    def lock(self, source: str, destination: str) -> PairLock:
+        return PairLock(self.state_dir, source, destination)
 
     # -- queries -------------------------------------------------------------
 
