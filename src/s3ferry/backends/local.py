@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from contextlib import asynccontextmanager
 from typing import AsyncIterator
 
@@ -54,7 +55,9 @@ class LocalSource:
             st = await asyncio.to_thread(os.stat, self.path)
         except OSError as exc:
             raise _translate(exc, self.path) from exc
-        if not os.path.isfile(self.path):
+        if stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"{self.path} is a directory (copying trees comes with cp -r)")
+        if not stat.S_ISREG(st.st_mode):
             raise UsageError(f"{self.path} is not a regular file")
         return Stat(size=st.st_size, mtime=st.st_mtime)
 

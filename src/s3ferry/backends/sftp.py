@@ -159,12 +159,13 @@ class SftpSource:
         if pinned and not pinned.startswith("SHA256:"):
             raise UsageError("--host-key takes a fingerprint like SHA256:AbC... (see ssh-keygen -lf)")
         client = _TrustingClient(pinned)
-        kwargs = self._connect_kwargs(self.options.password())
+        password = await asyncio.to_thread(self.options.password)  # may read --password-file
+        kwargs = await asyncio.to_thread(self._connect_kwargs, password)  # checks key / known_hosts paths
         host = self.location.host
         try:
             conn, _ = await asyncssh.create_connection(lambda: client, host, **kwargs)  # type: ignore[arg-type]
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise self._host_key_error(client) from exc
+            raise await asyncio.to_thread(self._host_key_error, client) from exc
         except asyncssh.PermissionDenied as exc:
             raise AuthError(f"authentication failed for {self._endpoint()}: wrong password or key not accepted") from exc
         except socket.gaierror as exc:
