@@ -69,7 +69,10 @@ def s3ferry(bed: Bed, key: str) -> Command:
         "--identity", str(bed.ssh.user_key), "--known-hosts", str(bed.ssh.known_hosts), "--json",
         *bed.s3ferry_args,
     ]
-    return Command("s3ferry", argv, base_env(bed) | bed.s3.env(), key)
+    # The resume journal goes to real disk (the testbed folder), not to the
+    # tmpfs HOME: its writes are part of what s3ferry writes to disk.
+    state = {"S3FERRY_STATE_DIR": str(bed.ssh.base.parent / "s3ferry-state")}
+    return Command("s3ferry", argv, base_env(bed) | bed.s3.env() | state, key)
 
 
 def rclone_config(bed: Bed) -> Path:
