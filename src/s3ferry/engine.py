@@ -29,6 +29,7 @@ import logging
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol, Sequence
 
 from . import checksums
@@ -217,7 +218,7 @@ class _Job:
                 _checkpoint()
                 buf = await self.pool.get()
                 view = memoryview(buf)[: part.length]
-                await self.retry.run(lambda: slot.read_into(part.offset, view), f"reading part {part.number}")
+                await self.retry.run(partial(slot.read_into, part.offset, view), f"reading part {part.number}")
                 _checkpoint()
                 digest = await _digest(self.algorithm, view)
                 if await self._already_stored(part, view, digest):
@@ -240,7 +241,7 @@ class _Job:
         while (item := await self.ready.get()) is not None:
             _checkpoint()
             part, buf, digest = item
-            receipt = await self.retry.run(lambda: self._upload(part, buf, digest), f"uploading part {part.number}",
+            receipt = await self.retry.run(partial(self._upload, part, buf, digest), f"uploading part {part.number}",
                                            on_retry=self._on_retry)
             self.pool.put(buf)
             self.uploaded_bytes += part.length
