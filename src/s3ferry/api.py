@@ -32,7 +32,7 @@ async def acopy(
 
     >>> await acopy("sftp://me@host/data.csv.gz", "s3://raw/partner/", part_size=16 * 2**20)
     """
-    opts = (options or TransferOptions()).replace(**overrides) if overrides else (options or TransferOptions())
+    opts = (options or TransferOptions()).replace(**overrides)
     source_loc, dest_loc = resolve(src, dst)
     source = open_source(source_loc, opts)
     sink = open_sink(dest_loc, opts)

@@ -23,8 +23,6 @@ from . import __version__
 from .errors import InterruptedError_, S3FerryError, UsageError
 from .options import CHECKSUMS, S3Options, SftpOptions, TransferOptions, parse_size
 
-T = TypeVar("T")
-
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = TransferOptions()
 EXAMPLES_CP = """

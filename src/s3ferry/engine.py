@@ -318,10 +318,6 @@ async def _check_unchanged(source: Source, before: Stat) -> None:
         )
 
 
-def _open_journal(options: TransferOptions) -> Journal:
-    return Journal(options.state_dir)
-
-
 async def transfer(
     source: Source,
     sink: Sink,
@@ -329,7 +325,7 @@ async def transfer(
     progress: ProgressListener | None = None,
 ) -> TransferResult:
     """Copy one file from ``source`` to ``sink``; see the module docstring."""
-    journal = _open_journal(options)
+    journal = Journal(options.state_dir)  # read even with --no-resume, to refuse an earlier attempt
     try:
         async with journal.lock(str(source.location), str(sink.location)):
             return await _transfer(source, sink, options, progress or _NoProgress(), journal)
