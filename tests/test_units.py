@@ -34,7 +34,7 @@ def test_parse_s3_and_local() -> None:
     assert parse("relative/dir/").is_dir_like
 
 
-@pytest.mark.parametrize("text", ["sftp://u:secret@h/x", "ftp://h/x", "s3://", "s3://a/x", "sftp://h:99999/x",
+@pytest.mark.parametrize("text", ["sftp://u:secret@h/x", "gopher://h/x", "ftp://u:pw@h/x", "http://u:pw@h/x", "s3://", "s3://a/x", "sftp://h:99999/x",
                                   "sftp://h/x?y", "file://remote/x", ""])
 def test_bad_urls(text: str) -> None:
     with pytest.raises(UsageError) as info:

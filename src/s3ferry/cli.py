@@ -21,7 +21,7 @@ from rich.console import Console
 
 from . import __version__
 from .errors import InterruptedError_, S3FerryError, UsageError
-from .options import CHECKSUMS, S3Options, SftpOptions, TransferOptions, parse_size
+from .options import CHECKSUMS, FtpOptions, HttpOptions, S3Options, SftpOptions, TransferOptions, parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = TransferOptions()
@@ -113,7 +113,8 @@ def sftp_options(fn: F) -> F:
                      help="known_hosts file (default: UserKnownHostsFile or ~/.ssh/known_hosts)."),
         click.option("--host-key", metavar="SHA256:...", help="Pin the server's host key fingerprint."),
         click.option("--password-file", type=click.Path(path_type=Path),
-                     help="File holding the SFTP password (or set S3FERRY_SFTP_PASSWORD)."),
+                     help="File holding the SFTP or FTP password (or set S3FERRY_SFTP_PASSWORD / "
+                          "S3FERRY_FTP_PASSWORD)."),
     ]):
         fn = deco(fn)
     return fn
@@ -138,6 +139,27 @@ def main() -> None:
     """Stream large files between SFTP, local disks and S3: parallel, bounded memory, verified."""
 
 
+def transfer_options(p: dict[str, Any]) -> TransferOptions:
+    """The typed options behind the transfer flags (click hands them over by name)."""
+    ca = p.get("ca_bundle")
+    return TransferOptions(
+        part_size=p["part_size"], read_streams=p["read_streams"], upload_streams=p["upload_streams"],
+        max_memory=p["max_memory"], checksum=p["checksum"], retries=p["retries"],
+        resume=p.get("resume_mode") or "auto", state_dir=p.get("state_dir"),
+        sftp=SftpOptions(identity=p["identity"], known_hosts=p["known_hosts"], host_key=p["host_key"],
+                         password_file=p["password_file"]),
+        s3=S3Options(endpoint_url=p["endpoint_url"], profile=p["profile"], region=p["region"],
+                     sign_payload=p["sign_payload"]),
+        ftp=FtpOptions(password_file=p["password_file"], ca_file=ca),
+        http=HttpOptions(ca_file=ca),
+    )
+
+
+def tls_options(fn: F) -> F:
+    return click.option("--ca-bundle", type=click.Path(path_type=Path, dir_okay=False),
+                        help="CA certificates (PEM) to verify FTPS/HTTPS servers with, instead of the system's.")(fn)
+
+
 @main.command(epilog=EXAMPLES_CP)
 @click.argument("src")
 @click.argument("dst")
@@ -159,15 +181,12 @@ def main() -> None:
               help="Retries per part and per request for errors that may pass (5xx, SlowDown, lost connection).")
 @state_options
 @sftp_options
+@tls_options
 @s3_options
 @click.option("--no-progress", is_flag=True, help="No progress bar (also off when stderr is not a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
-def cp(src: str, dst: str, part_size: int, read_streams: int, upload_streams: int, max_memory: int, checksum: str,
-       resume_mode: str | None, retries: int, state_dir: Path | None,
-       identity: tuple[Path, ...], known_hosts: Path | None, host_key: str | None, password_file: Path | None,
-       endpoint_url: str | None, profile: str | None, region: str | None, sign_payload: bool | None,
-       no_progress: bool, as_json: bool, debug: bool) -> None:
+def cp(src: str, dst: str, no_progress: bool, as_json: bool, debug: bool, **params: Any) -> None:
     """Copy SRC to DST (a DST ending in / gets the source's file name).
 
     An interrupted or failed copy is kept and journaled: run the same command
@@ -179,14 +198,7 @@ def cp(src: str, dst: str, part_size: int, read_streams: int, upload_streams: in
     _setup_logging(debug)
 
     def body() -> None:
-        options = TransferOptions(
-            part_size=part_size, read_streams=read_streams, upload_streams=upload_streams, max_memory=max_memory,
-            checksum=checksum,  # type: ignore[arg-type]
-            retries=retries, resume=resume_mode or "auto", state_dir=state_dir,  # type: ignore[arg-type]
-            sftp=SftpOptions(identity=identity, known_hosts=known_hosts, host_key=host_key,
-                             password_file=password_file),
-            s3=S3Options(endpoint_url=endpoint_url, profile=profile, region=region, sign_payload=sign_payload),
-        )
+        options = transfer_options(params)
         _, dest = resolve(src, dst)
         console = Console(stderr=True)
         progress = RichProgress(console) if console.is_terminal and not no_progress else None

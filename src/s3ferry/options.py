@@ -79,6 +79,44 @@ class SftpOptions:
         return os.environ.get("S3FERRY_SFTP_PASSWORD") or None
 
 
+def _secret_from(path: Path | None, env: str, flag: str) -> str | None:
+    """A secret from a file named by ``flag`` or from the environment variable ``env``."""
+    if path is not None:
+        try:
+            return path.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from exc
+    return os.environ.get(env) or None
+
+
+@dataclass(frozen=True)
+class FtpOptions:
+    """How to reach FTP/FTPS servers.
+
+    ``ftps://`` is explicit TLS (``AUTH TLS`` on the control connection, ``PROT P``
+    for data); certificates are verified against the system store, or
+    ``ca_file`` (``--ca-bundle``). Passive mode only: active mode needs the
+    server to connect back, which firewalls and NAT break.
+    """
+
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    connect_timeout: float = 30.0
+
+    def password(self) -> str | None:
+        """``--password-file`` or ``S3FERRY_FTP_PASSWORD``; None means anonymous when no user is given."""
+        return _secret_from(self.password_file, "S3FERRY_FTP_PASSWORD", "--password-file")
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """How to reach HTTP(S) sources: certificates verified (system store or ``--ca-bundle``)."""
+
+    ca_file: Path | None = None
+    connect_timeout: float = 30.0
+    read_timeout: float = 120.0
+
+
 @dataclass(frozen=True)
 class S3Options:
     """Overrides of the AWS configuration chain (env vars, ~/.aws/config)."""
@@ -132,6 +170,8 @@ class TransferOptions:
     state_dir: Path | None = None
     sftp: SftpOptions = field(default_factory=SftpOptions)
     s3: S3Options = field(default_factory=S3Options)
+    ftp: FtpOptions = field(default_factory=FtpOptions)
+    http: HttpOptions = field(default_factory=HttpOptions)
 
     def __post_init__(self) -> None:
         if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:

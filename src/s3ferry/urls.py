@@ -1,8 +1,11 @@
 """Parsing of the locations s3ferry reads and writes.
 
-``sftp://[user@]host[:port]/path``, ``s3://bucket/key``, ``file:///path`` or a
-plain path. Passwords in URLs are refused: a command line is visible to every
-user of the machine (``ps``) and ends up in shell history.
+``sftp://[user@]host[:port]/path``, ``ftp://`` / ``ftps://`` (same form),
+``http(s)://host[:port]/path[?query]``, ``s3://bucket/key``, ``file:///path``
+or a plain path. Passwords in URLs are refused: a command line is visible to
+every user of the machine (``ps``) and ends up in shell history. An HTTP query
+string is kept for the request (pre-signed URLs need it) but never displayed:
+it often carries a signature.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from .errors import UsageError
 
-SCHEMES = ("sftp", "s3", "file")
+SCHEMES = ("sftp", "s3", "file", "ftp", "ftps", "http", "https")
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class Location:
     port: int | None = None
     user: str | None = None
     bucket: str = ""
+    query: str = ""  # http(s) only; kept out of every display form
 
     @property
     def name(self) -> str:
@@ -40,6 +44,14 @@ class Location:
     def with_path(self, path: str) -> "Location":
         return Location(self.scheme, path, self.host, self.port, self.user, self.bucket)
 
+    @property
+    def url(self) -> str:
+        """The full URL to request (http/https: with the query string). Never print it."""
+        port = f":{self.port}" if self.port else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        path = quote(self.path, safe="/~!$&'()*+,;=:@")
+        return f"{self.scheme}://{host}{port}{path}" + (f"?{self.query}" if self.query else "")
+
     def __str__(self) -> str:
         """A display form that never contains a secret (there is none to hide)."""
         if self.scheme == "file":
@@ -48,7 +60,8 @@ class Location:
             return f"s3://{self.bucket}/{self.path}"
         user = f"{quote(self.user)}@" if self.user else ""
         port = f":{self.port}" if self.port else ""
-        return f"{self.scheme}://{user}{self.host}{port}{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{user}{host}{port}{self.path}"
 
 
 def parse(text: str) -> Location:
@@ -61,6 +74,8 @@ def parse(text: str) -> Location:
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
         raise UsageError(f"unsupported scheme {scheme!r} in {redact(text)} (use one of: {', '.join(SCHEMES)})")
+    if scheme in ("http", "https"):
+        return _parse_http(text)
     if parts.query or parts.fragment:
         raise UsageError(f"unexpected '?' or '#' in {redact(text)}; quote such characters as %3F / %23")
     if scheme == "file":
@@ -69,7 +84,7 @@ def parse(text: str) -> Location:
         return Location("file", unquote(parts.path))
     if scheme == "s3":
         return _parse_s3(text, parts.netloc, unquote(parts.path))
-    return _parse_sftp(text)
+    return _parse_remote(text)
 
 
 def _parse_s3(text: str, bucket: str, path: str) -> Location:
@@ -82,28 +97,41 @@ def _parse_s3(text: str, bucket: str, path: str) -> Location:
     return Location("s3", path.lstrip("/"), bucket=bucket)
 
 
-def _parse_sftp(text: str) -> Location:
+def _parse_http(text: str) -> Location:
     parts = urlsplit(text)
-    if parts.password is not None:
-        raise UsageError(
-            f"refusing a password inside the URL {redact(text)}: "
-            "set S3FERRY_SFTP_PASSWORD or use --password-file"
-        )
+    if parts.username is not None or parts.password is not None:
+        raise UsageError(f"refusing credentials inside the URL {redact(text)}: use a pre-signed URL instead")
     try:
         host, port = parts.hostname, parts.port
     except ValueError as exc:
         raise UsageError(f"bad port in {redact(text)}") from exc
     if not host:
-        raise UsageError(f"missing host in {redact(text)} (expected sftp://user@host:port/path)")
+        raise UsageError(f"missing host in {redact(text)}")
+    return Location(parts.scheme.lower(), unquote(parts.path) or "/", host=host, port=port, query=parts.query)
+
+
+def _parse_remote(text: str) -> Location:
+    parts = urlsplit(text)
+    if parts.password is not None:
+        env = "S3FERRY_FTP_PASSWORD" if parts.scheme.lower().startswith("ftp") else "S3FERRY_SFTP_PASSWORD"
+        raise UsageError(f"refusing a password inside the URL {redact(text)}: set {env} or use --password-file")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise UsageError(f"bad port in {redact(text)}") from exc
+    if not host:
+        raise UsageError(f"missing host in {redact(text)} (expected {parts.scheme}://user@host:port/path)")
     path = unquote(parts.path) or "/"
     user = unquote(parts.username) if parts.username else None
-    return Location("sftp", path, host=host, port=port, user=user)
+    return Location(parts.scheme.lower(), path, host=host, port=port, user=user)
 
 
 def redact(text: str) -> str:
-    """``text`` with any ``user:password@`` reduced to ``user:***@``."""
+    """``text`` with any ``user:password@`` reduced to ``user:***@`` and a query string hidden."""
     if "://" not in text:
         return text
+    if "?" in text:
+        text = text.split("?", 1)[0] + "?***"
     scheme, rest = text.split("://", 1)
     netloc, sep, tail = rest.partition("/")
     if "@" in netloc:
@@ -123,3 +151,16 @@ def join_name(dst: Location, name: str) -> Location:
     if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
         raise UsageError(f"refusing unsafe file name {name!r} from the source")
     return dst.with_path(dst.path + name)
+
+
+def safe_relative(path: str) -> str:
+    """Check a relative path that came from the remote side (a tree listing, an S3 key).
+
+    Refuses what could land outside the destination: absolute paths, ``..``
+    components, backslashes, NUL, empty components. Returns the path unchanged.
+    """
+    parts = path.split("/")
+    if (not path or path.startswith("/") or "\\" in path or "\0" in path
+            or any(p in ("", ".", "..") for p in parts)):
+        raise UsageError(f"refusing unsafe name {path!r} from the source: it would land outside the destination")
+    return path

@@ -17,6 +17,14 @@ def open_source(location: Location, options: TransferOptions) -> Source:
         from .sftp import SftpSource
 
         return SftpSource(location, options.sftp, options.sftp_block, options.sftp_window)
+    if location.scheme in ("ftp", "ftps"):
+        from .ftp import FtpSource
+
+        return FtpSource(location, options.ftp)
+    if location.scheme in ("http", "https"):
+        from .http import HttpSource
+
+        return HttpSource(location, options.http)
     raise UsageError(f"{location.scheme}:// is not supported as a source yet")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import AsyncIterator, Protocol, Sequence
 
 from ..checksums import Algorithm, PartDigest
 from ..urls import Location
@@ -23,6 +23,22 @@ class Features:
     offset_writes: bool = False
     server_side_copy: bool = False
     resumable: bool = False  # parts of an unfinished write can be listed and reused
+    listing: bool = False  # walk() lists a directory / prefix (needed by cp -r)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A regular file found by :meth:`Source.walk`.
+
+    ``path`` is relative to the walked location, ``/``-separated, never
+    starting with ``/``. It comes from the remote side: callers must check it
+    (:func:`s3ferry.urls.safe_relative`) before using it as a destination name.
+    """
+
+    path: str
+    size: int
+    mtime: float | None = None
+    etag: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +111,18 @@ class Source(Protocol):
 
     def reader(self) -> AbstractAsyncContextManager[RangeReader]: ...
 
+    def child(self, path: str) -> "Source":
+        """A source for ``path`` on the same server, sharing this one's connections.
+
+        Closing the parent closes the connections; closing a child does nothing.
+        """
+
+    def walk(self) -> AsyncIterator[Entry]:
+        """Every regular file below this location, recursively (``features.listing`` only).
+
+        Raises :class:`~s3ferry.errors.NotFoundError` when the location does not exist.
+        """
+
     async def close(self) -> None: ...
 
 
@@ -127,5 +155,8 @@ class Sink(Protocol):
     def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> ChunkWriter: ...
 
     async def find_uploads(self, prefix: str, exact: bool = True) -> list[UploadInfo]: ...
+
+    def child(self, path: str) -> "Sink":
+        """A sink for ``path`` on the same server, sharing this one's connections."""
 
     async def close(self) -> None: ...
