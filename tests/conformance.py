@@ -94,3 +94,69 @@ class SourceConformance:
         (root / "adir").mkdir()
         with pytest.raises(UsageError):
             run(stat_of(self.make_source(root / "adir")))
+
+
+async def walk_all(source: Source) -> dict[str, int]:
+    try:
+        return {entry.path: entry.size async for entry in source.walk()}
+    finally:
+        await source.close()
+
+
+async def read_child(source: Source, path: str, length: int) -> bytes:
+    buf = bytearray(length)
+    try:
+        child = source.child(path)
+        assert (await child.stat()).size == length
+        async with child.reader() as reader:
+            await reader.read_into(0, memoryview(buf))
+    finally:
+        await source.close()
+    return bytes(buf)
+
+
+class TreeConformance:
+    """For sources that list (``features.listing``): ``walk`` and ``child``, used by ``cp -r``.
+
+    Subclasses provide the same ``root`` / ``make_source`` as :class:`SourceConformance`.
+    """
+
+    FILES = {"a.txt": 10, "sub/b.bin": 1000, "sub/deeper/c": 0, "name with space.txt": 3, "sub/ünï.csv": 7}
+
+    @pytest.fixture
+    def root(self, tmp_path: Path) -> Path:
+        raise NotImplementedError
+
+    def make_source(self, path: Path) -> Source:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def tree(self, root: Path) -> Path:
+        top = root / "tree"
+        for rel, size in self.FILES.items():
+            (top / rel).parent.mkdir(parents=True, exist_ok=True)
+            (top / rel).write_bytes(os.urandom(size))
+        (top / "empty-dir").mkdir()
+        return top
+
+    def test_walk_lists_every_file_recursively(self, tree: Path) -> None:
+        assert run(walk_all(self.make_source(tree))) == self.FILES
+
+    def test_walk_with_trailing_slash(self, tree: Path) -> None:
+        source = self.make_source(tree)
+        slashed = source.location.with_path(source.location.path.rstrip("/") + "/")
+        assert run(walk_all(source.child(slashed.path))) == self.FILES
+
+    def test_walk_of_a_subfolder(self, tree: Path) -> None:
+        got = run(walk_all(self.make_source(tree / "sub")))
+        assert got == {"b.bin": 1000, "deeper/c": 0, "ünï.csv": 7}
+
+    def test_walk_of_missing_folder(self, root: Path) -> None:
+        with pytest.raises(NotFoundError):
+            run(walk_all(self.make_source(root / "no-such-dir")))
+
+    def test_child_reads_a_file_of_the_tree(self, tree: Path) -> None:
+        data = (tree / "sub" / "b.bin").read_bytes()
+        source = self.make_source(tree)
+        child_path = source.location.path.rstrip("/") + "/sub/b.bin"
+        assert run(read_child(source, child_path, len(data))) == data

@@ -297,7 +297,9 @@ async def _pump(job: _Job, options: TransferOptions) -> None:
     todo = len(job.parts) - len(job.attempt.done)
     if todo == 0:
         return
-    readers_n = min(options.read_streams, todo)
+    # A source without ranged reads (an HTTP server ignoring Range) is read by
+    # one stream, in order; the shared part iterator already hands parts out in order.
+    readers_n = min(options.read_streams, todo) if job.source.features.ranged_reads else 1
     uploaders_n = min(options.upload_streams, todo)
     try:
         async with asyncio.TaskGroup() as group:

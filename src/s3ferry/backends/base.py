@@ -19,7 +19,7 @@ from ..urls import Location
 
 @dataclass(frozen=True)
 class Features:
-    ranged_reads: bool = False
+    ranged_reads: bool = False  # False: the engine uses one reader, reading parts in order
     offset_writes: bool = False
     server_side_copy: bool = False
     resumable: bool = False  # parts of an unfinished write can be listed and reused
@@ -112,7 +112,8 @@ class Source(Protocol):
     def reader(self) -> AbstractAsyncContextManager[RangeReader]: ...
 
     def child(self, path: str) -> "Source":
-        """A source for ``path`` on the same server, sharing this one's connections.
+        """A source for ``path`` (a full path, as in ``Location.path``) on the same server,
+        sharing this one's connections.
 
         Closing the parent closes the connections; closing a child does nothing.
         """
