@@ -95,6 +95,8 @@ def operation_name(method: str, raw_path: str, headers: Mapping[str, str] | None
             if headers is not None and "x-amz-copy-source" in headers:
                 return "UploadPartCopy"
             return "UploadPart"
+        if has_key and headers is not None and "x-amz-copy-source" in headers:
+            return "CopyObject"
         return "PutObject" if has_key else "CreateBucket"
     if method == "POST":
         if "uploads" in query:
@@ -163,6 +165,8 @@ class S3FaultProxy:
             order they were answered.
         upload_bytes: request body bytes of forwarded ``UploadPart`` and
             ``PutObject`` requests that got a 2xx answer.
+        body_bytes: request plus response body bytes of every forwarded
+            request: the payload that passed through the client.
     """
 
     def __init__(self, target_port: int, *, slowdown_rate: float = 0.0, seed: int = 0) -> None:
@@ -175,6 +179,7 @@ class S3FaultProxy:
         self.complete_seen = threading.Event()
         self.requests: list[tuple[str, int]] = []
         self.upload_bytes: int = 0
+        self.body_bytes: int = 0
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -312,6 +317,8 @@ class S3FaultProxy:
             allow_redirects=False, compress=None, chunked=None,
         ) as upstream:
             payload = await upstream.read()
+            with self._lock:
+                self.body_bytes += len(body) + len(payload)
             out = _strip_hop_by_hop(upstream.headers)
             # Frame the body ourselves; a HEAD answer keeps the object's length
             # (aiohttp leaves an explicit Content-Length of a HEAD answer alone).

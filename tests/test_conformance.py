@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conformance import SourceConformance
+from conformance import SourceConformance, TreeConformance
 from s3ferry.backends.base import Source
 from s3ferry.backends.local import LocalSource
 from s3ferry.backends.sftp import SftpSource
@@ -15,7 +15,7 @@ from s3ferry.options import SftpOptions
 from s3ferry.urls import parse
 
 
-class TestLocalSource(SourceConformance):
+class TestLocalSource(SourceConformance, TreeConformance):
     @pytest.fixture
     def root(self, tmp_path: Path) -> Path:
         return tmp_path
@@ -24,7 +24,7 @@ class TestLocalSource(SourceConformance):
         return LocalSource(parse(str(path)))
 
 
-class TestSftpSource(SourceConformance):
+class TestSftpSource(SourceConformance, TreeConformance):
     @pytest.fixture
     def root(self, ssh: Any, request: pytest.FixtureRequest) -> Path:
         folder = ssh.root / request.node.name.replace("[", "_").replace("]", "_")

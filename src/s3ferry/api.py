@@ -1,13 +1,19 @@
-"""The Python API: ``copy`` / ``acopy``, the same engine as the CLI."""
+"""The Python API: ``copy`` / ``acopy`` for one file, ``copy_tree`` / ``acopy_tree`` for
+folders and prefixes -- the same engine as the CLI."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Sequence
 
 from .backends import open_sink, open_source
+from .backends.base import Sink, Source
 from .engine import ProgressListener, TransferResult, transfer
+from .errors import UsageError
+from .journal import Journal
 from .options import TransferOptions
+from .tree import Filter, TreeResult
+from .tree import copy_tree as _copy_tree
 from .urls import Location, join_name, parse
 
 
@@ -15,9 +21,33 @@ def resolve(src: str | Location, dst: str | Location) -> tuple[Location, Locatio
     """Parse both ends; a destination ending in ``/`` gets the source's file name."""
     source = src if isinstance(src, Location) else parse(src)
     dest = dst if isinstance(dst, Location) else parse(dst)
+    if dest.scheme == "file" and not dest.is_dir_like and _is_dir(dest.path):
+        dest = dest.with_path(dest.path + "/")  # like cp: an existing folder receives the file
     if dest.is_dir_like:
+        if source.scheme == "s3" and ".." in source.path.split("/"):
+            # S3 keys are names chosen by whoever wrote the bucket.
+            raise UsageError(f"refusing unsafe key {source.path!r}: it would land outside the destination")
         dest = join_name(dest, source.name)
     return source, dest
+
+
+def _is_dir(path: str) -> bool:
+    import os
+
+    return os.path.isdir(path)
+
+
+async def copy_file(source: Source, sink: Sink, options: TransferOptions,
+                    progress: ProgressListener | None = None, journal: Journal | None = None) -> TransferResult:
+    """One file: S3 -> S3 is copied by S3 itself, everything else streams through the engine."""
+    from .backends.s3 import S3Sink
+    from .backends.s3_source import S3Source
+
+    if isinstance(source, S3Source) and isinstance(sink, S3Sink):
+        from .server_copy import server_side_copy
+
+        return await server_side_copy(source, sink, options, progress)
+    return await transfer(source, sink, options, progress, journal)
 
 
 async def acopy(
@@ -37,7 +67,33 @@ async def acopy(
     source = open_source(source_loc, opts)
     sink = open_sink(dest_loc, opts)
     try:
-        return await transfer(source, sink, opts, progress)
+        return await copy_file(source, sink, opts, progress)
+    finally:
+        await asyncio.shield(_close_both(source, sink))
+
+
+async def acopy_tree(
+    src: str | Location,
+    dst: str | Location,
+    options: TransferOptions | None = None,
+    *,
+    filters: Sequence[Filter] = (),
+    transfers: int = 4,
+    progress: ProgressListener | None = None,
+    **overrides: Any,
+) -> TreeResult:
+    """Copy every file below the folder / prefix ``src`` to the same relative paths below ``dst``.
+
+    >>> await acopy_tree("sftp://me@host/out", "s3://raw/partner/", filters=[Filter("*.tmp", include=False)])
+    """
+    opts = (options or TransferOptions()).replace(**overrides)
+    source_loc = src if isinstance(src, Location) else parse(src)
+    dest_loc = dst if isinstance(dst, Location) else parse(dst)
+    source = open_source(source_loc, opts)
+    sink = open_sink(dest_loc, opts)
+    try:
+        return await _copy_tree(source, sink, opts, filters=filters, transfers=transfers, progress=progress,
+                                copy_one=copy_file)
     finally:
         await asyncio.shield(_close_both(source, sink))
 
@@ -59,3 +115,9 @@ def copy(
 ) -> TransferResult:
     """Blocking form of :func:`acopy` (runs its own event loop)."""
     return asyncio.run(acopy(src, dst, options, progress=progress, **overrides))
+
+
+def copy_tree(src: str | Location, dst: str | Location, options: TransferOptions | None = None,
+              **kwargs: Any) -> TreeResult:
+    """Blocking form of :func:`acopy_tree`."""
+    return asyncio.run(acopy_tree(src, dst, options, **kwargs))

@@ -14,13 +14,14 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Sequence, TypeVar
 
 import click
 from rich.console import Console
 
 from . import __version__
 from .errors import InterruptedError_, S3FerryError, UsageError
+from .tree import Filter
 from .options import CHECKSUMS, FtpOptions, HttpOptions, S3Options, SftpOptions, TransferOptions, parse_size
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,6 +32,9 @@ Examples:
   s3ferry cp sftp://me@partner.example.com/out/data.csv.gz s3://raw/partner/
   s3ferry cp --part-size 32MiB --upload-streams 8 ./big.bin s3://bucket/big.bin
   S3FERRY_SFTP_PASSWORD=... s3ferry cp sftp://me@host:2222/x.bin s3://b/x.bin
+  s3ferry cp -r --exclude '*.tmp' sftp://me@partner.example.com/out/ s3://raw/partner/
+  s3ferry cp s3://raw/partner/data.csv.gz ./downloads/
+  s3ferry cp --sse-c-key-file new.key --source-sse-c-key-file old.key s3://b/x s3://b/x-rekeyed
 """
 
 
@@ -142,17 +146,53 @@ def main() -> None:
 def transfer_options(p: dict[str, Any]) -> TransferOptions:
     """The typed options behind the transfer flags (click hands them over by name)."""
     ca = p.get("ca_bundle")
-    return TransferOptions(
+    options = TransferOptions(
         part_size=p["part_size"], read_streams=p["read_streams"], upload_streams=p["upload_streams"],
         max_memory=p["max_memory"], checksum=p["checksum"], retries=p["retries"],
         resume=p.get("resume_mode") or "auto", state_dir=p.get("state_dir"),
         sftp=SftpOptions(identity=p["identity"], known_hosts=p["known_hosts"], host_key=p["host_key"],
                          password_file=p["password_file"]),
         s3=S3Options(endpoint_url=p["endpoint_url"], profile=p["profile"], region=p["region"],
-                     sign_payload=p["sign_payload"]),
+                     sign_payload=p["sign_payload"], sse_c_key_file=p.get("sse_c_key_file"),
+                     source_sse_c_key_file=p.get("source_sse_c_key_file"), sse_kms_key_id=p.get("sse_kms_key_id")),
+        copy_part_size=p.get("copy_part_size") or DEFAULTS.copy_part_size,
         ftp=FtpOptions(password_file=p["password_file"], ca_file=ca),
         http=HttpOptions(ca_file=ca),
     )
+    options.s3.sse_c_key(), options.s3.sse_c_key(source=True)  # a bad key file fails before anything starts
+    return options
+
+
+def encryption_options(fn: F) -> F:
+    for deco in reversed([
+        click.option("--sse-c-key-file", type=click.Path(path_type=Path, dir_okay=False),
+                     help="Encrypt the S3 destination with this customer key (SSE-C; 32 bytes or their base64)."),
+        click.option("--source-sse-c-key-file", type=click.Path(path_type=Path, dir_okay=False),
+                     help="The SSE-C key the S3 source is encrypted with."),
+        click.option("--sse-kms-key-id", metavar="KEY", help="Encrypt the S3 destination with this KMS key (SSE-KMS)."),
+    ]):
+        fn = deco(fn)
+    return fn
+
+
+def filter_order(include: Sequence[str], exclude: Sequence[str], argv: Sequence[str]) -> list[Filter]:
+    """--include/--exclude in command-line order (the last matching filter decides, as in the AWS CLI).
+
+    click hands each option's values over separately, so the order between the
+    two options is read back from argv; if that fails, excludes apply last.
+    """
+    seen: list[Filter] = []
+    tokens = list(argv)
+    for i, token in enumerate(tokens):
+        for flag, include_it in (("--include", True), ("--exclude", False)):
+            if token == flag and i + 1 < len(tokens):
+                seen.append(Filter(tokens[i + 1], include_it))
+            elif token.startswith(flag + "="):
+                seen.append(Filter(token.split("=", 1)[1], include_it))
+    wanted = sorted([("i", p) for p in include] + [("e", p) for p in exclude])
+    if sorted([("i" if f.include else "e", f.pattern) for f in seen]) == wanted:
+        return seen
+    return [Filter(p, True) for p in include] + [Filter(p, False) for p in exclude]
 
 
 def tls_options(fn: F) -> F:
@@ -179,15 +219,23 @@ def tls_options(fn: F) -> F:
               help="Refuse to run if an earlier attempt exists; keep no journal, leave nothing behind on failure.")
 @click.option("--retries", type=int, default=DEFAULTS.retries, show_default=True,
               help="Retries per part and per request for errors that may pass (5xx, SlowDown, lost connection).")
+@click.option("--recursive", "-r", is_flag=True, help="Copy every file below the SRC folder or prefix.")
+@click.option("--include", multiple=True, metavar="GLOB", help="With -r: copy paths matching GLOB (repeatable).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="With -r: skip paths matching GLOB (repeatable).")
+@click.option("--transfers", type=int, default=4, show_default=True, help="With -r: files copied at a time.")
+@click.option("--copy-part-size", type=SizeType(), default=DEFAULTS.copy_part_size, show_default="256MiB",
+              help="S3 to S3: larger objects are copied by S3 in parts of this size.")
 @state_options
 @sftp_options
 @tls_options
+@encryption_options
 @s3_options
 @click.option("--no-progress", is_flag=True, help="No progress bar (also off when stderr is not a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
-def cp(src: str, dst: str, no_progress: bool, as_json: bool, debug: bool, **params: Any) -> None:
-    """Copy SRC to DST (a DST ending in / gets the source's file name).
+def cp(src: str, dst: str, recursive: bool, include: tuple[str, ...], exclude: tuple[str, ...], transfers: int,
+       no_progress: bool, as_json: bool, debug: bool, **params: Any) -> None:
+    """Copy SRC to DST (a DST ending in / gets the source's file name); with -r, a whole folder.
 
     An interrupted or failed copy is kept and journaled: run the same command
     again and only the missing parts are sent.
@@ -199,9 +247,15 @@ def cp(src: str, dst: str, no_progress: bool, as_json: bool, debug: bool, **para
 
     def body() -> None:
         options = transfer_options(params)
-        _, dest = resolve(src, dst)
         console = Console(stderr=True)
         progress = RichProgress(console) if console.is_terminal and not no_progress else None
+        if recursive:
+            filters = filter_order(include, exclude, sys.argv)
+            _copy_tree_cli(src, dst, options, filters, transfers, progress, as_json)
+            return
+        if include or exclude:
+            raise UsageError("--include/--exclude select files of a folder: add -r")
+        _, dest = resolve(src, dst)
         kept = "interrupted" if options.resume == "never" else (
             f"interrupted: the upload is kept; run the same command again to resume, or `s3ferry cancel {dest}`")
         result = run_async(acopy(src, dst, options, progress=progress), kept)
@@ -211,6 +265,18 @@ def cp(src: str, dst: str, no_progress: bool, as_json: bool, debug: bool, **para
             click.echo(summary_line(result))
 
     run_command(debug, body)
+
+
+def _copy_tree_cli(src: str, dst: str, options: TransferOptions, filters: list[Filter], transfers: int,
+                   progress: Any, as_json: bool) -> None:
+    from .api import acopy_tree
+    from .observe.progress import tree_summary_line
+
+    result = run_async(acopy_tree(src, dst, options, filters=filters, transfers=transfers, progress=progress),
+                       "interrupted: run the same command again to copy what is left")
+    click.echo(json.dumps(result.as_dict()) if as_json else tree_summary_line(result))
+    if result.failures:
+        sys.exit(result.exit_code)
 
 
 @main.command(epilog="""

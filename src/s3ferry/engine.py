@@ -325,29 +325,48 @@ async def transfer(
     sink: Sink,
     options: TransferOptions,
     progress: ProgressListener | None = None,
+    journal: Journal | None = None,
 ) -> TransferResult:
-    """Copy one file from ``source`` to ``sink``; see the module docstring."""
-    journal = Journal(options.state_dir)  # read even with --no-resume, to refuse an earlier attempt
+    """Copy one file from ``source`` to ``sink``; see the module docstring.
+
+    ``journal``: a journal shared by the files of a tree (else one is opened
+    and closed here).
+    """
+    own = journal is None
+    journal = journal or Journal(options.state_dir)  # read even with --no-resume, to refuse an earlier attempt
     try:
-        async with journal.lock(str(source.location), str(sink.location)):
-            return await _transfer(source, sink, options, progress or _NoProgress(), journal)
+        return await _transfer(source, sink, options, progress or _NoProgress(), journal)
     finally:
-        await asyncio.shield(journal.close())
+        if own:
+            await asyncio.shield(journal.close())
 
 
 async def _transfer(source: Source, sink: Sink, options: TransferOptions, progress: ProgressListener,
-                    journal: Journal | None) -> TransferResult:
+                    journal: Journal) -> TransferResult:
     meter = ResourceMeter()
-    started = time.monotonic()
     retry = RetryPolicy(retries=options.retries)
     stat = await retry.run(source.stat, "reading the source's size")
     await sink.prepare()
     part_size = options.part_size_for(stat.size)
     parts = plan_parts(stat.size, part_size)
-    algorithm = checksums.get(options.checksum)
-    plan = Plan(str(source.location), str(sink.location), stat, parts, part_size, algorithm, options.resume)
+    plan = Plan(str(source.location), str(sink.location), stat, parts, part_size, checksums.get(options.checksum),
+                options.resume)
+    if sink.features.resumable and len(parts) > 1:
+        # Only a multipart upload is journaled; two processes must not share one.
+        async with journal.lock(plan.source, plan.destination):
+            return await _run(source, sink, options, progress, journal, plan, meter)
+    return await _run(source, sink, options, progress, journal, plan, meter)
+
+
+async def _run(source: Source, sink: Sink, options: TransferOptions, progress: ProgressListener, journal: Journal,
+               plan: Plan, meter: ResourceMeter) -> TransferResult:
+    started = time.monotonic()
+    retry = RetryPolicy(retries=options.retries)
+    stat, parts, part_size, algorithm = plan.stat, plan.parts, plan.part_size, plan.algorithm
     attempt = await prepare(plan, sink, journal)
-    pool = BufferPool(min(options.buffer_count(part_size), len(parts) + 1), part_size)
+    # A file smaller than a part gets a buffer of its own size: a tree of small
+    # files must not cost a full part buffer each.
+    pool = BufferPool(min(options.buffer_count(part_size), len(parts) + 1), min(part_size, stat.size))
     job = _Job(source, attempt, parts, pool, algorithm, progress, retry, AdaptiveLimit(options.upload_streams),
                journal)
     progress.started(source.location.name, stat.size)
@@ -368,7 +387,13 @@ async def _transfer(source: Source, sink: Sink, options: TransferOptions, progre
     finally:
         progress.finished()
     try:
-        await _verify(attempt.writer, completed.size, completed.checksum, stat.size, whole, str(sink.location))
+        if sink.features.verifies_checksum:
+            await _verify(attempt.writer, completed.size, completed.checksum, stat.size, whole, str(sink.location))
+        else:
+            # A file destination reports no checksum: check against the source's own, where it has one.
+            known = _source_checksum(stat, algorithm)
+            await _verify(attempt.writer, completed.size, known, stat.size, whole if known else None,
+                          str(sink.location))
     finally:
         if journal is not None and attempt.transfer_id is not None:
             await journal.forget(attempt.transfer_id)
@@ -405,8 +430,17 @@ async def _after_failure(exc: BaseException, attempt: Attempt, journal: Journal 
         await journal.forget(attempt.transfer_id)
 
 
+def _source_checksum(stat: Stat, algorithm: checksums.Algorithm | None) -> str | None:
+    """The source's own stored checksum, when it is of the algorithm we computed (else None: not checked)."""
+    if algorithm is None or stat.checksum is None or not algorithm.full_object:
+        return None
+    name, value = stat.checksum
+    return value if name == algorithm.s3_name else None
+
+
 async def _verify(writer: ChunkWriter, got_size: int, got_sum: str | None, size: int, whole: str | None,
                   where: str) -> None:
+    """Size always; the checksum when the destination (or the source's own record) reports one."""
     problem = None
     if got_size != size:
         problem = f"{where} holds {got_size} bytes, the source {size}"

@@ -17,6 +17,7 @@ still buys at least two buffers.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
 import math
@@ -129,6 +130,34 @@ class S3Options:
     #: bytes (botocore's own default) and on loopback there is no wire to
     #: tamper with; S3 verifies every part's CRC in any case.
     sign_payload: bool | None = None
+    #: SSE-C: a file holding the 256-bit key (32 raw bytes, or their base64) for
+    #: the destination / for an encrypted source. Keys are never logged.
+    sse_c_key_file: Path | None = None
+    source_sse_c_key_file: Path | None = None
+    #: SSE-KMS key id / ARN / alias for the destination.
+    sse_kms_key_id: str | None = None
+    #: CA certificates for an S3 endpoint with a private CA (--ca-bundle, AWS_CA_BUNDLE).
+    ca_file: Path | None = None
+
+    def sse_c_key(self, *, source: bool = False) -> bytes | None:
+        """The SSE-C key for the destination (or the source), read and checked."""
+        path = self.source_sse_c_key_file if source else self.sse_c_key_file
+        if path is None:
+            return None
+        flag = "--source-sse-c-key-file" if source else "--sse-c-key-file"
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from exc
+        if len(raw) == 32:
+            return raw
+        try:
+            key = base64.b64decode(raw.strip(), validate=True)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise UsageError(f"{flag} {path} must hold a 256-bit key: 32 raw bytes or their base64")
+        return key
 
     def resolved_endpoint(self) -> str | None:
         return (self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
@@ -166,6 +195,9 @@ class TransferOptions:
     sftp_block: int = 256 * KiB
     sftp_window: int = 16
     retries: int = 5
+    #: S3 -> S3: objects up to this size are one CopyObject, larger ones are
+    #: copied by S3 in parts of this size (UploadPartCopy), upload_streams at a time
+    copy_part_size: int = 256 * MiB
     resume: ResumeMode = "auto"
     state_dir: Path | None = None
     sftp: SftpOptions = field(default_factory=SftpOptions)
@@ -184,6 +216,8 @@ class TransferOptions:
             raise UsageError("--max-memory must be at least 5MiB")
         if not 4 * KiB <= self.sftp_block <= 4 * MiB:
             raise UsageError("sftp_block must be between 4KiB and 4MiB")
+        if not MIN_PART_SIZE <= self.copy_part_size <= MAX_PART_SIZE:
+            raise UsageError("--copy-part-size must be between 5MiB and 5GiB")
         if not 0 <= self.retries <= 100:
             raise UsageError(f"--retries must be between 0 and 100, not {self.retries}")
         if self.resume not in RESUME_MODES:

@@ -62,6 +62,8 @@ class Plan:
 
 
 async def prepare(plan: Plan, sink: Sink, journal: Journal | None) -> Attempt:
+    if not sink.features.resumable:  # a file destination: written whole, nothing to resume
+        return Attempt(await sink.open_writer(plan.stat.size, plan.part_size, plan.algorithm), None)
     prior = await journal.find(plan.source, plan.destination) if journal else None
     if prior is not None:
         assert journal is not None

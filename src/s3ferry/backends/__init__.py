@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..errors import UsageError
 from ..options import TransferOptions
 from ..urls import Location
 from .base import Sink, Source
+
+if TYPE_CHECKING:
+    from ..retry import RetryPolicy
 
 
 def open_source(location: Location, options: TransferOptions) -> Source:
@@ -25,6 +30,10 @@ def open_source(location: Location, options: TransferOptions) -> Source:
         from .http import HttpSource
 
         return HttpSource(location, options.http)
+    if location.scheme == "s3":
+        from .s3_source import S3Source
+
+        return S3Source(location, options.s3, pool_size=options.read_streams + 2, retry=_retry(options))
     raise UsageError(f"{location.scheme}:// is not supported as a source yet")
 
 
@@ -32,8 +41,19 @@ def open_sink(location: Location, options: TransferOptions) -> Sink:
     if location.scheme == "s3":
         from .s3 import S3Sink
 
-        from ..retry import RetryPolicy
+        return S3Sink(location, options.s3, pool_size=options.upload_streams + 2, retry=_retry(options))
+    if location.scheme == "file":
+        from .local import LocalSink
 
-        return S3Sink(location, options.s3, pool_size=options.upload_streams + 2,
-                      retry=RetryPolicy(retries=options.retries))
-    raise UsageError(f"{location.scheme}:// is not supported as a destination yet (use s3://)")
+        return LocalSink(location)
+    if location.scheme == "sftp":
+        from .sftp import SftpSink
+
+        return SftpSink(location, options.sftp, options.sftp_block, options.sftp_window)
+    raise UsageError(f"{location.scheme}:// cannot be a destination (use s3://, sftp:// or a local path)")
+
+
+def _retry(options: TransferOptions) -> "RetryPolicy":
+    from ..retry import RetryPolicy
+
+    return RetryPolicy(retries=options.retries)

@@ -24,6 +24,10 @@ class Features:
     server_side_copy: bool = False
     resumable: bool = False  # parts of an unfinished write can be listed and reused
     listing: bool = False  # walk() lists a directory / prefix (needed by cp -r)
+    #: the sink checks every part's checksum on receipt and reports the whole
+    #: object's; sinks without it (files) are checked against the source's own
+    #: stored checksum where the source has one (S3)
+    verifies_checksum: bool = False
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,9 @@ class Stat:
     size: int
     mtime: float | None
     etag: str | None = None
+    #: the whole object's checksum as the source stores it (S3): (S3 algorithm
+    #: name such as "CRC32C", base64 value); only FULL_OBJECT checksums
+    checksum: tuple[str, str] | None = None
 
     def fingerprint(self) -> tuple[int, float | None, str | None]:
         return (self.size, self.mtime, self.etag)

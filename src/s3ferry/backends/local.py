@@ -1,17 +1,30 @@
-"""Local files as a source. Reads run in worker threads (``os.preadv``) so the
-event loop never blocks on the disk."""
+"""Local files as a source and as a destination.
+
+Disk I/O runs in worker threads (``os.preadv`` / ``os.pwritev``) so the event
+loop never blocks on the disk. A destination file is written at part offsets
+into a temporary name beside it (``.NAME.s3ferry-XXXX.tmp``), fsync'ed and
+renamed into place only when every part is there: readers never see half a
+file, and a failure leaves nothing behind (a SIGKILL can leave the temporary
+file; its name says where it came from).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import secrets
 import stat
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
+from pathlib import Path
+from typing import AsyncIterator, Sequence
 
 from ..errors import NotFoundError, PermissionError_, SourceChangedError, TransferError, UsageError
 from ..urls import Location
-from .base import Features, Stat
+from ..checksums import Algorithm, PartDigest
+from .base import Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo
+
+log = logging.getLogger("s3ferry")
 
 
 def _translate(exc: OSError, path: str) -> Exception:
@@ -20,7 +33,7 @@ def _translate(exc: OSError, path: str) -> Exception:
     if isinstance(exc, PermissionError):
         return PermissionError_(f"permission denied reading {path}")
     if isinstance(exc, IsADirectoryError):
-        return UsageError(f"{path} is a directory (copying trees comes with cp -r)")
+        return UsageError(f"{path} is a directory (use cp -r to copy a folder)")
     return TransferError(f"cannot read {path}: {exc.strerror or exc}", retryable=False)
 
 
@@ -44,7 +57,7 @@ class LocalReader:
 
 
 class LocalSource:
-    features = Features(ranged_reads=True)
+    features = Features(ranged_reads=True, listing=True)
 
     def __init__(self, location: Location) -> None:
         self.location = location
@@ -56,7 +69,7 @@ class LocalSource:
         except OSError as exc:
             raise _translate(exc, self.path) from exc
         if stat.S_ISDIR(st.st_mode):
-            raise UsageError(f"{self.path} is a directory (copying trees comes with cp -r)")
+            raise UsageError(f"{self.path} is a directory (use cp -r to copy a folder)")
         if not stat.S_ISREG(st.st_mode):
             raise UsageError(f"{self.path} is not a regular file")
         return Stat(size=st.st_size, mtime=st.st_mtime)
@@ -71,6 +84,156 @@ class LocalSource:
             yield LocalReader(fd, self.path)
         finally:
             os.close(fd)
+
+    def child(self, path: str) -> "LocalSource":
+        return LocalSource(self.location.with_path(path))
+
+    async def walk(self) -> AsyncIterator[Entry]:
+        for entry in await asyncio.to_thread(_walk, self.location.path.rstrip("/") or "/"):
+            yield entry
+
+    async def close(self) -> None:
+        return None
+
+
+def _walk(top: str) -> list[Entry]:
+    """Regular files below ``top``; symbolic links are skipped (as rclone does without -L)."""
+    if not os.path.isdir(top):
+        if os.path.exists(top):
+            raise UsageError(f"{top} is not a directory")
+        raise NotFoundError(f"source folder not found: {top}")
+    found: list[Entry] = []
+    for folder, dirs, files in os.walk(top, onerror=_raise):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(folder, name)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                log.warning("skipping symbolic link %s", full)
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append(Entry(os.path.relpath(full, top).replace(os.sep, "/"), st.st_size, st.st_mtime))
+    return found
+
+
+def _raise(exc: OSError) -> None:
+    raise _translate(exc, exc.filename or "?") from exc
+
+
+class LocalWriter:
+    """Writes parts at their offsets into a temporary file; renames it into place on completion."""
+
+    upload_id = None
+
+    def __init__(self, final: Path, fd: int, temp: Path) -> None:
+        self._final, self._fd, self._temp = final, fd, temp
+
+    def _pwrite(self, offset: int, data: memoryview) -> None:
+        done = 0
+        while done < len(data):
+            done += os.pwritev(self._fd, [data[done:]], offset + done)
+
+    async def write_part(self, part: Part, data: memoryview, digest: PartDigest | None) -> Receipt:
+        try:
+            await asyncio.to_thread(self._pwrite, part.offset, data)
+        except OSError as exc:
+            raise _write_error(exc, self._final) from exc
+        return Receipt(part.number, "", digest)
+
+    def _finish(self) -> int:
+        os.fsync(self._fd)
+        os.close(self._fd)
+        self._fd = -1
+        os.replace(self._temp, self._final)
+        _fsync_dir(self._final.parent)  # the rename itself must survive a crash
+        return os.stat(self._final).st_size
+
+    async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
+        try:
+            size = await asyncio.to_thread(self._finish)
+        except OSError as exc:
+            raise _write_error(exc, self._final) from exc
+        return Completed(size=size, checksum=None)
+
+    def _remove_temp(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self._temp.unlink(missing_ok=True)
+
+    async def abort(self) -> None:
+        await asyncio.to_thread(self._remove_temp)
+
+    async def discard(self) -> None:
+        await asyncio.to_thread(self._final.unlink, True)
+
+    async def list_parts(self) -> dict[int, ListedPart]:
+        return {}
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_error(exc: OSError, path: Path) -> Exception:
+    if isinstance(exc, PermissionError):
+        return PermissionError_(f"permission denied writing {path}")
+    if isinstance(exc, (IsADirectoryError, NotADirectoryError)):
+        return UsageError(f"cannot write {path}: {exc.strerror}")
+    return TransferError(f"cannot write {path}: {exc.strerror or exc}", retryable=False)
+
+
+class LocalSink:
+    """A local file as the destination (see the module docstring)."""
+
+    features = Features(offset_writes=True)
+
+    def __init__(self, location: Location) -> None:
+        self.location = location
+        self.path = Path(location.path)
+
+    def child(self, path: str) -> "LocalSink":
+        return LocalSink(self.location.with_path(path))
+
+    def _check(self) -> None:
+        if self.path.is_dir():
+            raise UsageError(f"{self.path} is a directory; end the destination with / to copy into it")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(self.path.parent, os.W_OK | os.X_OK):
+            raise PermissionError_(f"permission denied writing into {self.path.parent}")
+
+    async def prepare(self) -> None:
+        try:
+            await asyncio.to_thread(self._check)
+        except OSError as exc:
+            raise _write_error(exc, self.path) from exc
+
+    def _open(self, size: int) -> LocalWriter:
+        temp = self.path.with_name(f".{self.path.name}.s3ferry-{secrets.token_hex(4)}.tmp")
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        try:
+            os.ftruncate(fd, size)  # the final size up front: parts land at their offsets
+        except OSError:
+            os.close(fd)
+            temp.unlink(missing_ok=True)
+            raise
+        return LocalWriter(self.path, fd, temp)
+
+    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> LocalWriter:
+        try:
+            return await asyncio.to_thread(self._open, size)
+        except OSError as exc:
+            raise _write_error(exc, self.path) from exc
+
+    def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> LocalWriter:
+        raise UsageError("local destinations cannot resume a partial write")
+
+    async def find_uploads(self, prefix: str, exact: bool = True) -> list[UploadInfo]:
+        return []
 
     async def close(self) -> None:
         return None

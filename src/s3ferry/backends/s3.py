@@ -1,4 +1,5 @@
-"""S3 (and S3-compatible) sink over aiobotocore.
+"""S3 (and S3-compatible) sink over aiobotocore; :class:`S3Client` is shared with
+the S3 source (:mod:`.s3_source`).
 
 Configuration follows the AWS CLI: the credential chain, ``AWS_PROFILE``,
 ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``, region from env or config;
@@ -128,15 +129,20 @@ class PartBody(Payload):
             await writer.write(self._view[start : min(start + self.SLICE, end)])
 
 
-class S3Sink:
-    features = Features(server_side_copy=True, resumable=True)
+class S3Client:
+    """One aiobotocore client (connection pool) with errors translated and retries.
+
+    A :meth:`child` for another key shares its parent's client; only the
+    parent closes it.
+    """
 
     def __init__(self, location: Location, options: S3Options, pool_size: int = 10,
-                 retry: RetryPolicy | None = None) -> None:
+                 retry: RetryPolicy | None = None, parent: "S3Client | None" = None) -> None:
         self.location = location
         self.options = options
         self.retry = retry or RetryPolicy()
         self._pool_size = pool_size
+        self._parent = parent
         self._stack = AsyncExitStack()
         self._client: Any = None
 
@@ -145,6 +151,8 @@ class S3Sink:
         return str(self.location)
 
     async def client(self) -> Any:
+        if self._parent is not None:
+            return await self._parent.client()
         if self._client is None:
             try:
                 session = AioSession(profile=self.options.profile)
@@ -159,9 +167,11 @@ class S3Sink:
                     read_timeout=120,
                     s3=self._s3_config(),
                 )
+                verify = str(self.options.ca_file) if self.options.ca_file else None
                 self._client = await self._stack.enter_async_context(
                     session.create_client(
-                        "s3", endpoint_url=self.options.endpoint_url, region_name=self.options.region, config=config
+                        "s3", endpoint_url=self.options.endpoint_url, region_name=self.options.region, config=config,
+                        verify=verify,
                     )
                 )
             except (bexc.BotoCoreError, ValueError) as exc:
@@ -184,6 +194,36 @@ class S3Sink:
         """One S3 API call, retried on retryable errors."""
         return await self.retry.run(lambda: self.call_once(method, **kwargs), what=method)
 
+    async def close(self) -> None:
+        self._client = None
+        await self._stack.aclose()
+
+
+def sse_c_args(key: bytes | None, prefix: str = "") -> dict[str, Any]:
+    """SSE-C request arguments (botocore adds the base64 and the key's MD5)."""
+    if key is None:
+        return {}
+    return {f"{prefix}SSECustomerAlgorithm": "AES256", f"{prefix}SSECustomerKey": key}
+
+
+class S3Sink(S3Client):
+    features = Features(server_side_copy=True, resumable=True, verifies_checksum=True)
+
+    def child(self, path: str) -> "S3Sink":
+        return S3Sink(self.location.with_path(path), self.options, self._pool_size, self.retry, parent=self)
+
+    def sse_args(self) -> dict[str, Any]:
+        """Encryption arguments for requests that write (or read back) the destination object."""
+        if not hasattr(self, "_sse"):
+            self._sse = sse_c_args(self.options.sse_c_key())  # a 32-byte file, read once
+        return self._sse
+
+    def kms_args(self) -> dict[str, Any]:
+        """SSE-KMS arguments for requests that create an object (PutObject, CreateMultipartUpload, CopyObject)."""
+        if self.options.sse_kms_key_id is None:
+            return {}
+        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.options.sse_kms_key_id}
+
     async def check_bucket(self) -> None:
         # Some stores (SeaweedFS) accept CreateMultipartUpload on a missing
         # bucket; ask first so the user gets "bucket not found" before any read.
@@ -197,7 +237,11 @@ class S3Sink:
             raise AuthError(f"access to s3://{bucket} denied: check the credentials and bucket policy") from exc
 
     async def prepare(self) -> None:
-        await self.check_bucket()
+        if self._parent is not None:  # files of a tree: the bucket is checked once
+            await self._parent.prepare()  # type: ignore[attr-defined]
+        elif not getattr(self, "_prepared", False):
+            await self.check_bucket()
+            self._prepared = True
 
     def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> "S3Writer":
         """A writer for an existing upload; with ``None``, for an object already complete."""
@@ -239,16 +283,13 @@ class S3Sink:
     async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> "S3Writer":
         if size <= part_size:
             return S3Writer(self, algorithm, upload_id=None)
-        kwargs: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self.location.path}
+        kwargs: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self.location.path, **self.sse_args(),
+                                  **self.kms_args()}
         if algorithm is not None:
             kwargs["ChecksumAlgorithm"] = algorithm.s3_name
             kwargs["ChecksumType"] = "FULL_OBJECT" if algorithm.full_object else "COMPOSITE"
         response = await self.call("create_multipart_upload", **kwargs)
         return S3Writer(self, algorithm, upload_id=str(response["UploadId"]))
-
-    async def close(self) -> None:
-        self._client = None
-        await self._stack.aclose()
 
 
 class S3Writer:
@@ -266,10 +307,11 @@ class S3Writer:
         return {f"Checksum{self.algorithm.s3_name}": digest.b64}
 
     async def write_part(self, part: Part, data: memoryview, digest: PartDigest | None) -> Receipt:
-        args = {**self._key, "Body": PartBody(data), "ContentLength": len(data), **self._checksum_args(digest)}
+        args = {**self._key, "Body": PartBody(data), "ContentLength": len(data), **self._checksum_args(digest),
+                **self.sink.sse_args()}
         # Not retried here: the engine retries parts, and slows down on SlowDown.
         if self.upload_id is None:
-            response = await self.sink.call_once("put_object", **args)
+            response = await self.sink.call_once("put_object", **args, **self.sink.kms_args())
         else:
             response = await self.sink.call_once("upload_part", UploadId=self.upload_id, PartNumber=part.number,
                                                  **args)
@@ -283,7 +325,7 @@ class S3Writer:
     async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
         if self.upload_id is not None:
             await self._complete_multipart(receipts, whole)
-        head_args: dict[str, Any] = {**self._key}
+        head_args: dict[str, Any] = {**self._key, **self.sink.sse_args()}
         if self.algorithm is not None:
             head_args["ChecksumMode"] = "ENABLED"
         head = await self.sink.call("head_object", **head_args)
@@ -300,6 +342,7 @@ class S3Writer:
         if self.algorithm is not None and self.algorithm.full_object and whole is not None:
             args["ChecksumType"] = "FULL_OBJECT"
             args[f"Checksum{self.algorithm.s3_name}"] = whole
+        args.update(self.sink.sse_args())  # S3 wants the SSE-C key again to complete
         try:
             await self.sink.call("complete_multipart_upload", **args)
         except TransferError as exc:

@@ -1,4 +1,4 @@
-"""SFTP source over asyncssh, with OpenSSH's defaults and trust rules.
+"""SFTP source and destination over asyncssh, with OpenSSH's defaults and trust rules.
 
 * Settings come from ``~/.ssh/config`` (Host, HostName, Port, User,
   IdentityFile, UserKnownHostsFile), default key files and the agent, as with
@@ -8,16 +8,23 @@
 * Reads are issued by us, not by ``SFTPClientFile.read()`` of a large range
   (which reassembles into a growing bytearray): a sliding window of
   single-request reads per stream, each copied once into the part buffer.
+* As a destination, parts are written at their offsets (a sliding window of
+  write requests) into a temporary name beside the target, which is renamed
+  into place (``posix-rename@openssh.com`` where offered, so an existing file
+  is replaced atomically) once every part is there. All writers share one SSH
+  connection: partner servers often cap connections per user.
 """
 
 from __future__ import annotations
 
 import asyncio
+import posixpath
+import secrets
 import socket
 import stat as statmod
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import AsyncIterator
+from typing import AsyncIterator, Sequence
 
 import asyncssh
 
@@ -33,7 +40,10 @@ from ..errors import (
 )
 from ..options import SftpOptions
 from ..urls import Location
-from .base import Features, Stat
+from ..checksums import Algorithm, PartDigest
+from .base import Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo
+
+_Conn = tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]
 
 # AES-GCM costs ~30% less CPU than asyncssh's default chacha20-poly1305 (measured
 # here); OpenSSH offers both, so put GCM first and keep the rest as fallbacks.
@@ -114,15 +124,18 @@ class SftpReader:
                 await asyncio.gather(*running, return_exceptions=True)
 
 
-class SftpSource:
-    features = Features(ranged_reads=True)
+class SftpEndpoint:
+    """Connections to one SFTP server: opened on demand, reused, shared with :meth:`child` endpoints."""
 
-    def __init__(self, location: Location, options: SftpOptions, block: int = 256 * 1024, window: int = 16) -> None:
+    def __init__(self, location: Location, options: SftpOptions, block: int = 256 * 1024, window: int = 16,
+                 parent: "SftpEndpoint | None" = None) -> None:
         self.location = location
         self.options = options
         self._block, self._window = block, window
-        self._idle: list[tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]] = []
-        self._all: list[asyncssh.SSHClientConnection] = []
+        self._owner = parent is None
+        # Shared lists: a child endpoint checks connections in and out of its parent's pool.
+        self._idle: list[_Conn] = parent._idle if parent else []
+        self._all: list[asyncssh.SSHClientConnection] = parent._all if parent else []
 
     @property
     def where(self) -> str:
@@ -215,12 +228,32 @@ class SftpSource:
             return False
         return bool(trusted) or any(target in line.split(" ", 1)[0].split(",") for line in text.splitlines())
 
-    async def _checkout(self) -> tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]:
+    async def _checkout(self) -> _Conn:
         while self._idle:
             conn, sftp = self._idle.pop()
             if not conn.is_closed():
                 return conn, sftp
         return await self._connect()
+
+    async def close(self) -> None:
+        if not self._owner:
+            return  # the parent owns the connections
+        for conn in self._all:
+            conn.close()
+        for conn in self._all:
+            try:
+                await asyncio.wait_for(conn.wait_closed(), 5)
+            except (asyncio.TimeoutError, asyncssh.Error, OSError):
+                pass  # closing a dead connection: nothing to tell the user
+        self._all.clear()
+        self._idle.clear()
+
+
+class SftpSource(SftpEndpoint):
+    features = Features(ranged_reads=True, listing=True)
+
+    def child(self, path: str) -> "SftpSource":
+        return SftpSource(self.location.with_path(path), self.options, self._block, self._window, parent=self)
 
     async def stat(self) -> Stat:
         conn, sftp = await self._checkout()
@@ -230,7 +263,7 @@ class SftpSource:
             raise _translate(exc, self.where) from exc
         self._idle.append((conn, sftp))
         if attrs.permissions is not None and statmod.S_ISDIR(attrs.permissions):
-            raise UsageError(f"{self.where} is a directory (copying trees comes with cp -r)")
+            raise UsageError(f"{self.where} is a directory (use cp -r to copy a folder)")
         return Stat(size=attrs.size or 0, mtime=float(attrs.mtime) if attrs.mtime is not None else None)
 
     @asynccontextmanager
@@ -254,13 +287,177 @@ class SftpSource:
             else:
                 conn.abort()
 
-    async def close(self) -> None:
-        for conn in self._all:
-            conn.close()
-        for conn in self._all:
-            try:
-                await asyncio.wait_for(conn.wait_closed(), 5)
-            except (asyncio.TimeoutError, asyncssh.Error, OSError):
-                pass  # closing a dead connection: nothing to tell the user
-        self._all.clear()
-        self._idle.clear()
+    async def walk(self) -> AsyncIterator[Entry]:
+        conn, sftp = await self._checkout()
+        top = self.location.path.rstrip("/") or "/"
+        try:
+            attrs = await sftp.stat(top)
+            if attrs.permissions is None or not statmod.S_ISDIR(attrs.permissions):
+                raise UsageError(f"{self.where} is not a directory")
+            async for entry in _walk(sftp, top, ""):
+                yield entry
+        except (asyncssh.Error, OSError) as exc:
+            raise _translate(exc, self.where) from exc
+        self._idle.append((conn, sftp))
+
+
+async def _walk(sftp: asyncssh.SFTPClient, top: str, rel: str) -> AsyncIterator[Entry]:
+    """Regular files below ``top``/``rel``, depth first, sorted; links and specials are skipped."""
+    folder = posixpath.join(top, rel) if rel else top
+    names = sorted([n async for n in sftp.scandir(folder)], key=lambda n: str(n.filename))
+    for name in names:
+        filename = str(name.filename)
+        if filename in (".", ".."):
+            continue
+        path = f"{rel}/{filename}" if rel else filename
+        mode = name.attrs.permissions or 0
+        if statmod.S_ISDIR(mode):
+            async for entry in _walk(sftp, top, path):
+                yield entry
+        elif statmod.S_ISREG(mode):
+            mtime = float(name.attrs.mtime) if name.attrs.mtime is not None else None
+            yield Entry(path, name.attrs.size or 0, mtime)
+
+
+class SftpWriter:
+    """Parts written at their offsets into a temporary file, renamed into place on completion."""
+
+    upload_id = None
+
+    def __init__(self, sink: "SftpSink", sftp: asyncssh.SFTPClient, temp: str) -> None:
+        self._sink, self._sftp, self._temp = sink, sftp, temp
+        self._final = sink.location.path
+
+    async def write_part(self, part: Part, data: memoryview, digest: PartDigest | None) -> Receipt:
+        where = self._sink.where
+        # OpenSSH's sftp-server drops the session on a request above its limit (256 KiB in all).
+        block = min(self._sink.block, self._sftp.limits.max_write_len or self._sink.block)
+        try:
+            async with self._sftp.open(self._temp, "r+b", block_size=0) as file:
+                await _windowed_writes(file, part.offset, data, block, self._sink.window)
+        except (asyncssh.Error, OSError, asyncio.TimeoutError, EOFError) as exc:
+            raise _translate(exc, where) from exc
+        return Receipt(part.number, "", digest)
+
+    async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
+        try:
+            await self._rename()
+            attrs = await self._sftp.stat(self._final)
+        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            raise _translate(exc, self._sink.where) from exc
+        return Completed(size=attrs.size or 0, checksum=None)
+
+    async def _rename(self) -> None:
+        try:
+            await self._sftp.posix_rename(self._temp, self._final)  # replaces atomically
+        except asyncssh.SFTPOpUnsupported:
+            # Plain SFTP rename refuses to replace: remove the old file first.
+            if await self._sftp.exists(self._final):
+                await self._sftp.remove(self._final)
+            await self._sftp.rename(self._temp, self._final)
+
+    async def abort(self) -> None:
+        await self._remove(self._temp)
+
+    async def discard(self) -> None:
+        await self._remove(self._final)
+
+    async def _remove(self, path: str) -> None:
+        try:
+            await self._sftp.remove(path)
+        except asyncssh.SFTPNoSuchFile:
+            pass  # already gone: nothing is left behind, which is the point
+        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            raise _translate(exc, self._sink.where) from exc
+
+    async def list_parts(self) -> dict[int, ListedPart]:
+        return {}
+
+
+async def _windowed_writes(file: asyncssh.SFTPClientFile, offset: int, data: memoryview, block: int,
+                           window: int) -> None:
+    """Write ``data`` at ``offset`` as ``block``-sized requests, at most ``window`` in flight."""
+    started: list[asyncio.Task[int]] = []
+    pending: set[asyncio.Task[int]] = set()
+    try:
+        for pos in range(0, len(data), block):
+            if len(pending) >= window:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()  # the first failure stops the part
+            chunk = bytes(data[pos : pos + block])  # asyncssh packs bytes; one copy of one block
+            task = asyncio.ensure_future(file.write(chunk, offset + pos))
+            started.append(task)
+            pending.add(task)
+        if pending:
+            await asyncio.gather(*pending)
+    finally:
+        for task in pending:
+            task.cancel()
+        # Collect every outcome, so no failed sibling is left unretrieved.
+        await asyncio.gather(*started, return_exceptions=True)
+
+
+class SftpSink(SftpEndpoint):
+    """An SFTP file as the destination (see the module docstring)."""
+
+    features = Features(offset_writes=True)
+
+    @property
+    def block(self) -> int:
+        return self._block
+
+    @property
+    def window(self) -> int:
+        return self._window
+
+    def child(self, path: str) -> "SftpSink":
+        return SftpSink(self.location.with_path(path), self.options, self._block, self._window, parent=self)
+
+    async def _shared(self) -> asyncssh.SFTPClient:
+        """The one SFTP session every writer of this server uses (created on first use)."""
+        for conn, sftp in self._idle:
+            if not conn.is_closed():
+                return sftp
+        conn, sftp = await self._connect()
+        self._idle.append((conn, sftp))
+        return sftp
+
+    async def prepare(self) -> None:
+        sftp = await self._shared()
+        try:
+            attrs = await sftp.stat(self.location.path)
+        except asyncssh.SFTPNoSuchFile:
+            return  # the usual case: a new file
+        except (asyncssh.Error, OSError) as exc:
+            raise _translate(exc, self.where) from exc
+        if attrs.permissions is not None and statmod.S_ISDIR(attrs.permissions):
+            raise UsageError(f"{self.where} is a directory; end the destination with / to copy into it")
+
+    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> SftpWriter:
+        sftp = await self._shared()
+        folder, name = posixpath.split(self.location.path)
+        temp = posixpath.join(folder, f".{name}.s3ferry-{secrets.token_hex(4)}.tmp")
+        if folder:
+            await self._makedirs(sftp, folder)
+        try:
+            async with sftp.open(temp, "wb", block_size=0):
+                pass  # created empty; parts are written at their offsets
+        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            raise _translate(exc, self.where) from exc
+        return SftpWriter(self, sftp, temp)
+
+    async def _makedirs(self, sftp: asyncssh.SFTPClient, folder: str) -> None:
+        try:
+            await sftp.makedirs(folder, exist_ok=True)
+        except (asyncssh.SFTPPermissionDenied, asyncssh.SFTPNoSuchFile, asyncssh.SFTPFailure) as exc:
+            # Not a passing fault: a file in the way, a missing permission.
+            raise UsageError(f"cannot create the folder {folder} on {self.location.host}: {exc.reason}") from exc
+        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            raise _translate(exc, self.where) from exc
+
+    def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> SftpWriter:
+        raise UsageError("SFTP destinations cannot resume a partial write")
+
+    async def find_uploads(self, prefix: str, exact: bool = True) -> list[UploadInfo]:
+        return []

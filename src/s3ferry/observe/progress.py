@@ -14,6 +14,7 @@ from rich.progress import (
 )
 
 from ..engine import TransferResult
+from ..tree import TreeResult
 
 
 class RichProgress:
@@ -59,4 +60,15 @@ def summary_line(result: TransferResult) -> str:
         f"{result.parts} part(s) of {human_bytes(result.part_size)}; "
         f"peak RSS {result.peak_rss_bytes / 1e6:.0f} MB; disk writes {human_bytes(result.disk_write_bytes)}; "
         f"verified {checksum}"
+    )
+
+
+def tree_summary_line(result: TreeResult) -> str:
+    rate = result.size / result.seconds / 1e6 if result.seconds > 0 else 0.0
+    failed = f", {len(result.failures)} FAILED" if result.failures else ""
+    excluded = f", {result.excluded} excluded" if result.excluded else ""
+    return (
+        f"copied {len(result.files)} file(s), {human_bytes(result.size)} {result.source} -> {result.destination} "
+        f"in {result.seconds:.2f} s ({rate:.1f} MB/s){failed}{excluded}; "
+        f"peak RSS {result.peak_rss_bytes / 1e6:.0f} MB; disk writes {human_bytes(result.disk_write_bytes)}"
     )

@@ -1,0 +1,140 @@
+"""S3 as a source: ranged GETs pinned to one version of the object, prefix listings.
+
+Every ranged GET carries ``If-Match: <ETag from the first HEAD>``: if the
+object is overwritten during the transfer, S3 answers 412 and the transfer
+stops with :class:`SourceChangedError` instead of mixing two versions. The
+object's own FULL_OBJECT checksum (when it has one) is reported in
+:class:`Stat`, so a download is checked end to end against what S3 stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, AsyncIterator
+
+import aiohttp
+import botocore.exceptions as bexc
+
+from ..errors import NotFoundError, SourceChangedError, TransferError, UsageError, UserError
+from ..urls import Location
+from .base import Entry, Features, Stat
+from .s3 import S3Client, sse_c_args
+
+_CHECKSUMS = ("CRC32C", "CRC64NVME", "CRC32", "SHA256", "SHA1")
+_SLICE = 256 * 1024
+
+
+def _epoch(when: object) -> float | None:
+    return when.timestamp() if isinstance(when, datetime) else None
+
+
+def _full_object_checksum(head: dict[str, Any]) -> tuple[str, str] | None:
+    if head.get("ChecksumType") != "FULL_OBJECT":
+        return None  # a COMPOSITE checksum (-N) cannot be rebuilt from other part boundaries
+    for name in _CHECKSUMS:
+        value = head.get(f"Checksum{name}")
+        if value:
+            return name, str(value)
+    return None
+
+
+class S3Reader:
+    """Ranged GETs of one object version; the body is copied straight into the part buffer."""
+
+    def __init__(self, source: "S3Source", etag: str | None) -> None:
+        self._source, self._etag = source, etag
+
+    async def read_into(self, offset: int, buf: memoryview) -> None:
+        if len(buf) == 0:
+            return
+        args: dict[str, Any] = {**self._source.key_args(), "Range": f"bytes={offset}-{offset + len(buf) - 1}"}
+        if self._etag:
+            args["IfMatch"] = self._etag
+        try:
+            response = await self._source.call_once("get_object", **args)
+        except TransferError as exc:
+            if exc.code in ("PreconditionFailed", "412"):
+                raise SourceChangedError(f"{self._source.where} was overwritten during the transfer") from exc
+            raise
+        await self._copy(response["Body"], buf)
+
+    async def _copy(self, body: Any, buf: memoryview) -> None:
+        pos = 0
+        try:
+            async with body as stream:
+                while pos < len(buf):
+                    chunk = await stream.read(min(_SLICE, len(buf) - pos))
+                    if not chunk:
+                        break
+                    buf[pos : pos + len(chunk)] = chunk
+                    pos += len(chunk)
+        except (aiohttp.ClientError, bexc.BotoCoreError, OSError, asyncio.TimeoutError) as exc:
+            raise TransferError(f"S3 read of {self._source.where} broke off: {exc or type(exc).__name__}") from exc
+        if pos < len(buf):
+            raise TransferError(f"S3 sent {pos} of {len(buf)} bytes of a range of {self._source.where}")
+
+
+class S3Source(S3Client):
+    features = Features(ranged_reads=True, listing=True)
+
+    def child(self, path: str) -> "S3Source":
+        return S3Source(self.location.with_path(path), self.options, self._pool_size, self.retry, parent=self)
+
+    def key_args(self) -> dict[str, Any]:
+        if not hasattr(self, "_sse"):
+            self._sse = sse_c_args(self.options.sse_c_key(source=True))  # a 32-byte file, read once
+        return {"Bucket": self.location.bucket, "Key": self.location.path, **self._sse}
+
+    async def stat(self) -> Stat:
+        self.key_args()  # reads the SSE-C key file once
+        if not self.location.path or self.location.path.endswith("/"):
+            raise UsageError(f"{self.where} is a prefix (use cp -r to copy everything under it)")
+        try:
+            head = await self.call("head_object", **self.key_args(), ChecksumMode="ENABLED")
+        except NotFoundError as exc:
+            if await self._is_prefix():
+                raise UsageError(f"{self.where} is a prefix (use cp -r to copy everything under it)") from exc
+            raise NotFoundError(f"source not found: {self.where}") from exc
+        except TransferError as exc:
+            if exc.code in ("400", "BadRequest", "InvalidArgument", "InvalidRequest"):
+                # A HEAD answer has no body; 400 is what S3 says to a request
+                # without the key of an SSE-C object.
+                hint = "pass --source-sse-c-key-file" if not self._sse else "check --source-sse-c-key-file"
+                raise UserError(f"S3 refused to read {self.where} (400): is it encrypted with SSE-C? {hint}") from exc
+            raise
+        self._etag = head.get("ETag")
+        return Stat(size=int(head["ContentLength"]), mtime=_epoch(head.get("LastModified")),
+                    etag=self._etag, checksum=_full_object_checksum(head))
+
+    async def _is_prefix(self) -> bool:
+        page = await self.call("list_objects_v2", Bucket=self.location.bucket,
+                               Prefix=self.location.path.rstrip("/") + "/", MaxKeys=1)
+        return bool(page.get("KeyCount") or page.get("Contents"))
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[S3Reader]:
+        # Pinned to the ETag seen by stat(); the engine stats before reading.
+        if not hasattr(self, "_etag"):
+            await self.stat()
+        yield S3Reader(self, self._etag)
+
+    async def walk(self) -> AsyncIterator[Entry]:
+        prefix = self.location.path.rstrip("/")
+        prefix = f"{prefix}/" if prefix else ""
+        args: dict[str, Any] = {"Bucket": self.location.bucket, "Prefix": prefix}
+        found = False
+        while True:
+            page = await self.call("list_objects_v2", **args)
+            for obj in page.get("Contents", []):
+                key = str(obj["Key"])
+                if key.endswith("/"):
+                    continue  # a "folder" marker, not a file
+                found = True
+                yield Entry(key[len(prefix):], int(obj["Size"]), _epoch(obj.get("LastModified")), obj.get("ETag"))
+            if not page.get("IsTruncated"):
+                break
+            args["ContinuationToken"] = page["NextContinuationToken"]
+        if not found:
+            raise NotFoundError(f"nothing found under {self.location.with_path(prefix)}")

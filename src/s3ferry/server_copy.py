@@ -1,0 +1,160 @@
+"""S3 → S3 copies done by S3 itself: no payload byte passes through s3ferry.
+
+Objects up to ``copy_part_size`` are one ``CopyObject``; larger ones a
+multipart upload whose parts are ``UploadPartCopy`` requests, ``upload_streams``
+of them in flight (a sliding window: a finished part makes room for the next).
+Every request names the source's ETag (``x-amz-copy-source-if-match``), so an
+object overwritten during the copy fails it instead of mixing two versions.
+SSE-C keys apply on both sides: ``--source-sse-c-key-file`` decrypts,
+``--sse-c-key-file`` / ``--sse-kms-key-id`` encrypt the copy (re-encryption
+without the bytes leaving S3).
+
+The result is checked: the copy's size, and its checksum where S3 reports a
+FULL_OBJECT checksum of the same algorithm for both objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from functools import partial
+from typing import Any
+
+from . import checksums
+from .backends.s3 import S3Sink, sse_c_args
+from .backends.s3_source import S3Source, _full_object_checksum
+from .engine import ProgressListener, TransferResult, _NoProgress
+from .errors import IntegrityError, S3FerryError, SourceChangedError, TransferError
+from .observe.resources import ResourceMeter
+from .options import MAX_PARTS, TransferOptions
+from .retry import RetryPolicy
+
+log = logging.getLogger("s3ferry")
+
+
+def _copy_source_args(source: S3Source, etag: str | None) -> dict[str, Any]:
+    args: dict[str, Any] = {"CopySource": {"Bucket": source.location.bucket, "Key": source.location.path},
+                            **sse_c_args(source.options.sse_c_key(source=True), prefix="CopySource")}
+    if etag:
+        args["CopySourceIfMatch"] = etag
+    return args
+
+
+def _changed(exc: TransferError, source: S3Source) -> S3FerryError:
+    if exc.code in ("PreconditionFailed", "412"):
+        return SourceChangedError(f"{source.where} was overwritten during the copy")
+    return exc
+
+
+async def server_side_copy(source: S3Source, sink: S3Sink, options: TransferOptions,
+                           progress: ProgressListener | None = None) -> TransferResult:
+    """Copy ``source`` to ``sink`` inside S3 (same endpoint and credentials)."""
+    listener = progress or _NoProgress()
+    meter, started = ResourceMeter(), time.monotonic()
+    retry = RetryPolicy(retries=options.retries)
+    stat = await source.stat()
+    await sink.prepare()
+    algorithm = checksums.get(options.checksum)
+    listener.started(source.location.name, stat.size)
+    try:
+        if stat.size <= options.copy_part_size:
+            await _copy_object(source, sink, stat.etag, algorithm)
+            parts, part_size = 1, stat.size
+        else:
+            part_size = max(options.copy_part_size, -(-stat.size // MAX_PARTS))
+            parts = await _multipart_copy(source, sink, stat.size, stat.etag, part_size, options, retry, listener)
+        if parts == 1:
+            listener.advanced(stat.size)
+    finally:
+        listener.finished()
+    checksum = await _verify(sink, stat.size, stat.checksum, algorithm)
+    return TransferResult(
+        source=str(source.location), destination=str(sink.location), size=stat.size,
+        seconds=time.monotonic() - started, parts=parts, part_size=part_size,
+        checksum_algorithm=options.checksum, checksum=checksum, peak_rss_bytes=meter.peak_rss(),
+        disk_write_bytes=meter.disk_writes(), uploaded_bytes=0,
+    )
+
+
+async def _copy_object(source: S3Source, sink: S3Sink, etag: str | None,
+                       algorithm: checksums.Algorithm | None) -> None:
+    args: dict[str, Any] = {"Bucket": sink.location.bucket, "Key": sink.location.path,
+                            **_copy_source_args(source, etag), **sink.sse_args(), **sink.kms_args()}
+    if algorithm is not None:
+        args["ChecksumAlgorithm"] = algorithm.s3_name  # S3 computes it over the copied bytes
+    try:
+        await sink.call("copy_object", **args)
+    except TransferError as exc:
+        raise _changed(exc, source) from exc
+
+
+async def _multipart_copy(source: S3Source, sink: S3Sink, size: int, etag: str | None, part_size: int,
+                          options: TransferOptions, retry: RetryPolicy, listener: ProgressListener) -> int:
+    key = {"Bucket": sink.location.bucket, "Key": sink.location.path}
+    created = await sink.call("create_multipart_upload", **key, **sink.sse_args(), **sink.kms_args())
+    upload_id = str(created["UploadId"])
+    ranges = [(n + 1, off, min(size, off + part_size) - 1) for n, off in enumerate(range(0, size, part_size))]
+    etags: dict[int, str] = {}
+    slots = asyncio.Semaphore(options.upload_streams)
+
+    async def one(number: int, first: int, last: int) -> None:
+        async with slots:
+            call = partial(sink.call_once, "upload_part_copy", **key, UploadId=upload_id, PartNumber=number,
+                           CopySourceRange=f"bytes={first}-{last}", **_copy_source_args(source, etag),
+                           **sink.sse_args())
+            try:
+                response = await retry.run(call, f"copying part {number}")
+            except TransferError as exc:
+                raise _changed(exc, source) from exc
+        etags[number] = str(response["CopyPartResult"]["ETag"])
+        listener.advanced(last - first + 1)
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for number, first, last in ranges:
+                group.create_task(one(number, first, last))
+        parts = [{"PartNumber": n, "ETag": etags[n]} for n, _, _ in ranges]
+        await sink.call("complete_multipart_upload", **key, UploadId=upload_id, MultipartUpload={"Parts": parts},
+                        **sink.sse_args())
+    except BaseException as exc:
+        await asyncio.shield(_abort(sink, key["Key"], upload_id))
+        if isinstance(exc, BaseExceptionGroup):
+            raise _first(exc) from None
+        raise
+    return len(ranges)
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            return _first(exc)
+        if isinstance(exc, S3FerryError):
+            return exc
+    return group.exceptions[0]
+
+
+async def _abort(sink: S3Sink, key: str, upload_id: str) -> None:
+    try:
+        await sink.abort_upload(key, upload_id)
+    except S3FerryError as exc:
+        log.warning("could not abort the copy's upload %s (%s); `s3ferry uploads` lists it", upload_id, exc)
+
+
+async def _verify(sink: S3Sink, size: int, source_sum: tuple[str, str] | None,
+                  algorithm: checksums.Algorithm | None) -> str | None:
+    head = await sink.call("head_object", Bucket=sink.location.bucket, Key=sink.location.path,
+                           ChecksumMode="ENABLED", **sink.sse_args())
+    got = int(head["ContentLength"])
+    copy_sum = _full_object_checksum(head)
+    problem = None
+    if got != size:
+        problem = f"{sink.where} holds {got} bytes, the source {size}"
+    elif source_sum and copy_sum and source_sum[0] == copy_sum[0] and source_sum[1] != copy_sum[1]:
+        problem = f"{sink.where} {copy_sum[0]} {copy_sum[1]} differs from the source's {source_sum[1]}"
+    if problem:
+        await sink.call("delete_object", Bucket=sink.location.bucket, Key=sink.location.path)
+        raise IntegrityError(f"integrity check failed, copy removed: {problem}")
+    if copy_sum and algorithm is not None and copy_sum[0] == algorithm.s3_name:
+        return copy_sum[1]
+    return None

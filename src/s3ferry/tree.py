@@ -1,0 +1,166 @@
+"""``cp -r``: copy every file below a folder or prefix, several files at a time.
+
+The source is listed first (``Source.walk``), filtered by include/exclude
+globs, and each file goes through the same engine as a single ``cp`` --
+``transfers`` files at a time, a sliding window: a finished file makes room
+for the next. One file failing does not stop the others; the result lists
+the failures and the exit code reflects the worst.
+
+Filters follow the AWS CLI: patterns match the path relative to the source
+folder (``*`` also crosses ``/``), they are applied in order and the last one
+that matches decides; with no filter, everything is copied.
+
+Names come from the remote side: a relative path that would land outside the
+destination (``..``, absolute) is refused, reported as a failure (exit 2), and
+the other files are still copied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, Sequence
+
+from .backends.base import Entry, Sink, Source
+from .engine import ProgressListener, TransferResult
+from .errors import S3FerryError, UsageError
+from .journal import Journal
+from .observe.resources import ResourceMeter
+from .options import TransferOptions
+from .urls import Location, safe_relative
+
+log = logging.getLogger("s3ferry")
+
+#: :func:`s3ferry.api.copy_file`'s signature: one file, through the engine or S3's own copy
+CopyOne = Callable[[Source, Sink, TransferOptions, "ProgressListener | None", "Journal | None"],
+                   Awaitable[TransferResult]]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One ``--include`` / ``--exclude`` glob."""
+
+    pattern: str
+    include: bool
+
+    def matches(self, path: str) -> bool:
+        return fnmatch.fnmatchcase(path, self.pattern)
+
+
+def selected(path: str, filters: Sequence[Filter]) -> bool:
+    """Whether ``path`` is copied: the last matching filter decides; none matching means yes."""
+    verdict = True
+    for f in filters:
+        if f.matches(path):
+            verdict = f.include
+    return verdict
+
+
+@dataclass
+class TreeResult:
+    source: str
+    destination: str
+    files: list[TransferResult] = field(default_factory=list)
+    failures: list[tuple[str, S3FerryError]] = field(default_factory=list)
+    excluded: int = 0
+    seconds: float = 0.0
+    peak_rss_bytes: int = 0
+    disk_write_bytes: int = 0
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    @property
+    def exit_code(self) -> int:
+        return max((exc.exit_code for _, exc in self.failures), default=0)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "source": self.source, "destination": self.destination, "copied": len(self.files),
+            "failed": len(self.failures), "excluded": self.excluded, "bytes": self.size,
+            "seconds": round(self.seconds, 3),
+            "mb_per_s": round(self.size / self.seconds / 1e6, 2) if self.seconds > 0 else 0.0,
+            "peak_rss_bytes": self.peak_rss_bytes, "disk_write_bytes": self.disk_write_bytes,
+            "failures": [{"path": p, "error": str(e), "exit_code": e.exit_code} for p, e in self.failures],
+        }
+
+
+class _FileProgress:
+    """Forwards one file's bytes to the tree's single progress display."""
+
+    def __init__(self, total: ProgressListener) -> None:
+        self._total = total
+
+    def started(self, name: str, total: int) -> None:
+        return None
+
+    def advanced(self, nbytes: int) -> None:
+        self._total.advanced(nbytes)
+
+    def finished(self) -> None:
+        return None
+
+
+def child_path(base: str, rel: str) -> str:
+    """``rel`` (already checked by :func:`safe_relative`) placed under the folder / prefix ``base``."""
+    return f"{base.rstrip('/')}/{rel}" if base else rel
+
+
+async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, filters: Sequence[Filter] = (),
+                    transfers: int = 4, progress: ProgressListener | None = None,
+                    copy_one: CopyOne | None = None) -> TreeResult:
+    """Copy every selected file below ``source`` into ``sink`` (both folders / prefixes)."""
+    if not source.features.listing:
+        raise UsageError(f"{source.location.scheme}:// sources cannot be listed: copy their files one by one")
+    if not 1 <= transfers <= 64:
+        raise UsageError(f"--transfers must be between 1 and 64, not {transfers}")
+    if copy_one is None:
+        from .api import copy_file as copy_one  # one routing rule for single files and trees
+    run_one = copy_one
+    meter, started = ResourceMeter(), time.monotonic()
+    result = TreeResult(str(source.location), str(sink.location))
+    entries: list[Entry] = []
+    async for entry in source.walk():
+        if selected(entry.path, filters):
+            entries.append(entry)
+        else:
+            result.excluded += 1
+    if progress is not None:
+        progress.started(f"{len(entries)} files", sum(e.size for e in entries))
+    queue: asyncio.Queue[Entry] = asyncio.Queue()
+    for entry in entries:
+        queue.put_nowait(entry)
+    per_file = options.replace(max_memory=max(options.max_memory // transfers, 5 * 1024 * 1024))
+    journal = Journal(options.state_dir)
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(transfers, len(entries))):
+                group.create_task(_worker(queue, source, sink, per_file, journal, progress, run_one, result))
+    finally:
+        await asyncio.shield(journal.close())
+        if progress is not None:
+            progress.finished()
+    result.seconds = time.monotonic() - started
+    result.peak_rss_bytes, result.disk_write_bytes = meter.peak_rss(), meter.disk_writes()
+    return result
+
+
+async def _worker(queue: "asyncio.Queue[Entry]", source: Source, sink: Sink, options: TransferOptions,
+                  journal: Journal, progress: ProgressListener | None, run_one: CopyOne,
+                  result: TreeResult) -> None:
+    listener = _FileProgress(progress) if progress is not None else None
+    while not queue.empty():
+        entry = queue.get_nowait()
+        try:
+            rel = safe_relative(entry.path)
+            done = await run_one(source.child(child_path(source.location.path, rel)),
+                                 sink.child(child_path(sink.location.path, rel)), options, listener, journal)
+        except S3FerryError as exc:
+            log.error("error: %s: %s", entry.path, exc)
+            result.failures.append((entry.path, exc))
+            continue
+        result.files.append(done)
