@@ -35,7 +35,7 @@ import asyncio
 import random
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Self
 from urllib.parse import parse_qsl
 from xml.sax.saxutils import escape
@@ -167,6 +167,8 @@ class S3FaultProxy:
             ``PutObject`` requests that got a 2xx answer.
         body_bytes: request plus response body bytes of every forwarded
             request: the payload that passed through the client.
+        rewrite_listing: a function applied to the body of every successful
+            ``ListObjects`` answer (plays a server that returns hostile names).
     """
 
     def __init__(self, target_port: int, *, slowdown_rate: float = 0.0, seed: int = 0) -> None:
@@ -180,6 +182,7 @@ class S3FaultProxy:
         self.requests: list[tuple[str, int]] = []
         self.upload_bytes: int = 0
         self.body_bytes: int = 0
+        self.rewrite_listing: Callable[[bytes], bytes] | None = None
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -317,6 +320,9 @@ class S3FaultProxy:
             allow_redirects=False, compress=None, chunked=None,
         ) as upstream:
             payload = await upstream.read()
+            rewrite = self.rewrite_listing
+            if rewrite is not None and upstream.status == 200 and operation_name(request.method, raw_path) == "ListObjects":
+                payload = rewrite(payload)
             with self._lock:
                 self.body_bytes += len(body) + len(payload)
             out = _strip_hop_by_hop(upstream.headers)
