@@ -200,3 +200,17 @@ def test_sse_c_key_file_must_hold_a_key(tmp_path: Path) -> None:
     result = run_cli("cp", str(src), "s3://some-bucket/x", "--sse-c-key-file", str(bad), "--no-progress")
     assert result.code == 2
     assert "256-bit key" in result.stderr
+
+
+@pytest.mark.usefixtures("s3_env")
+@pytest.mark.parametrize("size", [1000, 13 * MiB])
+def test_sse_kms_upload_and_copy(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer, size: int) -> None:
+    digest = upload(tmp_path, bucket, "kms.bin", size, "--sse-kms-key-id", testbed.KMS_KEY)
+    head = s3.client().head_object(Bucket=bucket, Key="kms.bin")
+    assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"]
+    assert object_sha256(s3, bucket, "kms.bin") == digest
+    copy = run_cli("cp", f"s3://{bucket}/kms.bin", f"s3://{bucket}/kms-copy.bin", "--no-progress",
+                   "--sse-kms-key-id", testbed.KMS_KEY)
+    assert copy.code == 0, copy.stderr
+    assert s3.client().head_object(Bucket=bucket, Key="kms-copy.bin")["ServerSideEncryption"] == "aws:kms"
+    assert object_sha256(s3, bucket, "kms-copy.bin") == digest

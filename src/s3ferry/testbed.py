@@ -34,6 +34,7 @@ from typing import Iterator
 
 ACCESS_KEY = "s3ferry-test"
 SECRET_KEY = "s3ferry-test-secret-key"
+KMS_KEY = "alias/seaweedfs-default"
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd")
 
 
@@ -271,7 +272,10 @@ class SeaweedServer:
                     "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
                     "actions": ["Admin", "Read", "List", "Tagging", "Write"],
                 }
-            ]
+            ],
+            # SeaweedFS's in-memory development KMS, so SSE-KMS can be tried:
+            # its one key is "alias/seaweedfs-default" (KMS_KEY below).
+            "kms": {"default_provider": "local", "providers": {"local": {"type": "local"}}},
         }
         config = self.base / "s3.json"
         config.write_text(json.dumps(identities))
