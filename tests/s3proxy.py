@@ -167,6 +167,8 @@ class S3FaultProxy:
             ``PutObject`` requests that got a 2xx answer.
         body_bytes: request plus response body bytes of every forwarded
             request: the payload that passed through the client.
+        trailers: how many forwarded requests carried their checksum as an
+            HTTP trailer (``x-amz-trailer``: parts streamed while read).
         rewrite_listing: a function applied to the body of every successful
             ``ListObjects`` answer (plays a server that returns hostile names).
     """
@@ -182,6 +184,7 @@ class S3FaultProxy:
         self.requests: list[tuple[str, int]] = []
         self.upload_bytes: int = 0
         self.body_bytes: int = 0
+        self.trailers: int = 0
         self.rewrite_listing: Callable[[bytes], bytes] | None = None
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -325,6 +328,7 @@ class S3FaultProxy:
                 payload = rewrite(payload)
             with self._lock:
                 self.body_bytes += len(body) + len(payload)
+                self.trailers += "x-amz-trailer" in request.headers
             out = _strip_hop_by_hop(upstream.headers)
             # Frame the body ourselves; a HEAD answer keeps the object's length
             # (aiohttp leaves an explicit Content-Length of a HEAD answer alone).

@@ -27,7 +27,17 @@ class Algorithm(Protocol):
 
     def part(self, data: bytes | bytearray | memoryview) -> bytes: ...
 
+    def hasher(self) -> "Hasher": ...
+
     def whole(self, parts: Sequence["PartDigest"], single: bool) -> str: ...
+
+
+class Hasher(Protocol):
+    """An incremental :meth:`Algorithm.part`, for parts streamed slab by slab."""
+
+    def update(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def digest(self) -> bytes: ...
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,9 @@ class _Crc:
     def part(self, data: bytes | bytearray | memoryview) -> bytes:
         return self.value(data).to_bytes(self.width // 8, "big")
 
+    def hasher(self) -> "_CrcHasher":
+        return _CrcHasher(self)
+
     def whole(self, parts: Sequence[PartDigest], single: bool) -> str:
         crc = 0
         for part in parts:
@@ -98,11 +111,25 @@ class _Crc:
         return base64.b64encode(crc.to_bytes(self.width // 8, "big")).decode()
 
 
+class _CrcHasher:
+    def __init__(self, crc: _Crc) -> None:
+        self._crc, self._value = crc, 0
+
+    def update(self, data: bytes | bytearray | memoryview) -> None:
+        self._value = self._crc.value(data, self._value)
+
+    def digest(self) -> bytes:
+        return self._value.to_bytes(self._crc.width // 8, "big")
+
+
 class _Sha256:
     name, s3_name, full_object = "sha256", "SHA256", False
 
     def part(self, data: bytes | bytearray | memoryview) -> bytes:
         return hashlib.sha256(data).digest()
+
+    def hasher(self) -> "hashlib._Hash":
+        return hashlib.sha256()
 
     def whole(self, parts: Sequence[PartDigest], single: bool) -> str:
         if single:

@@ -37,9 +37,10 @@ from .backends.base import ChunkWriter, Part, RangeReader, Receipt, Sink, Source
 from .errors import IntegrityError, S3FerryError, SourceChangedError, TransferError
 from .journal import Journal, PartRecord
 from .observe.resources import ResourceMeter
-from .options import TransferOptions
+from .options import MIN_PART_SIZE, TransferOptions
 from .resume import Attempt, Plan, prepare
 from .retry import AdaptiveLimit, RetryPolicy, is_throttle
+from .streamed import StreamedPart
 
 log = logging.getLogger("s3ferry")
 
@@ -228,6 +229,27 @@ class _Job:
         finally:
             await slot.close()
 
+    async def stream_worker(self) -> None:
+        """Streamed mode: take a part, send it while reading it (see :mod:`s3ferry.streamed`)."""
+        slot = ReaderSlot(self.source)
+        try:
+            for part in self.next_part:
+                _checkpoint()
+                receipt = await self.retry.run(partial(self._stream, slot, part), f"uploading part {part.number}",
+                                               on_retry=self._on_retry)
+                self.uploaded_bytes += part.length
+                await self._stored(receipt, part.length)
+        finally:
+            await slot.close()
+
+    async def _stream(self, slot: ReaderSlot, part: Part) -> Receipt:
+        assert self.algorithm is not None
+        body = StreamedPart(slot, part, self.algorithm)  # a retry reads the range from the source again
+        async with self.limit:
+            receipt = await self.attempt.writer.write_stream(part, body)  # type: ignore[attr-defined]
+        await self.limit.succeeded()
+        return receipt
+
     async def _already_stored(self, part: Part, view: memoryview, digest: checksums.PartDigest | None) -> bool:
         """A stored part the journal did not know is reused only if its ETag is the MD5 of these bytes."""
         etag = self.attempt.candidates.get(part.number)
@@ -293,9 +315,12 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return ours[0] if ours else leaves[0]
 
 
-async def _pump(job: _Job, options: TransferOptions) -> None:
+async def _pump(job: _Job, options: TransferOptions, streamed: bool = False) -> None:
     todo = len(job.parts) - len(job.attempt.done)
     if todo == 0:
+        return
+    if streamed:
+        await _pump_streamed(job, options, todo)
         return
     # A source without ranged reads (an HTTP server ignoring Range) is read by
     # one stream, in order; the shared part iterator already hands parts out in order.
@@ -309,6 +334,21 @@ async def _pump(job: _Job, options: TransferOptions) -> None:
             group.create_task(job.close_after(readers, uploaders_n))
     except BaseExceptionGroup as eg:
         raise _first_error(eg) from None
+
+
+async def _pump_streamed(job: _Job, options: TransferOptions, todo: int) -> None:
+    workers = min(options.upload_streams, todo) if job.source.features.ranged_reads else 1
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(workers):
+                group.create_task(job.stream_worker())
+    except BaseExceptionGroup as eg:
+        raise _first_error(eg) from None
+
+
+def _streams_parts(sink: Sink, options: TransferOptions, part_size: int, algorithm: object) -> bool:
+    """Stream parts when the byte budget cannot hold two whole ones and the sink can take them so."""
+    return algorithm is not None and sink.features.streamed_parts and 2 * part_size > options.max_memory
 
 
 async def _check_unchanged(source: Source, before: Stat) -> None:
@@ -348,6 +388,9 @@ async def _transfer(source: Source, sink: Sink, options: TransferOptions, progre
     stat = await retry.run(source.stat, "reading the source's size")
     await sink.prepare()
     part_size = options.part_size_for(stat.size)
+    if sink.features.offset_writes:
+        # A file destination has no part-count limit: parts sized to the budget.
+        part_size = min(part_size, max(MIN_PART_SIZE, options.max_memory // 4))
     parts = plan_parts(stat.size, part_size)
     plan = Plan(str(source.location), str(sink.location), stat, parts, part_size, checksums.get(options.checksum),
                 options.resume)
@@ -364,15 +407,17 @@ async def _run(source: Source, sink: Sink, options: TransferOptions, progress: P
     retry = RetryPolicy(retries=options.retries)
     stat, parts, part_size, algorithm = plan.stat, plan.parts, plan.part_size, plan.algorithm
     attempt = await prepare(plan, sink, journal)
+    streamed = _streams_parts(sink, options, part_size, algorithm)
     # A file smaller than a part gets a buffer of its own size: a tree of small
-    # files must not cost a full part buffer each.
-    pool = BufferPool(min(options.buffer_count(part_size), len(parts) + 1), min(part_size, stat.size))
+    # files must not cost a full part buffer each. Streamed parts need none.
+    pool = BufferPool(0 if streamed else min(options.buffer_count(part_size), len(parts) + 1),
+                      min(part_size, stat.size))
     job = _Job(source, attempt, parts, pool, algorithm, progress, retry, AdaptiveLimit(options.upload_streams),
                journal)
     progress.started(source.location.name, stat.size)
     progress.advanced(sum(p.length for p in parts if p.number in attempt.done))
     try:
-        await _pump(job, options)
+        await _pump(job, options, streamed)
         receipts = job.ordered_receipts()
         await retry.run(lambda: _check_unchanged(source, stat), "checking the source again")
         whole = algorithm.whole([r.digest for r in receipts if r.digest], single=len(parts) == 1) if algorithm else None

@@ -163,6 +163,15 @@ class S3Options:
         return (self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
                 or os.environ.get("AWS_ENDPOINT_URL") or None)
 
+    def can_stream_parts(self) -> bool:
+        """Whether a part can be sent while it is still being read (its CRC as an
+        HTTP trailer): not when the body's SHA-256 must be in the signature first."""
+        signing = self.payload_signing()
+        if signing is not None:
+            return not signing
+        endpoint = self.resolved_endpoint()
+        return endpoint is None or endpoint.lower().startswith("https://")
+
     def payload_signing(self) -> bool | None:
         """True/False to force botocore's payload signing, None to leave botocore's default."""
         if self.sign_payload is not None:

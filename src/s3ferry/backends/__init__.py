@@ -29,7 +29,7 @@ def open_source(location: Location, options: TransferOptions) -> Source:
     if location.scheme in ("http", "https"):
         from .http import HttpSource
 
-        return HttpSource(location, options.http)
+        return HttpSource(location, options.http, streams=options.read_streams)
     if location.scheme == "s3":
         from .s3_source import S3Source
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import botocore.exceptions as bexc
 from aiobotocore.config import AioConfig
@@ -38,6 +38,9 @@ from ..options import S3Options
 from ..retry import RetryPolicy
 from ..urls import Location, redact
 from .base import Completed, Features, ListedPart, Part, Receipt, UploadInfo
+
+if TYPE_CHECKING:
+    from ..streamed import StreamedPart
 
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidClientTokenId"}
 _RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "RequestTimeTooSkewed"}
@@ -174,6 +177,8 @@ class S3Client:
                         verify=verify,
                     )
                 )
+                for operation in ("UploadPart", "PutObject"):
+                    self._client.meta.events.register(f"before-call.s3.{operation}", _trailer_for_streamed_parts)
             except (bexc.BotoCoreError, ValueError) as exc:
                 raise translate(exc, self.where) from exc
         return self._client
@@ -199,6 +204,20 @@ class S3Client:
         await self._stack.aclose()
 
 
+def _trailer_for_streamed_parts(params: dict[str, Any], **_: Any) -> None:
+    """Send a :class:`StreamedPart`'s checksum as a trailer, also over plain http.
+
+    botocore only chooses trailers over https (where payload signing is off);
+    s3ferry streams a part only when its payload is not signed (see
+    ``S3Options.can_stream_parts``), so the trailer is just as valid there.
+    """
+    from ..streamed import StreamedPart
+
+    algorithm = params.get("context", {}).get("checksum", {}).get("request_algorithm")
+    if isinstance(params.get("body"), StreamedPart) and isinstance(algorithm, dict):
+        algorithm["in"] = "trailer"
+
+
 def sse_c_args(key: bytes | None, prefix: str = "") -> dict[str, Any]:
     """SSE-C request arguments (botocore adds the base64 and the key's MD5)."""
     if key is None:
@@ -208,6 +227,12 @@ def sse_c_args(key: bytes | None, prefix: str = "") -> dict[str, Any]:
 
 class S3Sink(S3Client):
     features = Features(server_side_copy=True, resumable=True, verifies_checksum=True)
+
+    def __init__(self, location: Location, options: S3Options, pool_size: int = 10,
+                 retry: RetryPolicy | None = None, parent: "S3Client | None" = None) -> None:
+        super().__init__(location, options, pool_size, retry, parent)
+        self.features = Features(server_side_copy=True, resumable=True, verifies_checksum=True,
+                                 streamed_parts=options.can_stream_parts())
 
     def child(self, path: str) -> "S3Sink":
         return S3Sink(self.location.with_path(path), self.options, self._pool_size, self.retry, parent=self)
@@ -315,6 +340,30 @@ class S3Writer:
         else:
             response = await self.sink.call_once("upload_part", UploadId=self.upload_id, PartNumber=part.number,
                                                  **args)
+        return Receipt(part.number, str(response.get("ETag", "")), digest)
+
+    async def write_stream(self, part: Part, body: "StreamedPart") -> Receipt:
+        """Send a part while it is read from the source (its checksum goes as a trailer)."""
+        assert self.algorithm is not None, "streamed parts always carry a checksum"
+        args = {**self._key, "Body": body, "ContentLength": part.length,
+                "ChecksumAlgorithm": self.algorithm.s3_name, **self.sink.sse_args()}
+        try:
+            if self.upload_id is None:
+                response = await self.sink.call_once("put_object", **args, **self.sink.kms_args())
+            else:
+                response = await self.sink.call_once("upload_part", UploadId=self.upload_id,
+                                                     PartNumber=part.number, **args)
+        except S3FerryError as exc:
+            if isinstance(body.failure, S3FerryError):
+                raise body.failure from exc  # the source failed, not S3 (aiohttp reports a broken send)
+            raise
+        finally:
+            await body.aclose()
+        digest = body.digest()
+        stored = response.get(f"Checksum{self.algorithm.s3_name}")
+        if stored and stored != digest.b64:
+            raise TransferError(f"S3 stored part {part.number} of {self.sink.where} with checksum {stored}, "
+                                f"not the {digest.b64} of the bytes read")
         return Receipt(part.number, str(response.get("ETag", "")), digest)
 
     async def list_parts(self) -> dict[int, ListedPart]:

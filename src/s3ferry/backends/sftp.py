@@ -282,7 +282,8 @@ class SftpSource(SftpEndpoint):
             raise
         finally:
             if healthy:
-                await file.close()
+                healthy = await _close_quietly(file)
+            if healthy:
                 self._idle.append((conn, sftp))
             else:
                 conn.abort()
@@ -299,6 +300,19 @@ class SftpSource(SftpEndpoint):
         except (asyncssh.Error, OSError) as exc:
             raise _translate(exc, self.where) from exc
         self._idle.append((conn, sftp))
+
+
+async def _close_quietly(file: asyncssh.SFTPClientFile) -> bool:
+    """Close a remote file after the reads succeeded; False if the connection died meanwhile.
+
+    The data was already read in full, so a connection lost at this point is
+    not the transfer's failure: the connection is just not reused.
+    """
+    try:
+        await file.close()
+    except (asyncssh.Error, OSError, asyncio.TimeoutError):
+        return False
+    return True
 
 
 async def _walk(sftp: asyncssh.SFTPClient, top: str, rel: str) -> AsyncIterator[Entry]:
