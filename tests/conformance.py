@@ -160,3 +160,76 @@ class TreeConformance:
         source = self.make_source(tree)
         child_path = source.location.path.rstrip("/") + "/sub/b.bin"
         assert run(read_child(source, child_path, len(data))) == data
+
+
+class SinkConformance:
+    """What every destination does with parts: any order in, exact bytes out, nothing left on abort.
+
+    Subclasses provide ``make_sink(name)`` (a sink for a new file ``name`` in a
+    fresh folder / prefix), ``read_back(name)`` (its bytes, or None) and
+    ``names()`` (everything in that folder, temporary files included).
+    """
+
+    PART = 5 * 1024 * 1024
+
+    def make_sink(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def read_back(self, name: str) -> bytes | None:
+        raise NotImplementedError
+
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    async def _write(self, name: str, data: bytes, order: list[int] | None = None, abort: bool = False) -> Any:
+        from s3ferry import checksums
+        from s3ferry.engine import plan_parts
+
+        sink = self.make_sink(name)
+        algorithm = checksums.CRC32C
+        try:
+            await sink.prepare()
+            parts = plan_parts(len(data), self.PART)
+            writer = await sink.open_writer(len(data), self.PART, algorithm)
+            receipts = {}
+            for index in order or range(len(parts)):
+                part = parts[index]
+                view = memoryview(data)[part.offset : part.offset + part.length]
+                digest = checksums.PartDigest(algorithm.part(view), part.length)
+                receipts[part.number] = await writer.write_part(part, view, digest)
+                if abort:
+                    await writer.abort()
+                    return None
+            ordered = [receipts[p.number] for p in parts]
+            whole = algorithm.whole([r.digest for r in ordered], single=len(parts) == 1)
+            return await writer.complete(ordered, whole)
+        finally:
+            await sink.close()
+
+    def test_parts_in_any_order(self) -> None:
+        data = os.urandom(3 * self.PART + 4321)
+        done = run(self._write("out of order.bin", data, order=[3, 0, 2, 1]))
+        assert done.size == len(data)
+        assert self.read_back("out of order.bin") == data
+        assert self.names() == ["out of order.bin"]
+
+    def test_one_part(self) -> None:
+        data = os.urandom(1000)
+        run(self._write("small.bin", data))
+        assert self.read_back("small.bin") == data
+
+    def test_empty_file(self) -> None:
+        run(self._write("empty.bin", b""))
+        assert self.read_back("empty.bin") == b""
+
+    def test_replaces_an_existing_file(self) -> None:
+        run(self._write("again.bin", os.urandom(2000)))
+        data = os.urandom(self.PART + 10)
+        run(self._write("again.bin", data))
+        assert self.read_back("again.bin") == data
+        assert self.names() == ["again.bin"]
+
+    def test_abort_leaves_nothing(self) -> None:
+        run(self._write("aborted.bin", os.urandom(2 * self.PART), abort=True))
+        assert self.read_back("aborted.bin") is None
+        assert self.names() == []

@@ -98,7 +98,9 @@ def test_s3_prefix_to_s3_prefix_server_side(tmp_path: Path, bucket: str, s3: tes
 
 
 @pytest.mark.usefixtures("s3_env")
-def test_hostile_names_from_a_listing_are_refused(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer) -> None:
+@pytest.mark.parametrize("to_sftp", [False, True], ids=["to-local", "to-sftp"])
+def test_hostile_names_from_a_listing_are_refused(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer,
+                                                  ssh: testbed.SshServer, to_sftp: bool) -> None:
     from s3proxy import S3FaultProxy
 
     make_tree(tmp_path / "src")
@@ -107,14 +109,16 @@ def test_hostile_names_from_a_listing_are_refused(tmp_path: Path, bucket: str, s
     hostile = b"<Key>p/a/../../../escaped.csv</Key>"
     with S3FaultProxy(s3.s3_port) as proxy:
         proxy.rewrite_listing = lambda body: body.replace(b"<Key>p/a.csv</Key>", hostile)
-        out = tmp_path / "deep" / "out"
-        result = run_cli("cp", "-r", f"s3://{bucket}/p/", str(out), "--no-progress", "--json",
+        top = (ssh.root / f"hostile-{bucket}") if to_sftp else tmp_path
+        out = top / "deep" / "out"
+        dest = ssh.url(out) if to_sftp else str(out)
+        result = run_cli("cp", "-r", f"s3://{bucket}/p/", dest, "--no-progress", "--json", *sftp_flags(ssh),
                          env={"AWS_ENDPOINT_URL_S3": proxy.url})
     assert result.code == 2, result.stderr
     assert "unsafe name 'a/../../../escaped.csv'" in result.stderr
     summary = json.loads(result.stdout)
     assert summary["failed"] == 1 and summary["copied"] == len(TREE) - 1
-    assert not list(tmp_path.rglob("escaped.csv"))
+    assert not list(top.rglob("escaped.csv")) and not list(ssh.root.rglob("escaped.csv"))
 
 
 @pytest.mark.usefixtures("s3_env")

@@ -184,10 +184,10 @@ class SshServer:
         )
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        log = open(self.base / "sshd.log", "ab")  # noqa: SIM115 - lives as long as sshd
-        self.proc = subprocess.Popen(
-            [sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
-        )
+        with open(self.base / "sshd.log", "ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(
+                [sshd, "-D", "-e", "-f", str(config)], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            )
         wait_for_port(self.port, 20, self.proc)
 
     def stop(self) -> None:
@@ -292,8 +292,8 @@ class SeaweedServer:
             # sparse files, so a generous limit costs nothing until used.
             "-volume.max=2000", "-master.volumeSizeLimitMB=1024",
         ]
-        log = open(self.base / "weed.log", "ab")  # noqa: SIM115 - lives as long as weed
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        with open(self.base / "weed.log", "ab") as log:  # the child keeps its own copy of the fd
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         wait_for_port(self.s3_port, 60, self.proc)
         self._wait_ready(60)
         return self

@@ -13,7 +13,7 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import SplitResult, quote, unquote, urlsplit
 
 from .errors import UsageError
 
@@ -97,16 +97,21 @@ def _parse_s3(text: str, bucket: str, path: str) -> Location:
     return Location("s3", path.lstrip("/"), bucket=bucket)
 
 
-def _parse_http(text: str) -> Location:
-    parts = urlsplit(text)
-    if parts.username is not None or parts.password is not None:
-        raise UsageError(f"refusing credentials inside the URL {redact(text)}: use a pre-signed URL instead")
+def _host_port(parts: SplitResult, text: str) -> tuple[str, int | None]:
     try:
         host, port = parts.hostname, parts.port
     except ValueError as exc:
         raise UsageError(f"bad port in {redact(text)}") from exc
     if not host:
-        raise UsageError(f"missing host in {redact(text)}")
+        raise UsageError(f"missing host in {redact(text)} (expected {parts.scheme}://[user@]host[:port]/path)")
+    return host, port
+
+
+def _parse_http(text: str) -> Location:
+    parts = urlsplit(text)
+    if parts.username is not None or parts.password is not None:
+        raise UsageError(f"refusing credentials inside the URL {redact(text)}: use a pre-signed URL instead")
+    host, port = _host_port(parts, text)
     return Location(parts.scheme.lower(), unquote(parts.path) or "/", host=host, port=port, query=parts.query)
 
 
@@ -115,12 +120,7 @@ def _parse_remote(text: str) -> Location:
     if parts.password is not None:
         env = "S3FERRY_FTP_PASSWORD" if parts.scheme.lower().startswith("ftp") else "S3FERRY_SFTP_PASSWORD"
         raise UsageError(f"refusing a password inside the URL {redact(text)}: set {env} or use --password-file")
-    try:
-        host, port = parts.hostname, parts.port
-    except ValueError as exc:
-        raise UsageError(f"bad port in {redact(text)}") from exc
-    if not host:
-        raise UsageError(f"missing host in {redact(text)} (expected {parts.scheme}://user@host:port/path)")
+    host, port = _host_port(parts, text)
     path = unquote(parts.path) or "/"
     user = unquote(parts.username) if parts.username else None
     return Location(parts.scheme.lower(), path, host=host, port=port, user=user)

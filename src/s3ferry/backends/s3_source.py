@@ -57,6 +57,8 @@ class S3Reader:
         except TransferError as exc:
             if exc.code in ("PreconditionFailed", "412"):
                 raise SourceChangedError(f"{self._source.where} was overwritten during the transfer") from exc
+            if exc.code in ("InvalidRange", "416"):
+                raise SourceChangedError(f"{self._source.where} became shorter while it was being read") from exc
             raise
         await self._copy(response["Body"], buf)
 
@@ -73,7 +75,8 @@ class S3Reader:
         except (aiohttp.ClientError, bexc.BotoCoreError, OSError, asyncio.TimeoutError) as exc:
             raise TransferError(f"S3 read of {self._source.where} broke off: {exc or type(exc).__name__}") from exc
         if pos < len(buf):
-            raise TransferError(f"S3 sent {pos} of {len(buf)} bytes of a range of {self._source.where}")
+            # A complete answer (a broken one raises above) that is short: the object ends earlier.
+            raise SourceChangedError(f"{self._source.where} became shorter while it was being read")
 
 
 class S3Source(S3Client):
