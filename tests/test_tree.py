@@ -64,10 +64,16 @@ def test_sftp_tree_to_s3_and_back_to_local(tmp_path: Path, bucket: str, s3: test
 
 @pytest.mark.usefixtures("s3_env")
 def test_include_exclude_in_command_line_order(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer) -> None:
+    from s3proxy import S3FaultProxy
+
     make_tree(tmp_path / "src")
-    result = run_cli("cp", "-r", str(tmp_path / "src"), f"s3://{bucket}/", "--exclude", "*", "--include", "*.csv",
-                     "--no-progress", "--json")
+    with S3FaultProxy(s3.s3_port) as proxy:
+        result = run_cli("cp", "-r", str(tmp_path / "src"), f"s3://{bucket}/", "--exclude", "*", "--include",
+                         "*.csv", "--no-progress", "--json", env={"AWS_ENDPOINT_URL_S3": proxy.url})
     assert result.code == 0, result.stderr
+    # One request per small file: the PutObject answer carries the checksum S3 verified, no HEAD needed.
+    assert proxy.count("PutObject", 200) == 3 and proxy.count("HeadObject") == 0
+    assert proxy.count("HeadBucket") == 1
     assert listing(s3, bucket) == ["a.csv", "sub/c.csv", "sub/ünï.csv"]
     assert json.loads(result.stdout)["excluded"] == 3
 

@@ -178,9 +178,14 @@ def _checkpoint() -> None:
         raise asyncio.CancelledError()
 
 
+_INLINE_HASH = 256 * 1024
+
+
 async def _digest(algorithm: checksums.Algorithm | None, data: memoryview) -> checksums.PartDigest | None:
     if algorithm is None:
         return None
+    if len(data) <= _INLINE_HASH:
+        return checksums.PartDigest(algorithm.part(data), len(data))  # microseconds: a thread hop costs more
     # Hashing runs off the event loop: the loop keeps feeding sockets meanwhile.
     raw = await asyncio.to_thread(algorithm.part, data)
     return checksums.PartDigest(raw, len(data))

@@ -233,6 +233,7 @@ class S3Sink(S3Client):
         super().__init__(location, options, pool_size, retry, parent)
         self.features = Features(server_side_copy=True, resumable=True, verifies_checksum=True,
                                  streamed_parts=options.can_stream_parts())
+        self._checked: asyncio.Future[None] | None = None
 
     def child(self, path: str) -> "S3Sink":
         return S3Sink(self.location.with_path(path), self.options, self._pool_size, self.retry, parent=self)
@@ -262,11 +263,12 @@ class S3Sink(S3Client):
             raise AuthError(f"access to s3://{bucket} denied: check the credentials and bucket policy") from exc
 
     async def prepare(self) -> None:
-        if self._parent is not None:  # files of a tree: the bucket is checked once
+        if self._parent is not None:  # files of a tree: the bucket is checked once for all
             await self._parent.prepare()  # type: ignore[attr-defined]
-        elif not getattr(self, "_prepared", False):
-            await self.check_bucket()
-            self._prepared = True
+            return
+        if self._checked is None:  # one check, however many files ask at once
+            self._checked = asyncio.ensure_future(self.check_bucket())
+        await self._checked
 
     def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> "S3Writer":
         """A writer for an existing upload; with ``None``, for an object already complete."""
@@ -325,6 +327,7 @@ class S3Writer:
         self.algorithm = algorithm
         self.upload_id = upload_id
         self._key = {"Bucket": sink.location.bucket, "Key": sink.location.path}
+        self._put: tuple[int, dict[str, Any]] | None = None  # a single PutObject's size and answer
 
     def _checksum_args(self, digest: PartDigest | None) -> dict[str, str]:
         if self.algorithm is None or digest is None:
@@ -337,6 +340,7 @@ class S3Writer:
         # Not retried here: the engine retries parts, and slows down on SlowDown.
         if self.upload_id is None:
             response = await self.sink.call_once("put_object", **args, **self.sink.kms_args())
+            self._put = (len(data), response)
         else:
             response = await self.sink.call_once("upload_part", UploadId=self.upload_id, PartNumber=part.number,
                                                  **args)
@@ -350,6 +354,7 @@ class S3Writer:
         try:
             if self.upload_id is None:
                 response = await self.sink.call_once("put_object", **args, **self.sink.kms_args())
+                self._put = (part.length, response)
             else:
                 response = await self.sink.call_once("upload_part", UploadId=self.upload_id,
                                                      PartNumber=part.number, **args)
@@ -372,6 +377,14 @@ class S3Writer:
         return await self.sink.list_parts(self._key["Key"], self.upload_id)
 
     async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
+        if self.upload_id is None and self._put is not None:
+            size, response = self._put
+            stored = response.get(f"Checksum{self.algorithm.s3_name}") if self.algorithm else None
+            if stored is not None:
+                # S3 checked the whole body against our checksum header before it
+                # answered with this figure: a HEAD would only repeat it (and for
+                # a tree of small files it is one more round trip per file).
+                return Completed(size=size, checksum=str(stored), etag=response.get("ETag"))
         if self.upload_id is not None:
             await self._complete_multipart(receipts, whole)
         head_args: dict[str, Any] = {**self._key, **self.sink.sse_args()}
