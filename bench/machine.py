@@ -21,6 +21,10 @@ def _first_line(argv: list[str], want: Callable[[str], bool] = bool) -> str:
     return next((ln for ln in lines if ln and want(ln)), "unknown")
 
 
+# The package the tools' Python imports (PYTHONPATH can point it at a snapshot of the source).
+IMPORTED_FROM = "import os, s3ferry; print(os.path.dirname(os.path.dirname(s3ferry.__file__)))"
+
+
 def _proc_value(path: str, key: str) -> str:
     for line in Path(path).read_text().splitlines():
         if line.startswith(key):
@@ -44,6 +48,7 @@ def facts(weed: str) -> list[tuple[str, str]]:
         ("load average at start", " ".join(f"{x:.2f}" for x in os.getloadavg())),
         ("python", platform.python_version()),
         ("s3ferry", _first_line([tool_path("s3ferry"), "--version"])),
+        ("s3ferry imported from", _first_line([tool_path("python"), "-c", IMPORTED_FROM])),
         ("rclone", _first_line([tool_path("rclone"), "version"])),
         ("s5cmd", _first_line([tool_path("s5cmd"), "version"])),
         ("SeaweedFS (weed)", _first_line([weed, "version"], lambda ln: ln.startswith("version"))),

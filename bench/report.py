@@ -1,7 +1,8 @@
 """Tables of the benchmark runs: plain text for the terminal, Markdown for docs/benchmarks.md.
 
-Units: MB = 10^6 bytes, MB/s = file size / wall time / 10^6. Ratios of wall
-times below 1 mean the first tool of the pair was faster.
+Units: MB = 10^6 bytes, MB/s = file size (all files' sizes, for a tree) / wall
+time / 10^6. Ratios of wall times below 1 mean the first tool of the pair was
+faster. Runs of a tree (``files`` > 1) also get a files/s column.
 """
 
 from __future__ import annotations
@@ -27,10 +28,15 @@ class Run:
     disk_write_bytes: int
     reported: dict[str, Any] | None = None  # s3ferry's own --json output
     argv: list[str] = field(default_factory=list)
+    files: int = 1  # files copied (a --tree run: all of the tree's)
 
     @property
     def mb_per_s(self) -> float:
         return self.size / self.wall_s / 1e6
+
+    @property
+    def files_per_s(self) -> float:
+        return self.files / self.wall_s
 
 
 @dataclass
@@ -64,14 +70,25 @@ def _notes(run: Run) -> str:
     rep = run.reported
     if not rep:
         return ""
+    if "copied" in rep:  # cp -r
+        return (f"self-reported: {rep['seconds']:.2f} s, RSS {mb(rep['peak_rss_bytes'])} MB, "
+                f"disk {human_bytes(rep['disk_write_bytes'])}, {rep['copied']} files copied")
     return (f"self-reported: {rep['seconds']:.2f} s, RSS {mb(rep['peak_rss_bytes'])} MB, "
             f"disk {human_bytes(rep['disk_write_bytes'])}, {rep['parts']} parts x {human_size(rep['part_size'])}")
+
+
+def is_tree(runs: list[Run]) -> bool:
+    return any(r.files > 1 for r in runs)
 
 
 def runs_table(runs: list[Run]) -> Table:
     headers = ["tool", "round", "wall s", "MB/s", "peak RSS MB", "disk writes", "notes"]
     rows = [[r.tool, str(r.round), f"{r.wall_s:.2f}", f"{r.mb_per_s:.1f}", mb(r.peak_rss_bytes),
              human_bytes(r.disk_write_bytes), _notes(r)] for r in runs]
+    if is_tree(runs):
+        headers.insert(4, "files/s")
+        for row, r in zip(rows, runs, strict=True):
+            row.insert(4, f"{r.files_per_s:.1f}")
     return headers, rows
 
 
@@ -92,6 +109,10 @@ def medians_table(runs: list[Run]) -> Table:
         rows.append([tool, str(len(rs)), f"{statistics.median(walls):.2f}", f"{min(walls):.2f}-{max(walls):.2f}",
                      f"{statistics.median(r.mb_per_s for r in rs):.1f}", mb(statistics.median(rss)), mb(max(rss)),
                      human_bytes(max(r.disk_write_bytes for r in rs))])
+        if is_tree(runs):
+            rows[-1].insert(5, f"{statistics.median(r.files_per_s for r in rs):.1f}")
+    if is_tree(runs):
+        headers.insert(5, "median files/s")
     return headers, rows
 
 

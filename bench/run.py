@@ -3,6 +3,7 @@
     .venv/bin/python bench/run.py                      # 2 GiB, 3 rounds, s3ferry/rclone/s5cmd
     .venv/bin/python bench/run.py --size 128MiB --rounds 1 --with-ssh-cat --markdown /tmp/bench.md
     .venv/bin/python bench/run.py --sizes 1GiB,2GiB,4GiB   # s3ferry's peak RSS per file size
+    .venv/bin/python bench/run.py --tree 1000x64KiB        # many small files: s3ferry cp -r vs rclone copy
 
 See bench/README.md for what is measured and how.
 """
@@ -18,8 +19,9 @@ import re
 import shlex
 import sys
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from botocore.exceptions import ClientError
 from s3ferry import testbed
@@ -33,15 +35,31 @@ from report import Run, Section
 BUCKET = "bench"
 BLOCK = 8 * 1024 * 1024
 PASS_THROUGH = ("--s3ferry-args", "--rclone-args")
+TREE_FOLDERS = 10  # --tree spreads its files over this many subfolders
+TREE_DEFAULT_TOOLS = ["s3ferry", "rclone"]
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
 
 
 class S3Client(Protocol):
-    """The two calls of a boto3 S3 client the harness uses."""
+    """The calls of a boto3 S3 client the harness uses."""
 
     def head_object(self, *, Bucket: str, Key: str) -> dict[str, Any]: ...
 
     def delete_object(self, *, Bucket: str, Key: str) -> dict[str, Any]: ...
+
+    def delete_objects(self, *, Bucket: str, Delete: dict[str, Any]) -> dict[str, Any]: ...
+
+    def get_paginator(self, operation_name: str) -> Any: ...
+
+
+class TreeSpec(NamedTuple):
+    """``--tree 1000x64KiB``: that many files of that size."""
+
+    count: int
+    size: int
+
+
+Verify = Callable[["tools.Command", "measure.ChildResult"], "dict[str, Any] | None"]
 
 
 class TransferError(Exception):
@@ -62,6 +80,14 @@ def parse_sizes(text: str) -> list[int]:
     if not sizes:
         raise argparse.ArgumentTypeError("give at least one size, e.g. 1GiB,2GiB")
     return sizes
+
+
+def parse_tree(text: str) -> TreeSpec:
+    """``1000x64KiB`` -> TreeSpec(1000, 65536)."""
+    count, sep, size = text.partition("x")
+    if not sep or not count.strip().isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"cannot read {text!r} as COUNTxSIZE (example: 1000x64KiB)")
+    return TreeSpec(int(count), parse_size(size))
 
 
 def parse_tools(text: str) -> list[str]:
@@ -89,9 +115,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--size", type=parse_size, default=parse_size("2GiB"), help="file size (default 2GiB)")
     which.add_argument("--sizes", type=parse_sizes, help="s3ferry-only peak-RSS check at these sizes, e.g. 1GiB,2GiB")
+    which.add_argument("--tree", type=parse_tree,
+                       help=f"many files: COUNTxSIZE random files in {TREE_FOLDERS} folders, copied with "
+                            "s3ferry cp -r / rclone copy (/ s5cmd cp from the local folder), e.g. 1000x64KiB")
     p.add_argument("--rounds", type=int, default=3, help="rounds of all tools (default 3)")
-    p.add_argument("--tools", type=parse_tools, default=list(tools.UPLOADERS),
-                   help=f"comma list from {','.join(tools.ALL_TOOLS)} (default s3ferry,rclone,s5cmd)")
+    p.add_argument("--tools", type=parse_tools,
+                   help=f"comma list from {','.join(tools.ALL_TOOLS)} (default s3ferry,rclone,s5cmd; "
+                        "with --tree s3ferry,rclone)")
     p.add_argument("--with-ssh-cat", action="store_true", help="also time `ssh ... cat FILE >/dev/null`")
     p.add_argument("--s3ferry-args", default="", help='extra s3ferry cp flags, e.g. "--upload-streams 8"')
     p.add_argument("--rclone-args", default="", help='extra rclone flags (default none: rclone\'s defaults)')
@@ -100,8 +130,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(glue_pass_through(argv))
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    if args.tools is None:
+        args.tools = list(TREE_DEFAULT_TOOLS if args.tree else tools.UPLOADERS)
     if args.with_ssh_cat and "ssh-cat" not in args.tools:
         args.tools.append("ssh-cat")
+    if args.tree and set(args.tools) - set(tools.TREE_TOOLS):
+        p.error(f"--tree runs only {','.join(tools.TREE_TOOLS)}")
     args.tools = [t for t in tools.ALL_TOOLS if t in args.tools]  # fixed order within a round
     return args
 
@@ -119,6 +153,26 @@ def write_random(path: Path, size: int) -> None:
             left -= fh.write(os.urandom(min(BLOCK, left)))
         fh.flush()
         os.fsync(fh.fileno())
+
+
+def write_tree(folder: Path, spec: TreeSpec) -> dict[str, int]:
+    """``spec.count`` random files spread over subfolders of ``folder``; returns {relative path: size}."""
+    log(f"writing {spec.count} files of {report.human_size(spec.size)} of random data below {folder}")
+    expected: dict[str, int] = {}
+    folders = min(TREE_FOLDERS, spec.count)
+    for n in range(spec.count):
+        rel = f"d{n % folders:02d}/f{n:05d}.bin"
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(spec.size))
+        expected[rel] = spec.size
+    os.sync()
+    return expected
+
+
+def listed(client: S3Client, prefix: str) -> Iterator[dict[str, Any]]:
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix):
+        yield from page.get("Contents", [])
 
 
 def object_size(client: S3Client, key: str) -> int | None:
@@ -164,16 +218,37 @@ def check(cmd: tools.Command, result: measure.ChildResult, client: S3Client, siz
     return reported
 
 
-def run_one(cmd: tools.Command, client: S3Client, size: int, logs: Path, round_no: int, *,
-            label: str) -> Run:
+def check_tree(cmd: tools.Command, result: measure.ChildResult, client: S3Client,
+               expected: dict[str, int]) -> dict[str, Any] | None:
+    """Raise TransferError unless the tool succeeded and the prefix holds exactly the tree's files."""
+    if result.returncode != 0:
+        raise failure(cmd, result, f"exit code {result.returncode}")
+    count, total = len(expected), sum(expected.values())
+    reported = s3ferry_json(cmd, result) if cmd.tool == "s3ferry" else None
+    if reported is not None and (reported.get("copied"), reported.get("bytes"), reported.get("failed")) != (
+            count, total, 0):
+        raise failure(cmd, result, f"reported {reported.get('copied')} files / {reported.get('bytes')} bytes / "
+                                   f"{reported.get('failed')} failed, expected {count} / {total} / 0")
+    prefix = cmd.key or ""
+    got = {obj["Key"].removeprefix(prefix): int(obj["Size"]) for obj in listed(client, prefix)}
+    if got != expected:
+        wrong = sorted(k for k in expected.keys() | got.keys() if got.get(k) != expected.get(k))
+        raise failure(cmd, result, f"s3://{BUCKET}/{prefix} holds {len(got)} objects, {sum(got.values())} bytes; "
+                                   f"expected {count}, {total} bytes; {len(wrong)} differ, e.g. {wrong[:3]}")
+    return reported
+
+
+def run_one(cmd: tools.Command, verify: Verify, logs: Path, round_no: int, *, label: str, size: int,
+            files: int = 1) -> Run:
     for path in cmd.emptied:
         path.write_text("")
     os.sync()  # no dirty pages of the previous run are written back during this one
     result = measure.run_measured(cmd.argv, cmd.env, logs, f"{cmd.tool}-{round_no}", cmd.stdout_path)
-    reported = check(cmd, result, client, size)
+    reported = verify(cmd, result)
     run = Run(cmd.tool, round_no, size, result.wall_s, result.peak_rss_bytes, result.hwm_bytes,
-              result.disk_write_bytes, reported, cmd.argv)
-    log(f"  {cmd.tool:8} {label + ':':9} {run.wall_s:7.2f} s {run.mb_per_s:8.1f} MB/s  "
+              result.disk_write_bytes, reported, cmd.argv, files)
+    per_file = f" {run.files_per_s:7.1f} files/s" if files > 1 else ""
+    log(f"  {cmd.tool:8} {label + ':':9} {run.wall_s:7.2f} s {run.mb_per_s:8.1f} MB/s{per_file}  "
         f"peak RSS {report.mb(run.peak_rss_bytes):>6} MB  disk writes {report.human_bytes(run.disk_write_bytes)}")
     for line in result.stderr.strip().splitlines()[-3:]:
         log(f"    {cmd.tool} stderr: {line}")
@@ -190,6 +265,13 @@ def delete_objects(client: S3Client, commands: list[tools.Command]) -> None:
             client.delete_object(Bucket=BUCKET, Key=cmd.key)
 
 
+def delete_prefixes(client: S3Client, commands: list[tools.Command]) -> None:
+    for cmd in commands:
+        keys = [{"Key": obj["Key"]} for obj in listed(client, cmd.key or "")]
+        for start in range(0, len(keys), 1000):
+            client.delete_objects(Bucket=BUCKET, Delete={"Objects": keys[start:start + 1000], "Quiet": True})
+
+
 def compare(bed: tools.Bed, client: S3Client, args: argparse.Namespace, logs: Path) -> list[Run]:
     """``--rounds`` rounds, each running every chosen tool once in a fixed order."""
     runs: list[Run] = []
@@ -197,8 +279,23 @@ def compare(bed: tools.Bed, client: S3Client, args: argparse.Namespace, logs: Pa
     for n in range(1, args.rounds + 1):
         log(f"round {n}/{args.rounds}")
         commands = [tools.command(tool, bed, str(n)) for tool in args.tools]
-        runs += [run_one(cmd, client, args.size, logs, n, label=f"round {n}") for cmd in commands]
+        runs += [run_one(cmd, lambda c, r: check(c, r, client, args.size), logs, n, label=f"round {n}",
+                         size=args.size) for cmd in commands]
         delete_objects(client, commands)
+    return runs
+
+
+def tree_compare(bed: tools.Bed, client: S3Client, args: argparse.Namespace, logs: Path) -> list[Run]:
+    """``--rounds`` rounds of every chosen tool copying the whole tree, each into a prefix of its own."""
+    runs: list[Run] = []
+    expected = write_tree(bed.source, args.tree)
+    total = sum(expected.values())
+    for n in range(1, args.rounds + 1):
+        log(f"round {n}/{args.rounds}")
+        commands = [tools.tree_command(tool, bed, str(n)) for tool in args.tools]
+        runs += [run_one(cmd, lambda c, r: check_tree(c, r, client, expected), logs, n, label=f"round {n}",
+                         size=total, files=len(expected)) for cmd in commands]
+        delete_prefixes(client, commands)
     return runs
 
 
@@ -208,30 +305,36 @@ def sizes_check(bed: tools.Bed, client: S3Client, args: argparse.Namespace, logs
     for n, size in enumerate(args.sizes, start=1):
         write_random(bed.source, size)
         cmd = tools.command("s3ferry", bed, report.human_size(size))
-        runs.append(run_one(cmd, client, size, logs, n, label=report.human_size(size)))
+        runs.append(run_one(cmd, lambda c, r: check(c, r, client, size), logs, n, label=report.human_size(size),
+                            size=size))
         delete_objects(client, [cmd])
         bed.source.unlink()
     return runs
 
 
 def command_line() -> str:
-    return shlex.join([os.path.relpath(sys.executable), *sys.argv])
+    """How this run was started; a PYTHONPATH (e.g. a snapshot of s3ferry's source) is part of it."""
+    env = [f"PYTHONPATH={os.environ['PYTHONPATH']}"] if os.environ.get("PYTHONPATH") else []
+    return shlex.join([*env, os.path.relpath(sys.executable), *sys.argv])
 
 
 def markdown(args: argparse.Namespace, bed: tools.Bed, facts: list[tuple[str, str]], runs: list[Run],
              sections: list[Section]) -> str:
     now = datetime.datetime.now(datetime.UTC)
+    rounds = f"{args.rounds} round{'s' if args.rounds > 1 else ''}"
     if args.sizes:
         title = f"s3ferry peak RSS by file size ({now:%Y-%m-%d})"
+    elif args.tree:
+        title = f"Many small files (cp -r): {args.tree.count} x {report.human_size(args.tree.size)} " \
+                f"over SFTP into S3, {rounds} ({now:%Y-%m-%d})"
     else:
-        rounds = f"{args.rounds} round{'s' if args.rounds > 1 else ''}"
         title = f"{report.human_size(args.size)} over SFTP into S3, {rounds} ({now:%Y-%m-%d})"
     preamble = [f"Command: `{command_line()}`", "", f"Date: {now:%Y-%m-%d %H:%M} UTC", "", "Machine:", ""]
     preamble += [f"- {name}: {value}" for name, value in facts]
     preamble += ["", "Commands of the first run of each tool ($TESTBED: the servers' temporary folder):", "", "```"]
     firsts = {r.tool: r for r in reversed(runs)}
     preamble += [f"{t}: {shown(firsts[t].argv, bed)}" for t in tools.ALL_TOOLS if t in firsts] + ["```"]
-    return report.markdown_report(title, preamble, sections, notes(bed, set(firsts)))
+    return report.markdown_report(title, preamble, sections, notes(bed, set(firsts), args.tree))
 
 
 def shown(argv: list[str], bed: tools.Bed) -> str:
@@ -240,7 +343,9 @@ def shown(argv: list[str], bed: tools.Bed) -> str:
     return text.replace(str(tools.BIN) + "/", os.path.relpath(tools.BIN) + "/")
 
 
-def notes(bed: tools.Bed, ran: set[str]) -> list[str]:
+def notes(bed: tools.Bed, ran: set[str], tree: TreeSpec | None = None) -> list[str]:
+    if tree:
+        return tree_notes(bed, ran, tree)
     scratch = "on /dev/shm, so they add nothing" if scratch_parent() else "on disk and add a few kB"
     out = [
         ("MB = 10^6 bytes. MB/s = file size / wall time; wall time spans the whole child process "
@@ -270,6 +375,30 @@ def notes(bed: tools.Bed, ran: set[str]) -> list[str]:
     return out
 
 
+def tree_notes(bed: tools.Bed, ran: set[str], tree: TreeSpec) -> list[str]:
+    out = [
+        (f"The tree: {tree.count} random files of {report.human_size(tree.size)} in "
+         f"{min(TREE_FOLDERS, tree.count)} folders (`d00/f00000.bin` ...), written and synced once before the "
+         "first round; they stay in the page cache. MB/s = all files' bytes / wall time; files/s = files / wall "
+         "time; wall time spans the whole child process (start-up, listing, connecting, transfers, exit)."),
+        ("Every run copies into a new prefix (`<tool>-<round>/`), so nothing is skipped as already there. After "
+         "each run the prefix is listed: its keys and sizes must equal the tree's (count, names, total bytes), "
+         "s3ferry's `--json` must report every file copied and none failed; then the objects are deleted."),
+        ("Peak RSS (`ru_maxrss` via a child subreaper) and disk writes (`/proc/<pid>/io` `write_bytes`) are "
+         "measured as for the single-file runs; s3ferry's resume journal is on real disk."),
+        ("sshd (OpenSSH, internal-sftp) and SeaweedFS run on the same machine on 127.0.0.1 and share its 2 CPUs "
+         "with the tool; `sync` runs before every transfer."),
+    ]
+    if "s5cmd" in ran:
+        out.append("s5cmd copies the same files from the local folder (`s5cmd cp 'DIR/*' s3://...`): the S3 side "
+                   "alone.")
+    if "rclone" in ran:
+        out.append(f"rclone: `rclone copy` at its defaults (4 transfers, 8 checkers), configured only through "
+                   f"environment variables (S3 provider `{bed.rclone_provider}`, empty RCLONE_CONFIG emptied "
+                   "before every run).")
+    return out
+
+
 def sections_for(args: argparse.Namespace, runs: list[Run]) -> list[Section]:
     return report.sizes_sections(runs) if args.sizes else report.compare_sections(runs)
 
@@ -283,12 +412,14 @@ def execute(args: argparse.Namespace, home: Path) -> list[Run]:
         client = s3.client()
         client.create_bucket(Bucket=BUCKET)
         provider = tools.rclone_provider() if "rclone" in args.tools and not args.sizes else "-"
-        bed = tools.Bed(ssh, s3, BUCKET, ssh.root / "bench.bin", home, shlex.split(args.s3ferry_args),
+        source = ssh.root / ("tree" if args.tree else "bench.bin")
+        bed = tools.Bed(ssh, s3, BUCKET, source, home, shlex.split(args.s3ferry_args),
                         shlex.split(args.rclone_args), provider)
         log(f"servers up: sftp 127.0.0.1:{ssh.port} ({'OpenSSH' if ssh.proc else 'asyncssh fallback'}), "
             f"S3 {s3.endpoint}; rclone S3 provider: {provider}")
         facts = machine.facts(testbed.weed_binary()) if args.markdown else []
-        runs = sizes_check(bed, client, args, logs) if args.sizes else compare(bed, client, args, logs)
+        scenario = sizes_check if args.sizes else tree_compare if args.tree else compare
+        runs = scenario(bed, client, args, logs)
         text = markdown(args, bed, facts, runs, sections_for(args, runs)) if args.markdown else ""
     if args.markdown:
         args.markdown.write_text(text)

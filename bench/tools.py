@@ -22,6 +22,7 @@ BIN = Path(sys.executable).parent
 SCRUBBED_PREFIXES = ("AWS_", "RCLONE_", "S3FERRY_", "SSH_AUTH_SOCK", "SSH_AGENT_PID")
 ALL_TOOLS = ("s3ferry", "rclone", "s5cmd", "ssh-cat")
 UPLOADERS = ("s3ferry", "rclone", "s5cmd")
+TREE_TOOLS = ("s3ferry", "rclone", "s5cmd")  # what --tree can run (default: s3ferry,rclone)
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class Bed:
     ssh: SshServer
     s3: SeaweedServer
     bucket: str
-    source: Path  # the random file, below ssh.root
+    source: Path  # the random file (or, with --tree, the folder of random files), below ssh.root
     home: Path  # an empty folder: HOME of every child; rclone.conf (empty) lives next to it
     s3ferry_args: list[str] = field(default_factory=list)
     rclone_args: list[str] = field(default_factory=list)
@@ -43,7 +44,7 @@ class Command:
     tool: str
     argv: list[str]
     env: dict[str, str]
-    key: str | None  # the object it writes, None for ssh-cat
+    key: str | None  # the object it writes (a prefix ending in / for a tree), None for ssh-cat
     stdout_path: Path | None = None  # None: captured to a log file
     emptied: tuple[Path, ...] = ()  # files truncated right before every run
 
@@ -128,9 +129,42 @@ BUILDERS: dict[str, Callable[[Bed, str], Command]] = {
 }
 
 
+def s3ferry_tree(bed: Bed, prefix: str) -> Command:
+    argv = [
+        tool_path("s3ferry"), "cp", "-r", bed.ssh.url(bed.source), f"s3://{bed.bucket}/{prefix}",
+        "--identity", str(bed.ssh.user_key), "--known-hosts", str(bed.ssh.known_hosts), "--no-progress", "--json",
+        *bed.s3ferry_args,
+    ]
+    state = {"S3FERRY_STATE_DIR": str(bed.ssh.base.parent / "s3ferry-state")}
+    return Command("s3ferry", argv, base_env(bed) | bed.s3.env() | state, prefix)
+
+
+def rclone_tree(bed: Bed, prefix: str) -> Command:
+    argv = [tool_path("rclone"), "copy", f"src:{bed.source}", f"dst:{bed.bucket}/{prefix.rstrip('/')}",
+            *bed.rclone_args]
+    return Command("rclone", argv, rclone_env(bed), prefix, emptied=(rclone_config(bed),))
+
+
+def s5cmd_tree(bed: Bed, prefix: str) -> Command:
+    """The local folder straight into S3 (``dir/*`` keeps the relative paths below ``dir``)."""
+    argv = [tool_path("s5cmd"), "--endpoint-url", bed.s3.endpoint, "cp", f"{bed.source}/*",
+            f"s3://{bed.bucket}/{prefix}"]
+    return Command("s5cmd", argv, base_env(bed) | bed.s3.env(), prefix)
+
+
+TREE_BUILDERS: dict[str, Callable[[Bed, str], Command]] = {
+    "s3ferry": s3ferry_tree, "rclone": rclone_tree, "s5cmd": s5cmd_tree,
+}
+
+
 def command(tool: str, bed: Bed, run_label: str) -> Command:
     """The command for ``tool`` writing object ``<tool>-<run_label>``."""
     return BUILDERS[tool](bed, f"{tool}-{run_label}")
+
+
+def tree_command(tool: str, bed: Bed, run_label: str) -> Command:
+    """The command for ``tool`` copying the folder ``bed.source`` below the new prefix ``<tool>-<run_label>/``."""
+    return TREE_BUILDERS[tool](bed, f"{tool}-{run_label}/")
 
 
 def rclone_provider() -> str:

@@ -7,7 +7,7 @@ import asyncio
 from typing import Any, Sequence
 
 from .backends import open_sink, open_source
-from .backends.base import Sink, Source
+from .backends.base import Sink, Source, Stat
 from .engine import ProgressListener, TransferResult, transfer
 from .errors import UsageError
 from .journal import Journal
@@ -38,7 +38,8 @@ def _is_dir(path: str) -> bool:
 
 
 async def copy_file(source: Source, sink: Sink, options: TransferOptions,
-                    progress: ProgressListener | None = None, journal: Journal | None = None) -> TransferResult:
+                    progress: ProgressListener | None = None, journal: Journal | None = None,
+                    known: Stat | None = None) -> TransferResult:
     """One file: S3 -> S3 is copied by S3 itself, everything else streams through the engine."""
     from .backends.s3 import S3Sink
     from .backends.s3_source import S3Source
@@ -47,7 +48,7 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
         from .server_copy import server_side_copy
 
         return await server_side_copy(source, sink, options, progress)
-    return await transfer(source, sink, options, progress, journal)
+    return await transfer(source, sink, options, progress, journal, known)
 
 
 async def acopy(

@@ -371,26 +371,28 @@ async def transfer(
     options: TransferOptions,
     progress: ProgressListener | None = None,
     journal: Journal | None = None,
+    known: Stat | None = None,
 ) -> TransferResult:
     """Copy one file from ``source`` to ``sink``; see the module docstring.
 
     ``journal``: a journal shared by the files of a tree (else one is opened
-    and closed here).
+    and closed here). ``known``: the source's stat from a listing, when the
+    backend's listing is as good as a stat (the check before completion stays).
     """
     own = journal is None
     journal = journal or Journal(options.state_dir)  # read even with --no-resume, to refuse an earlier attempt
     try:
-        return await _transfer(source, sink, options, progress or _NoProgress(), journal)
+        return await _transfer(source, sink, options, progress or _NoProgress(), journal, known)
     finally:
         if own:
             await asyncio.shield(journal.close())
 
 
 async def _transfer(source: Source, sink: Sink, options: TransferOptions, progress: ProgressListener,
-                    journal: Journal) -> TransferResult:
+                    journal: Journal, known: Stat | None) -> TransferResult:
     meter = ResourceMeter()
     retry = RetryPolicy(retries=options.retries)
-    stat = await retry.run(source.stat, "reading the source's size")
+    stat = known or await retry.run(source.stat, "reading the source's size")
     await sink.prepare()
     part_size = options.part_size_for(stat.size)
     if sink.features.offset_writes:

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable, Sequence
 
-from .backends.base import Entry, Sink, Source
+from .backends.base import Entry, Sink, Source, Stat
 from .engine import ProgressListener, TransferResult
 from .errors import S3FerryError, UsageError
 from .journal import Journal
@@ -35,7 +35,7 @@ from .urls import Location, safe_relative
 log = logging.getLogger("s3ferry")
 
 #: :func:`s3ferry.api.copy_file`'s signature: one file, through the engine or S3's own copy
-CopyOne = Callable[[Source, Sink, TransferOptions, "ProgressListener | None", "Journal | None"],
+CopyOne = Callable[[Source, Sink, TransferOptions, "ProgressListener | None", "Journal | None", "Stat | None"],
                    Awaitable[TransferResult]]
 
 
@@ -157,8 +157,9 @@ async def _worker(queue: "asyncio.Queue[Entry]", source: Source, sink: Sink, opt
         entry = queue.get_nowait()
         try:
             rel = safe_relative(entry.path)
+            known = Stat(entry.size, entry.mtime, entry.etag) if source.features.listing_is_stat else None
             done = await run_one(source.child(child_path(source.location.path, rel)),
-                                 sink.child(child_path(sink.location.path, rel)), options, listener, journal)
+                                 sink.child(child_path(sink.location.path, rel)), options, listener, journal, known)
         except S3FerryError as exc:
             log.error("error: %s: %s", entry.path, exc)
             result.failures.append((entry.path, exc))

@@ -28,6 +28,9 @@ class Features:
     #: object's; sinks without it (files) are checked against the source's own
     #: stored checksum where the source has one (S3)
     verifies_checksum: bool = False
+    #: walk() reports size and mtime exactly as stat() does (a tree copy then
+    #: skips one stat round trip per file; the check before completion stays)
+    listing_is_stat: bool = False
     #: the writer takes parts as they are read (``write_stream``), so a part
     #: need not sit whole in memory (S3 with the checksum as a trailer)
     streamed_parts: bool = False

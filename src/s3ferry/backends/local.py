@@ -57,7 +57,7 @@ class LocalReader:
 
 
 class LocalSource:
-    features = Features(ranged_reads=True, listing=True)
+    features = Features(ranged_reads=True, listing=True, listing_is_stat=True)
 
     def __init__(self, location: Location) -> None:
         self.location = location

@@ -250,7 +250,7 @@ class SftpEndpoint:
 
 
 class SftpSource(SftpEndpoint):
-    features = Features(ranged_reads=True, listing=True)
+    features = Features(ranged_reads=True, listing=True, listing_is_stat=True)
 
     def child(self, path: str) -> "SftpSource":
         return SftpSource(self.location.with_path(path), self.options, self._block, self._window, parent=self)
