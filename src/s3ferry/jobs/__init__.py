@@ -1,0 +1,53 @@
+"""Recurring jobs on the one engine: ``pull`` (SFTP drop folder -> S3, archive,
+retention), ``push`` (S3 outbox -> SFTP, delivered marks, retry queue) and
+``run`` (many named flows from a TOML file, on schedules).
+
+Each job returns a :class:`JobReport`; one failing file never stops the
+others, and :attr:`JobReport.exit_code` is the worst failure's exit code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..errors import S3FerryError
+
+
+@dataclass
+class JobReport:
+    """What one run of a pull or push did, file by file."""
+
+    kind: str  # "pull" or "push"
+    source: str
+    destination: str
+    copied: list[str] = field(default_factory=list)  # relative paths / keys transferred
+    skipped: list[str] = field(default_factory=list)  # already delivered / still settling / excluded
+    healed: list[str] = field(default_factory=list)  # pull: already in S3 (crash before archiving), archived only
+    archived: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)  # pull: archived files past retention
+    failed: list[tuple[str, S3FerryError]] = field(default_factory=list)
+    bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return max((exc.exit_code for _, exc in self.failed), default=0)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "kind": self.kind, "source": self.source, "destination": self.destination,
+            "copied": len(self.copied), "skipped": len(self.skipped), "healed": len(self.healed),
+            "archived": len(self.archived), "deleted": len(self.deleted), "failed": len(self.failed),
+            "bytes": self.bytes, "seconds": round(self.seconds, 3),
+            "failures": [{"path": p, "error": str(e), "exit_code": e.exit_code} for p, e in self.failed],
+        }
+
+    def summary(self) -> str:
+        parts = [f"{self.kind} {self.source} -> {self.destination}: {len(self.copied)} copied"]
+        for name, items in (("healed", self.healed), ("archived", self.archived), ("deleted", self.deleted),
+                            ("skipped", self.skipped)):
+            if items:
+                parts.append(f"{len(items)} {name}")
+        if self.failed:
+            parts.append(f"{len(self.failed)} FAILED")
+        return ", ".join(parts) + f" in {self.seconds:.2f} s"
