@@ -163,6 +163,34 @@ def transfer_options(p: dict[str, Any]) -> TransferOptions:
     return options
 
 
+def engine_options(fn: F) -> F:
+    """The flags that shape one file's transfer (shared by cp, pull and push)."""
+    for deco in reversed([
+        click.option("--part-size", type=SizeType(), default=DEFAULTS.part_size, show_default="8MiB",
+                     help="Bytes per part (grown automatically to stay within 10,000 parts)."),
+        click.option("--read-streams", type=int, default=DEFAULTS.read_streams, show_default=True,
+                     help="Parallel reads from the source."),
+        click.option("--upload-streams", type=int, default=DEFAULTS.upload_streams, show_default=True,
+                     help="Parallel part uploads."),
+        click.option("--max-memory", type=SizeType(), default=DEFAULTS.max_memory, show_default="32MiB",
+                     help="Byte budget for payload buffers."),
+        click.option("--checksum", type=click.Choice(CHECKSUMS), default=DEFAULTS.checksum, show_default=True,
+                     help="Checksum verified per part by S3 and on the whole object."),
+        click.option("--resume", "resume_mode", flag_value="resume",
+                     help="Continue an earlier attempt; without a journal, adopt an upload found in S3 "
+                          "(parts verified)."),
+        click.option("--force", "resume_mode", flag_value="force", help="Discard any earlier attempt and start clean."),
+        click.option("--no-resume", "resume_mode", flag_value="never",
+                     help="Refuse to run if an earlier attempt exists; keep no journal, leave nothing behind on "
+                          "failure."),
+        click.option("--retries", type=int, default=DEFAULTS.retries, show_default=True,
+                     help="Retries per part and per request for errors that may pass (5xx, SlowDown, lost "
+                          "connection)."),
+    ]):
+        fn = deco(fn)
+    return fn
+
+
 def encryption_options(fn: F) -> F:
     for deco in reversed([
         click.option("--sse-c-key-file", type=click.Path(path_type=Path, dir_okay=False),
@@ -203,22 +231,7 @@ def tls_options(fn: F) -> F:
 @main.command(epilog=EXAMPLES_CP)
 @click.argument("src")
 @click.argument("dst")
-@click.option("--part-size", type=SizeType(), default=DEFAULTS.part_size, show_default="8MiB",
-              help="Bytes per part (grown automatically to stay within 10,000 parts).")
-@click.option("--read-streams", type=int, default=DEFAULTS.read_streams, show_default=True, help="Parallel reads from the source.")
-@click.option("--upload-streams", type=int, default=DEFAULTS.upload_streams, show_default=True,
-              help="Parallel part uploads.")
-@click.option("--max-memory", type=SizeType(), default=DEFAULTS.max_memory, show_default="32MiB",
-              help="Byte budget for payload buffers.")
-@click.option("--checksum", type=click.Choice(CHECKSUMS), default=DEFAULTS.checksum, show_default=True,
-              help="Checksum verified per part by S3 and on the whole object.")
-@click.option("--resume", "resume_mode", flag_value="resume",
-              help="Continue an earlier attempt; without a journal, adopt an upload found in S3 (parts verified).")
-@click.option("--force", "resume_mode", flag_value="force", help="Discard any earlier attempt and start clean.")
-@click.option("--no-resume", "resume_mode", flag_value="never",
-              help="Refuse to run if an earlier attempt exists; keep no journal, leave nothing behind on failure.")
-@click.option("--retries", type=int, default=DEFAULTS.retries, show_default=True,
-              help="Retries per part and per request for errors that may pass (5xx, SlowDown, lost connection).")
+@engine_options
 @click.option("--recursive", "-r", is_flag=True, help="Copy every file below the SRC folder or prefix.")
 @click.option("--include", multiple=True, metavar="GLOB", help="With -r: copy paths matching GLOB (repeatable).")
 @click.option("--exclude", multiple=True, metavar="GLOB", help="With -r: skip paths matching GLOB (repeatable).")
@@ -277,6 +290,106 @@ def _copy_tree_cli(src: str, dst: str, options: TransferOptions, filters: list[F
     click.echo(json.dumps(result.as_dict()) if as_json else tree_summary_line(result))
     if result.failures:
         sys.exit(result.exit_code)
+
+
+def _job_output(report: Any, as_json: bool) -> None:
+    click.echo(json.dumps(report.as_dict()) if as_json else report.summary())
+    if report.failed:
+        sys.exit(report.exit_code)
+
+
+class AgeType(click.ParamType):
+    name = "age"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from .manage import parse_age
+
+        try:
+            return float(value) if isinstance(value, (int, float)) else parse_age(value).total_seconds()
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def job_options(fn: F) -> F:
+    for deco in reversed([
+        click.option("--include", multiple=True, metavar="GLOB", help="Only paths matching GLOB (repeatable)."),
+        click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths matching GLOB (repeatable)."),
+        click.option("--transfers", type=int, default=4, show_default=True, help="Files copied at a time."),
+        engine_options, state_options, sftp_options, tls_options, encryption_options, s3_options,
+        click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object."),
+        click.option("--debug", is_flag=True, help="Show tracebacks and debug logs."),
+    ]):
+        fn = deco(fn)
+    return fn
+
+
+@main.command(epilog="""
+\b
+Examples:
+  s3ferry pull sftp://partner/out s3://raw/partner/ --settle 60s --retention-days 30
+  s3ferry pull --include '*.csv.gz' --archive .sent sftp://partner/out s3://raw/partner/
+""")
+@click.argument("src")
+@click.argument("dst")
+@click.option("--archive", default=".done", show_default=True, metavar="NAME",
+              help="Folder beside each pulled file that receives it once it is verified in S3.")
+@click.option("--settle", type=AgeType(), default="0s", show_default=True,
+              help="Leave files modified more recently than this (still being written).")
+@click.option("--retention-days", type=float, default=0, show_default=True,
+              help="Delete archived files older than this many days (0: keep them).")
+@job_options
+def pull(src: str, dst: str, archive: str, settle: float, retention_days: float, include: tuple[str, ...],
+         exclude: tuple[str, ...], transfers: int, as_json: bool, debug: bool, **params: Any) -> None:
+    """Copy every file below the SRC folder into S3, then move it into its .done archive.
+
+    Run it from cron or `s3ferry run`: files already archived are never pulled
+    again, a file still being written is left for the next run, and a crash
+    between upload and archive is healed without sending the file again.
+    """
+    from .jobs.pull import PullSettings
+    from .jobs.pull import pull as run_pull
+
+    _setup_logging(debug)
+
+    def body() -> None:
+        settings = PullSettings(archive=archive, settle=settle, retention_days=retention_days,
+                                filters=tuple(filter_order(include, exclude, sys.argv)), transfers=transfers)
+        options = transfer_options({**params, "copy_part_size": None})
+        _job_output(run_async(run_pull(src, dst, options, settings)), as_json)
+
+    run_command(debug, body)
+
+
+@main.command(epilog="""
+\b
+Examples:
+  s3ferry push s3://outbox/partner/ sftp://partner/inbox
+  s3ferry push --retry-failed s3://outbox/partner/ sftp://partner/inbox
+""")
+@click.argument("src")
+@click.argument("dst")
+@click.option("--retry-failed", is_flag=True,
+              help="Work through the retry queue of failed deliveries (skipping objects delivered or deleted since).")
+@job_options
+def push(src: str, dst: str, retry_failed: bool, include: tuple[str, ...], exclude: tuple[str, ...], transfers: int,
+         as_json: bool, debug: bool, **params: Any) -> None:
+    """Deliver every object below the S3 prefix SRC that is not marked delivered yet to the folder DST.
+
+    Delivered objects get a tag naming the ETag delivered; failures go to a
+    retry queue in the journal (see `push --retry-failed`).
+    """
+    from .jobs.push import PushSettings
+    from .jobs.push import push as run_push
+
+    _setup_logging(debug)
+
+    def body() -> None:
+        settings = PushSettings(retry_failed=retry_failed, filters=tuple(filter_order(include, exclude, sys.argv)),
+                                transfers=transfers)
+        options = transfer_options({**params, "copy_part_size": None})
+        _job_output(run_async(run_push(src, dst, options, settings)), as_json)
+
+    run_command(debug, body)
 
 
 @main.command(epilog="""

@@ -53,6 +53,16 @@ CREATE TABLE IF NOT EXISTS parts (
     digest TEXT,
     PRIMARY KEY (transfer_id, number)
 );
+CREATE TABLE IF NOT EXISTS push_queue (
+    source TEXT NOT NULL,
+    destination TEXT NOT NULL,
+    key TEXT NOT NULL,
+    etag TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT NOT NULL,
+    updated REAL NOT NULL,
+    PRIMARY KEY (source, destination, key)
+);
 """
 
 
@@ -70,6 +80,17 @@ class PartRecord:
     size: int
     etag: str
     digest: str | None  # base64 checksum of the part, None with --checksum none
+
+
+@dataclass(frozen=True)
+class QueuedPush:
+    """An object whose delivery failed, waiting for ``push --retry-failed``."""
+
+    key: str
+    etag: str  # the version that failed
+    attempts: int
+    last_error: str
+    updated: float
 
 
 @dataclass(frozen=True)
@@ -247,6 +268,41 @@ class Journal:
 
     async def forget_upload(self, upload_id: str) -> None:
         await self._run(self._forget, "upload_id", upload_id)
+
+    # -- the push retry queue ------------------------------------------------
+
+    def _queue_failure(self, source: str, destination: str, key: str, etag: str, error: str) -> None:
+        db = self._connect()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(
+                "INSERT INTO push_queue VALUES (?,?,?,?,1,?,?) ON CONFLICT (source, destination, key) DO UPDATE"
+                " SET etag=excluded.etag, attempts=attempts + 1, last_error=excluded.last_error,"
+                " updated=excluded.updated",
+                (source, destination, key, etag, error, time.time()),
+            )
+
+    async def queue_failure(self, source: str, destination: str, key: str, etag: str, error: str) -> None:
+        """Add (or count again) a failed delivery of ``key`` at version ``etag``."""
+        await self._run(self._queue_failure, source, destination, key, etag, error)
+
+    def _queued(self, source: str, destination: str) -> list[QueuedPush]:
+        rows = self._connect().execute(
+            "SELECT key, etag, attempts, last_error, updated FROM push_queue WHERE source=? AND destination=?"
+            " ORDER BY key", (source, destination)).fetchall()
+        return [QueuedPush(*row) for row in rows]
+
+    async def queued(self, source: str, destination: str) -> list[QueuedPush]:
+        return await self._run(self._queued, source, destination)  # type: ignore[no-any-return]
+
+    def _dequeue(self, source: str, destination: str, key: str) -> None:
+        db = self._connect()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM push_queue WHERE source=? AND destination=? AND key=?", (source, destination, key))
+
+    async def dequeue(self, source: str, destination: str, key: str) -> None:
+        await self._run(self._dequeue, source, destination, key)
 
     async def close(self) -> None:
         await self.flush()

@@ -28,6 +28,8 @@ class Features:
     #: object's; sinks without it (files) are checked against the source's own
     #: stored checksum where the source has one (S3)
     verifies_checksum: bool = False
+    #: archive() and remove() work on the source (pull's .done folders and retention)
+    archiving: bool = False
     #: walk() reports size and mtime exactly as stat() does (a tree copy then
     #: skips one stat round trip per file; the check before completion stays)
     listing_is_stat: bool = False
@@ -138,6 +140,16 @@ class Source(Protocol):
         """
 
     async def close(self) -> None: ...
+
+
+class ArchivingSource(Source, Protocol):
+    """A source that can move pulled files aside and delete old ones (``features.archiving``)."""
+
+    async def archive(self, path: str, folder: str) -> str:
+        """Move ``path`` into the sibling folder ``folder`` (created as needed), replacing a
+        same-name file; its mtime becomes now, so retention counts from archiving. Returns the new path."""
+
+    async def remove(self, path: str) -> None: ...
 
 
 class ChunkWriter(Protocol):

@@ -57,7 +57,7 @@ class LocalReader:
 
 
 class LocalSource:
-    features = Features(ranged_reads=True, listing=True, listing_is_stat=True)
+    features = Features(ranged_reads=True, listing=True, listing_is_stat=True, archiving=True)
 
     def __init__(self, location: Location) -> None:
         self.location = location
@@ -88,6 +88,18 @@ class LocalSource:
     def child(self, path: str) -> "LocalSource":
         return LocalSource(self.location.with_path(path))
 
+    async def archive(self, path: str, folder: str) -> str:
+        try:
+            return await asyncio.to_thread(_archive, path, folder)
+        except OSError as exc:
+            raise _translate(exc, path) from exc
+
+    async def remove(self, path: str) -> None:
+        try:
+            await asyncio.to_thread(Path(path).unlink, True)
+        except OSError as exc:
+            raise _translate(exc, path) from exc
+
     async def walk(self) -> AsyncIterator[Entry]:
         for entry in await asyncio.to_thread(_walk, self.location.path.rstrip("/") or "/"):
             yield entry
@@ -114,6 +126,16 @@ def _walk(top: str) -> list[Entry]:
             if stat.S_ISREG(st.st_mode):
                 found.append(Entry(os.path.relpath(full, top).replace(os.sep, "/"), st.st_size, st.st_mtime))
     return found
+
+
+def _archive(path: str, folder: str) -> str:
+    source = Path(path)
+    target_dir = source.parent / folder
+    target_dir.mkdir(exist_ok=True)
+    target = target_dir / source.name
+    os.replace(source, target)
+    os.utime(target)  # now: retention counts from archiving
+    return str(target)
 
 
 def _raise(exc: OSError) -> None:

@@ -234,6 +234,8 @@ class S3Sink(S3Client):
         self.features = Features(server_side_copy=True, resumable=True, verifies_checksum=True,
                                  streamed_parts=options.can_stream_parts())
         self._checked: asyncio.Future[None] | None = None
+        #: user metadata (x-amz-meta-*) for the object this sink creates
+        self.metadata: dict[str, str] = {}
 
     def child(self, path: str) -> "S3Sink":
         return S3Sink(self.location.with_path(path), self.options, self._pool_size, self.retry, parent=self)
@@ -245,10 +247,12 @@ class S3Sink(S3Client):
         return self._sse
 
     def kms_args(self) -> dict[str, Any]:
-        """SSE-KMS arguments for requests that create an object (PutObject, CreateMultipartUpload, CopyObject)."""
-        if self.options.sse_kms_key_id is None:
-            return {}
-        return {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": self.options.sse_kms_key_id}
+        """Arguments for requests that create an object (PutObject, CreateMultipartUpload):
+        SSE-KMS and the object's metadata."""
+        args: dict[str, Any] = {"Metadata": self.metadata} if self.metadata else {}
+        if self.options.sse_kms_key_id is not None:
+            args.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=self.options.sse_kms_key_id)
+        return args
 
     async def check_bucket(self) -> None:
         # Some stores (SeaweedFS) accept CreateMultipartUpload on a missing

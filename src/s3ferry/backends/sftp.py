@@ -22,6 +22,7 @@ import posixpath
 import secrets
 import socket
 import stat as statmod
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator, Sequence
@@ -250,7 +251,7 @@ class SftpEndpoint:
 
 
 class SftpSource(SftpEndpoint):
-    features = Features(ranged_reads=True, listing=True, listing_is_stat=True)
+    features = Features(ranged_reads=True, listing=True, listing_is_stat=True, archiving=True)
 
     def child(self, path: str) -> "SftpSource":
         return SftpSource(self.location.with_path(path), self.options, self._block, self._window, parent=self)
@@ -288,6 +289,30 @@ class SftpSource(SftpEndpoint):
             else:
                 conn.abort()
 
+    async def archive(self, path: str, folder: str) -> str:
+        parent, name = posixpath.split(path)
+        target = posixpath.join(parent, folder, name)
+        conn, sftp = await self._checkout()
+        try:
+            await sftp.makedirs(posixpath.join(parent, folder), exist_ok=True)
+            await _replace(sftp, path, target)
+            now = time.time()
+            await sftp.utime(target, (now, now))  # retention counts from archiving, not from the file's mtime
+        except (asyncssh.Error, OSError) as exc:
+            raise _translate(exc, f"{self.where} (archiving {path})") from exc
+        self._idle.append((conn, sftp))
+        return target
+
+    async def remove(self, path: str) -> None:
+        conn, sftp = await self._checkout()
+        try:
+            await sftp.remove(path)
+        except asyncssh.SFTPNoSuchFile:
+            pass  # gone already
+        except (asyncssh.Error, OSError) as exc:
+            raise _translate(exc, f"{self.where} (removing {path})") from exc
+        self._idle.append((conn, sftp))
+
     async def walk(self) -> AsyncIterator[Entry]:
         conn, sftp = await self._checkout()
         top = self.location.path.rstrip("/") or "/"
@@ -300,6 +325,17 @@ class SftpSource(SftpEndpoint):
         except (asyncssh.Error, OSError) as exc:
             raise _translate(exc, self.where) from exc
         self._idle.append((conn, sftp))
+
+
+async def _replace(sftp: asyncssh.SFTPClient, old: str, new: str) -> None:
+    """Rename ``old`` to ``new``, replacing ``new`` (atomically where posix-rename@openssh.com is offered)."""
+    try:
+        await sftp.posix_rename(old, new)
+    except asyncssh.SFTPOpUnsupported:
+        # Plain SFTP rename refuses to replace: remove the old file first.
+        if await sftp.exists(new):
+            await sftp.remove(new)
+        await sftp.rename(old, new)
 
 
 async def _close_quietly(file: asyncssh.SFTPClientFile) -> bool:
@@ -362,13 +398,7 @@ class SftpWriter:
         return Completed(size=attrs.size or 0, checksum=None)
 
     async def _rename(self) -> None:
-        try:
-            await self._sftp.posix_rename(self._temp, self._final)  # replaces atomically
-        except asyncssh.SFTPOpUnsupported:
-            # Plain SFTP rename refuses to replace: remove the old file first.
-            if await self._sftp.exists(self._final):
-                await self._sftp.remove(self._final)
-            await self._sftp.rename(self._temp, self._final)
+        await _replace(self._sftp, self._temp, self._final)
 
     async def abort(self) -> None:
         await self._remove(self._temp)

@@ -1,14 +1,49 @@
-"""``s3ferry pull``: an SFTP (or local) drop folder into S3, then archived on the source."""
+"""``s3ferry pull``: an SFTP (or local) drop folder into S3, then archived on the source.
+
+Each run:
+
+1. lists the source tree; files inside an archive folder (``.done`` by
+   default, at any depth) are never pulled;
+2. leaves alone files modified within ``--settle`` (still being written;
+   judged by the file's mtime against this machine's clock);
+3. copies every other selected file to ``prefix/<relative path>`` through the
+   engine (verified end to end), ``--transfers`` at a time, and records the
+   source's size and mtime in the object's metadata
+   (``x-amz-meta-s3ferry-source-size`` / ``-mtime``);
+4. moves each file whose object is verified into the archive folder beside it
+   (created as needed, a same-name file replaced) and sets its mtime to now;
+5. deletes archived files whose mtime (the archiving time) is older than
+   ``--retention-days``.
+
+A crash between 3 and 4 leaves a file that is already in S3. The next run
+sees an object at its key whose recorded source size and mtime equal the
+file's: that object was verified against exactly this file's bytes when it
+was written, so the file is just archived, not sent again ("healed").
+"""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from dataclasses import dataclass
+from typing import Any
 
+from ..api import copy_file
+from ..backends import open_sink, open_source
+from ..backends.base import Entry, Stat
+from ..backends.s3 import S3Sink
 from ..engine import ProgressListener
+from ..errors import NotFoundError, S3FerryError, UsageError
+from ..journal import Journal
 from ..options import TransferOptions
-from ..tree import Filter
-from ..urls import Location
+from ..tree import Filter, child_path, selected
+from ..urls import Location, parse, safe_relative
 from . import JobReport
+
+log = logging.getLogger("s3ferry")
+
+SIZE_KEY, MTIME_KEY = "s3ferry-source-size", "s3ferry-source-mtime"
 
 
 @dataclass(frozen=True)
@@ -19,7 +54,132 @@ class PullSettings:
     filters: tuple[Filter, ...] = ()
     transfers: int = 4
 
+    def __post_init__(self) -> None:
+        if not self.archive or "/" in self.archive or self.archive in (".", ".."):
+            raise UsageError(f"--archive must be a plain folder name, not {self.archive!r}")
+        if self.settle < 0 or self.retention_days < 0:
+            raise UsageError("--settle and --retention-days cannot be negative")
+        if not 1 <= self.transfers <= 64:
+            raise UsageError(f"--transfers must be between 1 and 64, not {self.transfers}")
+
+
+def fingerprint(stat: Stat) -> dict[str, str]:
+    return {SIZE_KEY: str(stat.size), MTIME_KEY: repr(stat.mtime)}
+
+
+class _Pull:
+    def __init__(self, source: Any, sink: S3Sink, options: TransferOptions, settings: PullSettings,
+                 report: JobReport, journal: Journal, progress: ProgressListener | None) -> None:
+        self.source, self.sink, self.options, self.settings = source, sink, options, settings
+        self.report, self.journal, self.progress = report, journal, progress
+
+    def in_archive(self, entry: Entry) -> bool:
+        return self.settings.archive in entry.path.split("/")[:-1]
+
+    def wanted(self, entry: Entry, now: float) -> bool:
+        if not selected(entry.path, self.settings.filters):
+            return False
+        if self.settings.settle and entry.mtime is not None and now - entry.mtime < self.settings.settle:
+            log.info("%s changed %.0f s ago: left to settle", entry.path, now - entry.mtime)
+            self.report.skipped.append(entry.path)
+            return False
+        return True
+
+    async def one(self, entry: Entry) -> None:
+        rel = safe_relative(entry.path)
+        path = child_path(self.source.location.path, rel)
+        sink = self.sink.child(child_path(self.sink.location.path, rel))
+        stat = Stat(entry.size, entry.mtime)
+        if await self._already_there(sink, stat):
+            await self._forget(path, sink)
+            self.report.healed.append(rel)
+        else:
+            sink.metadata = fingerprint(stat)
+            done = await copy_file(self.source.child(path), sink, self.options, self.progress, self.journal,
+                                   stat if self.source.features.listing_is_stat else None)
+            self.report.copied.append(rel)
+            self.report.bytes += done.size
+        await self.source.archive(path, self.settings.archive)
+        self.report.archived.append(rel)
+
+    async def _forget(self, path: str, sink: S3Sink) -> None:
+        """The interrupted attempt's journal entry, if any, is done with."""
+        prior = await self.journal.find(str(self.source.child(path).location), str(sink.location))
+        if prior is not None:
+            await self.journal.forget(prior.id)
+
+    async def _already_there(self, sink: S3Sink, stat: Stat) -> bool:
+        try:
+            head = await sink.call("head_object", Bucket=sink.location.bucket, Key=sink.location.path,
+                                   **sink.sse_args())
+        except NotFoundError:
+            return False
+        return dict(head.get("Metadata") or {}) == fingerprint(stat) and int(head["ContentLength"]) == stat.size
+
+    async def expire(self, archived: list[Entry], now: float) -> None:
+        cutoff = now - self.settings.retention_days * 86400
+        for entry in archived:
+            if entry.mtime is not None and entry.mtime < cutoff:
+                try:
+                    await self.source.remove(child_path(self.source.location.path, safe_relative(entry.path)))
+                except S3FerryError as exc:
+                    self.report.failed.append((entry.path, exc))
+                    continue
+                self.report.deleted.append(entry.path)
+
 
 async def pull(src: str | Location, dst: str | Location, options: TransferOptions, settings: PullSettings,
                progress: ProgressListener | None = None) -> JobReport:
-    raise NotImplementedError  # being written
+    """One run of a pull (see the module docstring); never raises for one file's failure."""
+    src_loc = src if isinstance(src, Location) else parse(src)
+    dst_loc = dst if isinstance(dst, Location) else parse(dst)
+    if dst_loc.scheme != "s3":
+        raise UsageError("pull copies into S3: the destination must be s3://bucket/prefix")
+    source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
+    if not source.features.archiving:
+        raise UsageError(f"pull needs a source it can archive into {settings.archive}: sftp:// or a local folder")
+    assert isinstance(sink, S3Sink)
+    report = JobReport("pull", str(src_loc), str(dst_loc))
+    started, now = time.monotonic(), time.time()
+    journal = Journal(options.state_dir)
+    try:
+        await sink.prepare()
+        entries = [e async for e in source.walk()]
+        job = _Pull(source, sink, options, settings, report, journal, progress)
+        todo = [e for e in entries if not job.in_archive(e) and job.wanted(e, now)]
+        await _run_all(job, todo, settings.transfers)
+        if settings.retention_days > 0:
+            await job.expire([e for e in entries if job.in_archive(e)], now)
+    finally:
+        await asyncio.shield(_close(journal, source, sink))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _run_all(job: _Pull, todo: list[Entry], transfers: int) -> None:
+    queue: asyncio.Queue[Entry] = asyncio.Queue()
+    for entry in todo:
+        queue.put_nowait(entry)
+
+    async def worker() -> None:
+        while not queue.empty():
+            entry = queue.get_nowait()
+            try:
+                await job.one(entry)
+            except S3FerryError as exc:
+                log.error("error: %s: %s", entry.path, exc)
+                job.report.failed.append((entry.path, exc))
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(transfers, len(todo))):
+            group.create_task(worker())
+
+
+async def _close(journal: Journal, source: Any, sink: Any) -> None:
+    try:
+        await journal.close()
+    finally:
+        try:
+            await source.close()
+        finally:
+            await sink.close()

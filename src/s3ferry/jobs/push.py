@@ -1,14 +1,47 @@
-"""``s3ferry push``: objects under an S3 prefix delivered to an SFTP folder, marked, retried."""
+"""``s3ferry push``: objects under an S3 prefix delivered to an SFTP (or local) folder.
+
+Each object goes to ``folder/<key relative to the prefix>`` through a
+temporary name and a rename. After delivery it is *marked* with an object
+tag ``s3ferry-pushed-<id of the destination>`` whose value is the ETag that
+was delivered. A tag rather than metadata: metadata can only be changed by
+copying the object onto itself, which gives it a new ETag and LastModified
+(and fires the bucket's notifications again); a tag changes nothing else,
+several destinations can each have their own, and S3 drops tags when an
+object is overwritten. An object counts as delivered only while the tag's
+ETag equals the object's current one, so a mark that races with an
+overwrite can never hide the new version.
+
+A delivery that fails goes into the retry queue in the journal (the key,
+the ETag that failed, attempts, last error). ``push`` leaves queued objects
+to ``push --retry-failed`` unless they have changed since (a new version is
+a new delivery); ``--retry-failed`` works through the queue, dropping
+objects deleted or delivered since. Every transition of the sftp-lambda push
+state table is covered by tests/test_push.py.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import logging
+import time
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
+from ..api import copy_file
+from ..backends import open_sink, open_source
+from ..backends.base import Entry
+from ..backends.s3_source import S3Source
 from ..engine import ProgressListener
+from ..errors import NotFoundError, S3FerryError, UsageError
+from ..journal import Journal
 from ..options import TransferOptions
-from ..tree import Filter
-from ..urls import Location
+from ..tree import Filter, child_path, selected
+from ..urls import Location, parse, safe_relative
 from . import JobReport
+
+log = logging.getLogger("s3ferry")
 
 
 @dataclass(frozen=True)
@@ -18,6 +51,156 @@ class PushSettings:
     transfers: int = 4
 
 
+def mark_key(destination: str) -> str:
+    """The tag that marks delivery to ``destination`` (one per destination: flows may share a bucket)."""
+    return "s3ferry-pushed-" + hashlib.sha256(destination.encode()).hexdigest()[:12]
+
+
+class _Push:
+    def __init__(self, source: S3Source, sink: Any, options: TransferOptions, report: JobReport,
+                 journal: Journal, progress: ProgressListener | None) -> None:
+        self.source, self.sink, self.options = source, sink, options
+        self.report, self.journal, self.progress = report, journal, progress
+        self.src, self.dst = str(source.location), str(sink.location)
+        self.tag = mark_key(self.dst)
+
+    def key_of(self, rel: str) -> str:
+        return child_path(self.source.location.path, rel)
+
+    async def current_etag(self, key: str) -> str | None:
+        try:
+            head = await self.source.call("head_object", **{**self.source.child(key).key_args()})
+        except NotFoundError:
+            return None
+        return str(head.get("ETag"))
+
+    async def tags(self, key: str) -> dict[str, str]:
+        answer = await self.source.call("get_object_tagging", Bucket=self.source.location.bucket, Key=key)
+        return {t["Key"]: t["Value"] for t in answer.get("TagSet", [])}
+
+    async def delivered(self, key: str, etag: str) -> bool:
+        return (await self.tags(key)).get(self.tag) == _tag_value(etag)
+
+    async def deliver(self, rel: str, from_queue: bool = False) -> None:
+        """Copy one object; mark it if it still is the version delivered; queue it on failure.
+
+        Only a retry takes the object off the queue: a push of a newer version
+        leaves the old entry for ``--retry-failed`` to drop as delivered
+        (state 4 -> 6 -> 5 of the table).
+        """
+        key = self.key_of(rel)
+        child = self.source.child(key)
+        try:
+            safe_relative(rel)
+            done = await copy_file(child, self.sink.child(child_path(self.sink.location.path, rel)), self.options,
+                                   self.progress, self.journal)
+            etag = str(child._etag)  # the version the engine read (pinned by If-Match)
+            await self._mark(key, etag, from_queue)
+        except S3FerryError as exc:
+            log.error("error: %s: %s", rel, exc)
+            self.report.failed.append((rel, exc))
+            await self.journal.queue_failure(self.src, self.dst, key, getattr(child, "_etag", "") or "", str(exc))
+            return
+        self.report.copied.append(rel)
+        self.report.bytes += done.size
+
+    async def _mark(self, key: str, etag: str, dequeue: bool) -> None:
+        tags = await self.tags(key)
+        if await self.current_etag(key) != etag:
+            log.warning("%s changed during the push: not marked, it goes again", key)
+            return
+        tags[self.tag] = _tag_value(etag)
+        await self.source.call("put_object_tagging", Bucket=self.source.location.bucket, Key=key,
+                               Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
+        if dequeue:
+            await self.journal.dequeue(self.src, self.dst, key)
+
+    async def scan(self, filters: tuple[Filter, ...], transfers: int) -> None:
+        queued = {q.key: q.etag for q in await self.journal.queued(self.src, self.dst)}
+        todo: list[str] = []
+        async for entry in _objects(self.source):
+            if not selected(entry.path, filters):
+                continue
+            key = self.key_of(entry.path)
+            if await self.delivered(key, str(entry.etag)) or queued.get(key) == entry.etag:
+                self.report.skipped.append(entry.path)  # delivered, or failed and left to --retry-failed
+            else:
+                todo.append(entry.path)
+        await _each(todo, self.deliver, transfers)
+
+    async def retry(self, transfers: int) -> None:
+        todo: list[str] = []
+        for item in await self.journal.queued(self.src, self.dst):
+            rel = item.key[len(self.source.location.path.rstrip("/")) + 1:] if self.source.location.path else item.key
+            etag = await self.current_etag(item.key)
+            if etag is None or await self.delivered(item.key, etag):
+                log.info("%s: %s since it failed; dropped from the retry queue", item.key,
+                         "deleted" if etag is None else "delivered")
+                await self.journal.dequeue(self.src, self.dst, item.key)
+                self.report.skipped.append(rel)
+            else:
+                todo.append(rel)
+        await _each(todo, partial(self.deliver, from_queue=True), transfers)
+
+
+def _tag_value(etag: str) -> str:
+    return etag.strip('"')  # tag values may not hold quotes; an ETag is hex (and "-N")
+
+
+async def _objects(source: S3Source) -> Any:
+    try:
+        async for entry in source.walk():
+            yield entry
+    except NotFoundError:
+        return  # an empty outbox is not an error
+
+
+async def _each(items: list[str], action: Any, transfers: int) -> None:
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+
+    async def worker() -> None:
+        while not queue.empty():
+            await action(queue.get_nowait())
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(transfers, len(items))):
+            group.create_task(worker())
+
+
 async def push(src: str | Location, dst: str | Location, options: TransferOptions, settings: PushSettings,
                progress: ProgressListener | None = None) -> JobReport:
-    raise NotImplementedError  # being written
+    """One run of a push (see the module docstring); never raises for one object's failure."""
+    src_loc = src if isinstance(src, Location) else parse(src)
+    dst_loc = dst if isinstance(dst, Location) else parse(dst)
+    if src_loc.scheme != "s3" or dst_loc.scheme not in ("sftp", "file"):
+        raise UsageError("push delivers from s3://bucket/prefix to sftp://host/folder (or a local folder)")
+    source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
+    assert isinstance(source, S3Source)
+    report = JobReport("push", str(src_loc), str(dst_loc))
+    started = time.monotonic()
+    journal = Journal(options.state_dir)
+    try:
+        job = _Push(source, sink, options, report, journal, progress)
+        if settings.retry_failed:
+            await job.retry(settings.transfers)
+        else:
+            await job.scan(settings.filters, settings.transfers)
+    finally:
+        await asyncio.shield(_close(journal, source, sink))
+    report.seconds = time.monotonic() - started
+    return report
+
+
+async def _close(journal: Journal, source: Any, sink: Any) -> None:
+    try:
+        await journal.close()
+    finally:
+        try:
+            await source.close()
+        finally:
+            await sink.close()
+
+
+__all__ = ["PushSettings", "push", "mark_key", "Entry"]
