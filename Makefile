@@ -17,15 +17,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[test,bench]'
 	touch $@
 
-# OpenSSH's sshd is the SFTP server of the test bed. Installed through apt when
-# we are root; otherwise we say what is missing (the demo falls back to an
-# asyncssh server, the tests need the real one).
+# OpenSSH's sshd is the SFTP server of the test bed, prometheus-pushgateway the
+# Pushgateway the metrics tests push to. Installed through apt when we are root;
+# otherwise we say what is missing (the demo falls back to an asyncssh server,
+# the tests need the real ones).
+SYSPKGS := /usr/sbin/sshd:openssh-server /usr/bin/prometheus-pushgateway:prometheus-pushgateway
 sysdeps:
-	@if [ -x /usr/sbin/sshd ]; then :; \
+	@missing=""; for pair in $(SYSPKGS); do \
+		[ -x "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing openssh-server (apt)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server openssh-client >/dev/null; \
-	else echo "note: /usr/sbin/sshd not found; install openssh-server (the tests need it)"; fi
+		echo "installing$$missing (apt)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			$$missing $$(echo "$$missing" | grep -q openssh-server && echo openssh-client) >/dev/null; \
+	else echo "note: missing$$missing; install them (the tests need them)"; fi
 
 demo: $(STAMP) sysdeps
 	$(BIN)/s3ferry demo

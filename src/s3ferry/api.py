@@ -9,7 +9,8 @@ from typing import Any, Sequence
 from .backends import open_sink, open_source
 from .backends.base import Sink, Source, Stat
 from .engine import ProgressListener, TransferResult, transfer
-from .errors import UsageError
+from .errors import S3FerryError, UsageError
+from .observe import metrics
 from .journal import Journal
 from .options import TransferOptions
 from .tree import Filter, TreeResult
@@ -44,11 +45,21 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
     from .backends.s3 import S3Sink
     from .backends.s3_source import S3Source
 
-    if isinstance(source, S3Source) and isinstance(sink, S3Sink):
-        from .server_copy import server_side_copy
+    label = metrics.direction(source.location.scheme, sink.location.scheme)
+    metered = metrics.Metered(progress, label)
+    try:
+        if isinstance(source, S3Source) and isinstance(sink, S3Sink):
+            from .server_copy import server_side_copy
 
-        return await server_side_copy(source, sink, options, progress)
-    return await transfer(source, sink, options, progress, journal, known)
+            result = await server_side_copy(source, sink, options, metered)
+        else:
+            result = await transfer(source, sink, options, metered, journal, known)
+    except S3FerryError:
+        metrics.FILES.labels("failed", metrics.FLOW.get()).inc()
+        raise
+    metrics.FILES.labels("copied", metrics.FLOW.get()).inc()
+    metrics.DURATION.labels(label).observe(result.seconds)
+    return result
 
 
 async def acopy(

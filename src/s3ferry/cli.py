@@ -50,19 +50,22 @@ class SizeType(click.ParamType):
 
 def _fail(exc: BaseException, debug: bool) -> None:
     """Print the one-line error (plus traceback with --debug) and exit."""
+    from .observe.logs import final_error
+
     if debug:
         traceback.print_exception(exc)
     if isinstance(exc, InterruptedError_):
-        click.echo(f"s3ferry: {exc}", err=True)
+        click.echo(final_error(str(exc), exc.exit_code), err=True)
         sys.exit(exc.exit_code)
     if isinstance(exc, S3FerryError):
         hint = f"; {exc.hint}" if exc.hint else ""
-        click.echo(f"s3ferry: error: {exc}{hint}", err=True)
+        click.echo(final_error(f"error: {exc}{hint}", exc.exit_code), err=True)
         sys.exit(exc.exit_code)
     if isinstance(exc, KeyboardInterrupt):
-        click.echo("s3ferry: interrupted", err=True)
+        click.echo(final_error("interrupted", 130), err=True)
         sys.exit(130)
-    click.echo(f"s3ferry: internal error: {type(exc).__name__}: {exc} (run with --debug for details)", err=True)
+    click.echo(final_error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)", 1),
+               err=True)
     sys.exit(1)
 
 
@@ -92,16 +95,52 @@ def run_async(coro: Any, interrupted: str = "interrupted") -> Any:
         raise InterruptedError_(interrupted) from exc
 
 
-def _setup_logging(debug: bool) -> None:
-    """Notes (resuming, retrying, starting over) go to stderr as `s3ferry: ...` lines."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("s3ferry: %(message)s"))
-    root = logging.getLogger("s3ferry")
-    root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if debug else logging.WARNING)
-    root.propagate = False
-    if debug:
-        logging.basicConfig(level=logging.DEBUG)
+def _setup_logging(debug: bool, verbose: int = 0, quiet: bool = False, log_format: str = "text") -> None:
+    """Notes (resuming, retrying, starting over) go to stderr as `s3ferry: ...` lines (or JSON lines)."""
+    from .observe.logs import setup
+
+    setup(debug=debug, verbose=verbose, quiet=quiet, fmt=log_format)
+
+
+def output_options(fn: F) -> F:
+    """-v/-q, --log-format, and the Prometheus exposition flags (every command that transfers)."""
+    for deco in reversed([
+        click.option("-v", "--verbose", count=True, help="More notes: -v retries and decisions, -vv debug."),
+        click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr."),
+        click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+                     help="stderr notes as readable lines or as JSON lines."),
+        click.option("--metrics-port", type=int, metavar="PORT",
+                     help="Serve Prometheus metrics on http://ADDR:PORT/metrics while the command runs."),
+        click.option("--metrics-addr", default="127.0.0.1", show_default=True,
+                     help="Address for --metrics-port (0.0.0.0 to let another host scrape)."),
+        click.option("--pushgateway", metavar="URL", help="Push metrics to this Prometheus Pushgateway at the end."),
+        click.option("--push-interval", type=float, default=30.0, show_default=True, metavar="SECONDS",
+                     help="With --pushgateway: also push every SECONDS during the command (0: only at the end)."),
+    ]):
+        fn = deco(fn)
+    return fn
+
+
+def observing(params: dict[str, Any], debug: bool, flow: str, body: Callable[[], Any]) -> Any:
+    """Set up logs and metrics from ``output_options``, then run ``body``; pushes metrics on the way out."""
+    from contextlib import ExitStack
+
+    from .observe import metrics
+
+    _setup_logging(debug, params.pop("verbose", 0), params.pop("quiet", False), params.pop("log_format", "text"))
+    port, addr = params.pop("metrics_port", None), params.pop("metrics_addr", "127.0.0.1")
+    gateway, interval = params.pop("pushgateway", None), params.pop("push_interval", 30.0)
+    metrics.FLOW.set(flow)
+
+    def run() -> Any:
+        with ExitStack() as stack:
+            if port is not None:
+                metrics.serve(port, addr)
+            if gateway:
+                stack.enter_context(metrics.Pusher(gateway, interval))
+            return body()
+
+    return run_command(debug, run)
 
 
 def state_options(fn: F) -> F:
@@ -243,6 +282,7 @@ def tls_options(fn: F) -> F:
 @tls_options
 @encryption_options
 @s3_options
+@output_options
 @click.option("--no-progress", is_flag=True, help="No progress bar (also off when stderr is not a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
@@ -254,14 +294,11 @@ def cp(src: str, dst: str, recursive: bool, include: tuple[str, ...], exclude: t
     again and only the missing parts are sent.
     """
     from .api import acopy, resolve
-    from .observe.progress import RichProgress, summary_line
-
-    _setup_logging(debug)
+    from .observe.progress import summary_line
 
     def body() -> None:
         options = transfer_options(params)
-        console = Console(stderr=True)
-        progress = RichProgress(console) if console.is_terminal and not no_progress else None
+        progress = _progress(no_progress)
         if recursive:
             filters = filter_order(include, exclude, sys.argv)
             _copy_tree_cli(src, dst, options, filters, transfers, progress, as_json)
@@ -277,7 +314,17 @@ def cp(src: str, dst: str, recursive: bool, include: tuple[str, ...], exclude: t
         else:
             click.echo(summary_line(result))
 
-    run_command(debug, body)
+    observing(params, debug, "cp", body)
+
+
+def _progress(disabled: bool) -> Any:
+    """A bar on a terminal; otherwise a line every 30 s (hidden by -q); nothing with --no-progress."""
+    from .observe.progress import LogProgress, RichProgress
+
+    if disabled:
+        return None
+    console = Console(stderr=True)
+    return RichProgress(console) if console.is_terminal else LogProgress(30.0)
 
 
 def _copy_tree_cli(src: str, dst: str, options: TransferOptions, filters: list[Filter], transfers: int,
@@ -315,7 +362,7 @@ def job_options(fn: F) -> F:
         click.option("--include", multiple=True, metavar="GLOB", help="Only paths matching GLOB (repeatable)."),
         click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths matching GLOB (repeatable)."),
         click.option("--transfers", type=int, default=4, show_default=True, help="Files copied at a time."),
-        engine_options, state_options, sftp_options, tls_options, encryption_options, s3_options,
+        engine_options, state_options, sftp_options, tls_options, encryption_options, s3_options, output_options,
         click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object."),
         click.option("--debug", is_flag=True, help="Show tracebacks and debug logs."),
     ]):
@@ -349,15 +396,13 @@ def pull(src: str, dst: str, archive: str, settle: float, retention_days: float,
     from .jobs.pull import PullSettings
     from .jobs.pull import pull as run_pull
 
-    _setup_logging(debug)
-
     def body() -> None:
         settings = PullSettings(archive=archive, settle=settle, retention_days=retention_days,
                                 filters=tuple(filter_order(include, exclude, sys.argv)), transfers=transfers)
         options = transfer_options({**params, "copy_part_size": None})
         _job_output(run_async(run_pull(src, dst, options, settings)), as_json)
 
-    run_command(debug, body)
+    observing(params, debug, "pull", body)
 
 
 @main.command(epilog="""
@@ -381,15 +426,13 @@ def push(src: str, dst: str, retry_failed: bool, include: tuple[str, ...], exclu
     from .jobs.push import PushSettings
     from .jobs.push import push as run_push
 
-    _setup_logging(debug)
-
     def body() -> None:
         settings = PushSettings(retry_failed=retry_failed, filters=tuple(filter_order(include, exclude, sys.argv)),
                                 transfers=transfers)
         options = transfer_options({**params, "copy_part_size": None})
         _job_output(run_async(run_push(src, dst, options, settings)), as_json)
 
-    run_command(debug, body)
+    observing(params, debug, "push", body)
 
 
 @main.command(epilog="""

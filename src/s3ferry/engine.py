@@ -36,6 +36,7 @@ from . import checksums
 from .backends.base import ChunkWriter, Part, RangeReader, Receipt, Sink, Source, Stat
 from .errors import IntegrityError, S3FerryError, SourceChangedError, TransferError
 from .journal import Journal, PartRecord
+from .observe import metrics
 from .observe.resources import ResourceMeter
 from .options import MIN_PART_SIZE, TransferOptions
 from .resume import Attempt, Plan, prepare
@@ -240,8 +241,12 @@ class _Job:
         try:
             for part in self.next_part:
                 _checkpoint()
-                receipt = await self.retry.run(partial(self._stream, slot, part), f"uploading part {part.number}",
-                                               on_retry=self._on_retry)
+                try:
+                    receipt = await self.retry.run(partial(self._stream, slot, part),
+                                                   f"uploading part {part.number}", on_retry=self._on_retry)
+                except S3FerryError:
+                    metrics.PARTS.labels("failed").inc()
+                    raise
                 self.uploaded_bytes += part.length
                 await self._stored(receipt, part.length)
         finally:
@@ -268,8 +273,12 @@ class _Job:
         while (item := await self.ready.get()) is not None:
             _checkpoint()
             part, buf, digest = item
-            receipt = await self.retry.run(partial(self._upload, part, buf, digest), f"uploading part {part.number}",
-                                           on_retry=self._on_retry)
+            try:
+                receipt = await self.retry.run(partial(self._upload, part, buf, digest),
+                                               f"uploading part {part.number}", on_retry=self._on_retry)
+            except S3FerryError:
+                metrics.PARTS.labels("failed").inc()
+                raise
             self.pool.put(buf)
             self.uploaded_bytes += part.length
             await self._stored(receipt, part.length)
@@ -285,6 +294,7 @@ class _Job:
             await self.limit.throttled()
 
     async def _stored(self, receipt: Receipt, length: int) -> None:
+        metrics.PARTS.labels("stored").inc()
         self.receipts[receipt.number] = receipt
         self.progress.advanced(length)
         if self.journal is not None and self.attempt.transfer_id is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
 
 from .errors import S3FerryError
+from .observe.metrics import RETRIES, retry_reason
 
 T = TypeVar("T")
 log = logging.getLogger("s3ferry.retry")
@@ -46,6 +47,7 @@ class RetryPolicy:
                 if not exc.retryable or attempt == self.retries or _being_cancelled():
                     raise
                 log.info("retrying %s (attempt %d of %d): %s", what, attempt + 2, self.retries + 1, exc)
+                RETRIES.labels(retry_reason(exc.code, str(exc))).inc()
                 if on_retry is not None:
                     await on_retry(exc)
                 await asyncio.sleep(self.delay(attempt))

@@ -105,6 +105,14 @@ class _FileProgress:
         return None
 
 
+def _file_listener(progress: ProgressListener | None, entry: Entry) -> ProgressListener | None:
+    """A per-file bar where the display has them (rich), else bytes forwarded to the total."""
+    if progress is None:
+        return None
+    for_file = getattr(progress, "for_file", None)
+    return for_file(entry.path, entry.size) if for_file is not None else _FileProgress(progress)
+
+
 def child_path(base: str, rel: str) -> str:
     """``rel`` (already checked by :func:`safe_relative`) placed under the folder / prefix ``base``."""
     return f"{base.rstrip('/')}/{rel}" if base else rel
@@ -152,9 +160,9 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
 async def _worker(queue: "asyncio.Queue[Entry]", source: Source, sink: Sink, options: TransferOptions,
                   journal: Journal, progress: ProgressListener | None, run_one: CopyOne,
                   result: TreeResult) -> None:
-    listener = _FileProgress(progress) if progress is not None else None
     while not queue.empty():
         entry = queue.get_nowait()
+        listener = _file_listener(progress, entry)
         try:
             rel = safe_relative(entry.path)
             known = Stat(entry.size, entry.mtime, entry.etag) if source.features.listing_is_stat else None
@@ -164,4 +172,7 @@ async def _worker(queue: "asyncio.Queue[Entry]", source: Source, sink: Sink, opt
             log.error("error: %s: %s", entry.path, exc)
             result.failures.append((entry.path, exc))
             continue
+        finally:
+            if listener is not None:
+                listener.finished()
         result.files.append(done)

@@ -51,3 +51,16 @@ class JobReport:
         if self.failed:
             parts.append(f"{len(self.failed)} FAILED")
         return ", ".join(parts) + f" in {self.seconds:.2f} s"
+
+
+def record(report: JobReport) -> None:
+    """Count a finished run in the metrics (files by result, last success of the flow)."""
+    from ..observe import metrics
+
+    flow = metrics.FLOW.get()
+    for result, items in (("skipped", report.skipped), ("healed", report.healed), ("archived", report.archived),
+                          ("deleted", report.deleted)):
+        if items:
+            metrics.FILES.labels(result, flow).inc(len(items))
+    if not report.failed:
+        metrics.LAST_SUCCESS.labels(flow).set_to_current_time()

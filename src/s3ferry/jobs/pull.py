@@ -39,7 +39,7 @@ from ..journal import Journal
 from ..options import TransferOptions
 from ..tree import Filter, child_path, selected
 from ..urls import Location, parse, safe_relative
-from . import JobReport
+from . import JobReport, record
 
 log = logging.getLogger("s3ferry")
 
@@ -153,6 +153,7 @@ async def pull(src: str | Location, dst: str | Location, options: TransferOption
     finally:
         await asyncio.shield(_close(journal, source, sink))
     report.seconds = time.monotonic() - started
+    record(report)
     return report
 
 

@@ -39,7 +39,8 @@ from ..journal import Journal
 from ..options import TransferOptions
 from ..tree import Filter, child_path, selected
 from ..urls import Location, parse, safe_relative
-from . import JobReport
+from ..observe import metrics
+from . import JobReport, record
 
 log = logging.getLogger("s3ferry")
 
@@ -187,9 +188,11 @@ async def push(src: str | Location, dst: str | Location, options: TransferOption
             await job.retry(settings.transfers)
         else:
             await job.scan(settings.filters, settings.transfers)
+        metrics.QUEUE.labels(metrics.FLOW.get()).set(len(await journal.queued(job.src, job.dst)))
     finally:
         await asyncio.shield(_close(journal, source, sink))
     report.seconds = time.monotonic() - started
+    record(report)
     return report
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -16,9 +19,11 @@ from rich.progress import (
 from ..engine import TransferResult
 from ..tree import TreeResult
 
+log = logging.getLogger("s3ferry.progress")
+
 
 class RichProgress:
-    """A rich progress bar on stderr: bytes, rate, ETA."""
+    """Rich progress bars on stderr: bytes, rate, ETA; for trees a total bar and one bar per file in flight."""
 
     def __init__(self, console: Console) -> None:
         self._progress = Progress(
@@ -42,6 +47,52 @@ class RichProgress:
 
     def finished(self) -> None:
         self._progress.stop()
+
+    def for_file(self, name: str, total: int) -> "_FileBar":
+        """A listener for one file of a tree: its own (transient) bar, and the total's."""
+        return _FileBar(self, self._progress.add_task(f"  {name}", total=total))
+
+
+class _FileBar:
+    def __init__(self, owner: RichProgress, task: TaskID) -> None:
+        self._owner, self._task = owner, task
+
+    def started(self, name: str, total: int) -> None:
+        return None
+
+    def advanced(self, nbytes: int) -> None:
+        self._owner._progress.advance(self._task, nbytes)
+        self._owner.advanced(nbytes)
+
+    def finished(self) -> None:
+        self._owner._progress.remove_task(self._task)
+
+
+class LogProgress:
+    """When stderr is not a terminal: one quiet line every ``interval`` seconds instead of a bar."""
+
+    def __init__(self, interval: float = 30.0) -> None:
+        self._interval = interval
+        self._name, self._total, self._done = "", 0, 0
+        self._started = self._last = 0.0
+
+    def started(self, name: str, total: int) -> None:
+        self._name, self._total = name, total
+        self._started = self._last = time.monotonic()
+
+    def advanced(self, nbytes: int) -> None:
+        self._done += nbytes
+        now = time.monotonic()
+        if now - self._last >= self._interval:
+            self._last = now
+            rate = self._done / (now - self._started) if now > self._started else 0.0
+            left = (self._total - self._done) / rate if rate > 0 else 0.0
+            share = 100 * self._done / self._total if self._total else 100.0
+            log.warning("progress: %s %s of %s (%.0f%%), %.1f MB/s, about %.0f s left", self._name,
+                        human_bytes(self._done), human_bytes(self._total), share, rate / 1e6, left)
+
+    def finished(self) -> None:
+        return None
 
 
 def human_bytes(n: float) -> str:
