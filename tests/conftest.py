@@ -66,7 +66,7 @@ def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (home / ".ssh").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
     for name in list(os.environ):
-        if name.startswith(("AWS_", "S3FERRY_")) or name == "SSH_AUTH_SOCK":
+        if name.startswith(("AWS_", "S3FERRY_", "XDG_")) or name == "SSH_AUTH_SOCK":
             monkeypatch.delenv(name)
     return home
 

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from .backends import open_sink, open_source
 from .backends.base import Sink, Source, Stat
-from .engine import ProgressListener, TransferResult, transfer
+from .engine import PartExecutor, ProgressListener, TransferResult, transfer
 from .errors import S3FerryError, UsageError
 from .observe import metrics
 from .journal import Journal
@@ -40,7 +40,7 @@ def _is_dir(path: str) -> bool:
 
 async def copy_file(source: Source, sink: Sink, options: TransferOptions,
                     progress: ProgressListener | None = None, journal: Journal | None = None,
-                    known: Stat | None = None) -> TransferResult:
+                    known: Stat | None = None, executor: PartExecutor | None = None) -> TransferResult:
     """One file: S3 -> S3 is copied by S3 itself, everything else streams through the engine."""
     from .backends.s3 import S3Sink
     from .backends.s3_source import S3Source
@@ -53,7 +53,7 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
 
             result = await server_side_copy(source, sink, options, metered)
         else:
-            result = await transfer(source, sink, options, metered, journal, known)
+            result = await transfer(source, sink, options, metered, journal, known, executor)
     except S3FerryError:
         metrics.FILES.labels("failed", metrics.FLOW.get()).inc()
         raise
@@ -68,9 +68,11 @@ async def acopy(
     options: TransferOptions | None = None,
     *,
     progress: ProgressListener | None = None,
+    executor: PartExecutor | None = None,
     **overrides: Any,
 ) -> TransferResult:
     """Copy one file; ``overrides`` are :class:`TransferOptions` fields (checked by name).
+    ``executor``: run the parts elsewhere (a started :class:`s3ferry.distributed.DaskExecutor`).
 
     >>> await acopy("sftp://me@host/data.csv.gz", "s3://raw/partner/", part_size=16 * 2**20)
     """
@@ -79,7 +81,7 @@ async def acopy(
     source = open_source(source_loc, opts)
     sink = open_sink(dest_loc, opts)
     try:
-        return await copy_file(source, sink, opts, progress)
+        return await copy_file(source, sink, opts, progress, executor=executor)
     finally:
         await asyncio.shield(_close_both(source, sink))
 
@@ -92,6 +94,7 @@ async def acopy_tree(
     filters: Sequence[Filter] = (),
     transfers: int = 4,
     progress: ProgressListener | None = None,
+    executor: Any = None,
     **overrides: Any,
 ) -> TreeResult:
     """Copy every file below the folder / prefix ``src`` to the same relative paths below ``dst``.
@@ -105,7 +108,7 @@ async def acopy_tree(
     sink = open_sink(dest_loc, opts)
     try:
         return await _copy_tree(source, sink, opts, filters=filters, transfers=transfers, progress=progress,
-                                copy_one=copy_file)
+                                copy_one=copy_file, executor=executor)
     finally:
         await asyncio.shield(_close_both(source, sink))
 

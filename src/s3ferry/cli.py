@@ -20,6 +20,7 @@ import click
 from rich.console import Console
 
 from . import __version__
+from .config import complete_location, location_callback
 from .errors import InterruptedError_, S3FerryError, UsageError
 from .tree import Filter
 from .options import CHECKSUMS, FtpOptions, HttpOptions, S3Options, SftpOptions, TransferOptions, parse_size
@@ -178,8 +179,16 @@ def s3_options(fn: F) -> F:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="s3ferry")
-def main() -> None:
-    """Stream large files between SFTP, local disks and S3: parallel, bounded memory, verified."""
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Stream large files between SFTP, local disks and S3: parallel, bounded memory, verified.
+
+    Option defaults and named endpoints come from ~/.config/s3ferry/config.toml
+    (or $S3FERRY_CONFIG); see the README.
+    """
+    from .config import apply_to
+
+    run_command(False, lambda: apply_to(ctx))  # [defaults] become every command's default_map
 
 
 def transfer_options(p: dict[str, Any]) -> TransferOptions:
@@ -193,7 +202,8 @@ def transfer_options(p: dict[str, Any]) -> TransferOptions:
                          password_file=p["password_file"]),
         s3=S3Options(endpoint_url=p["endpoint_url"], profile=p["profile"], region=p["region"],
                      sign_payload=p["sign_payload"], sse_c_key_file=p.get("sse_c_key_file"),
-                     source_sse_c_key_file=p.get("source_sse_c_key_file"), sse_kms_key_id=p.get("sse_kms_key_id")),
+                     source_sse_c_key_file=p.get("source_sse_c_key_file"), sse_kms_key_id=p.get("sse_kms_key_id"),
+                     ca_file=ca),
         copy_part_size=p.get("copy_part_size") or DEFAULTS.copy_part_size,
         ftp=FtpOptions(password_file=p["password_file"], ca_file=ca),
         http=HttpOptions(ca_file=ca),
@@ -268,8 +278,8 @@ def tls_options(fn: F) -> F:
 
 
 @main.command(epilog=EXAMPLES_CP)
-@click.argument("src")
-@click.argument("dst")
+@click.argument("src", callback=location_callback, shell_complete=complete_location)
+@click.argument("dst", callback=location_callback, shell_complete=complete_location)
 @engine_options
 @click.option("--recursive", "-r", is_flag=True, help="Copy every file below the SRC folder or prefix.")
 @click.option("--include", multiple=True, metavar="GLOB", help="With -r: copy paths matching GLOB (repeatable).")
@@ -277,6 +287,10 @@ def tls_options(fn: F) -> F:
 @click.option("--transfers", type=int, default=4, show_default=True, help="With -r: files copied at a time.")
 @click.option("--copy-part-size", type=SizeType(), default=DEFAULTS.copy_part_size, show_default="256MiB",
               help="S3 to S3: larger objects are copied by S3 in parts of this size.")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where parts (one file) or files (-r) run: here, or on a Dask cluster (docs/distributed.md).")
+@click.option("--scheduler", envvar="S3FERRY_DASK_SCHEDULER", metavar="tcp://HOST:8786",
+              help="The Dask scheduler for --executor dask (or S3FERRY_DASK_SCHEDULER).")
 @state_options
 @sftp_options
 @tls_options
@@ -296,21 +310,28 @@ def cp(src: str, dst: str, recursive: bool, include: tuple[str, ...], exclude: t
     from .api import acopy, resolve
     from .observe.progress import summary_line
 
+    executor, scheduler = params.pop("executor"), params.pop("scheduler")
+
     def body() -> None:
         options = transfer_options(params)
         progress = _progress(no_progress)
+        cluster = _cluster(executor, scheduler)
         if recursive:
             filters = filter_order(include, exclude, sys.argv)
-            _copy_tree_cli(src, dst, options, filters, transfers, progress, as_json)
+            _copy_tree_cli(src, dst, options, filters, transfers, progress, as_json, cluster)
             return
         if include or exclude:
             raise UsageError("--include/--exclude select files of a folder: add -r")
         _, dest = resolve(src, dst)
         kept = "interrupted" if options.resume == "never" else (
             f"interrupted: the upload is kept; run the same command again to resume, or `s3ferry cancel {dest}`")
-        result = run_async(acopy(src, dst, options, progress=progress), kept)
+        result = run_async(_with_cluster(cluster, lambda ex: acopy(src, dst, options, progress=progress,
+                                                                   executor=ex)), kept)
         if as_json:
-            click.echo(json.dumps(result.as_dict()))
+            data = result.as_dict()
+            if cluster is not None:
+                data["workers"] = sorted(cluster.workers_used)
+            click.echo(json.dumps(data))
         else:
             click.echo(summary_line(result))
 
@@ -327,14 +348,40 @@ def _progress(disabled: bool) -> Any:
     return RichProgress(console) if console.is_terminal else LogProgress(30.0)
 
 
+def _cluster(executor: str, scheduler: str | None) -> Any:
+    """A (not yet connected) Dask executor for --executor dask, else None."""
+    if executor == "local":
+        return None
+    if not scheduler:
+        raise UsageError("--executor dask needs --scheduler tcp://HOST:8786 (or S3FERRY_DASK_SCHEDULER)")
+    from .distributed import DaskExecutor
+
+    return DaskExecutor(scheduler)
+
+
+async def _with_cluster(cluster: Any, make: Callable[[Any], Any]) -> Any:
+    if cluster is None:
+        return await make(None)
+    async with cluster:
+        result = await make(cluster)
+    if cluster.workers_used:
+        logging.getLogger("s3ferry").info("ran on Dask workers: %s", ", ".join(sorted(cluster.workers_used)))
+    return result
+
+
 def _copy_tree_cli(src: str, dst: str, options: TransferOptions, filters: list[Filter], transfers: int,
-                   progress: Any, as_json: bool) -> None:
+                   progress: Any, as_json: bool, cluster: Any = None) -> None:
     from .api import acopy_tree
     from .observe.progress import tree_summary_line
 
-    result = run_async(acopy_tree(src, dst, options, filters=filters, transfers=transfers, progress=progress),
+    result = run_async(_with_cluster(cluster, lambda ex: acopy_tree(src, dst, options, filters=filters,
+                                                                    transfers=transfers, progress=progress,
+                                                                    executor=ex)),
                        "interrupted: run the same command again to copy what is left")
-    click.echo(json.dumps(result.as_dict()) if as_json else tree_summary_line(result))
+    data = result.as_dict()
+    if cluster is not None:
+        data["workers"] = sorted(cluster.workers_used)
+    click.echo(json.dumps(data) if as_json else tree_summary_line(result))
     if result.failures:
         sys.exit(result.exit_code)
 
@@ -376,8 +423,8 @@ Examples:
   s3ferry pull sftp://partner/out s3://raw/partner/ --settle 60s --retention-days 30
   s3ferry pull --include '*.csv.gz' --archive .sent sftp://partner/out s3://raw/partner/
 """)
-@click.argument("src")
-@click.argument("dst")
+@click.argument("src", callback=location_callback, shell_complete=complete_location)
+@click.argument("dst", callback=location_callback, shell_complete=complete_location)
 @click.option("--archive", default=".done", show_default=True, metavar="NAME",
               help="Folder beside each pulled file that receives it once it is verified in S3.")
 @click.option("--settle", type=AgeType(), default="0s", show_default=True,
@@ -411,8 +458,8 @@ Examples:
   s3ferry push s3://outbox/partner/ sftp://partner/inbox
   s3ferry push --retry-failed s3://outbox/partner/ sftp://partner/inbox
 """)
-@click.argument("src")
-@click.argument("dst")
+@click.argument("src", callback=location_callback, shell_complete=complete_location)
+@click.argument("dst", callback=location_callback, shell_complete=complete_location)
 @click.option("--retry-failed", is_flag=True,
               help="Work through the retry queue of failed deliveries (skipping objects delivered or deleted since).")
 @job_options
@@ -520,6 +567,8 @@ def demo(size: int, keep: bool) -> None:
 
     run_command(False, lambda: run_demo(size, keep))
 
+
+from . import cli_doctor  # noqa: E402,F401 - registers `s3ferry doctor` on main
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -24,6 +24,7 @@ only the missing parts (see :mod:`s3ferry.resume`).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import time
@@ -42,6 +43,7 @@ from .options import MIN_PART_SIZE, TransferOptions
 from .resume import Attempt, Plan, prepare
 from .retry import AdaptiveLimit, RetryPolicy, is_throttle
 from .streamed import StreamedPart
+from .urls import Location
 
 log = logging.getLogger("s3ferry")
 
@@ -54,6 +56,12 @@ class ProgressListener(Protocol):
     def advanced(self, nbytes: int) -> None: ...
 
     def finished(self) -> None: ...
+
+
+class PartExecutor(Protocol):
+    """Runs a job's remaining parts somewhere else and records each receipt with ``job._stored``."""
+
+    async def pump(self, job: "_Job", options: TransferOptions, destination: "Location") -> None: ...
 
 
 class _NoProgress:
@@ -83,6 +91,12 @@ class TransferResult:
     disk_write_bytes: int
     resumed_parts: int = 0
     uploaded_bytes: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> "TransferResult":
+        """The inverse of :meth:`as_dict` (results that come back from Dask workers)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
 
     @property
     def bytes_per_second(self) -> float:
@@ -382,24 +396,26 @@ async def transfer(
     progress: ProgressListener | None = None,
     journal: Journal | None = None,
     known: Stat | None = None,
+    executor: "PartExecutor | None" = None,
 ) -> TransferResult:
     """Copy one file from ``source`` to ``sink``; see the module docstring.
 
     ``journal``: a journal shared by the files of a tree (else one is opened
     and closed here). ``known``: the source's stat from a listing, when the
     backend's listing is as good as a stat (the check before completion stays).
+    ``executor``: runs the parts elsewhere (Dask, :mod:`s3ferry.distributed`).
     """
     own = journal is None
     journal = journal or Journal(options.state_dir)  # read even with --no-resume, to refuse an earlier attempt
     try:
-        return await _transfer(source, sink, options, progress or _NoProgress(), journal, known)
+        return await _transfer(source, sink, options, progress or _NoProgress(), journal, known, executor)
     finally:
         if own:
             await asyncio.shield(journal.close())
 
 
 async def _transfer(source: Source, sink: Sink, options: TransferOptions, progress: ProgressListener,
-                    journal: Journal, known: Stat | None) -> TransferResult:
+                    journal: Journal, known: Stat | None, executor: "PartExecutor | None") -> TransferResult:
     meter = ResourceMeter()
     retry = RetryPolicy(retries=options.retries)
     stat = known or await retry.run(source.stat, "reading the source's size")
@@ -414,12 +430,12 @@ async def _transfer(source: Source, sink: Sink, options: TransferOptions, progre
     if sink.features.resumable and len(parts) > 1:
         # Only a multipart upload is journaled; two processes must not share one.
         async with journal.lock(plan.source, plan.destination):
-            return await _run(source, sink, options, progress, journal, plan, meter)
-    return await _run(source, sink, options, progress, journal, plan, meter)
+            return await _run(source, sink, options, progress, journal, plan, meter, executor)
+    return await _run(source, sink, options, progress, journal, plan, meter, executor)
 
 
 async def _run(source: Source, sink: Sink, options: TransferOptions, progress: ProgressListener, journal: Journal,
-               plan: Plan, meter: ResourceMeter) -> TransferResult:
+               plan: Plan, meter: ResourceMeter, executor: "PartExecutor | None" = None) -> TransferResult:
     started = time.monotonic()
     retry = RetryPolicy(retries=options.retries)
     stat, parts, part_size, algorithm = plan.stat, plan.parts, plan.part_size, plan.algorithm
@@ -434,7 +450,10 @@ async def _run(source: Source, sink: Sink, options: TransferOptions, progress: P
     progress.started(source.location.name, stat.size)
     progress.advanced(sum(p.length for p in parts if p.number in attempt.done))
     try:
-        await _pump(job, options, streamed)
+        if executor is not None and attempt.writer.upload_id and not streamed:
+            await executor.pump(job, options, sink.location)  # parts on other machines; receipts come back
+        else:
+            await _pump(job, options, streamed)
         receipts = job.ordered_receipts()
         await retry.run(lambda: _check_unchanged(source, stat), "checking the source again")
         whole = algorithm.whole([r.digest for r in receipts if r.digest], single=len(parts) == 1) if algorithm else None

@@ -22,7 +22,7 @@ import fnmatch
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, Sequence
+from typing import Any, Awaitable, Callable, Sequence
 
 from .backends.base import Entry, Sink, Source, Stat
 from .engine import ProgressListener, TransferResult
@@ -105,6 +105,33 @@ class _FileProgress:
         return None
 
 
+async def _on_cluster(executor: Any, source: Source, sink: Sink, options: TransferOptions, entries: list[Entry],
+                      progress: ProgressListener | None, result: TreeResult) -> None:
+    """Each file is one task on the cluster (the whole engine runs on a worker)."""
+    pairs, names = [], []
+    for entry in entries:
+        try:
+            rel = safe_relative(entry.path)
+        except S3FerryError as exc:
+            result.failures.append((entry.path, exc))
+            continue
+        pairs.append((source.location.with_path(child_path(source.location.path, rel)),
+                      sink.location.with_path(child_path(sink.location.path, rel))))
+        names.append(entry)
+    try:
+        async for index, outcome in executor.copy_files(pairs, options):
+            if isinstance(outcome, S3FerryError):
+                log.error("error: %s: %s", names[index].path, outcome)
+                result.failures.append((names[index].path, outcome))
+                continue
+            result.files.append(TransferResult.from_dict(outcome))
+            if progress is not None:
+                progress.advanced(names[index].size)
+    finally:
+        if progress is not None:
+            progress.finished()
+
+
 def _file_listener(progress: ProgressListener | None, entry: Entry) -> ProgressListener | None:
     """A per-file bar where the display has them (rich), else bytes forwarded to the total."""
     if progress is None:
@@ -120,7 +147,7 @@ def child_path(base: str, rel: str) -> str:
 
 async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, filters: Sequence[Filter] = (),
                     transfers: int = 4, progress: ProgressListener | None = None,
-                    copy_one: CopyOne | None = None) -> TreeResult:
+                    copy_one: CopyOne | None = None, executor: Any = None) -> TreeResult:
     """Copy every selected file below ``source`` into ``sink`` (both folders / prefixes)."""
     if not source.features.listing:
         raise UsageError(f"{source.location.scheme}:// sources cannot be listed: copy their files one by one")
@@ -143,6 +170,11 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
     for entry in entries:
         queue.put_nowait(entry)
     per_file = options.replace(max_memory=max(options.max_memory // transfers, 5 * 1024 * 1024))
+    if executor is not None:
+        await _on_cluster(executor, source, sink, per_file, entries, progress, result)
+        result.seconds = time.monotonic() - started
+        result.peak_rss_bytes, result.disk_write_bytes = meter.peak_rss(), meter.disk_writes()
+        return result
     journal = Journal(options.state_dir)
     try:
         async with asyncio.TaskGroup() as group:

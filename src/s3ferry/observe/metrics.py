@@ -169,7 +169,9 @@ class Pusher:
 
     def __init__(self, url: str, interval: float, job: str = "s3ferry") -> None:
         self.url, self.interval, self.job = url, interval, job
-        self.grouping = {"instance": socket.gethostname()}
+        # One group per host and flow: a push replaces its whole group, so two cron lines
+        # (say a pull and a push) on one host must not overwrite each other's series.
+        self.grouping = {"instance": socket.gethostname(), "flow": FLOW.get()}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="s3ferry-pushgateway", daemon=True)
 
@@ -188,6 +190,7 @@ class Pusher:
             self.push()
 
     def __enter__(self) -> "Pusher":
+        self.grouping["flow"] = FLOW.get()  # set by the command by now
         if self.interval > 0:
             self._thread.start()
         return self

@@ -1,0 +1,185 @@
+"""Scale-out on Dask: the parts of one file, or the files of a tree, run on Dask workers.
+
+One file (``cp``): this process (the coordinator) does everything the local
+engine does -- stat, plan, journal, create the multipart upload, complete,
+verify -- except moving bytes: each part (ranged read, checksum, UploadPart)
+is one Dask task. Receipts come back as tasks finish and are journaled at
+once, so ``--resume`` works exactly as locally, and progress and metrics stay
+on the coordinator.
+
+A tree (``cp -r``): each file is one task that runs the whole local engine
+on a worker.
+
+Workers keep their connections (SSH sessions, the S3 client) per process
+across tasks, on one event loop thread per worker process. Secrets never
+travel in the task graph: a task carries locations and options -- key *file
+paths*, never passwords or keys -- and each worker resolves credentials from
+its own environment and files (``AWS_*``, ``S3FERRY_SFTP_PASSWORD``, the key
+files at the same paths). A lost worker costs only its tasks in flight:
+Dask runs them again elsewhere (re-sending a part replaces it), and the
+result is byte-identical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from . import checksums
+from .backends import open_sink, open_source
+from .backends.base import Part, Receipt
+from .errors import S3FerryError, TransferError, UsageError
+from .options import TransferOptions
+from .urls import Location
+
+# -- worker side -------------------------------------------------------------------
+
+_LOOP: asyncio.AbstractEventLoop | None = None
+_LOOP_LOCK = threading.Lock()
+_ENDPOINTS: dict[tuple[str, Location, TransferOptions], Any] = {}
+
+
+def _loop() -> asyncio.AbstractEventLoop:
+    """This worker process's event loop (a daemon thread): connections live on it across tasks."""
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="s3ferry-worker-loop", daemon=True).start()
+            _LOOP = loop
+    return _LOOP
+
+
+def _endpoint(kind: str, location: Location, options: TransferOptions) -> Any:
+    """A source or sink kept open in this process, one per server and options (children share it)."""
+    root = location.with_path("/") if location.scheme != "s3" else location.with_path("")
+    key = (kind, root, options)
+    if key not in _ENDPOINTS:
+        _ENDPOINTS[key] = open_source(root, options) if kind == "source" else open_sink(root, options)
+    return _ENDPOINTS[key].child(location.path)
+
+
+def _where() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class PartTask:
+    """Everything a worker needs for one part: no secret, no payload."""
+
+    source: Location
+    destination: Location
+    options: TransferOptions
+    upload_id: str
+    checksum: str
+    part: Part
+
+
+async def _run_part(task: PartTask) -> tuple[Receipt, str]:
+    algorithm = checksums.get(task.checksum)
+    source = _endpoint("source", task.source, task.options)
+    sink = _endpoint("sink", task.destination, task.options)
+    buf = bytearray(task.part.length)
+    async with source.reader() as reader:
+        await reader.read_into(task.part.offset, memoryview(buf))
+    digest = None
+    if algorithm is not None:
+        digest = checksums.PartDigest(await asyncio.to_thread(algorithm.part, buf), task.part.length)
+    writer = sink.resume_writer(task.upload_id, algorithm)
+    receipt = await writer.write_part(task.part, memoryview(buf), digest)
+    return receipt, _where()
+
+
+def run_part(task: PartTask) -> tuple[Receipt, str]:
+    """Dask task: read, checksum and upload one part; returns its receipt and where it ran."""
+    return asyncio.run_coroutine_threadsafe(_run_part(task), _loop()).result()
+
+
+def run_file(source: Location, destination: Location, options: TransferOptions) -> tuple[dict[str, object], str]:
+    """Dask task: one file of a tree through the whole local engine on this worker."""
+    from .api import copy_file
+
+    async def go() -> dict[str, object]:
+        result = await copy_file(_endpoint("source", source, options), _endpoint("sink", destination, options),
+                                 options)
+        return result.as_dict()
+
+    return asyncio.run_coroutine_threadsafe(go(), _loop()).result(), _where()
+
+
+# -- coordinator side ------------------------------------------------------------------
+
+class DaskExecutor:
+    """Runs parts (or files) on a Dask cluster; used by the engine through :meth:`pump`."""
+
+    def __init__(self, scheduler: str, retries: int = 3) -> None:
+        self.scheduler = scheduler
+        self.retries = retries
+        self.workers_used: set[str] = set()
+        self._client: Any = None
+
+    async def __aenter__(self) -> "DaskExecutor":
+        try:
+            from distributed import Client
+        except ImportError as exc:
+            raise UsageError("--executor dask needs dask.distributed: pip install 's3ferry[dask]'") from exc
+        try:
+            self._client = await Client(self.scheduler, asynchronous=True, timeout="20s")
+        except (OSError, TimeoutError) as exc:
+            raise TransferError(f"cannot reach the Dask scheduler at {self.scheduler}: {exc}",
+                                retryable=False) from exc
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    async def pump(self, job: Any, options: TransferOptions, destination: Location) -> None:
+        """Submit every part not yet stored; journal each receipt as its task finishes."""
+        from distributed import as_completed
+
+        writer = job.attempt.writer
+        todo = list(job.next_part)
+        tasks = [PartTask(job.source.location, destination, options, writer.upload_id, options.checksum, part)
+                 for part in todo]
+        futures = [self._client.submit(run_part, task, retries=self.retries, pure=False,
+                                       key=f"s3ferry-part-{writer.upload_id[:16]}-{task.part.number}")
+                   for task in tasks]
+        lengths = {f.key: t.part.length for f, t in zip(futures, tasks)}
+        try:
+            async for future in as_completed(futures):
+                receipt, where = await self._result(future)
+                self.workers_used.add(where)
+                job.uploaded_bytes += lengths[future.key]
+                await job._stored(receipt, lengths[future.key])
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+
+    async def _result(self, future: Any) -> Any:
+        try:
+            return await future
+        except S3FerryError:
+            raise
+        except (OSError, TimeoutError) as exc:
+            raise TransferError(f"a Dask task failed: {exc}") from exc
+
+    async def copy_files(self, pairs: list[tuple[Location, Location]], options: TransferOptions) -> Any:
+        """Submit one task per file; yields (index, result dict or S3FerryError) as they finish."""
+        from distributed import as_completed
+
+        futures = {self._client.submit(run_file, src, dst, options, retries=self.retries, pure=False): i
+                   for i, (src, dst) in enumerate(pairs)}
+        async for future in as_completed(list(futures)):
+            try:
+                result, where = await future
+            except S3FerryError as exc:
+                yield futures[future], exc
+                continue
+            self.workers_used.add(where)
+            yield futures[future], result

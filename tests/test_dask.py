@@ -1,0 +1,130 @@
+"""--executor dask on a real local cluster: a scheduler and two worker processes started here."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import MiB, object_sha256, run_cli, sftp_flags, uploads_for, write_random
+from s3ferry import testbed
+
+BIN = Path(sys.executable).parent
+
+
+class Cluster:
+    def __init__(self, base: Path, env: dict[str, str]) -> None:
+        self.base, self.env = base, env
+        self.port = testbed.free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.scheduler: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+
+    def _spawn(self, args: list[str], name: str) -> subprocess.Popen[bytes]:
+        with open(self.base / f"{name}.log", "ab") as log:
+            return subprocess.Popen([str(BIN / "dask"), *args], stdout=log, stderr=log, env=self.env,
+                                    start_new_session=True)
+
+    def start(self) -> "Cluster":
+        self.scheduler = self._spawn(["scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+                                      "--no-dashboard"], "scheduler")
+        testbed.wait_for_port(self.port, 60, self.scheduler)
+        for i in range(2):
+            self.workers.append(self._spawn(["worker", self.address, "--nworkers", "1", "--nthreads", "2",
+                                             "--no-dashboard", "--host", "127.0.0.1", "--name", f"w{i}"],
+                                            f"worker{i}"))
+        self._wait_for_workers(2)
+        return self
+
+    def _wait_for_workers(self, count: int) -> None:
+        from distributed import Client
+
+        deadline = time.time() + 60
+        with Client(self.address, timeout="30s") as client:
+            while len(client.scheduler_info()["workers"]) < count:
+                if time.time() > deadline:
+                    raise RuntimeError("Dask workers did not come up")
+                time.sleep(0.2)
+
+    def stop(self) -> None:
+        for proc in [*self.workers, self.scheduler]:
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, s3_env: dict[str, str]) -> Iterator[Cluster]:
+    env = {**os.environ, **s3_env}
+    running = Cluster(tmp_path, env).start()
+    yield running
+    running.stop()
+
+
+def test_one_file_spread_over_the_workers(cluster: Cluster, ssh: testbed.SshServer, bucket: str,
+                                          s3: testbed.SeaweedServer) -> None:
+    src = ssh.root / "dask-big.bin"
+    digest = write_random(src, 300 * MiB)
+    result = run_cli("cp", ssh.url(src), f"s3://{bucket}/big.bin", "--executor", "dask", "--scheduler",
+                     cluster.address, "--json", *sftp_flags(ssh))
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert len(report["workers"]) == 2, report["workers"]  # both worker processes sent parts
+    assert str(os.getpid()) not in " ".join(report["workers"])
+    assert object_sha256(s3, bucket, "big.bin") == digest
+    os.remove(src)
+
+
+def test_a_tree_spread_over_the_workers(cluster: Cluster, tmp_path: Path, bucket: str,
+                                        s3: testbed.SeaweedServer) -> None:
+    top = tmp_path / "tree"
+    digests = {}
+    for i in range(200):
+        digests[f"d{i % 5}/f{i:03d}.bin"] = write_random(_mk(top / f"d{i % 5}" / f"f{i:03d}.bin"), 1000 + i)
+    result = run_cli("cp", "-r", str(top), f"s3://{bucket}/t/", "--executor", "dask", "--scheduler",
+                     cluster.address, "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["copied"] == 200 and len(report["workers"]) == 2
+    for rel in list(digests)[::20]:
+        assert object_sha256(s3, bucket, f"t/{rel}") == digests[rel]
+
+
+def _mk(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_worker_killed_mid_transfer(cluster: Cluster, ssh: testbed.SshServer, bucket: str,
+                                    s3: testbed.SeaweedServer) -> None:
+    src = ssh.root / "dask-kill.bin"
+    digest = write_random(src, 300 * MiB)
+    args = [str(BIN / "s3ferry"), "cp", ssh.url(src), f"s3://{bucket}/k.bin", "--executor", "dask",
+            "--scheduler", cluster.address, "--json", *sftp_flags(ssh)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env)
+    killed: list[float] = []
+
+    def kill() -> None:
+        os.killpg(cluster.workers[0].pid, signal.SIGKILL)
+        killed.append(time.monotonic())
+
+    killer = threading.Timer(4.0, kill)
+    killer.start()
+    try:
+        out, err = proc.communicate(timeout=300)
+    finally:
+        killer.cancel()
+    ended = time.monotonic()
+    assert killed and killed[0] < ended - 0.5, "the worker was not killed during the transfer"
+    assert proc.returncode == 0, err
+    assert object_sha256(s3, bucket, "k.bin") == digest
+    assert uploads_for(s3, bucket) == []
+    os.remove(src)
