@@ -205,6 +205,7 @@ def transfer_options(p: dict[str, Any]) -> TransferOptions:
                      source_sse_c_key_file=p.get("source_sse_c_key_file"), sse_kms_key_id=p.get("sse_kms_key_id"),
                      ca_file=ca),
         copy_part_size=p.get("copy_part_size") or DEFAULTS.copy_part_size,
+        bwlimit=p.get("bwlimit"),
         ftp=FtpOptions(password_file=p["password_file"], ca_file=ca),
         http=HttpOptions(ca_file=ca),
     )
@@ -232,6 +233,8 @@ def engine_options(fn: F) -> F:
         click.option("--no-resume", "resume_mode", flag_value="never",
                      help="Refuse to run if an earlier attempt exists; keep no journal, leave nothing behind on "
                           "failure."),
+        click.option("--bwlimit", type=SizeType(), metavar="RATE",
+                     help="Bytes per second for the whole process, shared by all streams (e.g. 50M = 50 MiB/s)."),
         click.option("--retries", type=int, default=DEFAULTS.retries, show_default=True,
                      help="Retries per part and per request for errors that may pass (5xx, SlowDown, lost "
                           "connection)."),

@@ -43,6 +43,7 @@ from .options import MIN_PART_SIZE, TransferOptions
 from .resume import Attempt, Plan, prepare
 from .retry import AdaptiveLimit, RetryPolicy, is_throttle
 from .streamed import StreamedPart
+from .throttle import RateLimit, limit_for
 from .urls import Location
 
 log = logging.getLogger("s3ferry")
@@ -152,8 +153,9 @@ class BufferPool:
 class ReaderSlot:
     """One read stream's reader, reopened after it breaks (its connection is dropped)."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: Source, limit: RateLimit | None = None) -> None:
         self._source = source
+        self._limit = limit
         self._stack: AsyncExitStack | None = None
         self._reader: RangeReader | None = None
 
@@ -166,6 +168,8 @@ class ReaderSlot:
         except BaseException as exc:
             await self._drop(exc)
             raise
+        if self._limit is not None:
+            await self._limit.take(len(buf))  # --bwlimit: every payload byte is read once
 
     async def _drop(self, exc: BaseException) -> None:
         stack, self._stack, self._reader = self._stack, None, None
@@ -223,6 +227,7 @@ class _Job:
     retry: RetryPolicy
     limit: AdaptiveLimit
     journal: Journal | None
+    bwlimit: RateLimit | None = None
     uploaded_bytes: int = 0
     adopted: int = 0  # stored parts reused after checking their bytes
     receipts: dict[int, Receipt] = field(default_factory=dict)
@@ -233,7 +238,7 @@ class _Job:
         self.ready: asyncio.Queue[tuple[Part, bytearray, checksums.PartDigest | None] | None] = asyncio.Queue()
 
     async def read_worker(self) -> None:
-        slot = ReaderSlot(self.source)
+        slot = ReaderSlot(self.source, self.bwlimit)
         try:
             for part in self.next_part:  # shared iterator: each part is taken once
                 _checkpoint()
@@ -251,7 +256,7 @@ class _Job:
 
     async def stream_worker(self) -> None:
         """Streamed mode: take a part, send it while reading it (see :mod:`s3ferry.streamed`)."""
-        slot = ReaderSlot(self.source)
+        slot = ReaderSlot(self.source, self.bwlimit)
         try:
             for part in self.next_part:
                 _checkpoint()
@@ -446,7 +451,7 @@ async def _run(source: Source, sink: Sink, options: TransferOptions, progress: P
     pool = BufferPool(0 if streamed else min(options.buffer_count(part_size), len(parts) + 1),
                       min(part_size, stat.size))
     job = _Job(source, attempt, parts, pool, algorithm, progress, retry, AdaptiveLimit(options.upload_streams),
-               journal)
+               journal, limit_for(options.bwlimit))
     progress.started(source.location.name, stat.size)
     progress.advanced(sum(p.length for p in parts if p.number in attempt.done))
     try:

@@ -207,6 +207,8 @@ class TransferOptions:
     #: S3 -> S3: objects up to this size are one CopyObject, larger ones are
     #: copied by S3 in parts of this size (UploadPartCopy), upload_streams at a time
     copy_part_size: int = 256 * MiB
+    #: bytes per second for the whole process (None: no limit)
+    bwlimit: int | None = None
     resume: ResumeMode = "auto"
     state_dir: Path | None = None
     sftp: SftpOptions = field(default_factory=SftpOptions)
@@ -227,6 +229,8 @@ class TransferOptions:
             raise UsageError("sftp_block must be between 4KiB and 4MiB")
         if not MIN_PART_SIZE <= self.copy_part_size <= MAX_PART_SIZE:
             raise UsageError("--copy-part-size must be between 5MiB and 5GiB")
+        if self.bwlimit is not None and self.bwlimit < 1024:
+            raise UsageError(f"--bwlimit must be at least 1KiB per second, not {self.bwlimit}")
         if not 0 <= self.retries <= 100:
             raise UsageError(f"--retries must be between 0 and 100, not {self.retries}")
         if self.resume not in RESUME_MODES:
