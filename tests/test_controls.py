@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import MiB, run_cli, write_random
+from conftest import MiB, object_sha256, run_cli, sftp_flags, write_random
+from s3ferry import testbed
 
 
 @pytest.mark.usefixtures("s3_env")
@@ -24,3 +27,104 @@ def test_bwlimit_rejects_nonsense(tmp_path: Path) -> None:
     (tmp_path / "x").write_bytes(b"x")
     result = run_cli("cp", str(tmp_path / "x"), str(tmp_path / "y"), "--bwlimit", "10")
     assert result.code == 2 and "bwlimit" in result.stderr
+
+
+def _tree(root: Path) -> dict[str, str]:
+    files = {"a.csv": 100, "b.csv.gz": 2000, "c.txt": 30, "sub/d.csv": 40}
+    return {rel: write_random(_mk(root / rel), size) for rel, size in files.items()}
+
+
+def _mk(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_second_tree_copy_sends_nothing_and_reports_every_file_skipped(tmp_path: Path, bucket: str,
+                                                                      s3: testbed.SeaweedServer) -> None:
+    from s3proxy import S3FaultProxy
+
+    _tree(tmp_path / "src")
+    first = run_cli("cp", "-r", str(tmp_path / "src"), f"s3://{bucket}/t/", "--json", "--no-progress")
+    assert first.code == 0 and json.loads(first.stdout)["copied"] == 4
+    with S3FaultProxy(s3.s3_port) as proxy:
+        again = run_cli("cp", "-r", str(tmp_path / "src"), f"s3://{bucket}/t/", "--json", "--no-progress",
+                        env={"AWS_ENDPOINT_URL_S3": proxy.url})
+    report = json.loads(again.stdout)
+    assert again.code == 0 and (report["copied"], report["skipped"]) == (0, 4)
+    assert proxy.upload_bytes == 0
+    # A file that changed goes again; the rest is still skipped.
+    write_random(tmp_path / "src" / "c.txt", 31)
+    third = json.loads(run_cli("cp", "-r", str(tmp_path / "src"), f"s3://{bucket}/t/", "--json",
+                               "--no-progress").stdout)
+    assert (third["copied"], third["skipped"]) == (1, 3)
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_download_restores_mtime_and_rerun_skips(tmp_path: Path, bucket: str) -> None:
+    src = tmp_path / "old.bin"
+    write_random(src, 5000)
+    past = time.time() - 86400 * 3
+    os.utime(src, (past, past))
+    assert run_cli("cp", str(src), f"s3://{bucket}/old.bin", "--no-progress").code == 0
+    out = tmp_path / "dl" / "old.bin"
+    assert run_cli("cp", f"s3://{bucket}/old.bin", str(out), "--no-progress").code == 0
+    assert abs(out.stat().st_mtime - past) < 1
+    again = run_cli("cp", f"s3://{bucket}/old.bin", str(out), "--json", "--no-progress")
+    assert json.loads(again.stdout)["skipped"] is True
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_no_clobber_and_overwrite(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer) -> None:
+    src = tmp_path / "f.bin"
+    write_random(src, 1000)
+    assert run_cli("cp", str(src), f"s3://{bucket}/f.bin", "--no-progress").code == 0
+    digest = write_random(src, 1200)  # changed
+    kept = run_cli("cp", str(src), f"s3://{bucket}/f.bin", "--no-clobber", "--json", "--no-progress")
+    assert json.loads(kept.stdout)["skipped"] is True
+    assert s3.client().head_object(Bucket=bucket, Key="f.bin")["ContentLength"] == 1000
+    forced = run_cli("cp", str(src), f"s3://{bucket}/f.bin", "--overwrite", "--json", "--no-progress")
+    assert json.loads(forced.stdout)["skipped"] is False
+    assert object_sha256(s3, bucket, "f.bin") == digest
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_dry_run_changes_nothing(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer) -> None:
+    _tree(tmp_path / "src")
+    before = s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+    result = run_cli("cp", "-r", str(tmp_path / "src"), f"s3://{bucket}/t/", "--dry-run", "--json", "--no-progress")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["dry_run"] is True
+    assert s3.client().list_objects_v2(Bucket=bucket).get("Contents", []) == before
+    single = run_cli("cp", str(tmp_path / "src" / "a.csv"), f"s3://{bucket}/a.csv", "--dry-run", "--no-progress")
+    assert single.code == 0 and "would copy" in single.stdout
+    assert s3.client().list_objects_v2(Bucket=bucket).get("Contents", []) == before
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_object_settings_read_back(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer) -> None:
+    src = tmp_path / "report.csv"
+    write_random(src, 9 * MiB)  # multipart: the settings go on CreateMultipartUpload
+    result = run_cli("cp", str(src), f"s3://{bucket}/report.csv", "--no-progress", "--storage-class", "STANDARD_IA",
+                     "--metadata", "owner=etl", "--metadata", "batch=42", "--tag", "team=data", "--tag", "pii=no")
+    assert result.code == 0, result.stderr
+    head = s3.client().head_object(Bucket=bucket, Key="report.csv")
+    assert head["ContentType"] == "text/csv"
+    assert head.get("StorageClass") == "STANDARD_IA"
+    assert head["Metadata"]["owner"] == "etl" and head["Metadata"]["batch"] == "42"
+    assert abs(float(head["Metadata"]["s3ferry-mtime"]) - src.stat().st_mtime) < 1e-3
+    tags = s3.client().get_object_tagging(Bucket=bucket, Key="report.csv")["TagSet"]
+    assert {t["Key"]: t["Value"] for t in tags} == {"team": "data", "pii": "no"}
+    small = tmp_path / "page.html"
+    small.write_text("<p>hi</p>")
+    assert run_cli("cp", str(small), f"s3://{bucket}/page.html", "--content-type", "text/x-custom",
+                   "--no-progress").code == 0
+    assert s3.client().head_object(Bucket=bucket, Key="page.html")["ContentType"] == "text/x-custom"
+
+
+def test_glob_in_the_source_copies_exactly_the_matching_files(tmp_path: Path, ssh: testbed.SshServer) -> None:
+    _tree(ssh.root / "globbed")
+    out = tmp_path / "out"
+    result = run_cli("cp", ssh.url(ssh.root / "globbed") + "/*.csv*", f"{out}/", "--no-progress", *sftp_flags(ssh))
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.csv", "b.csv.gz"]

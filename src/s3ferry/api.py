@@ -47,6 +47,12 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
 
     label = metrics.direction(source.location.scheme, sink.location.scheme)
     metered = metrics.Metered(progress, label)
+    if options.overwrite != "always" or options.dry_run:
+        known = known or await source.stat()
+        decided = await _skip_or_plan(source, sink, options, known)
+        if decided is not None:
+            metrics.FILES.labels("skipped" if decided.skipped else "planned", metrics.FLOW.get()).inc()
+            return decided
     try:
         if isinstance(source, S3Source) and isinstance(sink, S3Sink):
             from .server_copy import server_side_copy
@@ -60,6 +66,28 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
     metrics.FILES.labels("copied", metrics.FLOW.get()).inc()
     metrics.DURATION.labels(label).observe(result.seconds)
     return result
+
+
+def matches(src: Stat, dst: Stat) -> bool:
+    """Whether a destination already holds the source: same size, then the same checksum where both
+    sides have one of the same kind, else the same mtime (within a second: SFTP keeps whole seconds)."""
+    if src.size != dst.size:
+        return False
+    if src.checksum and dst.checksum and src.checksum[0] == dst.checksum[0]:
+        return src.checksum[1] == dst.checksum[1]
+    return src.mtime is not None and dst.mtime is not None and abs(src.mtime - dst.mtime) < 1.0
+
+
+async def _skip_or_plan(source: Source, sink: Sink, options: TransferOptions, stat: Stat) -> TransferResult | None:
+    """A result without a transfer: skipped (already there / --no-clobber) or planned (--dry-run); else None."""
+    existing_of = getattr(sink, "existing", None)
+    existing = await existing_of() if existing_of is not None and options.overwrite != "always" else None
+    skip = existing is not None and (options.overwrite == "never" or matches(stat, existing))
+    if not skip and not options.dry_run:
+        return None
+    return TransferResult(source=str(source.location), destination=str(sink.location), size=stat.size, seconds=0.0,
+                          parts=0, part_size=0, checksum_algorithm=options.checksum, checksum=None,
+                          peak_rss_bytes=0, disk_write_bytes=0, skipped=skip, dry_run=options.dry_run)
 
 
 async def acopy(

@@ -203,14 +203,52 @@ def transfer_options(p: dict[str, Any]) -> TransferOptions:
         s3=S3Options(endpoint_url=p["endpoint_url"], profile=p["profile"], region=p["region"],
                      sign_payload=p["sign_payload"], sse_c_key_file=p.get("sse_c_key_file"),
                      source_sse_c_key_file=p.get("source_sse_c_key_file"), sse_kms_key_id=p.get("sse_kms_key_id"),
-                     ca_file=ca),
+                     ca_file=ca, storage_class=p.get("storage_class"), content_type=p.get("content_type"),
+                     acl=p.get("acl"), metadata=_pairs(p.get("metadata", ()), "--metadata"),
+                     tags=_pairs(p.get("tag", ()), "--tag")),
         copy_part_size=p.get("copy_part_size") or DEFAULTS.copy_part_size,
         bwlimit=p.get("bwlimit"),
+        overwrite=_overwrite_mode(p.get("no_clobber", False), p.get("overwrite", False)),
+        dry_run=p.get("dry_run", False),
         ftp=FtpOptions(password_file=p["password_file"], ca_file=ca),
         http=HttpOptions(ca_file=ca),
     )
     options.s3.sse_c_key(), options.s3.sse_c_key(source=True)  # a bad key file fails before anything starts
     return options
+
+
+def _overwrite_mode(no_clobber: bool, overwrite: bool) -> Any:
+    if no_clobber and overwrite:
+        raise UsageError("--no-clobber and --overwrite contradict each other")
+    return "never" if no_clobber else "always" if overwrite else "changed"
+
+
+def _pairs(values: Sequence[str], flag: str) -> tuple[tuple[str, str], ...]:
+    pairs = []
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} takes KEY=VALUE, not {value!r}")
+        pairs.append((key.strip(), val))
+    return tuple(pairs)
+
+
+def object_options(fn: F) -> F:
+    """What s3ferry does with an existing destination, and the settings of the S3 objects it creates."""
+    for deco in reversed([
+        click.option("--no-clobber", is_flag=True, help="Never replace an existing destination file."),
+        click.option("--overwrite", is_flag=True,
+                     help="Always copy, even when the destination already matches (default: skip matching "
+                          "files: same size, then same checksum where both sides have one, else same mtime)."),
+        click.option("--dry-run", is_flag=True, help="Print what would be copied or skipped; change nothing."),
+        click.option("--storage-class", metavar="CLASS", help="S3 storage class (STANDARD_IA, GLACIER_IR, ...)."),
+        click.option("--content-type", metavar="TYPE", help="Content-Type of the objects (default: from the name)."),
+        click.option("--metadata", multiple=True, metavar="KEY=VALUE", help="User metadata (repeatable)."),
+        click.option("--tag", multiple=True, metavar="KEY=VALUE", help="Object tag (repeatable)."),
+        click.option("--acl", metavar="ACL", help="Canned ACL (private, bucket-owner-full-control, ...)."),
+    ]):
+        fn = deco(fn)
+    return fn
 
 
 def engine_options(fn: F) -> F:
@@ -299,6 +337,7 @@ def tls_options(fn: F) -> F:
 @tls_options
 @encryption_options
 @s3_options
+@object_options
 @output_options
 @click.option("--no-progress", is_flag=True, help="No progress bar (also off when stderr is not a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
@@ -322,6 +361,12 @@ def cp(src: str, dst: str, recursive: bool, include: tuple[str, ...], exclude: t
         if recursive:
             filters = filter_order(include, exclude, sys.argv)
             _copy_tree_cli(src, dst, options, filters, transfers, progress, as_json, cluster)
+            return
+        glob = _glob_of(src)
+        if glob is not None:  # 'sftp://host/out/*.csv.gz': the matching files of that one folder
+            folder, pattern = glob
+            filters = [Filter("*", include=False), Filter(pattern, include=True), Filter("*/*", include=False)]
+            _copy_tree_cli(folder, dst, options, filters, transfers, progress, as_json, cluster)
             return
         if include or exclude:
             raise UsageError("--include/--exclude select files of a folder: add -r")
@@ -349,6 +394,18 @@ def _progress(disabled: bool) -> Any:
         return None
     console = Console(stderr=True)
     return RichProgress(console) if console.is_terminal else LogProgress(30.0)
+
+
+def _glob_of(src: str) -> tuple[Any, str] | None:
+    """``(folder location, pattern)`` when the source's last name holds a glob (``*``, ``?``, ``[``)."""
+    from .urls import parse
+
+    location = parse(src)
+    name = location.name
+    if location.scheme in ("http", "https") or not any(c in name for c in "*?["):
+        return None
+    folder = location.path[: len(location.path.rstrip("/")) - len(name)]
+    return location.with_path(folder), name
 
 
 def _cluster(executor: str, scheduler: str | None) -> Any:

@@ -92,6 +92,8 @@ class TransferResult:
     disk_write_bytes: int
     resumed_parts: int = 0
     uploaded_bytes: int = 0
+    skipped: bool = False  # the destination already matched (or --no-clobber): nothing was sent
+    dry_run: bool = False  # --dry-run: decided, nothing done
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> "TransferResult":
@@ -118,6 +120,8 @@ class TransferResult:
             "checksum": self.checksum,
             "peak_rss_bytes": self.peak_rss_bytes,
             "disk_write_bytes": self.disk_write_bytes,
+            "skipped": self.skipped,
+            "dry_run": self.dry_run,
         }
 
 
@@ -425,6 +429,9 @@ async def _transfer(source: Source, sink: Sink, options: TransferOptions, progre
     retry = RetryPolicy(retries=options.retries)
     stat = known or await retry.run(source.stat, "reading the source's size")
     await sink.prepare()
+    note = getattr(sink, "note_source", None)
+    if note is not None:
+        note(stat)  # the source's mtime goes with the copy (S3 metadata, a file's mtime)
     part_size = options.part_size_for(stat.size)
     if sink.features.offset_writes:
         # A file destination has no part-count limit: parts sized to the budget.

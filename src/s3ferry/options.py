@@ -42,6 +42,7 @@ ChecksumName = Literal["crc32c", "crc64nvme", "sha256", "none"]
 #: auto: continue a journaled attempt; resume: also adopt an upload found in S3;
 #: force: discard earlier attempts; never: refuse if one exists, keep no journal.
 ResumeMode = Literal["auto", "resume", "force", "never"]
+OverwriteMode = Literal["changed", "never", "always"]
 RESUME_MODES: tuple[str, ...] = ("auto", "resume", "force", "never")
 CHECKSUMS: tuple[str, ...] = ("crc32c", "crc64nvme", "sha256", "none")
 
@@ -138,6 +139,12 @@ class S3Options:
     sse_kms_key_id: str | None = None
     #: CA certificates for an S3 endpoint with a private CA (--ca-bundle, AWS_CA_BUNDLE).
     ca_file: Path | None = None
+    #: object settings for what s3ferry creates (None: the bucket's default)
+    storage_class: str | None = None
+    content_type: str | None = None  # None: guessed from the key's extension
+    acl: str | None = None
+    metadata: tuple[tuple[str, str], ...] = ()
+    tags: tuple[tuple[str, str], ...] = ()
 
     def sse_c_key(self, *, source: bool = False) -> bytes | None:
         """The SSE-C key for the destination (or the source), read and checked."""
@@ -209,6 +216,11 @@ class TransferOptions:
     copy_part_size: int = 256 * MiB
     #: bytes per second for the whole process (None: no limit)
     bwlimit: int | None = None
+    #: an existing destination: "changed" copies only if it differs (size, then checksum or
+    #: mtime), "never" leaves it (--no-clobber), "always" replaces it (--overwrite)
+    overwrite: OverwriteMode = "changed"
+    #: decide and report, change nothing
+    dry_run: bool = False
     resume: ResumeMode = "auto"
     state_dir: Path | None = None
     sftp: SftpOptions = field(default_factory=SftpOptions)
@@ -235,6 +247,8 @@ class TransferOptions:
             raise UsageError(f"--retries must be between 0 and 100, not {self.retries}")
         if self.resume not in RESUME_MODES:
             raise UsageError(f"resume must be one of {', '.join(RESUME_MODES)}, not {self.resume!r}")
+        if self.overwrite not in ("changed", "never", "always"):
+            raise UsageError(f"overwrite must be changed, never or always, not {self.overwrite!r}")
         if self.checksum not in CHECKSUMS:
             raise UsageError(f"--checksum must be one of {', '.join(CHECKSUMS)}, not {self.checksum!r}")
 

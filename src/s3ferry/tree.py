@@ -26,7 +26,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from .backends.base import Entry, Sink, Source, Stat
 from .engine import ProgressListener, TransferResult
-from .errors import S3FerryError, UsageError
+from .errors import NotFoundError, S3FerryError, UsageError
 from .journal import Journal
 from .observe.resources import ResourceMeter
 from .options import TransferOptions
@@ -71,8 +71,16 @@ class TreeResult:
     disk_write_bytes: int = 0
 
     @property
+    def copied(self) -> list[TransferResult]:
+        return [f for f in self.files if not f.skipped]
+
+    @property
+    def skipped(self) -> list[TransferResult]:
+        return [f for f in self.files if f.skipped]
+
+    @property
     def size(self) -> int:
-        return sum(f.size for f in self.files)
+        return sum(f.size for f in self.copied)
 
     @property
     def exit_code(self) -> int:
@@ -80,8 +88,9 @@ class TreeResult:
 
     def as_dict(self) -> dict[str, object]:
         return {
-            "source": self.source, "destination": self.destination, "copied": len(self.files),
-            "failed": len(self.failures), "excluded": self.excluded, "bytes": self.size,
+            "source": self.source, "destination": self.destination, "copied": len(self.copied),
+            "skipped": len(self.skipped), "failed": len(self.failures), "excluded": self.excluded, "bytes": self.size,
+            "dry_run": any(f.dry_run for f in self.files),
             "seconds": round(self.seconds, 3),
             "mb_per_s": round(self.size / self.seconds / 1e6, 2) if self.seconds > 0 else 0.0,
             "peak_rss_bytes": self.peak_rss_bytes, "disk_write_bytes": self.disk_write_bytes,
@@ -175,11 +184,13 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
         result.seconds = time.monotonic() - started
         result.peak_rss_bytes, result.disk_write_bytes = meter.peak_rss(), meter.disk_writes()
         return result
+    present = await _destination_sizes(sink, options)
     journal = Journal(options.state_dir)
     try:
         async with asyncio.TaskGroup() as group:
             for _ in range(min(transfers, len(entries))):
-                group.create_task(_worker(queue, source, sink, per_file, journal, progress, run_one, result))
+                group.create_task(_worker(queue, source, sink, per_file, journal, progress, run_one, result,
+                                          present))
     finally:
         await asyncio.shield(journal.close())
         if progress is not None:
@@ -189,9 +200,33 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
     return result
 
 
+async def _destination_sizes(sink: Sink, options: TransferOptions) -> dict[str, int] | None:
+    """Sizes of what is already under an S3 destination prefix (one listing instead of a HEAD per file).
+
+    None when not worth it: files are always copied (--overwrite) or the destination is not S3 (a
+    file's stat is as cheap as a listing).
+    """
+    if options.overwrite == "always" or sink.location.scheme != "s3":
+        return None
+    from .backends.s3_source import S3Source
+
+    lister = S3Source(sink.location, options.s3, parent=sink)  # type: ignore[arg-type]
+    try:
+        return {entry.path: entry.size async for entry in lister.walk()}
+    except NotFoundError:
+        return {}
+
+
+def _options_for(entry: Entry, rel: str, options: TransferOptions, present: dict[str, int] | None) -> TransferOptions:
+    """A file the destination listing shows absent (or of another size) needs no check before copying."""
+    if present is not None and present.get(rel) != entry.size and not options.dry_run:
+        return options.replace(overwrite="always")
+    return options
+
+
 async def _worker(queue: "asyncio.Queue[Entry]", source: Source, sink: Sink, options: TransferOptions,
                   journal: Journal, progress: ProgressListener | None, run_one: CopyOne,
-                  result: TreeResult) -> None:
+                  result: TreeResult, present: dict[str, int] | None = None) -> None:
     while not queue.empty():
         entry = queue.get_nowait()
         listener = _file_listener(progress, entry)
@@ -199,7 +234,8 @@ async def _worker(queue: "asyncio.Queue[Entry]", source: Source, sink: Sink, opt
             rel = safe_relative(entry.path)
             known = Stat(entry.size, entry.mtime, entry.etag) if source.features.listing_is_stat else None
             done = await run_one(source.child(child_path(source.location.path, rel)),
-                                 sink.child(child_path(sink.location.path, rel)), options, listener, journal, known)
+                                 sink.child(child_path(sink.location.path, rel)),
+                                 _options_for(entry, rel, options, present), listener, journal, known)
         except S3FerryError as exc:
             log.error("error: %s: %s", entry.path, exc)
             result.failures.append((entry.path, exc))

@@ -147,8 +147,9 @@ class LocalWriter:
 
     upload_id = None
 
-    def __init__(self, final: Path, fd: int, temp: Path) -> None:
+    def __init__(self, final: Path, fd: int, temp: Path, mtime: float | None = None) -> None:
         self._final, self._fd, self._temp = final, fd, temp
+        self.mtime = mtime
 
     def _pwrite(self, offset: int, data: memoryview) -> None:
         done = 0
@@ -166,6 +167,8 @@ class LocalWriter:
         os.fsync(self._fd)
         os.close(self._fd)
         self._fd = -1
+        if self.mtime is not None:
+            os.utime(self._temp, (self.mtime, self.mtime))  # the source's mtime, as cp -p / rclone keep it
         os.replace(self._temp, self._final)
         _fsync_dir(self._final.parent)  # the rename itself must survive a crash
         return os.stat(self._final).st_size
@@ -217,6 +220,19 @@ class LocalSink:
     def __init__(self, location: Location) -> None:
         self.location = location
         self.path = Path(location.path)
+        self.mtime: float | None = None
+
+    def note_source(self, stat: Stat) -> None:
+        self.mtime = stat.mtime
+
+    async def existing(self) -> Stat | None:
+        try:
+            st = await asyncio.to_thread(os.stat, self.path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _write_error(exc, self.path) from exc
+        return Stat(size=st.st_size, mtime=st.st_mtime) if stat.S_ISREG(st.st_mode) else None
 
     def child(self, path: str) -> "LocalSink":
         return LocalSink(self.location.with_path(path))
@@ -243,7 +259,7 @@ class LocalSink:
             os.close(fd)
             temp.unlink(missing_ok=True)
             raise
-        return LocalWriter(self.path, fd, temp)
+        return LocalWriter(self.path, fd, temp, self.mtime)
 
     async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> LocalWriter:
         try:

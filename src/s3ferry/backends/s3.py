@@ -15,7 +15,9 @@ whole object afterwards.
 from __future__ import annotations
 
 import asyncio
+import mimetypes
 from contextlib import AsyncExitStack
+from urllib.parse import urlencode
 from typing import TYPE_CHECKING, Any, Sequence
 
 import botocore.exceptions as bexc
@@ -37,7 +39,7 @@ from ..errors import (
 from ..options import S3Options
 from ..retry import RetryPolicy
 from ..urls import Location, redact
-from .base import Completed, Features, ListedPart, Part, Receipt, UploadInfo
+from .base import Completed, Features, ListedPart, Part, Receipt, Stat, UploadInfo
 
 if TYPE_CHECKING:
     from ..streamed import StreamedPart
@@ -218,6 +220,26 @@ def _trailer_for_streamed_parts(params: dict[str, Any], **_: Any) -> None:
         algorithm["in"] = "trailer"
 
 
+MTIME_KEY = "s3ferry-mtime"  # x-amz-meta-s3ferry-mtime: the source file's mtime (epoch seconds)
+_CHECKSUMS = ("CRC32C", "CRC64NVME", "CRC32", "SHA256", "SHA1")
+
+
+def head_stat(head: dict[str, Any]) -> Stat:
+    """A HeadObject answer as a :class:`Stat`: the mtime recorded from the source where there is one."""
+    recorded = (head.get("Metadata") or {}).get(MTIME_KEY)
+    try:
+        mtime = float(recorded) if recorded else None
+    except ValueError:
+        mtime = None
+    if mtime is None:
+        modified = head.get("LastModified")
+        mtime = modified.timestamp() if hasattr(modified, "timestamp") else None
+    checksum = None
+    if head.get("ChecksumType") == "FULL_OBJECT":
+        checksum = next(((n, str(head[f"Checksum{n}"])) for n in _CHECKSUMS if head.get(f"Checksum{n}")), None)
+    return Stat(size=int(head["ContentLength"]), mtime=mtime, etag=head.get("ETag"), checksum=checksum)
+
+
 def sse_c_args(key: bytes | None, prefix: str = "") -> dict[str, Any]:
     """SSE-C request arguments (botocore adds the base64 and the key's MD5)."""
     if key is None:
@@ -248,11 +270,36 @@ class S3Sink(S3Client):
 
     def kms_args(self) -> dict[str, Any]:
         """Arguments for requests that create an object (PutObject, CreateMultipartUpload):
-        SSE-KMS and the object's metadata."""
-        args: dict[str, Any] = {"Metadata": self.metadata} if self.metadata else {}
-        if self.options.sse_kms_key_id is not None:
-            args.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=self.options.sse_kms_key_id)
+        SSE-KMS, metadata (the user's and the source's mtime), content type, storage class, tags, ACL."""
+        opts = self.options
+        metadata = {**dict(opts.metadata), **self.metadata}
+        args: dict[str, Any] = {"Metadata": metadata} if metadata else {}
+        content_type = opts.content_type or mimetypes.guess_type(self.location.path)[0]
+        if content_type:
+            args["ContentType"] = content_type
+        if opts.storage_class:
+            args["StorageClass"] = opts.storage_class
+        if opts.acl:
+            args["ACL"] = opts.acl
+        if opts.tags:
+            args["Tagging"] = urlencode(opts.tags)
+        if opts.sse_kms_key_id is not None:
+            args.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=opts.sse_kms_key_id)
         return args
+
+    def note_source(self, stat: Stat) -> None:
+        """Record the source's mtime on the object, so a later download (and a re-run's check) can use it."""
+        if stat.mtime is not None:
+            self.metadata[MTIME_KEY] = repr(float(stat.mtime))
+
+    async def existing(self) -> Stat | None:
+        """What is already at the destination key (None if nothing): size, recorded mtime, checksum."""
+        try:
+            head = await self.call("head_object", Bucket=self.location.bucket, Key=self.location.path,
+                                   ChecksumMode="ENABLED", **self.sse_args())
+        except NotFoundError:
+            return None
+        return head_stat(head)
 
     async def check_bucket(self) -> None:
         # Some stores (SeaweedFS) accept CreateMultipartUpload on a missing

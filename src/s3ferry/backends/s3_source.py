@@ -20,7 +20,7 @@ import botocore.exceptions as bexc
 from ..errors import NotFoundError, SourceChangedError, TransferError, UsageError, UserError
 from ..urls import Location
 from .base import Entry, Features, Stat
-from .s3 import S3Client, sse_c_args
+from .s3 import S3Client, head_stat, sse_c_args
 
 _CHECKSUMS = ("CRC32C", "CRC64NVME", "CRC32", "SHA256", "SHA1")
 _SLICE = 256 * 1024
@@ -108,8 +108,7 @@ class S3Source(S3Client):
                 raise UserError(f"S3 refused to read {self.where} (400): is it encrypted with SSE-C? {hint}") from exc
             raise
         self._etag = head.get("ETag")
-        return Stat(size=int(head["ContentLength"]), mtime=_epoch(head.get("LastModified")),
-                    etag=self._etag, checksum=_full_object_checksum(head))
+        return head_stat(head)  # mtime: the one recorded from the original source, if any
 
     async def _is_prefix(self) -> bool:
         page = await self.call("list_objects_v2", Bucket=self.location.bucket,

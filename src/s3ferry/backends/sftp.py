@@ -391,6 +391,8 @@ class SftpWriter:
 
     async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
         try:
+            if self._sink.mtime is not None:
+                await self._sftp.utime(self._temp, (self._sink.mtime, self._sink.mtime))  # the source's mtime
             await self._rename()
             attrs = await self._sftp.stat(self._final)
         except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
@@ -454,6 +456,23 @@ class SftpSink(SftpEndpoint):
     @property
     def window(self) -> int:
         return self._window
+
+    mtime: float | None = None
+
+    def note_source(self, stat: Stat) -> None:
+        self.mtime = stat.mtime
+
+    async def existing(self) -> Stat | None:
+        sftp = await self._shared()
+        try:
+            attrs = await sftp.stat(self.location.path)
+        except asyncssh.SFTPNoSuchFile:
+            return None
+        except (asyncssh.Error, OSError) as exc:
+            raise _translate(exc, self.where) from exc
+        if attrs.permissions is not None and not statmod.S_ISREG(attrs.permissions):
+            return None
+        return Stat(size=attrs.size or 0, mtime=float(attrs.mtime) if attrs.mtime is not None else None)
 
     def child(self, path: str) -> "SftpSink":
         return SftpSink(self.location.with_path(path), self.options, self._block, self._window, parent=self)

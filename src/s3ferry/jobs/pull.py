@@ -114,7 +114,9 @@ class _Pull:
                                    **sink.sse_args())
         except NotFoundError:
             return False
-        return dict(head.get("Metadata") or {}) == fingerprint(stat) and int(head["ContentLength"]) == stat.size
+        recorded = head.get("Metadata") or {}
+        return (all(recorded.get(k) == v for k, v in fingerprint(stat).items())
+                and int(head["ContentLength"]) == stat.size)
 
     async def expire(self, archived: list[Entry], now: float) -> None:
         cutoff = now - self.settings.retention_days * 86400

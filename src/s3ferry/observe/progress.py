@@ -104,6 +104,11 @@ def human_bytes(n: float) -> str:
 
 
 def summary_line(result: TransferResult) -> str:
+    if result.dry_run:
+        verb = "would skip" if result.skipped else "would copy"
+        return f"{verb} {human_bytes(result.size)} {result.source} -> {result.destination} (dry run: nothing changed)"
+    if result.skipped:
+        return f"skipped {result.source}: {result.destination} already holds it ({human_bytes(result.size)})"
     checksum = f"{result.checksum_algorithm} {result.checksum}" if result.checksum else "no checksum"
     return (
         f"copied {human_bytes(result.size)} {result.source} -> {result.destination} "
@@ -118,8 +123,12 @@ def tree_summary_line(result: TreeResult) -> str:
     rate = result.size / result.seconds / 1e6 if result.seconds > 0 else 0.0
     failed = f", {len(result.failures)} FAILED" if result.failures else ""
     excluded = f", {result.excluded} excluded" if result.excluded else ""
+    skipped = f", {len(result.skipped)} skipped (already there)" if result.skipped else ""
+    if any(f.dry_run for f in result.files):
+        return (f"dry run: would copy {len(result.copied)} file(s) ({human_bytes(sum(f.size for f in result.copied))})"
+                f"{skipped}{failed}{excluded}; nothing changed")
     return (
-        f"copied {len(result.files)} file(s), {human_bytes(result.size)} {result.source} -> {result.destination} "
+        f"copied {len(result.copied)} file(s){skipped}, {human_bytes(result.size)} {result.source} -> {result.destination} "
         f"in {result.seconds:.2f} s ({rate:.1f} MB/s){failed}{excluded}; "
         f"peak RSS {result.peak_rss_bytes / 1e6:.0f} MB; disk writes {human_bytes(result.disk_write_bytes)}"
     )
