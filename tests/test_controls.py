@@ -128,3 +128,45 @@ def test_glob_in_the_source_copies_exactly_the_matching_files(tmp_path: Path, ss
     result = run_cli("cp", ssh.url(ssh.root / "globbed") + "/*.csv*", f"{out}/", "--no-progress", *sftp_flags(ssh))
     assert result.code == 0, result.stderr
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["a.csv", "b.csv.gz"]
+
+
+def test_sftp_through_a_jump_host(tmp_path: Path, ssh: testbed.SshServer, trusted_home: Path) -> None:
+    import hashlib
+
+    jump = testbed.SshServer(tmp_path / "jump")
+    jump.start()
+    try:
+        known = trusted_home / ".ssh" / "known_hosts"
+        known.write_text(known.read_text() + jump.known_hosts.read_text())
+        (jump.base / "authorized_keys").write_text(ssh.user_key.with_suffix(".pub").read_text())
+        src = ssh.root / "behind-the-bastion.bin"
+        digest = write_random(src, 3 * MiB)
+        via_flag = run_cli("cp", ssh.url(src), str(tmp_path / "a.bin"), "--no-progress",
+                           "--jump", f"{ssh.user}@127.0.0.1:{jump.port}")
+        assert via_flag.code == 0, via_flag.stderr
+        (trusted_home / ".ssh" / "config").write_text(
+            f"Host target\n  HostName 127.0.0.1\n  Port {ssh.port}\n  User {ssh.user}\n"
+            f"  ProxyJump {ssh.user}@127.0.0.1:{jump.port}\n")
+        via_config = run_cli("cp", f"sftp://target{src}", str(tmp_path / "b.bin"), "--no-progress")
+        assert via_config.code == 0, via_config.stderr
+        for name in ("a.bin", "b.bin"):
+            assert hashlib.sha256((tmp_path / name).read_bytes()).hexdigest() == digest
+    finally:
+        jump.stop()
+    # With the jump host gone the same command fails: the copy really went through it.
+    gone = run_cli("cp", ssh.url(src), str(tmp_path / "c.bin"), "--no-progress",
+                   "--jump", f"{ssh.user}@127.0.0.1:{jump.port}")
+    assert gone.code != 0 and not (tmp_path / "c.bin").exists()
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_proxy_variables_are_honoured(tmp_path: Path, bucket: str) -> None:
+    src = tmp_path / "p.bin"
+    write_random(src, 1000)
+    dead = f"http://127.0.0.1:{testbed.free_port()}"  # a proxy that is not there
+    through = run_cli("cp", str(src), f"s3://{bucket}/p.bin", "--no-progress", "--retries", "0",
+                      env={"HTTP_PROXY": dead, "HTTPS_PROXY": dead, "NO_PROXY": ""})
+    assert through.code == 1, through.stderr  # S3 requests went to the proxy
+    bypass = run_cli("cp", str(src), f"s3://{bucket}/p.bin", "--no-progress",
+                     env={"HTTP_PROXY": dead, "HTTPS_PROXY": dead, "NO_PROXY": "127.0.0.1,localhost"})
+    assert bypass.code == 0, bypass.stderr

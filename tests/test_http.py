@@ -25,7 +25,7 @@ from s3ferry.errors import (
     UserError,
 )
 from s3ferry.options import HttpOptions
-from s3ferry.testbed import SeaweedServer
+from s3ferry.testbed import SeaweedServer, free_port
 from s3ferry.testbed_http import HttpServer
 from s3ferry.urls import parse
 
@@ -366,3 +366,18 @@ def test_cp_without_ranges_restarts_a_broken_stream(tmp_path_factory: pytest.Tem
     assert "cut a GET of f.bin" in (server.workdir / "http.log").read_text()
     assert result.code == 0, result.stderr
     assert object_sha256(s3, bucket, "key") == digest
+
+
+def test_http_proxy_variables_are_honoured(ranged: HttpServer, request: pytest.FixtureRequest,
+                                           tmp_path: Path) -> None:
+    folder = _folder(ranged, request)
+    (folder / "p.bin").write_bytes(b"through the proxy or not")
+    dead = f"http://127.0.0.1:{free_port()}"
+    url = ranged.url(folder / "p.bin")
+    through = run_cli("cp", url, str(tmp_path / "a"), "--retries", "0",
+                      env={"HTTP_PROXY": dead, "http_proxy": dead, "NO_PROXY": "", "no_proxy": ""})
+    assert through.code == 1, through.stderr
+    bypass = run_cli("cp", url, str(tmp_path / "b"),
+                     env={"HTTP_PROXY": dead, "http_proxy": dead, "NO_PROXY": "127.0.0.1", "no_proxy": "127.0.0.1"})
+    assert bypass.code == 0, bypass.stderr
+    assert (tmp_path / "b").read_bytes() == b"through the proxy or not"

@@ -156,6 +156,9 @@ def sftp_options(fn: F) -> F:
         click.option("--known-hosts", type=click.Path(path_type=Path),
                      help="known_hosts file (default: UserKnownHostsFile or ~/.ssh/known_hosts)."),
         click.option("--host-key", metavar="SHA256:...", help="Pin the server's host key fingerprint."),
+        click.option("--jump", "-J", metavar="[USER@]HOST[:PORT]",
+                     help="Reach the SFTP server through this jump host (like ssh -J; ProxyJump in "
+                          "~/.ssh/config works too)."),
         click.option("--password-file", type=click.Path(path_type=Path),
                      help="File holding the SFTP or FTP password (or set S3FERRY_SFTP_PASSWORD / "
                           "S3FERRY_FTP_PASSWORD)."),
@@ -199,7 +202,7 @@ def transfer_options(p: dict[str, Any]) -> TransferOptions:
         max_memory=p["max_memory"], checksum=p["checksum"], retries=p["retries"],
         resume=p.get("resume_mode") or "auto", state_dir=p.get("state_dir"),
         sftp=SftpOptions(identity=p["identity"], known_hosts=p["known_hosts"], host_key=p["host_key"],
-                         password_file=p["password_file"]),
+                         password_file=p["password_file"], jump=p.get("jump")),
         s3=S3Options(endpoint_url=p["endpoint_url"], profile=p["profile"], region=p["region"],
                      sign_payload=p["sign_payload"], sse_c_key_file=p.get("sse_c_key_file"),
                      source_sse_c_key_file=p.get("source_sse_c_key_file"), sse_kms_key_id=p.get("sse_kms_key_id"),

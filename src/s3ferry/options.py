@@ -70,6 +70,8 @@ class SftpOptions:
     host_key: str | None = None
     password_file: Path | None = None
     connect_timeout: float = 30.0
+    #: ``[user@]host[:port]`` of a jump host (like ``ssh -J``; ProxyJump in ~/.ssh/config also works)
+    jump: str | None = None
 
     def password(self) -> str | None:
         """The password from ``--password-file`` or ``S3FERRY_SFTP_PASSWORD``."""

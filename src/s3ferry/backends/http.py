@@ -162,8 +162,9 @@ class _Client:
         connector = aiohttp.TCPConnector(ssl=context, limit=0, limit_per_host=self._streams + 1)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._options.connect_timeout,
                                         sock_read=self._options.read_timeout)
+        # trust_env: HTTP(S)_PROXY and NO_PROXY, as curl and the AWS CLI honour them.
         return aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False, read_bufsize=CHUNK,
+            connector=connector, timeout=timeout, auto_decompress=False, read_bufsize=CHUNK, trust_env=True,
             headers={hdrs.ACCEPT_ENCODING: "identity", hdrs.USER_AGENT: f"s3ferry/{__version__}"},
         )
 

@@ -166,6 +166,9 @@ class SftpEndpoint:
             kwargs["known_hosts"] = str(opts.known_hosts)
         if password is not None:
             kwargs["password"] = password
+        if opts.jump:
+            # The jump host is reached with OpenSSH's defaults (~/.ssh/config, keys, known_hosts).
+            kwargs["tunnel"] = opts.jump
         return kwargs
 
     async def _connect(self) -> tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]:
