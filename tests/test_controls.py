@@ -170,3 +170,37 @@ def test_proxy_variables_are_honoured(tmp_path: Path, bucket: str) -> None:
     bypass = run_cli("cp", str(src), f"s3://{bucket}/p.bin", "--no-progress",
                      env={"HTTP_PROXY": dead, "HTTPS_PROXY": dead, "NO_PROXY": "127.0.0.1,localhost"})
     assert bypass.code == 0, bypass.stderr
+
+
+def _listing(s3: testbed.SeaweedServer, bucket: str) -> list[tuple[str, int]]:
+    return sorted((o["Key"], o["Size"]) for o in s3.client().list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def _files(root: Path) -> list[tuple[str, int]]:
+    return sorted((str(p.relative_to(root)), p.stat().st_size) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_dry_run_of_pull_and_push_changes_nothing(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer,
+                                                  ssh: testbed.SshServer) -> None:
+    drop = ssh.root / "dry-drop"
+    _tree(drop)
+    old = time.time() - 30 * 86400
+    (drop / ".done").mkdir()
+    (drop / ".done" / "ancient.csv").write_text("x")
+    os.utime(drop / ".done" / "ancient.csv", (old, old))
+    s3.client().put_object(Bucket=bucket, Key="out/deliver-me.csv", Body=b"1,2,3")
+    inbox = ssh.root / "dry-inbox"
+    inbox.mkdir()
+    before = (_files(drop), _listing(s3, bucket), _files(inbox))
+    pulled = run_cli("pull", ssh.url(drop), f"s3://{bucket}/in/", "--dry-run", "--retention-days", "7", "--json",
+                     *sftp_flags(ssh))
+    assert pulled.code == 0, pulled.stderr
+    report = json.loads(pulled.stdout)
+    assert report["dry_run"] and (report["copied"], report["archived"], report["deleted"]) == (4, 4, 1)
+    pushed = run_cli("push", f"s3://{bucket}/out/", ssh.url(inbox), "--dry-run", "--json", *sftp_flags(ssh))
+    assert pushed.code == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["copied"] == 1
+    assert (_files(drop), _listing(s3, bucket), _files(inbox)) == before
+    tags = s3.client().get_object_tagging(Bucket=bucket, Key="out/deliver-me.csv")["TagSet"]
+    assert tags == []

@@ -236,14 +236,25 @@ def _pairs(values: Sequence[str], flag: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-def object_options(fn: F) -> F:
-    """What s3ferry does with an existing destination, and the settings of the S3 objects it creates."""
+DRY_RUN = click.option("--dry-run", is_flag=True,
+                       help="Print what would be copied, skipped, archived, deleted or marked; change nothing.")
+
+
+def existing_options(fn: F) -> F:
+    """What cp does with a destination that already exists."""
     for deco in reversed([
         click.option("--no-clobber", is_flag=True, help="Never replace an existing destination file."),
         click.option("--overwrite", is_flag=True,
                      help="Always copy, even when the destination already matches (default: skip matching "
                           "files: same size, then same checksum where both sides have one, else same mtime)."),
-        click.option("--dry-run", is_flag=True, help="Print what would be copied or skipped; change nothing."),
+    ]):
+        fn = deco(fn)
+    return fn
+
+
+def object_options(fn: F) -> F:
+    """The settings of the S3 objects s3ferry creates."""
+    for deco in reversed([
         click.option("--storage-class", metavar="CLASS", help="S3 storage class (STANDARD_IA, GLACIER_IR, ...)."),
         click.option("--content-type", metavar="TYPE", help="Content-Type of the objects (default: from the name)."),
         click.option("--metadata", multiple=True, metavar="KEY=VALUE", help="User metadata (repeatable)."),
@@ -340,6 +351,8 @@ def tls_options(fn: F) -> F:
 @tls_options
 @encryption_options
 @s3_options
+@existing_options
+@DRY_RUN
 @object_options
 @output_options
 @click.option("--no-progress", is_flag=True, help="No progress bar (also off when stderr is not a terminal).")
@@ -472,7 +485,8 @@ def job_options(fn: F) -> F:
         click.option("--include", multiple=True, metavar="GLOB", help="Only paths matching GLOB (repeatable)."),
         click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths matching GLOB (repeatable)."),
         click.option("--transfers", type=int, default=4, show_default=True, help="Files copied at a time."),
-        engine_options, state_options, sftp_options, tls_options, encryption_options, s3_options, output_options,
+        engine_options, state_options, sftp_options, tls_options, encryption_options, s3_options, DRY_RUN,
+        output_options,
         click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object."),
         click.option("--debug", is_flag=True, help="Show tracebacks and debug logs."),
     ]):
@@ -494,6 +508,7 @@ Examples:
               help="Leave files modified more recently than this (still being written).")
 @click.option("--retention-days", type=float, default=0, show_default=True,
               help="Delete archived files older than this many days (0: keep them).")
+@object_options
 @job_options
 def pull(src: str, dst: str, archive: str, settle: float, retention_days: float, include: tuple[str, ...],
          exclude: tuple[str, ...], transfers: int, as_json: bool, debug: bool, **params: Any) -> None:

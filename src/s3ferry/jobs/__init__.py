@@ -28,6 +28,7 @@ class JobReport:
     failed: list[tuple[str, S3FerryError]] = field(default_factory=list)
     bytes: int = 0
     seconds: float = 0.0
+    dry_run: bool = False  # the lists say what would have been done; nothing was
 
     @property
     def exit_code(self) -> int:
@@ -38,19 +39,21 @@ class JobReport:
             "kind": self.kind, "source": self.source, "destination": self.destination,
             "copied": len(self.copied), "skipped": len(self.skipped), "healed": len(self.healed),
             "archived": len(self.archived), "deleted": len(self.deleted), "failed": len(self.failed),
-            "bytes": self.bytes, "seconds": round(self.seconds, 3),
+            "bytes": self.bytes, "seconds": round(self.seconds, 3), "dry_run": self.dry_run,
             "failures": [{"path": p, "error": str(e), "exit_code": e.exit_code} for p, e in self.failed],
         }
 
     def summary(self) -> str:
-        parts = [f"{self.kind} {self.source} -> {self.destination}: {len(self.copied)} copied"]
+        verb = "would copy" if self.dry_run else "copied"
+        parts = [f"{self.kind} {self.source} -> {self.destination}: {len(self.copied)} {verb}"]
         for name, items in (("healed", self.healed), ("archived", self.archived), ("deleted", self.deleted),
                             ("skipped", self.skipped)):
             if items:
                 parts.append(f"{len(items)} {name}")
         if self.failed:
             parts.append(f"{len(self.failed)} FAILED")
-        return ", ".join(parts) + f" in {self.seconds:.2f} s"
+        tail = " (dry run: nothing changed)" if self.dry_run else f" in {self.seconds:.2f} s"
+        return ", ".join(parts) + tail
 
 
 def record(report: JobReport) -> None:
@@ -62,5 +65,5 @@ def record(report: JobReport) -> None:
                           ("deleted", report.deleted)):
         if items:
             metrics.FILES.labels(result, flow).inc(len(items))
-    if not report.failed:
+    if not report.failed and not report.dry_run:
         metrics.LAST_SUCCESS.labels(flow).set_to_current_time()

@@ -90,6 +90,10 @@ class _Pull:
         path = child_path(self.source.location.path, rel)
         sink = self.sink.child(child_path(self.sink.location.path, rel))
         stat = Stat(entry.size, entry.mtime)
+        if self.options.dry_run:
+            self.report.copied.append(rel)
+            self.report.archived.append(rel)
+            return
         if await self._already_there(sink, stat):
             await self._forget(path, sink)
             self.report.healed.append(rel)
@@ -122,6 +126,9 @@ class _Pull:
         cutoff = now - self.settings.retention_days * 86400
         for entry in archived:
             if entry.mtime is not None and entry.mtime < cutoff:
+                if self.options.dry_run:
+                    self.report.deleted.append(entry.path)
+                    continue
                 try:
                     await self.source.remove(child_path(self.source.location.path, safe_relative(entry.path)))
                 except S3FerryError as exc:
@@ -141,7 +148,9 @@ async def pull(src: str | Location, dst: str | Location, options: TransferOption
     if not source.features.archiving:
         raise UsageError(f"pull needs a source it can archive into {settings.archive}: sftp:// or a local folder")
     assert isinstance(sink, S3Sink)
-    report = JobReport("pull", str(src_loc), str(dst_loc))
+    report = JobReport("pull", str(src_loc), str(dst_loc), dry_run=options.dry_run)
+    # The drop folder is the truth: a file in it is sent (healing covers re-runs), never "skipped".
+    options = options.replace(overwrite="always", dry_run=False) if not options.dry_run else options
     started, now = time.monotonic(), time.time()
     journal = Journal(options.state_dir)
     try:

@@ -90,6 +90,9 @@ class _Push:
         (state 4 -> 6 -> 5 of the table).
         """
         key = self.key_of(rel)
+        if self.options.dry_run:
+            self.report.copied.append(rel)  # would be delivered and marked
+            return
         child = self.source.child(key)
         try:
             safe_relative(rel)
@@ -137,7 +140,8 @@ class _Push:
             if etag is None or await self.delivered(item.key, etag):
                 log.info("%s: %s since it failed; dropped from the retry queue", item.key,
                          "deleted" if etag is None else "delivered")
-                await self.journal.dequeue(self.src, self.dst, item.key)
+                if not self.options.dry_run:
+                    await self.journal.dequeue(self.src, self.dst, item.key)
                 self.report.skipped.append(rel)
             else:
                 todo.append(rel)
@@ -179,7 +183,9 @@ async def push(src: str | Location, dst: str | Location, options: TransferOption
         raise UsageError("push delivers from s3://bucket/prefix to sftp://host/folder (or a local folder)")
     source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
     assert isinstance(source, S3Source)
-    report = JobReport("push", str(src_loc), str(dst_loc))
+    report = JobReport("push", str(src_loc), str(dst_loc), dry_run=options.dry_run)
+    # The marks decide what goes; an existing file at the destination is always replaced.
+    options = options.replace(overwrite="always") if not options.dry_run else options
     started = time.monotonic()
     journal = Journal(options.state_dir)
     try:
