@@ -37,6 +37,15 @@ def local_files(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def test_an_include_first_means_only_these() -> None:
+    from s3ferry.cli import filter_order
+
+    filters = filter_order(["*.csv"], [], ["cp", "-r", "--include", "*.csv", "a", "b"])
+    assert selected("x.csv", filters) and not selected("x.tmp", filters)
+    both = filter_order(["*.csv"], ["skip*"], ["cp", "--include", "*.csv", "--exclude", "skip*"])
+    assert selected("a.csv", both) and not selected("skip.csv", both) and not selected("a.txt", both)
+
+
 def test_filters_last_match_decides() -> None:
     only_csv = [Filter("*", include=False), Filter("*.csv", include=True)]
     assert selected("sub/x.csv", only_csv) and not selected("a.tmp", only_csv)

@@ -322,9 +322,13 @@ def filter_order(include: Sequence[str], exclude: Sequence[str], argv: Sequence[
             elif token.startswith(flag + "="):
                 seen.append(Filter(token.split("=", 1)[1], include_it))
     wanted = sorted([("i", p) for p in include] + [("e", p) for p in exclude])
-    if sorted([("i" if f.include else "e", f.pattern) for f in seen]) == wanted:
-        return seen
-    return [Filter(p, True) for p in include] + [Filter(p, False) for p in exclude]
+    if sorted([("i" if f.include else "e", f.pattern) for f in seen]) != wanted:
+        seen = [Filter(p, True) for p in include] + [Filter(p, False) for p in exclude]
+    if seen and seen[0].include:
+        # An --include that comes first means "only these" (as in rclone); the AWS CLI would
+        # copy everything, which is never what anyone who typed it meant.
+        seen.insert(0, Filter("*", include=False))
+    return seen
 
 
 def tls_options(fn: F) -> F:
@@ -647,6 +651,7 @@ def demo(size: int, keep: bool) -> None:
 
 
 from . import cli_doctor  # noqa: E402,F401 - registers `s3ferry doctor` on main
+from . import cli_run  # noqa: E402,F401 - registers `s3ferry run` on main
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -1,0 +1,198 @@
+"""Running the flows of a flows file: each once, or each on its schedule, concurrently.
+
+* Every run of a flow holds an exclusive ``flock`` on
+  ``<state dir>/locks/flow-<name>.lock`` from start to end. A run that finds
+  the lock taken (the same flow running in another ``s3ferry run``, or still
+  running here) is skipped with a one-line note; it is not an error. The
+  kernel releases the lock when the process ends, however it ends.
+* The scheduler (:func:`run_forever`) starts a flow at each time its schedule
+  gives: cron flows at the next matching minute (UTC), ``every`` flows at
+  start and then every interval. A flow still running when its next time
+  comes is not started twice: that time is skipped with a note. Flows run
+  concurrently, each as its own asyncio task; one flow failing never stops
+  the others or the scheduler.
+* Cancelling (SIGINT/SIGTERM through :func:`s3ferry.cli.run_async`) cancels
+  the runs in flight: their own clean-ups run, and locks are released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import fcntl
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import S3FerryError, UsageError
+from ..journal import default_state_dir
+from ..observe import metrics
+from . import JobReport
+from .flowfile import Flow
+from .pull import PullSettings, pull
+from .push import push
+
+log = logging.getLogger("s3ferry")
+
+
+@dataclass
+class Outcome:
+    """What one scheduled time of one flow came to: a report, an error, or a skip."""
+
+    flow: Flow
+    started: datetime
+    report: JobReport | None = None
+    error: S3FerryError | None = None
+    skipped: str | None = None  # why the run did not start: "locked" (another run holds the lock), "running"
+
+    @property
+    def exit_code(self) -> int:
+        if self.error is not None:
+            return self.error.exit_code
+        return self.report.exit_code if self.report is not None else 0
+
+    @property
+    def status(self) -> str:
+        """``ok``, ``failed`` (the run, or some of its files) or ``skipped`` (it did not start)."""
+        if self.skipped:
+            return "skipped"
+        return "failed" if self.exit_code else "ok"
+
+    def as_dict(self) -> dict[str, object]:
+        """``flow``, ``started``, ``status``, ``exit_code``, then the report's fields, or ``error``, or the
+        ``reason`` a run was skipped (``locked``: another run holds the lock; ``running``: still running here)."""
+        head: dict[str, object] = {"flow": self.flow.name,
+                                   "started": self.started.isoformat(timespec="seconds").replace("+00:00", "Z"),
+                                   "status": self.status, "exit_code": self.exit_code}
+        if self.report is not None:
+            return {**head, **self.report.as_dict()}
+        body: dict[str, object] = {"kind": self.flow.kind, "source": str(self.flow.source),
+                                   "destination": str(self.flow.destination)}
+        if self.error is not None:
+            body["error"] = str(self.error)
+        else:
+            body["reason"] = self.skipped
+        return {**head, **body}
+
+
+OnOutcome = Callable[[Outcome], None]
+
+
+class FlowLock:
+    """Non-blocking ``flock`` on ``<state dir>/locks/flow-<name>.lock`` (as :class:`s3ferry.journal.PairLock`)."""
+
+    def __init__(self, state_dir: Path, flow: Flow) -> None:
+        self.path = state_dir / "locks" / f"flow-{flow.lock_name}.lock"
+        self._fd: int | None = None
+
+    def _acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())  # for people looking: who holds it
+        self._fd = fd
+        return True
+
+    async def acquire(self) -> bool:
+        """True when this process now holds the lock; False when another run holds it."""
+        try:
+            return await asyncio.to_thread(self._acquire)
+        except OSError as exc:
+            raise UsageError(f"cannot create the lock {self.path}: {exc.strerror}") from exc
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+
+def with_state_dir(flows: Sequence[Flow], fallback: Path | None) -> list[Flow]:
+    """Flows whose options name a state dir: their own, else ``fallback`` (--state-dir), else the default."""
+    out = []
+    for flow in flows:
+        if flow.options.state_dir is None:
+            state = fallback or default_state_dir()
+            flow = dataclasses.replace(flow, options=flow.options.replace(state_dir=state))
+        out.append(flow)
+    return out
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+async def run_flow(flow: Flow, on_outcome: OnOutcome) -> Outcome:
+    """One run of ``flow`` under its lock; the outcome is handed to ``on_outcome`` and returned."""
+    metrics.FLOW.set(flow.name)  # this task's context: the flow's label on everything it counts
+    outcome = Outcome(flow, _now())
+    lock = FlowLock(flow.options.state_dir or default_state_dir(), flow)
+    try:
+        if not await lock.acquire():
+            outcome.skipped = "locked"
+            log.warning("flow %s: skipped: another run of it holds %s", flow.name, lock.path)
+            on_outcome(outcome)
+            return outcome
+        started = time.monotonic()
+        if isinstance(flow.settings, PullSettings):
+            outcome.report = await pull(flow.source, flow.destination, flow.options, flow.settings)
+        else:
+            outcome.report = await push(flow.source, flow.destination, flow.options, flow.settings)
+        if not outcome.report.seconds:
+            outcome.report.seconds = time.monotonic() - started
+    except S3FerryError as exc:
+        outcome.error = exc
+    except Exception as exc:  # noqa: BLE001 - one flow's bug must not stop the others or the scheduler
+        log.debug("flow %s failed", flow.name, exc_info=True)
+        outcome.error = S3FerryError(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
+    finally:
+        lock.release()
+    on_outcome(outcome)
+    return outcome
+
+
+async def run_once(flows: Sequence[Flow], on_outcome: OnOutcome) -> int:
+    """Every flow once, concurrently; the worst exit code (0 when all went well or were skipped)."""
+    outcomes = await asyncio.gather(*(run_flow(flow, on_outcome) for flow in flows))
+    return max((o.exit_code for o in outcomes), default=0)
+
+
+async def _sleep_until(due: datetime, clock: Callable[[], datetime]) -> None:
+    # Short naps against the wall clock: cron times are wall-clock times, and a
+    # suspended machine or a clock step must not push a run hours late.
+    while (left := (due - clock()).total_seconds()) > 0:
+        await asyncio.sleep(min(left, 30.0))
+
+
+async def _schedule(flow: Flow, on_outcome: OnOutcome, group: asyncio.TaskGroup,
+                    clock: Callable[[], datetime]) -> None:
+    running: asyncio.Task[Outcome] | None = None
+    due = flow.schedule.first_after(clock())
+    while True:
+        await _sleep_until(due, clock)
+        if running is not None and not running.done():
+            log.warning("flow %s: still running at its next time %s; that run is skipped", flow.name,
+                        due.strftime("%Y-%m-%d %H:%M:%S UTC"))
+            on_outcome(Outcome(flow, due, skipped="running"))
+        else:
+            running = group.create_task(run_flow(flow, on_outcome), name=f"flow {flow.name}")
+        now = clock()
+        due = flow.schedule.next_after(due)
+        if due <= now:  # late (a long pause): skip the times already past
+            due = flow.schedule.next_after(now)
+
+
+async def run_forever(flows: Sequence[Flow], on_outcome: OnOutcome,
+                      clock: Callable[[], datetime] = _now) -> None:
+    """Run each flow at its schedule until cancelled."""
+    async with asyncio.TaskGroup() as group:
+        for flow in flows:
+            group.create_task(_schedule(flow, on_outcome, group, clock), name=f"schedule {flow.name}")
