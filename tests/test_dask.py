@@ -128,3 +128,28 @@ def test_worker_killed_mid_transfer(cluster: Cluster, ssh: testbed.SshServer, bu
     assert object_sha256(s3, bucket, "k.bin") == digest
     assert uploads_for(s3, bucket) == []
     os.remove(src)
+
+
+def test_pull_and_push_on_the_cluster(cluster: Cluster, ssh: testbed.SshServer, bucket: str,
+                                      s3: testbed.SeaweedServer) -> None:
+    drop = ssh.root / "dask-drop"
+    digests = {f"f{i}.bin": write_random(_mk(drop / f"f{i}.bin"), 100_000 + i) for i in range(6)}
+    pulled = run_cli("pull", ssh.url(drop), f"s3://{bucket}/in/", "--executor", "dask", "--scheduler",
+                     cluster.address, "--json", *sftp_flags(ssh))
+    assert pulled.code == 0, pulled.stderr
+    report = json.loads(pulled.stdout)
+    assert (report["copied"], report["archived"]) == (6, 6)
+    for name, digest in digests.items():
+        assert object_sha256(s3, bucket, f"in/{name}") == digest
+        assert (drop / ".done" / name).exists()
+    inbox = ssh.root / "dask-inbox"
+    pushed = run_cli("push", f"s3://{bucket}/in/", ssh.url(inbox), "--executor", "dask", "--scheduler",
+                     cluster.address, "--json", *sftp_flags(ssh))
+    assert pushed.code == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["copied"] == 6
+    again = run_cli("push", f"s3://{bucket}/in/", ssh.url(inbox), "--json", *sftp_flags(ssh))
+    assert json.loads(again.stdout)["copied"] == 0  # marked as delivered by the cluster run
+    for name, digest in digests.items():
+        import hashlib
+
+        assert hashlib.sha256((inbox / name).read_bytes()).hexdigest() == digest

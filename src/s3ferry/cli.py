@@ -220,6 +220,17 @@ def transfer_options(p: dict[str, Any]) -> TransferOptions:
     return options
 
 
+def executor_options(fn: F) -> F:
+    for deco in reversed([
+        click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+                     help="Where the work runs: here, or on a Dask cluster (docs/distributed.md)."),
+        click.option("--scheduler", envvar="S3FERRY_DASK_SCHEDULER", metavar="tcp://HOST:8786",
+                     help="The Dask scheduler for --executor dask (or S3FERRY_DASK_SCHEDULER)."),
+    ]):
+        fn = deco(fn)
+    return fn
+
+
 def _overwrite_mode(no_clobber: bool, overwrite: bool) -> Any:
     if no_clobber and overwrite:
         raise UsageError("--no-clobber and --overwrite contradict each other")
@@ -346,10 +357,7 @@ def tls_options(fn: F) -> F:
 @click.option("--transfers", type=int, default=4, show_default=True, help="With -r: files copied at a time.")
 @click.option("--copy-part-size", type=SizeType(), default=DEFAULTS.copy_part_size, show_default="256MiB",
               help="S3 to S3: larger objects are copied by S3 in parts of this size.")
-@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-              help="Where parts (one file) or files (-r) run: here, or on a Dask cluster (docs/distributed.md).")
-@click.option("--scheduler", envvar="S3FERRY_DASK_SCHEDULER", metavar="tcp://HOST:8786",
-              help="The Dask scheduler for --executor dask (or S3FERRY_DASK_SCHEDULER).")
+@executor_options
 @state_options
 @sftp_options
 @tls_options
@@ -489,8 +497,8 @@ def job_options(fn: F) -> F:
         click.option("--include", multiple=True, metavar="GLOB", help="Only paths matching GLOB (repeatable)."),
         click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths matching GLOB (repeatable)."),
         click.option("--transfers", type=int, default=4, show_default=True, help="Files copied at a time."),
-        engine_options, state_options, sftp_options, tls_options, encryption_options, s3_options, DRY_RUN,
-        output_options,
+        engine_options, executor_options, state_options, sftp_options, tls_options, encryption_options, s3_options,
+        DRY_RUN, output_options,
         click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object."),
         click.option("--debug", is_flag=True, help="Show tracebacks and debug logs."),
     ]):
@@ -529,7 +537,9 @@ def pull(src: str, dst: str, archive: str, settle: float, retention_days: float,
         settings = PullSettings(archive=archive, settle=settle, retention_days=retention_days,
                                 filters=tuple(filter_order(include, exclude, sys.argv)), transfers=transfers)
         options = transfer_options({**params, "copy_part_size": None})
-        _job_output(run_async(run_pull(src, dst, options, settings)), as_json)
+        cluster = _cluster(params["executor"], params["scheduler"])
+        _job_output(run_async(_with_cluster(cluster, lambda ex: run_pull(src, dst, options, settings,
+                                                                          executor=ex))), as_json)
 
     observing(params, debug, "pull", body)
 
@@ -559,7 +569,9 @@ def push(src: str, dst: str, retry_failed: bool, include: tuple[str, ...], exclu
         settings = PushSettings(retry_failed=retry_failed, filters=tuple(filter_order(include, exclude, sys.argv)),
                                 transfers=transfers)
         options = transfer_options({**params, "copy_part_size": None})
-        _job_output(run_async(run_push(src, dst, options, settings)), as_json)
+        cluster = _cluster(params["executor"], params["scheduler"])
+        _job_output(run_async(_with_cluster(cluster, lambda ex: run_push(src, dst, options, settings,
+                                                                          executor=ex))), as_json)
 
     observing(params, debug, "push", body)
 

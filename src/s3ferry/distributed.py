@@ -99,14 +99,22 @@ def run_part(task: PartTask) -> tuple[Receipt, str]:
     return asyncio.run_coroutine_threadsafe(_run_part(task), _loop()).result()
 
 
-def run_file(source: Location, destination: Location, options: TransferOptions) -> tuple[dict[str, object], str]:
-    """Dask task: one file of a tree through the whole local engine on this worker."""
+def run_file(source: Location, destination: Location, options: TransferOptions,
+             metadata: dict[str, str] | None = None) -> tuple[dict[str, object], str]:
+    """Dask task: one file through the whole local engine on this worker.
+
+    ``metadata`` goes on the object (pull's source fingerprint); the result
+    carries ``source_etag``, the version that was read (push marks it).
+    """
     from .api import copy_file
 
     async def go() -> dict[str, object]:
-        result = await copy_file(_endpoint("source", source, options), _endpoint("sink", destination, options),
-                                 options)
-        return result.as_dict()
+        src = _endpoint("source", source, options)
+        sink = _endpoint("sink", destination, options)
+        if metadata:
+            sink.metadata = dict(metadata)
+        result = await copy_file(src, sink, options)
+        return {**result.as_dict(), "source_etag": getattr(src, "_etag", None)}
 
     return asyncio.run_coroutine_threadsafe(go(), _loop()).result(), _where()
 
@@ -169,11 +177,20 @@ class DaskExecutor:
         except (OSError, TimeoutError) as exc:
             raise TransferError(f"a Dask task failed: {exc}") from exc
 
+    async def copy_one(self, source: Location, destination: Location, options: TransferOptions,
+                       metadata: dict[str, str] | None = None) -> dict[str, object]:
+        """One file as one task (pull and push): the result dict, with ``source_etag``."""
+        future = self._client.submit(run_file, source, destination, options, metadata, retries=self.retries,
+                                     pure=False)
+        result, where = await self._result(future)
+        self.workers_used.add(where)
+        return dict(result)
+
     async def copy_files(self, pairs: list[tuple[Location, Location]], options: TransferOptions) -> Any:
         """Submit one task per file; yields (index, result dict or S3FerryError) as they finish."""
         from distributed import as_completed
 
-        futures = {self._client.submit(run_file, src, dst, options, retries=self.retries, pure=False): i
+        futures = {self._client.submit(run_file, src, dst, options, None, retries=self.retries, pure=False): i
                    for i, (src, dst) in enumerate(pairs)}
         async for future in as_completed(list(futures)):
             try:

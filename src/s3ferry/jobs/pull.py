@@ -69,9 +69,10 @@ def fingerprint(stat: Stat) -> dict[str, str]:
 
 class _Pull:
     def __init__(self, source: Any, sink: S3Sink, options: TransferOptions, settings: PullSettings,
-                 report: JobReport, journal: Journal, progress: ProgressListener | None) -> None:
+                 report: JobReport, journal: Journal, progress: ProgressListener | None, executor: Any = None) -> None:
         self.source, self.sink, self.options, self.settings = source, sink, options, settings
         self.report, self.journal, self.progress = report, journal, progress
+        self.executor = executor
 
     def in_archive(self, entry: Entry) -> bool:
         return self.settings.archive in entry.path.split("/")[:-1]
@@ -99,10 +100,15 @@ class _Pull:
             self.report.healed.append(rel)
         else:
             sink.metadata = fingerprint(stat)
-            done = await copy_file(self.source.child(path), sink, self.options, self.progress, self.journal,
-                                   stat if self.source.features.listing_is_stat else None)
+            if self.executor is not None:  # the file is one task on a Dask worker
+                done = await self.executor.copy_one(self.source.child(path).location, sink.location, self.options,
+                                                    fingerprint(stat))
+                size = int(done["size"])  # type: ignore[call-overload]
+            else:
+                size = (await copy_file(self.source.child(path), sink, self.options, self.progress, self.journal,
+                                        stat if self.source.features.listing_is_stat else None)).size
             self.report.copied.append(rel)
-            self.report.bytes += done.size
+            self.report.bytes += size
         await self.source.archive(path, self.settings.archive)
         self.report.archived.append(rel)
 
@@ -138,7 +144,7 @@ class _Pull:
 
 
 async def pull(src: str | Location, dst: str | Location, options: TransferOptions, settings: PullSettings,
-               progress: ProgressListener | None = None) -> JobReport:
+               progress: ProgressListener | None = None, executor: Any = None) -> JobReport:
     """One run of a pull (see the module docstring); never raises for one file's failure."""
     src_loc = src if isinstance(src, Location) else parse(src)
     dst_loc = dst if isinstance(dst, Location) else parse(dst)
@@ -156,7 +162,7 @@ async def pull(src: str | Location, dst: str | Location, options: TransferOption
     try:
         await sink.prepare()
         entries = [e async for e in source.walk()]
-        job = _Pull(source, sink, options, settings, report, journal, progress)
+        job = _Pull(source, sink, options, settings, report, journal, progress, executor)
         todo = [e for e in entries if not job.in_archive(e) and job.wanted(e, now)]
         await _run_all(job, todo, settings.transfers)
         if settings.retention_days > 0:

@@ -59,8 +59,9 @@ def mark_key(destination: str) -> str:
 
 class _Push:
     def __init__(self, source: S3Source, sink: Any, options: TransferOptions, report: JobReport,
-                 journal: Journal, progress: ProgressListener | None) -> None:
+                 journal: Journal, progress: ProgressListener | None, executor: Any = None) -> None:
         self.source, self.sink, self.options = source, sink, options
+        self.executor = executor
         self.report, self.journal, self.progress = report, journal, progress
         self.src, self.dst = str(source.location), str(sink.location)
         self.tag = mark_key(self.dst)
@@ -96,9 +97,13 @@ class _Push:
         child = self.source.child(key)
         try:
             safe_relative(rel)
-            done = await copy_file(child, self.sink.child(child_path(self.sink.location.path, rel)), self.options,
-                                   self.progress, self.journal)
-            etag = str(child._etag)  # the version the engine read (pinned by If-Match)
+            target = self.sink.child(child_path(self.sink.location.path, rel))
+            if self.executor is not None:  # the object is one task on a Dask worker
+                result = await self.executor.copy_one(child.location, target.location, self.options)
+                etag, size = str(result["source_etag"]), int(result["size"])  # type: ignore[call-overload]
+            else:
+                done = await copy_file(child, target, self.options, self.progress, self.journal)
+                etag, size = str(child._etag), done.size  # the version the engine read (pinned by If-Match)
             await self._mark(key, etag, from_queue)
         except S3FerryError as exc:
             log.error("error: %s: %s", rel, exc)
@@ -106,7 +111,7 @@ class _Push:
             await self.journal.queue_failure(self.src, self.dst, key, getattr(child, "_etag", "") or "", str(exc))
             return
         self.report.copied.append(rel)
-        self.report.bytes += done.size
+        self.report.bytes += size
 
     async def _mark(self, key: str, etag: str, dequeue: bool) -> None:
         tags = await self.tags(key)
@@ -175,7 +180,7 @@ async def _each(items: list[str], action: Any, transfers: int) -> None:
 
 
 async def push(src: str | Location, dst: str | Location, options: TransferOptions, settings: PushSettings,
-               progress: ProgressListener | None = None) -> JobReport:
+               progress: ProgressListener | None = None, executor: Any = None) -> JobReport:
     """One run of a push (see the module docstring); never raises for one object's failure."""
     src_loc = src if isinstance(src, Location) else parse(src)
     dst_loc = dst if isinstance(dst, Location) else parse(dst)
@@ -189,7 +194,7 @@ async def push(src: str | Location, dst: str | Location, options: TransferOption
     started = time.monotonic()
     journal = Journal(options.state_dir)
     try:
-        job = _Push(source, sink, options, report, journal, progress)
+        job = _Push(source, sink, options, report, journal, progress, executor)
         if settings.retry_failed:
             await job.retry(settings.transfers)
         else:
