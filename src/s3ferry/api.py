@@ -47,7 +47,7 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
 
     label = metrics.direction(source.location.scheme, sink.location.scheme)
     metered = metrics.Metered(progress, label)
-    if options.overwrite != "always" or options.dry_run:
+    if (options.overwrite != "always" or options.dry_run) and not await _journaled(source, sink, options, journal):
         known = known or await source.stat()
         decided = await _skip_or_plan(source, sink, options, known)
         if decided is not None:
@@ -66,6 +66,19 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
     metrics.FILES.labels("copied", metrics.FLOW.get()).inc()
     metrics.DURATION.labels(label).observe(result.seconds)
     return result
+
+
+async def _journaled(source: Source, sink: Sink, options: TransferOptions, journal: Journal | None) -> bool:
+    """An earlier attempt for this pair is on record: the engine finishes (or recognises) it, never a skip."""
+    if not sink.features.resumable:
+        return False
+    own = journal is None
+    journal = journal or Journal(options.state_dir)
+    try:
+        return await journal.find(str(source.location), str(sink.location)) is not None
+    finally:
+        if own:
+            await journal.close()
 
 
 def matches(src: Stat, dst: Stat) -> bool:
