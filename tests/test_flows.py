@@ -297,6 +297,9 @@ include = ["*.csv.gz", "*.json"]
 exclude = ["tmp/*"]
 retention_days = 7.5
 password_env = "FLOWS_TEST_PASSWORD"
+storage_class = "STANDARD_IA"
+bwlimit = "50M"
+jump = "me@bastion.example.com"
 
 [flows.out]
 kind = "push"
@@ -317,6 +320,8 @@ password_file = "secret.txt"
     assert flow_in.options.state_dir == tmp_path / "state"
     assert flow_in.options.part_size == 16 * MiB and flow_out.options.part_size == 8 * MiB
     assert flow_in.options.sftp.identity == (tmp_path / "keys/id",)
+    assert flow_in.options.s3.storage_class == "STANDARD_IA" and flow_in.options.bwlimit == 50 * MiB
+    assert flow_in.options.sftp.jump == "me@bastion.example.com"
     assert isinstance(flow_in.settings, PullSettings)
     assert (flow_in.settings.settle, flow_in.settings.retention_days) == (120.0, 7.5)
     assert flow_out.settings.retry_failed and not isinstance(flow_out.settings, PullSettings)

@@ -75,7 +75,10 @@ def run(flows_file: Path, once: bool, check: bool, selected: tuple[str, ...], st
                 click.echo(f"{outcome.flow.name}: {outcome.report.summary()}")
             if outcome.error is not None:
                 hint = f"; {outcome.error.hint}" if outcome.error.hint else ""
-                click.echo(f"s3ferry: error: flow {outcome.flow.name}: {outcome.error}{hint}", err=True)
+                from .observe.logs import final_error
+
+                click.echo(final_error(f"error: flow {outcome.flow.name}: {outcome.error}{hint}",
+                                       outcome.error.exit_code), err=True)
 
         if once:
             worst = run_async(runner.run_once(flows, report), "interrupted: the flows' runs were stopped")

@@ -48,6 +48,9 @@ password_file      file holding the SFTP password (a flow's own
                    [defaults])
 endpoint_url, profile, region    S3 settings (default: the AWS chain)
 sse_kms_key_id     pull: encrypt the objects with this KMS key
+storage_class, content_type, acl    pull: settings of the objects created
+bwlimit            bytes per second for this flow's run (e.g. "50M")
+jump               SFTP jump host, [user@]host[:port] (ProxyJump works too)
 part_size, max_memory, read_streams, upload_streams, checksum, retries
                    transfer options, as the ``cp`` flags of the same name
 state_dir          journal and locks (default: ``--state-dir``,
@@ -396,6 +399,11 @@ SPECS: dict[str, Spec] = {
     "settle": Spec(_seconds, ("pull",)),
     "retention_days": Spec(_number, ("pull",)),
     "sse_kms_key_id": Spec(_string, ("pull",)),
+    "storage_class": Spec(_string, ("pull",)),
+    "content_type": Spec(_string, ("pull",)),
+    "acl": Spec(_string, ("pull",)),
+    "bwlimit": Spec(_size),
+    "jump": Spec(_string),
     "retry_failed": Spec(_boolean, ("push",)),
     "include": Spec(_globs),
     "exclude": Spec(_globs),
@@ -600,13 +608,15 @@ class _Loader:
         kind = v["kind"]
         password_env = v.get("password_env")
         sftp_args = {"identity": v.get("identity", ()), "known_hosts": v.get("known_hosts"),
-                     "host_key": v.get("host_key"), "password_file": v.get("password_file")}
+                     "host_key": v.get("host_key"), "password_file": v.get("password_file"), "jump": v.get("jump")}
         sftp = EnvPasswordSftpOptions(**sftp_args, password_env=password_env) if password_env else SftpOptions(
             **sftp_args)
         options = TransferOptions(
             **{k: v[k] for k in TRANSFER_KEYS if k in v}, state_dir=v.get("state_dir"), sftp=sftp,
+            bwlimit=v.get("bwlimit"),
             s3=S3Options(endpoint_url=v.get("endpoint_url"), profile=v.get("profile"), region=v.get("region"),
-                         sse_kms_key_id=v.get("sse_kms_key_id")),
+                         sse_kms_key_id=v.get("sse_kms_key_id"), storage_class=v.get("storage_class"),
+                         content_type=v.get("content_type"), acl=v.get("acl")),
         )
         include, exclude = v.get("include", ()), v.get("exclude", ())
         filters = ((Filter("*", False), *(Filter(p, True) for p in include)) if include else ()) + tuple(
