@@ -9,6 +9,7 @@ others, and :attr:`JobReport.exit_code` is the worst failure's exit code.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import S3FerryError
 
@@ -67,3 +68,14 @@ def record(report: JobReport) -> None:
             metrics.FILES.labels(result, flow).inc(len(items))
     if not report.failed and not report.dry_run:
         metrics.LAST_SUCCESS.labels(flow).set_to_current_time()
+
+
+async def close_all(journal: Any, source: Any, sink: Any) -> None:
+    """Close a job's journal and both ends, each even if the one before failed."""
+    try:
+        await journal.close()
+    finally:
+        try:
+            await source.close()
+        finally:
+            await sink.close()

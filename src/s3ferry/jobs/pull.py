@@ -39,7 +39,7 @@ from ..journal import Journal
 from ..options import TransferOptions
 from ..tree import Filter, child_path, selected
 from ..urls import Location, parse, safe_relative
-from . import JobReport, record
+from . import JobReport, close_all, record
 
 log = logging.getLogger("s3ferry")
 
@@ -168,7 +168,7 @@ async def pull(src: str | Location, dst: str | Location, options: TransferOption
         if settings.retention_days > 0:
             await job.expire([e for e in entries if job.in_archive(e)], now)
     finally:
-        await asyncio.shield(_close(journal, source, sink))
+        await asyncio.shield(close_all(journal, source, sink))
     report.seconds = time.monotonic() - started
     record(report)
     return report
@@ -192,12 +192,3 @@ async def _run_all(job: _Pull, todo: list[Entry], transfers: int) -> None:
         for _ in range(min(transfers, len(todo))):
             group.create_task(worker())
 
-
-async def _close(journal: Journal, source: Any, sink: Any) -> None:
-    try:
-        await journal.close()
-    finally:
-        try:
-            await source.close()
-        finally:
-            await sink.close()

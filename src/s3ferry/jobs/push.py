@@ -40,7 +40,7 @@ from ..options import TransferOptions
 from ..tree import Filter, child_path, selected
 from ..urls import Location, parse, safe_relative
 from ..observe import metrics
-from . import JobReport, record
+from . import JobReport, close_all, record
 
 log = logging.getLogger("s3ferry")
 
@@ -201,20 +201,11 @@ async def push(src: str | Location, dst: str | Location, options: TransferOption
             await job.scan(settings.filters, settings.transfers)
         metrics.QUEUE.labels(metrics.FLOW.get()).set(len(await journal.queued(job.src, job.dst)))
     finally:
-        await asyncio.shield(_close(journal, source, sink))
+        await asyncio.shield(close_all(journal, source, sink))
     report.seconds = time.monotonic() - started
     record(report)
     return report
 
-
-async def _close(journal: Journal, source: Any, sink: Any) -> None:
-    try:
-        await journal.close()
-    finally:
-        try:
-            await source.close()
-        finally:
-            await sink.close()
 
 
 __all__ = ["PushSettings", "push", "mark_key", "Entry"]
