@@ -56,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="1GiB")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--dask-args", default="", help='extra flags for the dask runs only, e.g. "--part-size 32MiB"')
     args = parser.parse_args()
     size = parse_size(args.size)
     become_subreaper()
@@ -75,7 +76,8 @@ def main() -> None:
             rss: dict[str, list[int]] = {"local": [], "dask": []}
             for r in range(args.rounds):
                 for mode in ("local", "dask"):
-                    extra = ["--executor", "dask", "--scheduler", address] if mode == "dask" else []
+                    extra = (["--executor", "dask", "--scheduler", address, *args.dask_args.split()]
+                             if mode == "dask" else [])
                     subprocess.run(["sync"], check=False)
                     res = run_measured([*common[:3], f"s3://bench/{mode}-{r}.bin", *common[3:], *extra], env, logs,
                                        f"{mode}-{r}")

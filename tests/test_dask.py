@@ -153,3 +153,16 @@ def test_pull_and_push_on_the_cluster(cluster: Cluster, ssh: testbed.SshServer, 
         import hashlib
 
         assert hashlib.sha256((inbox / name).read_bytes()).hexdigest() == digest
+
+
+def test_parts_larger_than_the_budget_still_run_on_the_workers(cluster: Cluster, tmp_path: Path, bucket: str,
+                                                                s3: testbed.SeaweedServer) -> None:
+    # Locally such parts would be streamed; with an executor nothing is buffered on the coordinator.
+    src = tmp_path / "big-parts.bin"
+    digest = write_random(src, 70 * MiB)
+    result = run_cli("cp", str(src), f"s3://{bucket}/bp.bin", "--part-size", "32MiB", "--executor", "dask",
+                     "--scheduler", cluster.address, "--json")
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["workers"] and report["parts"] == 3
+    assert object_sha256(s3, bucket, "bp.bin") == digest

@@ -452,7 +452,8 @@ async def _run(source: Source, sink: Sink, options: TransferOptions, progress: P
     retry = RetryPolicy(retries=options.retries)
     stat, parts, part_size, algorithm = plan.stat, plan.parts, plan.part_size, plan.algorithm
     attempt = await prepare(plan, sink, journal)
-    streamed = _streams_parts(sink, options, part_size, algorithm)
+    # With an executor the parts are read on the workers: nothing is buffered here.
+    streamed = executor is None and _streams_parts(sink, options, part_size, algorithm)
     # A file smaller than a part gets a buffer of its own size: a tree of small
     # files must not cost a full part buffer each. Streamed parts need none.
     pool = BufferPool(0 if streamed else min(options.buffer_count(part_size), len(parts) + 1),
@@ -462,7 +463,7 @@ async def _run(source: Source, sink: Sink, options: TransferOptions, progress: P
     progress.started(source.location.name, stat.size)
     progress.advanced(sum(p.length for p in parts if p.number in attempt.done))
     try:
-        if executor is not None and attempt.writer.upload_id and not streamed:
+        if executor is not None and attempt.writer.upload_id:
             await executor.pump(job, options, sink.location)  # parts on other machines; receipts come back
         else:
             await _pump(job, options, streamed)
