@@ -284,3 +284,20 @@ def test_push_command_line(box: Outbox, ssh: testbed.SshServer) -> None:
 def test_push_of_an_empty_outbox(box: Outbox) -> None:
     report = box.push()
     assert report.copied == [] and report.exit_code == 0
+
+
+def test_hostile_key_refused_on_push(box: Outbox, s3: testbed.SeaweedServer, ssh: testbed.SshServer) -> None:
+    from s3proxy import S3FaultProxy
+
+    box.put("f.csv", b"fine")
+    box.put("g.csv", b"also fine")
+    with S3FaultProxy(s3.s3_port) as proxy:
+        # SeaweedFS refuses such keys itself; a hostile server would list them.
+        hostile = b"<Key>out/a/../../../escaped-by-push.csv</Key>"
+        proxy.rewrite_listing = lambda body: body.replace(b"<Key>out/g.csv</Key>", hostile)
+        result = run_cli("push", box.src, box.dst, "--json", "--state-dir", str(box.state), *sftp_flags(ssh),
+                         env={"AWS_ENDPOINT_URL_S3": proxy.url})
+    assert result.code == 2, result.stderr
+    assert "unsafe name 'a/../../../escaped-by-push.csv'" in result.stderr
+    assert json.loads(result.stdout)["copied"] == 1 and box.delivered("f.csv") == b"fine"
+    assert not list(ssh.root.parent.rglob("escaped-by-push.csv"))

@@ -41,13 +41,22 @@ def _is_dir(path: str) -> bool:
 async def copy_file(source: Source, sink: Sink, options: TransferOptions,
                     progress: ProgressListener | None = None, journal: Journal | None = None,
                     known: Stat | None = None, executor: PartExecutor | None = None) -> TransferResult:
-    """One file: S3 -> S3 is copied by S3 itself, everything else streams through the engine."""
+    """One file: S3 -> S3 is copied by S3 itself, everything else streams through the engine.
+
+    ``journal``: shared by the files of a tree; otherwise one is opened here for this file.
+    """
+    if journal is None:
+        journal = Journal(options.state_dir)
+        try:
+            return await copy_file(source, sink, options, progress, journal, known, executor)
+        finally:
+            await asyncio.shield(journal.close())
     from .backends.s3 import S3Sink
     from .backends.s3_source import S3Source
 
     label = metrics.direction(source.location.scheme, sink.location.scheme)
     metered = metrics.Metered(progress, label)
-    if (options.overwrite != "always" or options.dry_run) and not await _journaled(source, sink, options, journal):
+    if (options.overwrite != "always" or options.dry_run) and not await _journaled(source, sink, journal):
         known = known or await source.stat()
         decided = await _skip_or_plan(source, sink, options, known)
         if decided is not None:
@@ -68,17 +77,9 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
     return result
 
 
-async def _journaled(source: Source, sink: Sink, options: TransferOptions, journal: Journal | None) -> bool:
+async def _journaled(source: Source, sink: Sink, journal: Journal) -> bool:
     """An earlier attempt for this pair is on record: the engine finishes (or recognises) it, never a skip."""
-    if not sink.features.resumable:
-        return False
-    own = journal is None
-    journal = journal or Journal(options.state_dir)
-    try:
-        return await journal.find(str(source.location), str(sink.location)) is not None
-    finally:
-        if own:
-            await journal.close()
+    return sink.features.resumable and await journal.find(str(source.location), str(sink.location)) is not None
 
 
 def matches(src: Stat, dst: Stat) -> bool:

@@ -114,7 +114,7 @@ def run_file(source: Location, destination: Location, options: TransferOptions,
         if metadata:
             sink.metadata = dict(metadata)
         result = await copy_file(src, sink, options)
-        return {**result.as_dict(), "source_etag": getattr(src, "_etag", None)}
+        return {**result.as_dict(), "source_etag": getattr(src, "pinned_etag", None)}
 
     return asyncio.run_coroutine_threadsafe(go(), _loop()).result(), _where()
 

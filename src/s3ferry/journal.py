@@ -108,6 +108,22 @@ class TransferRecord:
     parts: tuple[PartRecord, ...] = ()
 
 
+def try_flock(path: Path) -> int | None:
+    """An exclusive, non-blocking ``flock`` on ``path`` (created as needed): the open fd, or None if held.
+
+    Closing the fd releases it, and so does the kernel when the process ends,
+    however it ends: a SIGKILL never leaves a stale lock.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
 class PairLock:
     """An exclusive, cross-process lock on one (source, destination) pair.
 
@@ -122,16 +138,9 @@ class PairLock:
         self._fd: int | None = None
 
     def _acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise UserError(
-                f"another s3ferry process is copying {self._source} to {self._destination} right now"
-            ) from None
-        self._fd = fd
+        self._fd = try_flock(self.path)
+        if self._fd is None:
+            raise UserError(f"another s3ferry process is copying {self._source} to {self._destination} right now")
 
     async def __aenter__(self) -> "PairLock":
         try:

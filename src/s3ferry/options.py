@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import ipaddress
 import math
 import os
@@ -121,6 +122,24 @@ class HttpOptions:
     read_timeout: float = 120.0
 
 
+@functools.lru_cache(maxsize=8)
+def _read_key(path: Path, flag: str) -> bytes:
+    """A 256-bit key from a file of 32 raw bytes or their base64 (cached: every request needs it)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from exc
+    if len(raw) == 32:
+        return raw
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise UsageError(f"{flag} {path} must hold a 256-bit key: 32 raw bytes or their base64")
+    return key
+
+
 @dataclass(frozen=True)
 class S3Options:
     """Overrides of the AWS configuration chain (env vars, ~/.aws/config)."""
@@ -149,24 +168,11 @@ class S3Options:
     tags: tuple[tuple[str, str], ...] = ()
 
     def sse_c_key(self, *, source: bool = False) -> bytes | None:
-        """The SSE-C key for the destination (or the source), read and checked."""
+        """The SSE-C key for the destination (or the source), read and checked once per process."""
         path = self.source_sse_c_key_file if source else self.sse_c_key_file
         if path is None:
             return None
-        flag = "--source-sse-c-key-file" if source else "--sse-c-key-file"
-        try:
-            raw = path.read_bytes()
-        except OSError as exc:
-            raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from exc
-        if len(raw) == 32:
-            return raw
-        try:
-            key = base64.b64decode(raw.strip(), validate=True)
-        except ValueError:
-            key = b""
-        if len(key) != 32:
-            raise UsageError(f"{flag} {path} must hold a 256-bit key: 32 raw bytes or their base64")
-        return key
+        return _read_key(path, "--source-sse-c-key-file" if source else "--sse-c-key-file")
 
     def resolved_endpoint(self) -> str | None:
         return (self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")

@@ -22,8 +22,8 @@ from functools import partial
 from typing import Any
 
 from . import checksums
-from .backends.s3 import S3Sink, sse_c_args
-from .backends.s3_source import S3Source, _full_object_checksum
+from .backends.s3 import S3Sink, full_object_checksum, sse_c_args
+from .backends.s3_source import S3Source
 from .engine import ProgressListener, TransferResult, _NoProgress
 from .errors import IntegrityError, S3FerryError, SourceChangedError, TransferError
 from .observe.resources import ResourceMeter
@@ -146,7 +146,7 @@ async def _verify(sink: S3Sink, size: int, source_sum: tuple[str, str] | None,
     head = await sink.call("head_object", Bucket=sink.location.bucket, Key=sink.location.path,
                            ChecksumMode="ENABLED", **sink.sse_args())
     got = int(head["ContentLength"])
-    copy_sum = _full_object_checksum(head)
+    copy_sum = full_object_checksum(head)
     problem = None
     if got != size:
         problem = f"{sink.where} holds {got} bytes, the source {size}"

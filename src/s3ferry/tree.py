@@ -22,7 +22,8 @@ import fnmatch
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, Awaitable, Callable, Sequence, TypeVar
 
 from .backends.base import Entry, Sink, Source, Stat
 from .engine import ProgressListener, TransferResult
@@ -33,6 +34,7 @@ from .options import TransferOptions
 from .urls import Location, safe_relative
 
 log = logging.getLogger("s3ferry")
+T = TypeVar("T")
 
 #: :func:`s3ferry.api.copy_file`'s signature: one file, through the engine or S3's own copy
 CopyOne = Callable[[Source, Sink, TransferOptions, "ProgressListener | None", "Journal | None", "Stat | None"],
@@ -175,9 +177,6 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
             result.excluded += 1
     if progress is not None:
         progress.started(f"{len(entries)} files", sum(e.size for e in entries))
-    queue: asyncio.Queue[Entry] = asyncio.Queue()
-    for entry in entries:
-        queue.put_nowait(entry)
     per_file = options.replace(max_memory=max(options.max_memory // transfers, 5 * 1024 * 1024))
     if executor is not None:
         await _on_cluster(executor, source, sink, per_file, entries, progress, result)
@@ -187,10 +186,8 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
     present = await _destination_sizes(sink, options)
     journal = Journal(options.state_dir)
     try:
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(transfers, len(entries))):
-                group.create_task(_worker(queue, source, sink, per_file, journal, progress, run_one, result,
-                                          present))
+        await for_each(entries, partial(_copy_entry, source, sink, per_file, journal, progress, run_one, result,
+                                        present), transfers)
     finally:
         await asyncio.shield(journal.close())
         if progress is not None:
@@ -224,23 +221,36 @@ def _options_for(entry: Entry, rel: str, options: TransferOptions, present: dict
     return options
 
 
-async def _worker(queue: "asyncio.Queue[Entry]", source: Source, sink: Sink, options: TransferOptions,
-                  journal: Journal, progress: ProgressListener | None, run_one: CopyOne,
-                  result: TreeResult, present: dict[str, int] | None = None) -> None:
-    while not queue.empty():
-        entry = queue.get_nowait()
-        listener = _file_listener(progress, entry)
-        try:
-            rel = safe_relative(entry.path)
-            known = Stat(entry.size, entry.mtime, entry.etag) if source.features.listing_is_stat else None
-            done = await run_one(source.child(child_path(source.location.path, rel)),
-                                 sink.child(child_path(sink.location.path, rel)),
-                                 _options_for(entry, rel, options, present), listener, journal, known)
-        except S3FerryError as exc:
-            log.error("error: %s: %s", entry.path, exc)
-            result.failures.append((entry.path, exc))
-            continue
-        finally:
-            if listener is not None:
-                listener.finished()
-        result.files.append(done)
+async def for_each(items: Sequence[T], action: Callable[[T], Awaitable[object]], workers: int) -> None:
+    """``action`` on every item, ``workers`` at a time: a sliding window, a finished item makes room."""
+    queue: asyncio.Queue[T] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+
+    async def worker() -> None:
+        while not queue.empty():
+            await action(queue.get_nowait())
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(workers, len(items))):
+            group.create_task(worker())
+
+
+async def _copy_entry(source: Source, sink: Sink, options: TransferOptions, journal: Journal,
+                      progress: ProgressListener | None, run_one: CopyOne, result: TreeResult,
+                      present: dict[str, int] | None, entry: Entry) -> None:
+    listener = _file_listener(progress, entry)
+    try:
+        rel = safe_relative(entry.path)
+        known = Stat(entry.size, entry.mtime, entry.etag) if source.features.listing_is_stat else None
+        done = await run_one(source.child(child_path(source.location.path, rel)),
+                             sink.child(child_path(sink.location.path, rel)),
+                             _options_for(entry, rel, options, present), listener, journal, known)
+    except S3FerryError as exc:
+        log.error("error: %s: %s", entry.path, exc)
+        result.failures.append((entry.path, exc))
+        return
+    finally:
+        if listener is not None:
+            listener.finished()
+    result.files.append(done)

@@ -234,10 +234,16 @@ def head_stat(head: dict[str, Any]) -> Stat:
     if mtime is None:
         modified = head.get("LastModified")
         mtime = modified.timestamp() if hasattr(modified, "timestamp") else None
-    checksum = None
-    if head.get("ChecksumType") == "FULL_OBJECT":
-        checksum = next(((n, str(head[f"Checksum{n}"])) for n in _CHECKSUMS if head.get(f"Checksum{n}")), None)
-    return Stat(size=int(head["ContentLength"]), mtime=mtime, etag=head.get("ETag"), checksum=checksum)
+    return Stat(size=int(head["ContentLength"]), mtime=mtime, etag=head.get("ETag"),
+                checksum=full_object_checksum(head))
+
+
+def full_object_checksum(head: dict[str, Any]) -> tuple[str, str] | None:
+    """``(algorithm, base64)`` of a FULL_OBJECT checksum in a HEAD answer; a COMPOSITE one (``-N``)
+    cannot be rebuilt from other part boundaries, so it counts as none."""
+    if head.get("ChecksumType") != "FULL_OBJECT":
+        return None
+    return next(((n, str(head[f"Checksum{n}"])) for n in _CHECKSUMS if head.get(f"Checksum{n}")), None)
 
 
 def sse_c_args(key: bytes | None, prefix: str = "") -> dict[str, Any]:
@@ -264,9 +270,7 @@ class S3Sink(S3Client):
 
     def sse_args(self) -> dict[str, Any]:
         """Encryption arguments for requests that write (or read back) the destination object."""
-        if not hasattr(self, "_sse"):
-            self._sse = sse_c_args(self.options.sse_c_key())  # a 32-byte file, read once
-        return self._sse
+        return sse_c_args(self.options.sse_c_key())
 
     def kms_args(self) -> dict[str, Any]:
         """Arguments for requests that create an object (PutObject, CreateMultipartUpload):

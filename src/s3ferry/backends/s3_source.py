@@ -22,22 +22,11 @@ from ..urls import Location
 from .base import Entry, Features, Stat
 from .s3 import S3Client, head_stat, sse_c_args
 
-_CHECKSUMS = ("CRC32C", "CRC64NVME", "CRC32", "SHA256", "SHA1")
 _SLICE = 256 * 1024
 
 
 def _epoch(when: object) -> float | None:
     return when.timestamp() if isinstance(when, datetime) else None
-
-
-def _full_object_checksum(head: dict[str, Any]) -> tuple[str, str] | None:
-    if head.get("ChecksumType") != "FULL_OBJECT":
-        return None  # a COMPOSITE checksum (-N) cannot be rebuilt from other part boundaries
-    for name in _CHECKSUMS:
-        value = head.get(f"Checksum{name}")
-        if value:
-            return name, str(value)
-    return None
 
 
 class S3Reader:
@@ -81,17 +70,17 @@ class S3Reader:
 
 class S3Source(S3Client):
     features = Features(ranged_reads=True, listing=True)
+    #: the ETag stat() saw: every ranged GET names it (If-Match); push marks this version delivered
+    pinned_etag: str | None = None
 
     def child(self, path: str) -> "S3Source":
         return S3Source(self.location.with_path(path), self.options, self._pool_size, self.retry, parent=self)
 
     def key_args(self) -> dict[str, Any]:
-        if not hasattr(self, "_sse"):
-            self._sse = sse_c_args(self.options.sse_c_key(source=True))  # a 32-byte file, read once
-        return {"Bucket": self.location.bucket, "Key": self.location.path, **self._sse}
+        return {"Bucket": self.location.bucket, "Key": self.location.path,
+                **sse_c_args(self.options.sse_c_key(source=True))}
 
     async def stat(self) -> Stat:
-        self.key_args()  # reads the SSE-C key file once
         if not self.location.path or self.location.path.endswith("/"):
             raise UsageError(f"{self.where} is a prefix (use cp -r to copy everything under it)")
         try:
@@ -104,10 +93,11 @@ class S3Source(S3Client):
             if exc.code in ("400", "BadRequest", "InvalidArgument", "InvalidRequest"):
                 # A HEAD answer has no body; 400 is what S3 says to a request
                 # without the key of an SSE-C object.
-                hint = "pass --source-sse-c-key-file" if not self._sse else "check --source-sse-c-key-file"
+                has_key = self.options.source_sse_c_key_file is not None
+                hint = "check --source-sse-c-key-file" if has_key else "pass --source-sse-c-key-file"
                 raise UserError(f"S3 refused to read {self.where} (400): is it encrypted with SSE-C? {hint}") from exc
             raise
-        self._etag = head.get("ETag")
+        self.pinned_etag = head.get("ETag")
         return head_stat(head)  # mtime: the one recorded from the original source, if any
 
     async def _is_prefix(self) -> bool:
@@ -118,9 +108,9 @@ class S3Source(S3Client):
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[S3Reader]:
         # Pinned to the ETag seen by stat(); the engine stats before reading.
-        if not hasattr(self, "_etag"):
+        if self.pinned_etag is None:
             await self.stat()
-        yield S3Reader(self, self._etag)
+        yield S3Reader(self, self.pinned_etag)
 
     async def walk(self) -> AsyncIterator[Entry]:
         prefix = self.location.path.rstrip("/")

@@ -37,7 +37,7 @@ from ..engine import ProgressListener
 from ..errors import NotFoundError, S3FerryError, UsageError
 from ..journal import Journal
 from ..options import TransferOptions
-from ..tree import Filter, child_path, selected
+from ..tree import Filter, child_path, for_each, selected
 from ..urls import Location, parse, safe_relative
 from . import JobReport, close_all, record
 
@@ -175,20 +175,12 @@ async def pull(src: str | Location, dst: str | Location, options: TransferOption
 
 
 async def _run_all(job: _Pull, todo: list[Entry], transfers: int) -> None:
-    queue: asyncio.Queue[Entry] = asyncio.Queue()
-    for entry in todo:
-        queue.put_nowait(entry)
+    async def one(entry: Entry) -> None:
+        try:
+            await job.one(entry)
+        except S3FerryError as exc:  # one file's failure never stops the others
+            log.error("error: %s: %s", entry.path, exc)
+            job.report.failed.append((entry.path, exc))
 
-    async def worker() -> None:
-        while not queue.empty():
-            entry = queue.get_nowait()
-            try:
-                await job.one(entry)
-            except S3FerryError as exc:
-                log.error("error: %s: %s", entry.path, exc)
-                job.report.failed.append((entry.path, exc))
-
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(transfers, len(todo))):
-            group.create_task(worker())
+    await for_each(todo, one, transfers)
 

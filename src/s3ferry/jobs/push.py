@@ -37,7 +37,7 @@ from ..engine import ProgressListener
 from ..errors import NotFoundError, S3FerryError, UsageError
 from ..journal import Journal
 from ..options import TransferOptions
-from ..tree import Filter, child_path, selected
+from ..tree import Filter, child_path, for_each, selected
 from ..urls import Location, parse, safe_relative
 from ..observe import metrics
 from . import JobReport, close_all, record
@@ -103,12 +103,12 @@ class _Push:
                 etag, size = str(result["source_etag"]), int(result["size"])  # type: ignore[call-overload]
             else:
                 done = await copy_file(child, target, self.options, self.progress, self.journal)
-                etag, size = str(child._etag), done.size  # the version the engine read (pinned by If-Match)
+                etag, size = str(child.pinned_etag), done.size  # the version read (pinned by If-Match)
             await self._mark(key, etag, from_queue)
         except S3FerryError as exc:
             log.error("error: %s: %s", rel, exc)
             self.report.failed.append((rel, exc))
-            await self.journal.queue_failure(self.src, self.dst, key, getattr(child, "_etag", "") or "", str(exc))
+            await self.journal.queue_failure(self.src, self.dst, key, child.pinned_etag or "", str(exc))
             return
         self.report.copied.append(rel)
         self.report.bytes += size
@@ -130,12 +130,18 @@ class _Push:
         async for entry in _objects(self.source):
             if not selected(entry.path, filters):
                 continue
+            try:
+                safe_relative(entry.path)  # a name from the bucket must stay inside the destination
+            except UsageError as exc:
+                log.error("error: %s: %s", entry.path, exc)
+                self.report.failed.append((entry.path, exc))  # not queued: retrying cannot make it safe
+                continue
             key = self.key_of(entry.path)
             if await self.delivered(key, str(entry.etag)) or queued.get(key) == entry.etag:
                 self.report.skipped.append(entry.path)  # delivered, or failed and left to --retry-failed
             else:
                 todo.append(entry.path)
-        await _each(todo, self.deliver, transfers)
+        await for_each(todo, self.deliver, transfers)
 
     async def retry(self, transfers: int) -> None:
         todo: list[str] = []
@@ -150,7 +156,7 @@ class _Push:
                 self.report.skipped.append(rel)
             else:
                 todo.append(rel)
-        await _each(todo, partial(self.deliver, from_queue=True), transfers)
+        await for_each(todo, partial(self.deliver, from_queue=True), transfers)
 
 
 def _tag_value(etag: str) -> str:
@@ -163,20 +169,6 @@ async def _objects(source: S3Source) -> Any:
             yield entry
     except NotFoundError:
         return  # an empty outbox is not an error
-
-
-async def _each(items: list[str], action: Any, transfers: int) -> None:
-    queue: asyncio.Queue[str] = asyncio.Queue()
-    for item in items:
-        queue.put_nowait(item)
-
-    async def worker() -> None:
-        while not queue.empty():
-            await action(queue.get_nowait())
-
-    async with asyncio.TaskGroup() as group:
-        for _ in range(min(transfers, len(items))):
-            group.create_task(worker())
 
 
 async def push(src: str | Location, dst: str | Location, options: TransferOptions, settings: PushSettings,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import fcntl
 import logging
 import os
 import time
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..errors import S3FerryError, UsageError
-from ..journal import default_state_dir
+from ..journal import default_state_dir, try_flock
 from ..observe import metrics
 from . import JobReport
 from .flowfile import Flow
@@ -90,12 +89,8 @@ class FlowLock:
         self._fd: int | None = None
 
     def _acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
+        fd = try_flock(self.path)
+        if fd is None:
             return False
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())  # for people looking: who holds it
