@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -61,6 +62,16 @@ def main() -> None:
     size = parse_size(args.size)
     become_subreaper()
     base = Path(tempfile.mkdtemp(prefix="s3ferry-dask-bench-"))
+    try:
+        run_rounds(args, size, base)
+    except BaseException:
+        shutil.rmtree(base / "bed", ignore_errors=True)  # the data; the logs stay for a look
+        print(f"logs: {base / 'logs'}", file=sys.stderr)
+        raise
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def run_rounds(args: argparse.Namespace, size: int, base: Path) -> None:
     logs = base / "logs"
     logs.mkdir()
     with testbed.servers(base / "bed") as (ssh, s3):

@@ -166,3 +166,73 @@ def test_parts_larger_than_the_budget_still_run_on_the_workers(cluster: Cluster,
     report = json.loads(result.stdout)
     assert report["workers"] and report["parts"] == 3
     assert object_sha256(s3, bucket, "bp.bin") == digest
+
+
+def test_slowdown_on_the_workers_is_retried_with_backoff(cluster: Cluster, tmp_path: Path, bucket: str,
+                                                         s3: testbed.SeaweedServer) -> None:
+    # 60% of the uploads answered 503 SlowDown: Dask's own retry (one, at once) could not carry 16 parts through;
+    # the workers back off and retry like the local engine.
+    from s3proxy import S3FaultProxy
+
+    src = tmp_path / "slow.bin"
+    digest = write_random(src, 16 * 5 * MiB)
+    with S3FaultProxy(s3.s3_port, slowdown_rate=0.6, seed=3) as proxy:
+        result = run_cli("cp", str(src), f"s3://{bucket}/slow.bin", "--part-size", "5MiB", "--retries", "12",
+                         "--endpoint-url", proxy.url, "--executor", "dask", "--scheduler", cluster.address,
+                         "--json")
+    assert result.code == 0, result.stderr
+    assert proxy.count("UploadPart", 503) >= 4
+    assert json.loads(result.stdout)["workers"]
+    assert object_sha256(s3, bucket, "slow.bin") == digest
+
+
+def test_a_part_refused_on_a_worker_fails_with_one_line(cluster: Cluster, tmp_path: Path, bucket: str,
+                                                        s3: testbed.SeaweedServer) -> None:
+    from s3proxy import S3FaultProxy
+
+    src = tmp_path / "refused.bin"
+    write_random(src, 12 * 5 * MiB)
+    with S3FaultProxy(s3.s3_port) as proxy:
+        proxy.fail_next = [("UploadPart", 403, "AccessDenied")] * 40  # every try of every part
+        result = run_cli("cp", str(src), f"s3://{bucket}/refused.bin", "--part-size", "5MiB", "--endpoint-url",
+                         proxy.url, "--executor", "dask", "--scheduler", cluster.address)
+    assert result.code == 2, result.stderr  # permission denied is a user error (DESIGN: exit codes)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "access denied" in lines[0], result.stderr  # no warnings from cancelling the rest
+    # the other parts were cancelled, not all tried: each part is tried twice (Dask's one retry)
+    assert proxy.count("UploadPart") < 2 * 12
+
+
+def test_workers_take_large_buffers_from_the_heap(cluster: Cluster, tmp_path: Path, bucket: str) -> None:
+    # Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536, which makes glibc mmap (and fault in)
+    # every buffer over 128 KiB: 3x the CPU per byte. After a task the worker takes them from the heap.
+    from distributed import Client
+
+    def mmapped_blocks_for_1mib() -> tuple[str | None, int]:
+        import ctypes
+        import os as os_
+
+        class MallInfo2(ctypes.Structure):
+            _fields_ = [(name, ctypes.c_size_t) for name in
+                        ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                         "fordblks", "keepcost")]
+
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+        mallinfo2.restype = MallInfo2
+        before = mallinfo2().hblks
+        block = bytearray(1 << 20)
+        during = mallinfo2().hblks
+        del block
+        return os_.environ.get("MALLOC_TRIM_THRESHOLD_"), during - before
+
+    with Client(cluster.address, timeout="30s") as client:
+        untouched = client.run(mmapped_blocks_for_1mib)
+        assert all(v == ("65536", 1) for v in untouched.values()), untouched  # the trap is real
+        src = tmp_path / "one.bin"
+        write_random(src, 60 * MiB)
+        result = run_cli("cp", str(src), f"s3://{bucket}/one.bin", "--part-size", "5MiB", "--executor", "dask",
+                         "--scheduler", cluster.address, "--json")
+        assert result.code == 0, result.stderr
+        assert len(json.loads(result.stdout)["workers"]) == 2
+        tuned = client.run(mmapped_blocks_for_1mib)
+        assert all(v == ("65536", 0) for v in tuned.values()), tuned

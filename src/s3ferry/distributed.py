@@ -23,10 +23,13 @@ result is byte-identical.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import logging
 import os
 import socket
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from . import checksums
@@ -34,6 +37,7 @@ from .backends import open_sink, open_source
 from .backends.base import Part, Receipt
 from .errors import S3FerryError, TransferError, UsageError
 from .options import TransferOptions
+from .retry import RetryPolicy
 from .urls import Location
 
 # -- worker side -------------------------------------------------------------------
@@ -41,6 +45,41 @@ from .urls import Location
 _LOOP: asyncio.AbstractEventLoop | None = None
 _LOOP_LOCK = threading.Lock()
 _ENDPOINTS: dict[tuple[str, Location, TransferOptions], Any] = {}
+log = logging.getLogger(__name__)
+
+# glibc mallopt() parameters (malloc.h)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+#: Largest block glibc takes from the heap instead of mmap (its own ceiling for this setting: 32 MiB).
+MMAP_THRESHOLD = 32 * 1024 * 1024
+#: Free memory glibc keeps at the top of the heap before giving it back to the system.
+TRIM_THRESHOLD = 64 * 1024 * 1024
+
+
+def _tune_malloc() -> None:
+    """Undo the malloc setting Dask's nanny gives workers, which triples s3ferry's CPU per byte.
+
+    The nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` (so freed
+    memory goes back to the system). Setting any malloc threshold switches off
+    glibc's *dynamic* mmap threshold, so every buffer above 128 KiB -- each
+    slice asyncssh cuts from its input buffer, each part buffer -- becomes an
+    mmap/munmap pair whose pages the kernel faults in and zeroes again: 1 GiB
+    through SFTP costs ~9 CPU-seconds instead of ~2.6. Thresholds like the ones
+    glibc would have reached on its own bring it back; the cost is at most
+    ``TRIM_THRESHOLD`` of freed memory kept per worker process. Set
+    ``S3FERRY_WORKER_MALLOC=keep`` to leave the worker's malloc alone.
+    """
+    if os.environ.get("S3FERRY_WORKER_MALLOC", "").lower() == "keep":
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return  # not glibc (musl, macOS): nothing to undo
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    if not (mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)):
+        log.debug("mallopt refused the thresholds; the worker keeps its malloc settings")
 
 
 def _loop() -> asyncio.AbstractEventLoop:
@@ -48,6 +87,7 @@ def _loop() -> asyncio.AbstractEventLoop:
     global _LOOP
     with _LOOP_LOCK:
         if _LOOP is None:
+            _tune_malloc()
             loop = asyncio.new_event_loop()
             threading.Thread(target=loop.run_forever, name="s3ferry-worker-loop", daemon=True).start()
             _LOOP = loop
@@ -83,14 +123,20 @@ async def _run_part(task: PartTask) -> tuple[Receipt, str]:
     algorithm = checksums.get(task.checksum)
     source = _endpoint("source", task.source, task.options)
     sink = _endpoint("sink", task.destination, task.options)
-    buf = bytearray(task.part.length)
-    async with source.reader() as reader:
-        await reader.read_into(task.part.offset, memoryview(buf))
+    # The same backoff as the local engine: Dask's own retries come at once, which S3's SlowDown punishes.
+    retry = RetryPolicy(retries=task.options.retries)
+    view = memoryview(bytearray(task.part.length))
+
+    async def read() -> None:
+        async with source.reader() as reader:  # a failed reader drops its connection: a retry gets a new one
+            await reader.read_into(task.part.offset, view)
+
+    await retry.run(read, f"reading part {task.part.number}")
     digest = None
     if algorithm is not None:
-        digest = checksums.PartDigest(await asyncio.to_thread(algorithm.part, buf), task.part.length)
+        digest = checksums.PartDigest(await asyncio.to_thread(algorithm.part, view), task.part.length)
     writer = sink.resume_writer(task.upload_id, algorithm)
-    receipt = await writer.write_part(task.part, memoryview(buf), digest)
+    receipt = await retry.run(partial(writer.write_part, task.part, view, digest), f"uploading part {task.part.number}")
     return receipt, _where()
 
 
@@ -124,7 +170,7 @@ def run_file(source: Location, destination: Location, options: TransferOptions,
 class DaskExecutor:
     """Runs parts (or files) on a Dask cluster; used by the engine through :meth:`pump`."""
 
-    def __init__(self, scheduler: str, retries: int = 3) -> None:
+    def __init__(self, scheduler: str, retries: int = 1) -> None:
         self.scheduler = scheduler
         self.retries = retries
         self.workers_used: set[str] = set()
@@ -165,9 +211,18 @@ class DaskExecutor:
                 job.uploaded_bytes += lengths[future.key]
                 await job._stored(receipt, lengths[future.key])
         finally:
-            for future in futures:
-                if not future.done():
-                    future.cancel()
+            await self._cancel(futures)
+
+    async def _cancel(self, futures: list[Any]) -> None:
+        """Stop the tasks still queued or running (after a failure, Ctrl-C): their parts are not wanted now."""
+        pending = [f for f in futures if not f.done()]
+        if not pending:
+            return
+        try:
+            # shielded: this runs while the pump itself may be being cancelled
+            await asyncio.shield(self._client.cancel(pending))
+        except (OSError, TimeoutError) as exc:
+            log.debug("could not cancel %d Dask tasks: %s", len(pending), exc)
 
     async def _result(self, future: Any) -> Any:
         try:
