@@ -204,3 +204,31 @@ def test_dry_run_of_pull_and_push_changes_nothing(tmp_path: Path, bucket: str, s
     assert (_files(drop), _listing(s3, bucket), _files(inbox)) == before
     tags = s3.client().get_object_tagging(Bucket=bucket, Key="out/deliver-me.csv")["TagSet"]
     assert tags == []
+
+
+def test_jump_host_key_problems_name_the_jump_host(tmp_path: Path, ssh: testbed.SshServer,
+                                                   trusted_home: Path) -> None:
+    # ~/.ssh/known_hosts trusts the target but not the jump host: the error must not blame the target.
+    jump = testbed.SshServer(tmp_path / "jump")
+    jump.start()
+    try:
+        (jump.base / "authorized_keys").write_text(ssh.user_key.with_suffix(".pub").read_text())
+        src = ssh.root / "behind-an-unknown-bastion.bin"
+        write_random(src, 1000)
+        unknown = run_cli("cp", ssh.url(src), str(tmp_path / "a.bin"), "--no-progress",
+                          "--jump", f"{ssh.user}@127.0.0.1:{jump.port}")
+        assert unknown.code == 2, unknown.stderr
+        assert f"jump host 127.0.0.1:{jump.port}" in unknown.stderr and "is not known" in unknown.stderr
+        assert f"ssh-keyscan -p {jump.port} 127.0.0.1" in unknown.stderr
+        assert f"127.0.0.1:{ssh.port}" not in unknown.stderr  # the target's key is fine
+        # An entry for the jump host with another key: a changed key, also named as the jump host's.
+        known = trusted_home / ".ssh" / "known_hosts"
+        other = ssh.known_hosts.read_text().split(None, 1)[1]  # the target's key under the jump host's name
+        known.write_text(known.read_text() + f"[127.0.0.1]:{jump.port} {other}")
+        changed = run_cli("cp", ssh.url(src), str(tmp_path / "b.bin"), "--no-progress",
+                          "--jump", f"{ssh.user}@127.0.0.1:{jump.port}")
+        assert changed.code == 2, changed.stderr
+        assert f"jump host 127.0.0.1:{jump.port}" in changed.stderr and "CHANGED" in changed.stderr
+        assert not (tmp_path / "a.bin").exists() and not (tmp_path / "b.bin").exists()
+    finally:
+        jump.stop()

@@ -111,17 +111,26 @@ def test_worker_killed_mid_transfer(cluster: Cluster, ssh: testbed.SshServer, bu
             "--scheduler", cluster.address, "--json", *sftp_flags(ssh)]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster.env)
     killed: list[float] = []
+    stop = threading.Event()
 
-    def kill() -> None:
-        os.killpg(cluster.workers[0].pid, signal.SIGKILL)
-        killed.append(time.monotonic())
+    def kill_once_parts_are_stored() -> None:
+        # Not a timer: the copy takes 2-3 s on a quiet machine and much longer on a loaded one.
+        client = s3.client()
+        while not stop.wait(0.05):
+            ups = client.list_multipart_uploads(Bucket=bucket, Prefix="k.bin").get("Uploads", [])
+            if ups and len(client.list_parts(Bucket=bucket, Key="k.bin", UploadId=ups[0]["UploadId"])
+                           .get("Parts", [])) >= 2:
+                os.killpg(cluster.workers[0].pid, signal.SIGKILL)
+                killed.append(time.monotonic())
+                return
 
-    killer = threading.Timer(4.0, kill)
+    killer = threading.Thread(target=kill_once_parts_are_stored, daemon=True)
     killer.start()
     try:
         out, err = proc.communicate(timeout=300)
     finally:
-        killer.cancel()
+        stop.set()
+        killer.join(10)
     ended = time.monotonic()
     assert killed and killed[0] < ended - 0.5, "the worker was not killed during the transfer"
     assert proc.returncode == 0, err

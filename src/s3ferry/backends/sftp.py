@@ -125,6 +125,48 @@ class SftpReader:
                 await asyncio.gather(*running, return_exceptions=True)
 
 
+_DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+
+
+def _jump_address(jump: str) -> tuple[str, int]:
+    """``[user@]host[:port]`` (the first hop of ``a,b``) -> (host, port)."""
+    hop = jump.split(",", 1)[0].rpartition("@")[2]
+    if hop.startswith("["):  # [v6 address]:port
+        host, _, rest = hop[1:].partition("]")
+        return host, int(rest[1:]) if rest[1:].isdigit() else 22
+    host, _, port = hop.partition(":")
+    return host, int(port) if port.isdigit() else 22
+
+
+def _unverified_key_error(who: str, host: str, port: int, known_hosts: Path,
+                          offered: str | None = None) -> HostKeyError:
+    """Unknown or changed, with the command that fixes it (as OpenSSH words it)."""
+    target = f"[{host}]:{port}" if port != 22 else host
+    if _known_hosts_lists_host(known_hosts, host, port, target):
+        now = f" (now {offered})" if offered else ""
+        return HostKeyError(f"host key of {who} has CHANGED{now}; if that is expected, "
+                            f"remove the old entry with: ssh-keygen -R '{target}'")
+    keyscan = f"ssh-keyscan -p {port} {host}" if port != 22 else f"ssh-keyscan {host}"
+    shown = "~/.ssh/known_hosts" if known_hosts == _DEFAULT_KNOWN_HOSTS.expanduser() else str(known_hosts)
+    fix = f"check it, then add it with `{keyscan} >> {shown}`"
+    if offered:
+        return HostKeyError(f"host key of {who} is not known ({offered}); {fix} or pin it with --host-key {offered}")
+    return HostKeyError(f"host key of {who} is not known; {fix}")
+
+
+def _known_hosts_lists_host(path: Path, host: str, port: int, target: str) -> bool:
+    try:
+        text = path.read_text()
+    except OSError:
+        return False
+    try:
+        known = asyncssh.import_known_hosts(text)
+        trusted, _, _, _, _, _, _ = known.match(host, "", port)
+    except (ValueError, asyncssh.Error):
+        return False
+    return bool(trusted) or any(target in line.split(" ", 1)[0].split(",") for line in text.splitlines())
+
+
 class SftpEndpoint:
     """Connections to one SFTP server: opened on demand, reused, shared with :meth:`child` endpoints."""
 
@@ -201,36 +243,25 @@ class SftpEndpoint:
         return f"{user}{self.location.host}:{self.location.port or 22}"
 
     def _host_key_error(self, client: _TrustingClient) -> HostKeyError:
+        if client.offered is None:
+            # The target never offered a key: the check that failed was the jump host's.
+            return self._jump_host_key_error()
         host, port = self.location.host, self.location.port or 22
-        offered = client.offered.get_fingerprint("sha256") if client.offered else "unknown"
+        offered = client.offered.get_fingerprint("sha256")
         if self.options.host_key:
             return HostKeyError(
                 f"host key of {host}:{port} is {offered}, not the pinned {self.options.host_key}"
             )
-        target = f"[{host}]:{port}" if port != 22 else host
-        if self._known_hosts_lists_host(target):
-            return HostKeyError(
-                f"host key of {host}:{port} has CHANGED (now {offered}); if that is expected, "
-                f"remove the old entry with: ssh-keygen -R '{target}'"
-            )
-        keyscan = f"ssh-keyscan -p {port} {host}" if port != 22 else f"ssh-keyscan {host}"
-        return HostKeyError(
-            f"host key of {host}:{port} is not known ({offered}); check it, then add it with "
-            f"`{keyscan} >> ~/.ssh/known_hosts` or pin it with --host-key {offered}"
-        )
+        known_hosts = self.options.known_hosts or _DEFAULT_KNOWN_HOSTS.expanduser()
+        return _unverified_key_error(f"{host}:{port}", host, port, known_hosts, offered)
 
-    def _known_hosts_lists_host(self, target: str) -> bool:
-        path = self.options.known_hosts or Path("~/.ssh/known_hosts").expanduser()
-        try:
-            text = path.read_text()
-        except OSError:
-            return False
-        try:
-            known = asyncssh.import_known_hosts(text)
-            trusted, _, _, _, _, _, _ = known.match(self.location.host, "", self.location.port or 22)
-        except (ValueError, asyncssh.Error):
-            return False
-        return bool(trusted) or any(target in line.split(" ", 1)[0].split(",") for line in text.splitlines())
+    def _jump_host_key_error(self) -> HostKeyError:
+        """The jump host is checked against ~/.ssh/known_hosts, like OpenSSH's ProxyJump."""
+        if not self.options.jump:
+            return HostKeyError("host key of the jump host (ProxyJump in ~/.ssh/config) is not known or has "
+                                "changed; check it, then fix its entry in ~/.ssh/known_hosts")
+        host, port = _jump_address(self.options.jump)
+        return _unverified_key_error(f"jump host {host}:{port}", host, port, _DEFAULT_KNOWN_HOSTS.expanduser())
 
     async def _checkout(self) -> _Conn:
         while self._idle:
