@@ -14,10 +14,11 @@ import time
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from conftest import MiB, object_sha256, run_cli, write_random
+from conftest import MiB, object_sha256, run_cli, sftp_flags, write_random
 from s3ferry import testbed
 from s3ferry.errors import UsageError
 from s3ferry.jobs import flowfile
@@ -343,6 +344,102 @@ password_file = "secret.txt"
     assert flowfile.load(path, require_env=frozenset({"out"})).errors == []
 
 
+OBJECT_SETTINGS_BAD = """\
+[defaults]
+tags = { "aws:owner" = "etl" }
+
+[flows.in]
+kind = "pull"
+source = "drop/"
+destination = "s3://raw/in/"
+every = "1h"
+tags = { "cost center!" = "x" }
+metadata = { batch = 42 }
+storage_class = 3
+
+[flows.out]
+kind = "push"
+source = "s3://outbox/p/"
+destination = "sftp://me@host.example.com/inbox/"
+every = "1h"
+metadata = { owner = "etl" }
+acl = "private"
+
+[flows.sectioned]
+kind = "pull"
+source = "drop/"
+destination = "s3://raw/s/"
+every = "1h"
+
+[flows.sectioned.tags]
+team = "data"
+"Team" = "twice is fine: tag keys are case-sensitive"
+"" = "empty"
+"""
+
+
+def test_check_reports_bad_object_settings_with_their_lines(tmp_path: Path) -> None:
+    path = tmp_path / "flows.toml"
+    path.write_text(OBJECT_SETTINGS_BAD)
+    result = run_cli("run", "--check", str(path))
+    assert result.code == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        # the rules are those of `pull --tag` / `--metadata` (s3ferry.options.check_tags / check_metadata)
+        f"{path}:2: defaults: tags key 'aws:owner': the aws: prefix is reserved for AWS",
+        f"{path}:9: flows.in: tags 'cost center!': S3 allows letters, digits, spaces and _ . : / = + - @ in tags, "
+        "not '!'",
+        f"{path}:10: flows.in: metadata: the value of 'batch' must be a string, not an integer (quote it)",
+        f"{path}:11: flows.in: storage_class: must be a string, not an integer",
+        f"{path}:18: flows.out: \"metadata\" applies to flows whose destination is S3 (pull flows), not to a push "
+        "flow",
+        f"{path}:19: flows.out: \"acl\" applies to flows whose destination is S3 (pull flows), not to a push flow",
+        f"{path}:27: flows.sectioned: tags key must not be empty",  # the line of its [section]
+        f"s3ferry: error: {path}: 7 errors; nothing was run"]
+    # the same rules on the command line
+    for flag, value, message in (("--tag", "aws:owner=etl", "--tag key 'aws:owner': the aws: prefix is reserved"),
+                                 ("--tag", "cost center!=x", "--tag 'cost center!': S3 allows letters"),
+                                 ("--metadata", "a b=1", "--metadata key 'a b' cannot be an HTTP header name")):
+        cli = run_cli("pull", "drop/", "s3://raw/in/", flag, value, "--dry-run")
+        assert cli.code == 2 and f"s3ferry: error: {message}" in cli.stderr, cli.stderr
+
+
+def test_object_settings_are_typed_and_replace_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "flows.toml"
+    path.write_text("""\
+[defaults]
+every = "1h"
+metadata = { owner = "etl" }
+tags = { team = "data" }       # push flows ignore the object settings of [defaults]
+
+[flows.in]
+kind = "pull"
+source = "drop/"
+destination = "s3://raw/in/"
+metadata = { batch = "42", origin = "partner" }
+storage_class = "STANDARD_IA"
+content_type = "text/csv"
+acl = "bucket-owner-full-control"
+
+[flows.plain]
+kind = "pull"
+source = "drop/"
+destination = "s3://raw/plain/"
+
+[flows.out]
+kind = "push"
+source = "s3://outbox/p/"
+destination = "out/"
+""")
+    loaded = flowfile.load(path)
+    assert loaded.problems == []
+    s3 = loaded.flows["in"].options.s3
+    assert s3.metadata == (("batch", "42"), ("origin", "partner"))  # a flow's own table replaces the default's
+    assert s3.tags == (("team", "data"),)
+    assert (s3.storage_class, s3.content_type, s3.acl) == ("STANDARD_IA", "text/csv", "bucket-owner-full-control")
+    assert loaded.flows["plain"].options.s3.metadata == (("owner", "etl"),)
+    assert loaded.flows["out"].options.s3.tags == ()
+
+
 def test_line_index_handles_quoted_names_and_inline_tables(tmp_path: Path) -> None:
     text = ('title = 1\n[flows]\n"in line" = { kind = "pull" }\n\n[flows."a.b"]\n# comment\nkind = "x"\n'
             '"settle" = 3\n[flows.c.sub]\nq = 1\n')
@@ -453,7 +550,8 @@ def stop(proc: subprocess.Popen[str]) -> None:
         proc.wait()
 
 
-def test_a_locked_flow_is_skipped_with_a_note(tmp_path: Path) -> None:
+def run_while_held(tmp_path: Path, mode: str) -> tuple[Any, dict[str, Any], Path]:
+    """``run MODE --json`` of flow "held" while its lock is held (as another s3ferry process would hold it)."""
     path = tmp_path / "flows.toml"
     path.write_text(pull_flow("held", str(tmp_path / "drop"), "some-bucket", "http://127.0.0.1:9"))
     state = tmp_path / "state"
@@ -461,13 +559,18 @@ def test_a_locked_flow_is_skipped_with_a_note(tmp_path: Path) -> None:
     lock.parent.mkdir(parents=True)
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another s3ferry process would hold it
-        result = run_cli("run", "--once", "--json", "--state-dir", str(state), str(path))
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run_cli("run", mode, "--json", "--state-dir", str(state), str(path))
     finally:
         os.close(fd)
     assert result.code == 0, result.stderr
     assert result.stderr == f"s3ferry: flow held: skipped: another run of it holds {lock}\n"
     (line,) = json_lines(result.stdout)
+    return result, line, path
+
+
+def test_a_locked_flow_is_skipped_with_a_note(tmp_path: Path) -> None:
+    _, line, _ = run_while_held(tmp_path, "--once")
     assert (line["flow"], line["status"], line["reason"], line["exit_code"]) == ("held", "skipped", "locked", 0)
     assert "copied" not in line
 
@@ -646,3 +749,75 @@ exclude = ["*.log"]
     assert again.code == 0, again.stderr
     (report,) = json_lines(again.stdout)
     assert report["copied"] == 0
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_run_once_sets_the_flows_object_settings(tmp_path: Path, ssh: testbed.SshServer,
+                                                 s3: testbed.SeaweedServer, bucket: str) -> None:
+    drop = ssh.root / f"flow-settings-{bucket}"
+    drop.mkdir()
+    write_random(drop / "small.csv", 1000)
+    write_random(drop / "big.bin", 9 * MiB)  # multipart: the settings go on CreateMultipartUpload
+    path = tmp_path / "flows.toml"
+    path.write_text(pull_flow("tagged", ssh.url(drop), bucket, s3.endpoint, ssh) + """\
+storage_class = "STANDARD_IA"
+metadata = { owner = "etl", batch = "42" }
+tags = { team = "data", "cost-center" = "cc 7/a" }
+""")
+    result = run_cli("run", "--once", str(path))
+    assert result.code == 0, result.stderr
+    assert "2 copied, 2 archived" in result.stdout
+    client = s3.client()
+    for name, content_type in (("small.csv", "text/csv"), ("big.bin", "application/octet-stream")):
+        head = client.head_object(Bucket=bucket, Key=f"in/{name}")
+        assert head.get("StorageClass") == "STANDARD_IA"
+        assert head["ContentType"] == content_type  # guessed from the name, as `pull` does
+        assert head["Metadata"]["owner"] == "etl" and head["Metadata"]["batch"] == "42"
+        assert head["Metadata"]["s3ferry-source-size"] == str((drop / ".done" / name).stat().st_size)  # kept
+        tags = client.get_object_tagging(Bucket=bucket, Key=f"in/{name}")["TagSet"]
+        assert {t["Key"]: t["Value"] for t in tags} == {"team": "data", "cost-center": "cc 7/a"}
+
+
+def test_a_dry_run_takes_the_flow_lock(tmp_path: Path) -> None:
+    _, line, path = run_while_held(tmp_path, "--dry-run")
+    assert (line["flow"], line["status"], line["reason"], line["dry_run"]) == ("held", "skipped", "locked", True)
+    both = run_cli("run", "--dry-run", "--check", str(path))
+    assert both.code == 2 and "give one of them" in both.stderr
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_dry_run_of_a_pull_flow_changes_nothing(tmp_path: Path, ssh: testbed.SshServer,
+                                                s3: testbed.SeaweedServer, bucket: str) -> None:
+    drop = ssh.root / f"flow-dry-{bucket}"
+    for rel, size in {"a.csv.gz": 1000, "sub/b.csv.gz": 3000, "skip.tmp": 10}.items():
+        (drop / rel).parent.mkdir(parents=True, exist_ok=True)
+        write_random(drop / rel, size)
+    s3.client().put_object(Bucket=bucket, Key="in/already.txt", Body=b"x")
+    path = tmp_path / "flows.toml"
+    # a schedule every second and no --once: a dry run is still one pass, then the process exits
+    path.write_text(pull_flow("dry", ssh.url(drop), bucket, s3.endpoint, ssh, every="1s")
+                    + 'include = ["*.csv.gz"]\nmetadata = { owner = "etl" }\n')
+
+    def files() -> list[tuple[str, int, float]]:
+        return sorted((str(p.relative_to(drop)), p.stat().st_size, p.stat().st_mtime)
+                      for p in drop.rglob("*"))
+
+    def listing() -> list[tuple[str, int]]:
+        found = s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+        return sorted((o["Key"], o["Size"]) for o in found)
+
+    before = (files(), listing())
+    result = run_cli("run", "--dry-run", str(path), timeout=120)
+    assert result.code == 0, result.stderr
+    assert result.stdout == (f"dry: pull {ssh.url(drop)} -> s3://{bucket}/in/: 2 would copy, 2 archived "
+                             "(dry run: nothing changed)\n")
+    as_json = run_cli("run", "--dry-run", "--json", str(path), timeout=120)
+    assert as_json.code == 0, as_json.stderr
+    (report,) = json_lines(as_json.stdout)
+    assert (report["flow"], report["status"], report["dry_run"], report["copied"]) == ("dry", "ok", True, 2)
+    # the keys of `pull --dry-run --json`, plus the flow's
+    pulled = run_cli("pull", "--dry-run", "--json", "--include", "*.csv.gz", *sftp_flags(ssh), ssh.url(drop),
+                     f"s3://{bucket}/in/")
+    assert pulled.code == 0, pulled.stderr
+    assert set(report) == set(json.loads(pulled.stdout)) | {"flow", "started", "status", "exit_code"}
+    assert (files(), listing()) == before

@@ -2,8 +2,8 @@
 
 The shared conformance suites run over plain FTP and explicit FTPS; the rest
 checks what is FTP's own: early-stopped RETRs leaving the control connection
-usable, the SIZE/MDTM fallback, TLS trust, and copies through the CLI that
-survive cut connections.
+usable, the SIZE/MDTM and LIST fallbacks of servers without MLST/MLSD, TLS
+trust, and copies through the CLI that survive cut connections.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import os
 import random
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -20,7 +21,8 @@ import pytest
 from conformance import SourceConformance, TreeConformance
 from conftest import MiB, object_sha256, run_cli, write_random
 from proxy import CuttingProxy
-from s3ferry.backends.base import Stat
+from s3ferry.backends import ftp
+from s3ferry.backends.base import Entry, Stat
 from s3ferry.backends.ftp import FtpSource
 from s3ferry.errors import AuthError, NotFoundError, TransferError, UsageError, UserError
 from s3ferry.options import FtpOptions
@@ -104,6 +106,12 @@ class TestFtpsSource(_OnFtpServer, SourceConformance):
 
 class TestFtpsTree(_OnFtpServer, TreeConformance):
     SERVER = "ftps_server"
+
+
+class TestFtpTreeWithoutMlsd(_OnFtpServer, TreeConformance):
+    """Listed with LIST (Unix ``ls -l`` lines), as vsftpd must be."""
+
+    SERVER = "legacy_server"
 
 
 # --- FTP's own behaviour, through the Python API ----------------------------------------------
@@ -253,11 +261,9 @@ async def _stat_or_error(source: FtpSource) -> Stat | UserError:
         await source.close()
 
 
-async def _walk_error(source: FtpSource) -> UsageError:
+async def _walk(source: FtpSource) -> list[Entry]:
     try:
-        with pytest.raises(UsageError) as info:
-            [entry async for entry in source.walk()]
-        return info.value
+        return [entry async for entry in source.walk()]
     finally:
         await source.close()
 
@@ -273,7 +279,36 @@ def test_stat_without_mlst_uses_size_and_mdtm(
     assert isinstance(asyncio.run(_stat_or_error(source_for(legacy_server, folder, tmp_path))), UsageError)
     assert isinstance(asyncio.run(_stat_or_error(source_for(legacy_server, folder / "nope", tmp_path))),
                       NotFoundError)
-    assert "MLSD" in str(asyncio.run(_walk_error(source_for(legacy_server, folder, tmp_path))))
+
+
+def test_walk_without_mlsd_lists_with_list(
+    legacy_server: FtpServer, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLSD is refused once per server, then every folder is read with LIST; sizes are exact, times UTC
+    to the minute (to the day for files older than six months, which ``ls`` shows with a year)."""
+    top = folder_in(legacy_server, request)
+    files = {"old.bin": 5, "sub/b c.txt": 17, "sub/deeper/d": 0}
+    for rel, size in files.items():
+        (top / rel).parent.mkdir(parents=True, exist_ok=True)
+        (top / rel).write_bytes(b"x" * size)
+    old = datetime(2020, 2, 29, 15, 30, tzinfo=timezone.utc)
+    os.utime(top / "old.bin", (old.timestamp(), old.timestamp()))
+    (top / "sub" / "link").symlink_to(top / "old.bin")  # LIST cannot say what it points to: skipped
+    commands: list[str] = []
+    real_lines = ftp._lines
+
+    async def recording(client: Any, command: str, path: str) -> list[str]:
+        commands.append(command.split(" ", 1)[0])
+        return await real_lines(client, command, path)
+
+    monkeypatch.setattr(ftp, "_lines", recording)
+    entries = {e.path: e for e in asyncio.run(_walk(source_for(legacy_server, top, tmp_path)))}
+    assert {path: e.size for path, e in entries.items()} == files
+    assert commands == ["MLSD", "LIST", "LIST", "LIST"]
+    assert entries["old.bin"].mtime == datetime(2020, 2, 29, tzinfo=timezone.utc).timestamp()
+    for rel in ("sub/b c.txt", "sub/deeper/d"):
+        mtime = entries[rel].mtime
+        assert mtime is not None and 0 <= (top / rel).stat().st_mtime - mtime < 60, rel
 
 
 def test_wrong_password_is_an_auth_error_without_the_password(
@@ -364,6 +399,25 @@ def test_cli_ftps_without_ca_bundle_is_refused(
                      env={"S3FERRY_FTP_PASSWORD": ftps_server.password})
     assert result.code == 2
     assert "certificate" in result.stderr and "--ca-bundle" in result.stderr
+
+
+def test_cli_tree_from_a_server_without_mlsd(
+    legacy_server: FtpServer, s3_env: dict[str, str], bucket: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    top = folder_in(legacy_server, request) / "tree"
+    sizes = {"a.bin": 3 * MiB + 5, "sub/b c.txt": 1000, "sub/deeper/ünï": 0}
+    digests = {}
+    for rel, size in sizes.items():
+        (top / rel).parent.mkdir(parents=True, exist_ok=True)
+        digests[rel] = write_random(top / rel, size)
+    result = run_cli("cp", "-r", legacy_server.url(top), f"s3://{bucket}/in/", "--password-file",
+                     _pwfile(legacy_server, tmp_path), "--no-progress")
+    assert result.code == 0, result.stderr
+    s3 = request.getfixturevalue("s3")
+    listed = s3.client().list_objects_v2(Bucket=bucket).get("Contents", [])
+    assert sorted(o["Key"] for o in listed) == sorted(f"in/{rel}" for rel in sizes)
+    for rel, digest in digests.items():
+        assert object_sha256(s3, bucket, f"in/{rel}") == digest
 
 
 def test_cli_copy_survives_transfers_that_break_off(

@@ -1,4 +1,4 @@
-"""Pure logic: URL parsing, sizes and part planning, checksum combination."""
+"""Pure logic: URL parsing, sizes and part planning, checksum combination, FTP LIST lines."""
 
 from __future__ import annotations
 
@@ -6,13 +6,15 @@ import base64
 import hashlib
 import os
 import random
+from datetime import datetime, timezone
 
 import pytest
 from awscrt import checksums as crt
 
 from s3ferry import checksums
 from s3ferry.engine import plan_parts
-from s3ferry.errors import UsageError
+from s3ferry.backends.ftp import _parse_list_line, _parse_listing
+from s3ferry.errors import TransferError, UsageError
 from s3ferry.options import GiB, MiB, TransferOptions, parse_size
 from s3ferry.urls import join_name, parse, redact
 
@@ -211,3 +213,108 @@ def test_payload_signing_policy(endpoint: str | None, forced: bool | None, expec
     from s3ferry.options import S3Options
 
     assert S3Options(endpoint_url=endpoint, sign_payload=forced).payload_signing() is expected
+
+
+@pytest.mark.parametrize(("jump", "expected"), [
+    ("me@bastion:2222", ("bastion", 2222)),
+    ("bastion", ("bastion", 22)),
+    ("me@[::1]:2200", ("::1", 2200)),
+    ("[fe80::1]", ("fe80::1", 22)),
+    ("a@first:1,b@second:2", ("first", 1)),
+])
+def test_jump_address_takes_the_first_hop(jump: str, expected: tuple[str, int]) -> None:
+    from s3ferry.backends.sftp import _jump_address
+
+    assert _jump_address(jump) == expected
+
+
+# --- FTP LIST lines (servers without MLSD) ----------------------------------------------------
+
+LISTED_AT = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
+
+
+def _utc(*fields: int) -> float:
+    return datetime(*fields, tzinfo=timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize("line,name,kind,size,mtime", [
+    ("-rw-r--r-- 1 owner group 1234 Nov 21 12:00 name with spaces", "name with spaces", "file", 1234,
+     _utc(2025, 11, 21, 12, 0)),
+    ("-rw-r--r--   1 1000     1000         1234 Nov 21  2024 name", "name", "file", 1234, _utc(2024, 11, 21)),
+    ("drwxr-xr-x    2 ftp      ftp          4096 Mar 01 09:05 folder", "folder", "dir", 4096,
+     _utc(2026, 3, 1, 9, 5)),
+    ("-rw-rw-r--+ 1 alice Domain Users 7 Jan  5 23:59 acl.txt", "acl.txt", "file", 7, _utc(2026, 1, 5, 23, 59)),
+    ("-rw-r--r-- 1 owner 12 Feb 28 10:00  leading space", " leading space", "file", 12, _utc(2026, 2, 28, 10, 0)),
+    ("-rw-r--r-- 1 o g 3 Nov 21 12:00 12 Nov 21 12:00 x", "12 Nov 21 12:00 x", "file", 3, _utc(2025, 11, 21, 12, 0)),
+    ("lrwxrwxrwx 1 o g 7 Jan 01 00:00 link -> target", "link -> target", "link", 7, _utc(2026, 1, 1)),
+    ("prw-r--r-- 1 o g 0 Jan 01 00:00 fifo", "fifo", "other", 0, _utc(2026, 1, 1)),
+    ("11-21-25  12:00PM                 1234 name x", "name x", "file", 1234, _utc(2025, 11, 21, 12, 0)),
+    ("11-21-25  09:03AM       <DIR>          folder", "folder", "dir", None, _utc(2025, 11, 21, 9, 3)),
+    ("03-01-2026  13:05                    7 f", "f", "file", 7, _utc(2026, 3, 1, 13, 5)),
+    ("12-31-99  12:00AM                    5 y2k", "y2k", "file", 5, _utc(1999, 12, 31)),
+])
+def test_ftp_list_lines(line: str, name: str, kind: str, size: int | None, mtime: float) -> None:
+    item = _parse_list_line(line, LISTED_AT)
+    assert item is not None and (item.name, item.kind, item.size, item.mtime) == (name, kind, size, mtime)
+
+
+@pytest.mark.parametrize("when,year", [
+    ("Mar 11 11:00", 2026),  # less than a day ahead: clock skew or time zones, still this year
+    ("Mar 11 12:01", 2025),  # more than a day ahead: last year's
+    ("Dec 31 23:59", 2025),
+    ("Jan 01 00:00", 2026),
+])
+def test_ftp_list_year_of_recent_files(when: str, year: int) -> None:
+    item = _parse_list_line(f"-rw-r--r-- 1 o g 1 {when} f", LISTED_AT)
+    assert item is not None and item.mtime is not None
+    assert datetime.fromtimestamp(item.mtime, timezone.utc).year == year
+
+
+def test_ftp_list_leap_day_without_a_year() -> None:
+    item = _parse_list_line("-rw-r--r-- 1 o g 1 Feb 29 08:00 f", datetime(2025, 3, 1, tzinfo=timezone.utc))
+    assert item is not None and item.mtime == _utc(2024, 2, 29, 8, 0)
+
+
+def test_ftp_list_total_line_is_no_entry() -> None:
+    assert _parse_list_line("total 48", LISTED_AT) is None
+    assert [item.name for item in _parse_listing(["total 0", "-rw-r--r-- 1 o g 1 Mar 01 08:00 f"], "x")] == ["f"]
+
+
+@pytest.mark.parametrize("line", [
+    "garbage",
+    "-rw-r--r-- 1 o g Nov 21 12:00 no size",
+    "-rw-r--r-- 1 o g 5 Mär 21 12:00 localised month",
+    "total",
+])
+def test_ftp_list_unreadable_line_stops_the_walk(line: str) -> None:
+    with pytest.raises(TransferError) as info:
+        _parse_listing(["-rw-r--r-- 1 o g 1 Mar 01 08:00 fine", line], "ftp://u@h/some dir")
+    assert not info.value.retryable
+    assert "ftp://u@h/some dir" in str(info.value) and repr(line) in str(info.value)
+
+
+def test_a_dry_run_counts_no_files_in_the_metrics() -> None:
+    from s3ferry.jobs import JobReport, record
+    from s3ferry.observe import metrics
+
+    def archived() -> float:
+        return metrics.REGISTRY.get_sample_value("s3ferry_files_total", {"result": "archived",
+                                                                        "flow": metrics.FLOW.get()}) or 0.0
+
+    before = archived()
+    record(JobReport("pull", "sftp://h/in", "s3://b/in/", archived=["a", "b"], dry_run=True))
+    assert archived() == before
+    record(JobReport("pull", "sftp://h/in", "s3://b/in/", archived=["a", "b"]))
+    assert archived() == before + 2
+
+
+@pytest.mark.parametrize("name", ["../x", ".f.bin.s3ferry-1234abcd.tmp/../../etc", "/etc/passwd",
+                                  ".other.bin.s3ferry-1234abcd.tmp", ".f.bin.s3ferry-XYZ.tmp"])
+def test_a_local_resume_opens_only_its_own_partial_file(tmp_path: "os.PathLike[str]", name: str) -> None:
+    from s3ferry.backends.local import LocalSink
+    from s3ferry.urls import parse as parse_location
+
+    sink = LocalSink(parse_location(f"{tmp_path}/f.bin"))
+    with pytest.raises(UsageError, match="cannot be"):
+        sink.resume_writer(name, None)
+    assert sink.resume_writer(".f.bin.s3ferry-1234abcd.tmp", None).upload_id == ".f.bin.s3ferry-1234abcd.tmp"

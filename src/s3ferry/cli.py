@@ -23,7 +23,8 @@ from . import __version__
 from .config import complete_location, location_callback
 from .errors import InterruptedError_, S3FerryError, UsageError
 from .tree import Filter
-from .options import CHECKSUMS, FtpOptions, HttpOptions, S3Options, SftpOptions, TransferOptions, parse_size
+from .options import (CHECKSUMS, FtpOptions, HttpOptions, S3Options, SftpOptions, TransferOptions, parse_size,
+                      split_pairs)
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = TransferOptions()
@@ -207,8 +208,8 @@ def transfer_options(p: dict[str, Any]) -> TransferOptions:
                      sign_payload=p["sign_payload"], sse_c_key_file=p.get("sse_c_key_file"),
                      source_sse_c_key_file=p.get("source_sse_c_key_file"), sse_kms_key_id=p.get("sse_kms_key_id"),
                      ca_file=ca, storage_class=p.get("storage_class"), content_type=p.get("content_type"),
-                     acl=p.get("acl"), metadata=_pairs(p.get("metadata", ()), "--metadata"),
-                     tags=_pairs(p.get("tag", ()), "--tag")),
+                     acl=p.get("acl"), metadata=split_pairs(p.get("metadata", ()), "--metadata"),
+                     tags=split_pairs(p.get("tag", ()), "--tag")),  # S3Options checks them (options.check_*)
         copy_part_size=p.get("copy_part_size") or DEFAULTS.copy_part_size,
         bwlimit=p.get("bwlimit"),
         overwrite=_overwrite_mode(p.get("no_clobber", False), p.get("overwrite", False)),
@@ -235,16 +236,6 @@ def _overwrite_mode(no_clobber: bool, overwrite: bool) -> Any:
     if no_clobber and overwrite:
         raise UsageError("--no-clobber and --overwrite contradict each other")
     return "never" if no_clobber else "always" if overwrite else "changed"
-
-
-def _pairs(values: Sequence[str], flag: str) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for value in values:
-        key, sep, val = value.partition("=")
-        if not sep or not key:
-            raise UsageError(f"{flag} takes KEY=VALUE, not {value!r}")
-        pairs.append((key.strip(), val))
-    return tuple(pairs)
 
 
 DRY_RUN = click.option("--dry-run", is_flag=True,

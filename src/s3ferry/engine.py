@@ -463,7 +463,7 @@ async def _run(source: Source, sink: Sink, options: TransferOptions, progress: P
     progress.started(source.location.name, stat.size)
     progress.advanced(sum(p.length for p in parts if p.number in attempt.done))
     try:
-        if executor is not None and attempt.writer.upload_id:
+        if executor is not None and attempt.writer.upload_id and not sink.features.offset_writes:
             await executor.pump(job, options, sink.location)  # parts on other machines; receipts come back
         else:
             await _pump(job, options, streamed)
@@ -511,7 +511,10 @@ def _keep_for_resume(exc: BaseException, attempt: Attempt) -> bool:
 async def _after_failure(exc: BaseException, attempt: Attempt, journal: Journal | None, where: str) -> None:
     if _keep_for_resume(exc, attempt) and journal is not None:
         await journal.flush()
-        hint = f"the upload is kept: run the same command again to resume, or `s3ferry cancel {where}`"
+        partial = getattr(attempt.writer, "partial", None)  # a file destination's temporary file
+        hint = (f"the partial file {partial} is kept: run the same command again to resume, or delete it"
+                if partial is not None else
+                f"the upload is kept: run the same command again to resume, or `s3ferry cancel {where}`")
         if isinstance(exc, S3FerryError):
             exc.hint = hint
         log.info(hint)

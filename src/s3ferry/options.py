@@ -24,9 +24,10 @@ import ipaddress
 import math
 import os
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Sequence
 from urllib.parse import urlsplit
 
 from .errors import UsageError
@@ -60,6 +61,74 @@ def parse_size(text: str | int) -> int:
     number, unit, _ = match.groups()
     power = " kmgt".index(unit.lower() or " ")
     return int(float(number) * (1024**power))
+
+
+Pairs = tuple[tuple[str, str], ...]
+#: user metadata travels as ``x-amz-meta-KEY`` headers: a key must be an HTTP header token
+_HEADER_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+MAX_METADATA_BYTES = 2 * KiB  # S3: keys and values of the user metadata together, UTF-8
+MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE = 10, 128, 256
+_TAG_PUNCTUATION = "_.:/=+-@"  # with letters, digits and spaces: S3's pattern [\p{L}\p{Z}\p{N}_.:/=+\-@]
+
+
+def split_pairs(values: Sequence[str], flag: str) -> Pairs:
+    """``KEY=VALUE`` strings (the repeatable ``--metadata`` / ``--tag``) as (key, value) pairs."""
+    pairs = []
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} takes KEY=VALUE, not {value!r}")
+        pairs.append((key.strip(), val))
+    return tuple(pairs)
+
+
+def check_metadata(pairs: Pairs, name: str) -> None:
+    """S3's rules for user metadata; ``name`` is how the user gave it (``--metadata``, ``metadata``).
+
+    Shared by the CLI (through :class:`S3Options`) and the flows file, so both
+    refuse the same things before a transfer starts, not at the first upload.
+    """
+    seen: set[str] = set()
+    for key, value in pairs:
+        if not key:
+            raise UsageError(f"{name} key must not be empty")
+        if not _HEADER_TOKEN.match(key):
+            raise UsageError(f"{name} key {key!r} cannot be an HTTP header name (x-amz-meta-KEY): use letters, "
+                             "digits, - and _")
+        if key.lower() in seen:  # S3 stores the keys in lower case: Owner and owner are one key
+            raise UsageError(f"{name} key {key!r} is given twice (S3 ignores the case of metadata keys)")
+        seen.add(key.lower())
+        if any(unicodedata.category(c) == "Cc" for c in value):
+            raise UsageError(f"{name} {key!r}: the value holds a control character (it travels in an HTTP header)")
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in pairs)
+    if size > MAX_METADATA_BYTES:
+        raise UsageError(f"{name} holds {size} bytes of keys and values; S3 allows 2KiB per object")
+
+
+def check_tags(pairs: Pairs, name: str) -> None:
+    """S3's rules for object tags (count, lengths, characters, the reserved ``aws:`` prefix)."""
+    if len(pairs) > MAX_TAGS:
+        raise UsageError(f"{name} holds {len(pairs)} tags; S3 allows at most {MAX_TAGS} per object")
+    seen: set[str] = set()
+    for key, value in pairs:
+        if not key:
+            raise UsageError(f"{name} key must not be empty")
+        if key in seen:
+            raise UsageError(f"{name} key {key!r} is given twice")
+        seen.add(key)
+        if len(key) > MAX_TAG_KEY or len(value) > MAX_TAG_VALUE:
+            raise UsageError(f"{name} {key!r}: S3 allows keys of up to {MAX_TAG_KEY} characters and values of up "
+                             f"to {MAX_TAG_VALUE}")
+        if key.lower().startswith("aws:"):
+            raise UsageError(f"{name} key {key!r}: the aws: prefix is reserved for AWS")
+        bad = "".join(sorted({c for c in key + value if not _tag_character(c)}))
+        if bad:
+            raise UsageError(f"{name} {key!r}: S3 allows letters, digits, spaces and {' '.join(_TAG_PUNCTUATION)} "
+                             f"in tags, not {bad!r}")
+
+
+def _tag_character(c: str) -> bool:
+    return unicodedata.category(c)[0] in "LZN" or c in _TAG_PUNCTUATION
 
 
 @dataclass(frozen=True)
@@ -164,8 +233,12 @@ class S3Options:
     storage_class: str | None = None
     content_type: str | None = None  # None: guessed from the key's extension
     acl: str | None = None
-    metadata: tuple[tuple[str, str], ...] = ()
-    tags: tuple[tuple[str, str], ...] = ()
+    metadata: Pairs = ()
+    tags: Pairs = ()
+
+    def __post_init__(self) -> None:
+        check_metadata(self.metadata, "--metadata")
+        check_tags(self.tags, "--tag")
 
     def sse_c_key(self, *, source: bool = False) -> bytes | None:
         """The SSE-C key for the destination (or the source), read and checked once per process."""

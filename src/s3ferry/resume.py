@@ -137,8 +137,10 @@ async def _continue(plan: Plan, sink: Sink, journal: Journal, prior: TransferRec
         await _discard(sink, journal, prior, plan.algorithm)
         return None
     writer = sink.resume_writer(prior.upload_id, plan.algorithm)
+    journaled = {rec.number for rec in prior.parts}
     try:
-        listed = await writer.list_parts()
+        # A file destination cannot list its parts: it reads back the ones the journal names.
+        listed = await writer.list_parts([p for p in plan.parts if p.number in journaled])
     except TransferError as exc:
         if exc.code != "NoSuchUpload":
             raise

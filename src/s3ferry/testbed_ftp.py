@@ -6,7 +6,8 @@ explicit TLS (``AUTH TLS``) and *requires* it on the control and data
 connections, with a self-signed certificate for 127.0.0.1 / localhost whose
 PEM file is :attr:`FtpServer.ca_file` (what a client passes as ``--ca-bundle``).
 With ``mlsx=False`` the server forgets MLST/MLSD, like vsftpd, so the
-SIZE/MDTM fallback can be tested. With ``fail_every=N`` every N-th RETR (all
+SIZE/MDTM and LIST fallbacks can be tested (pyftpdlib answers LIST in ``ls -l``
+form, times in UTC). With ``fail_every=N`` every N-th RETR (all
 connections counted) breaks off after 1 MiB with ``426``, as when a server's
 disk or network fails mid-transfer.
 """

@@ -162,8 +162,12 @@ class ChunkWriter(Protocol):
     async def discard(self) -> None:
         """Remove a completed object that failed verification."""
 
-    async def list_parts(self) -> dict[int, ListedPart]:
-        """Parts already stored (resumable sinks only)."""
+    async def list_parts(self, expected: Sequence[Part] = ()) -> dict[int, ListedPart]:
+        """Parts already stored (resumable sinks only).
+
+        S3 lists what it holds and ignores ``expected``; a file, which cannot
+        list, reads back exactly the ``expected`` parts (those the journal names).
+        """
 
     @property
     def upload_id(self) -> str | None: ...

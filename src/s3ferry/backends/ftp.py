@@ -18,17 +18,26 @@
   reader holds at most ~128 KiB per connection in between.
 * A data connection that ends early is a short file only if the server then
   says 226; any other ending is a lost connection (retried), never truncation.
+* Folders are listed with MLSD (RFC 3659: exact sizes, UTC times to the
+  second). Servers without it (vsftpd, many IIS setups) are listed with LIST,
+  whose Unix ``ls -l`` or DOS lines are parsed; a line that fits neither stops
+  the walk rather than losing a file. A server that refused MLSD once is not
+  asked again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import calendar
+import logging
 import posixpath
+import re
 import socket
 import ssl
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 import aioftp
@@ -48,6 +57,7 @@ from ..urls import Location
 from .base import Entry, Features, Stat
 
 T = TypeVar("T")
+log = logging.getLogger("s3ferry")
 
 #: a server silent for this long (control reply or data) is a lost connection
 _IO_TIMEOUT = 120.0
@@ -63,6 +73,8 @@ _MAX_DEPTH = 100
 #: TimeoutError are OSErrors, IncompleteReadError an EOFError
 _WIRE_ERRORS = (OSError, EOFError)
 _DIR_TYPES = ("dir", "cdir", "pdir")
+#: replies meaning "this server has no such command" (as opposed to "not for this path")
+_NOT_IMPLEMENTED = ("500", "502", "504")
 
 
 def _reply_text(exc: aioftp.StatusCodeError) -> str:
@@ -190,6 +202,104 @@ async def _final_reply(client: aioftp.Client, timeout: float) -> tuple[str, str]
     return str(code), " ".join(info).strip()
 
 
+@dataclass(frozen=True)
+class _Listed:
+    """One entry of a folder listing, whichever command gave it."""
+
+    name: str
+    kind: str  # "file", "dir", "link", or another type the server named (MLSD's "cdir", "OS.unix=...")
+    size: int | None = None
+    mtime: float | None = None
+
+
+def _from_facts(name: str, facts: dict[str, str]) -> _Listed:
+    """An MLSD line's facts as a :class:`_Listed`."""
+    size = facts.get("size", "")
+    return _Listed(name, facts.get("type", "").lower(), int(size) if size.isdigit() else None,
+                   _mtime(facts.get("modify")))
+
+
+_MONTHS = {m: i for i, m in enumerate(("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov",
+                                       "dec"), start=1)}
+_UNIX_KINDS = {"-": "file", "d": "dir", "l": "link"}
+# ``ls -l``: mode, then link count / owner / group (any of them may be missing, and Windows-made owners
+# hold spaces), then the first "size month day time-or-year" run; the name is everything after the one
+# space that follows (so names may start with spaces). The mode may end in an ACL mark (+ . @).
+_UNIX_LINE = re.compile(r"(?P<mode>[-dlbcpsD][-rwxsStTlL]{9})[+.@]?\s+(?:.*?\s)??"
+                        r"(?P<size>\d+)\s+(?P<month>[A-Za-z]{3})\s+(?P<day>\d{1,2})\s+"
+                        r"(?:(?P<hour>\d{1,2}):(?P<minute>\d{2})|(?P<year>\d{4})) (?P<name>.+)")
+# IIS / DOS: "11-21-26  12:00PM  1234 name" or "... <DIR> name"; 4-digit years and 24-hour times
+# exist too. The padding before the name is not fixed, so a leading space of a name is lost.
+_DOS_LINE = re.compile(r"(?P<date>\d{2}-\d{2}-(?:\d{4}|\d{2}))\s+(?P<time>\d{1,2}:\d{2})\s*(?P<ampm>[AaPp][Mm])?\s+"
+                       r"(?:(?P<dir><DIR>)|(?P<size>\d+))\s+(?P<name>.+)")
+_TOTAL_LINE = re.compile(r"total\s+\d+")
+
+
+def _parse_list_line(line: str, now: datetime) -> _Listed | None:
+    """One LIST line -> :class:`_Listed`; None for a ``total N`` header. ValueError if it is neither format.
+
+    Times are taken as UTC (vsftpd's and pyftpdlib's default; IIS may send local time) and LIST gives
+    them to the minute at best, and to the day for files older than about six months.
+    """
+    if _TOTAL_LINE.fullmatch(line):
+        return None
+    if unix := _UNIX_LINE.fullmatch(line):
+        kind = _UNIX_KINDS.get(unix["mode"][0], "other")
+        return _Listed(unix["name"], kind, int(unix["size"]), _unix_mtime(unix, now))
+    if dos := _DOS_LINE.fullmatch(line):
+        size = None if dos["dir"] else int(dos["size"])
+        return _Listed(dos["name"], "dir" if dos["dir"] else "file", size, _dos_mtime(dos))
+    raise ValueError(f"not a Unix or DOS listing line: {line!r}")
+
+
+def _unix_mtime(match: re.Match[str], now: datetime) -> float:
+    month = _MONTHS.get(match["month"].lower())
+    if month is None:
+        raise ValueError(f"unknown month {match['month']!r}")  # e.g. a localised listing
+    day = int(match["day"])
+    if match["year"]:
+        return datetime(int(match["year"]), month, day, tzinfo=timezone.utc).timestamp()
+    return _recent(month, day, int(match["hour"]), int(match["minute"]), now).timestamp()
+
+
+def _recent(month: int, day: int, hour: int, minute: int, now: datetime) -> datetime:
+    """``ls`` leaves the year out for recent files: this year, unless that would lie in the future.
+
+    A day's grace absorbs the server's time zone and clock skew before "future" means last year.
+    """
+    for year in (now.year, now.year - 1):
+        try:
+            stamp = datetime(year, month, day, hour, minute, tzinfo=timezone.utc)
+        except ValueError:  # 29 February outside a leap year
+            continue
+        if stamp <= now + timedelta(days=1):
+            return stamp
+    raise ValueError(f"no recent year has {month:02d}-{day:02d}")
+
+
+def _dos_mtime(match: re.Match[str]) -> float:
+    date_format = "%m-%d-%Y" if len(match["date"]) == 10 else "%m-%d-%y"  # %y: 00-68 -> 20xx, 69-99 -> 19xx
+    time_format = "%I:%M%p" if match["ampm"] else "%H:%M"
+    stamp = datetime.strptime(f"{match['date']} {match['time']}{match['ampm'] or ''}",
+                              f"{date_format} {time_format}")
+    return stamp.replace(tzinfo=timezone.utc).timestamp()
+
+
+def _parse_listing(lines: list[str], where: str) -> list[_Listed]:
+    """A LIST reply; an unreadable line stops the walk (skipping it could silently leave a file out)."""
+    now = datetime.now(timezone.utc)
+    listed = []
+    for line in lines:
+        try:
+            item = _parse_list_line(line, now)
+        except ValueError as exc:
+            raise TransferError(f"cannot read the FTP server's listing of {where}: unrecognised line {line!r}",
+                                retryable=False) from exc
+        if item is not None:
+            listed.append(item)
+    return listed
+
+
 class _Pool:
     """Control connections to one server, shared by a source and its children."""
 
@@ -201,6 +311,7 @@ class _Pool:
         self._context: ssl.SSLContext | None = None
         self._password: str | None = None
         self._password_read = False  # read once: every reconnect would read the file again
+        self.mlsd = True  # until the server says it has no MLSD: then every folder is listed with LIST
 
     @property
     def user(self) -> str:
@@ -371,27 +482,41 @@ async def _facts(client: aioftp.Client, path: str) -> dict[str, str]:
     try:
         facts = await _mlst(client, path)
     except aioftp.StatusCodeError as exc:
-        if _reply_code(exc) not in ("500", "502", "504"):  # "not implemented": try the old commands
+        if _reply_code(exc) not in _NOT_IMPLEMENTED:  # try the old commands
             raise
         facts = None
     return facts if facts is not None else await _stat_fallback(client, path)
 
 
-async def _mlsd(client: aioftp.Client, path: str) -> list[tuple[str, dict[str, str]]]:
-    listing: list[tuple[str, dict[str, str]]] = []
-    async with _data(client, f"MLSD {path}") as stream:
+async def _lines(client: aioftp.Client, command: str, path: str) -> list[str]:
+    """Run a listing command (MLSD, LIST) for folder ``path``: its non-blank lines, without line ends."""
+    lines: list[str] = []
+    async with _data(client, command) as stream:
         async with asyncio.timeout(None) as deadline:
             while True:
-                deadline.reschedule(asyncio.get_running_loop().time() + _IO_TIMEOUT)
+                deadline.reschedule(asyncio.get_running_loop().time() + _IO_TIMEOUT)  # a stall is fatal
                 line = await stream.readline()
                 if not line:
                     break
                 if line.strip():
-                    listing.append(_parse_facts(_decode(line, path).rstrip("\r\n")))
+                    lines.append(_decode(line, path).rstrip("\r\n"))
     code, text = await _final_reply(client, _IO_TIMEOUT)
     if not code.startswith("2"):
         raise TransferError(f"listing of {path} broke off: {code} {text}")
-    return listing
+    return lines
+
+
+async def _folder(pool: _Pool, client: aioftp.Client, path: str) -> tuple[str, list[str]]:
+    """The listing of folder ``path`` as (command, lines): MLSD where the server has it, else LIST."""
+    if pool.mlsd:
+        try:
+            return "MLSD", await _lines(client, f"MLSD {path}", path)
+        except aioftp.StatusCodeError as exc:
+            if _reply_code(exc) not in _NOT_IMPLEMENTED:
+                raise
+            pool.mlsd = False  # a complete reply: the connection is in step for LIST
+            log.debug("%s has no MLSD (%s): listing with LIST", pool.endpoint, _reply_code(exc))
+    return "LIST", await _lines(client, f"LIST {path}", path)
 
 
 def _decode(line: bytes, path: str) -> str:
@@ -533,23 +658,30 @@ class FtpSource:
             rel, path = pending.pop()
             if rel.count("/") >= _MAX_DEPTH:
                 raise UsageError(f"{self.where} nests deeper than {_MAX_DEPTH} folders (a symlink loop?)")
-            listing = await self._list(path)
-            for name, facts in listing:
-                kind, rel_name = facts.get("type", "").lower(), f"{rel}/{name}" if rel else name
-                if kind == "dir" and name not in (".", ".."):
-                    pending.append((rel_name, posixpath.join(path, name)))
-                elif kind == "file":
-                    where = f"{self.where.rstrip('/')}/{rel_name}"
-                    yield Entry(rel_name, _size(facts, where), _mtime(facts.get("modify")))
+            for item in await self._list(path):
+                rel_name = f"{rel}/{item.name}" if rel else item.name
+                if item.name in (".", "..") or item.kind in ("cdir", "pdir"):
+                    continue
+                if item.kind == "dir":
+                    pending.append((rel_name, posixpath.join(path, item.name)))
+                elif item.kind == "file":
+                    yield self._entry(item, rel_name)
+                else:  # a symlink in a LIST could be a file or a folder: only following it would tell
+                    log.debug("skipping %s/%s: a %s, not a file or folder", self.where.rstrip("/"), rel_name,
+                              item.kind)
 
-    async def _list(self, path: str) -> list[tuple[str, dict[str, str]]]:
+    def _entry(self, item: _Listed, rel_name: str) -> Entry:
+        if item.size is None:
+            raise TransferError(f"the FTP server gave no size for {self.where.rstrip('/')}/{rel_name}",
+                                retryable=False)
+        return Entry(rel_name, item.size, item.mtime)
+
+    async def _list(self, path: str) -> list[_Listed]:
         where = str(self.location.with_path(path))
-        try:
-            return await self._pool.run(lambda client: _mlsd(client, path), where)
-        except TransferError as exc:
-            if isinstance(exc.__cause__, aioftp.StatusCodeError) and _reply_code(exc.__cause__) in ("500", "502"):
-                raise UsageError(f"{where}: the FTP server does not support MLSD, which listing needs") from exc
-            raise
+        command, lines = await self._pool.run(lambda client: _folder(self._pool, client, path), where)
+        if command == "MLSD":
+            return [_from_facts(*_parse_facts(line)) for line in lines]
+        return _parse_listing(lines, where)
 
     async def close(self) -> None:
         if self._owner:

@@ -4,8 +4,14 @@ Disk I/O runs in worker threads (``os.preadv`` / ``os.pwritev``) so the event
 loop never blocks on the disk. A destination file is written at part offsets
 into a temporary name beside it (``.NAME.s3ferry-XXXX.tmp``), fsync'ed and
 renamed into place only when every part is there: readers never see half a
-file, and a failure leaves nothing behind (a SIGKILL can leave the temporary
-file; its name says where it came from).
+file.
+
+Resume: the temporary name is the "upload id" the journal keeps. A failure
+that may pass (a connection cut, SIGTERM) keeps the temporary file, and
+running the same command again writes only the parts the journal does not
+hold -- after reading each journaled part back from the file and checking its
+checksum (a part whose bytes changed, or a checksum of ``none``, starts the
+file over). Other failures remove it.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import secrets
 import stat
+from datetime import datetime, timezone
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator, Sequence
@@ -142,31 +150,59 @@ def _raise(exc: OSError) -> None:
     raise _translate(exc, exc.filename or "?") from exc
 
 
+def part_etag(digest: PartDigest | None) -> str:
+    """A written part's "ETag": its checksum, which a resumed attempt recomputes from the file."""
+    return f"crc-{digest.digest.hex()}" if digest is not None else ""
+
+
 class LocalWriter:
-    """Writes parts at their offsets into a temporary file; renames it into place on completion."""
+    """Writes parts at their offsets into a temporary file; renames it into place on completion.
 
-    upload_id = None
+    ``upload_id`` is the temporary file's name (in the destination's folder).
+    A writer made to resume opens that file on first use.
+    """
 
-    def __init__(self, final: Path, fd: int, temp: Path, mtime: float | None = None) -> None:
+    def __init__(self, final: Path, fd: int, temp: Path | None, mtime: float | None = None,
+                 algorithm: Algorithm | None = None) -> None:
         self._final, self._fd, self._temp = final, fd, temp
         self.mtime = mtime
+        self.algorithm = algorithm
+        self.upload_id = temp.name if temp is not None else None
+
+    @property
+    def partial(self) -> Path | None:
+        """The temporary file a kept attempt leaves (what the user may delete instead of resuming)."""
+        return self._temp
+
+    def _opened(self) -> int:
+        if self._fd < 0:
+            if self._temp is None:
+                raise NotFoundError(f"no earlier attempt to continue for {self._final}")
+            try:
+                self._fd = os.open(self._temp, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+            except FileNotFoundError as exc:
+                raise TransferError(f"the partial file {self._temp} is gone", code="NoSuchUpload",
+                                    retryable=False) from exc
+        return self._fd
 
     def _pwrite(self, offset: int, data: memoryview) -> None:
-        done = 0
+        fd, done = self._opened(), 0
         while done < len(data):
-            done += os.pwritev(self._fd, [data[done:]], offset + done)
+            done += os.pwritev(fd, [data[done:]], offset + done)
 
     async def write_part(self, part: Part, data: memoryview, digest: PartDigest | None) -> Receipt:
         try:
             await asyncio.to_thread(self._pwrite, part.offset, data)
         except OSError as exc:
             raise _write_error(exc, self._final) from exc
-        return Receipt(part.number, "", digest)
+        return Receipt(part.number, part_etag(digest), digest)
 
     def _finish(self) -> int:
-        os.fsync(self._fd)
-        os.close(self._fd)
+        fd = self._opened()
+        os.fsync(fd)
+        os.close(fd)
         self._fd = -1
+        assert self._temp is not None
         if self.mtime is not None:
             os.utime(self._temp, (self.mtime, self.mtime))  # the source's mtime, as cp -p / rclone keep it
         os.replace(self._temp, self._final)
@@ -184,7 +220,8 @@ class LocalWriter:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-        self._temp.unlink(missing_ok=True)
+        if self._temp is not None:
+            self._temp.unlink(missing_ok=True)
 
     async def abort(self) -> None:
         await asyncio.to_thread(self._remove_temp)
@@ -192,8 +229,22 @@ class LocalWriter:
     async def discard(self) -> None:
         await asyncio.to_thread(self._final.unlink, True)
 
-    async def list_parts(self) -> dict[int, ListedPart]:
-        return {}
+    def _check(self, parts: Sequence[Part]) -> dict[int, ListedPart]:
+        fd, found = self._opened(), {}
+        if self.algorithm is None:
+            return found  # nothing to check the bytes against: the journal's parts are not trusted
+        for part in parts:
+            data = os.pread(fd, part.length, part.offset)
+            digest = PartDigest(self.algorithm.part(data), len(data))
+            found[part.number] = ListedPart(part.number, len(data), part_etag(digest))
+        return found
+
+    async def list_parts(self, expected: Sequence[Part] = ()) -> dict[int, ListedPart]:
+        """The ``expected`` parts as the file holds them now: read back, each with its checksum as ETag."""
+        try:
+            return await asyncio.to_thread(self._check, expected)
+        except OSError as exc:
+            raise _write_error(exc, self._final) from exc
 
 
 def _fsync_dir(path: Path) -> None:
@@ -215,7 +266,7 @@ def _write_error(exc: OSError, path: Path) -> Exception:
 class LocalSink:
     """A local file as the destination (see the module docstring)."""
 
-    features = Features(offset_writes=True)
+    features = Features(offset_writes=True, resumable=True)
 
     def __init__(self, location: Location) -> None:
         self.location = location
@@ -250,28 +301,53 @@ class LocalSink:
         except OSError as exc:
             raise _write_error(exc, self.path) from exc
 
-    def _open(self, size: int) -> LocalWriter:
+    def _temp_pattern(self) -> re.Pattern[str]:
+        return re.compile(rf"\.{re.escape(self.path.name)}\.s3ferry-[0-9a-f]{{8}}\.tmp")
+
+    def _open(self, size: int, algorithm: Algorithm | None) -> LocalWriter:
         temp = self.path.with_name(f".{self.path.name}.s3ferry-{secrets.token_hex(4)}.tmp")
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
             os.ftruncate(fd, size)  # the final size up front: parts land at their offsets
         except OSError:
             os.close(fd)
             temp.unlink(missing_ok=True)
             raise
-        return LocalWriter(self.path, fd, temp, self.mtime)
+        return LocalWriter(self.path, fd, temp, self.mtime, algorithm)
 
     async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> LocalWriter:
         try:
-            return await asyncio.to_thread(self._open, size)
+            return await asyncio.to_thread(self._open, size, algorithm)
         except OSError as exc:
             raise _write_error(exc, self.path) from exc
 
     def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> LocalWriter:
-        raise UsageError("local destinations cannot resume a partial write")
+        """A writer on an earlier attempt's temporary file (``upload_id``: its name, from the journal)."""
+        if upload_id is not None and not self._temp_pattern().fullmatch(upload_id):
+            # the journal names a file of its own making only; anything else is not ours to open
+            raise UsageError(f"the journal names {upload_id!r} as the partial file of {self.path}, which it "
+                             "cannot be; run with --force to start over")
+        temp = self.path.with_name(upload_id) if upload_id is not None else None
+        return LocalWriter(self.path, -1, temp, self.mtime, algorithm)
+
+    def _find(self) -> list[UploadInfo]:
+        pattern, found = self._temp_pattern(), []
+        try:
+            names = os.listdir(self.path.parent)
+        except FileNotFoundError:
+            return []
+        for name in names:
+            if pattern.fullmatch(name):
+                when = datetime.fromtimestamp(os.stat(self.path.parent / name).st_mtime, timezone.utc)
+                found.append(UploadInfo(str(self.path), name, when))
+        return found
 
     async def find_uploads(self, prefix: str, exact: bool = True) -> list[UploadInfo]:
-        return []
+        """Temporary files of earlier attempts at this file (found when the journal lost their name)."""
+        try:
+            return await asyncio.to_thread(self._find)
+        except OSError as exc:
+            raise _write_error(exc, self.path) from exc
 
     async def close(self) -> None:
         return None

@@ -426,7 +426,7 @@ class S3Writer:
                                 f"not the {digest.b64} of the bytes read")
         return Receipt(part.number, str(response.get("ETag", "")), digest)
 
-    async def list_parts(self) -> dict[int, ListedPart]:
+    async def list_parts(self, expected: Sequence[Part] = ()) -> dict[int, ListedPart]:
         """The parts S3 holds for this upload (raises TransferError code NoSuchUpload if it is gone)."""
         assert self.upload_id is not None
         return await self.sink.list_parts(self._key["Key"], self.upload_id)

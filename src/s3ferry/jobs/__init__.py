@@ -61,12 +61,14 @@ def record(report: JobReport) -> None:
     """Count a finished run in the metrics (files by result, last success of the flow)."""
     from ..observe import metrics
 
+    if report.dry_run:
+        return  # nothing was skipped, archived or deleted: it was only decided
     flow = metrics.FLOW.get()
     for result, items in (("skipped", report.skipped), ("healed", report.healed), ("archived", report.archived),
                           ("deleted", report.deleted)):
         if items:
             metrics.FILES.labels(result, flow).inc(len(items))
-    if not report.failed and not report.dry_run:
+    if not report.failed:
         metrics.LAST_SUCCESS.labels(flow).set_to_current_time()
 
 

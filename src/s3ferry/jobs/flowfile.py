@@ -49,6 +49,11 @@ password_file      file holding the SFTP password (a flow's own
 endpoint_url, profile, region    S3 settings (default: the AWS chain)
 sse_kms_key_id     pull: encrypt the objects with this KMS key
 storage_class, content_type, acl    pull: settings of the objects created
+                   (as the ``pull`` flags of the same name)
+metadata, tags     pull: tables of strings, ``{ owner = "etl" }``: the
+                   objects' user metadata and tags (as ``--metadata`` and
+                   ``--tag``, checked by the same rules; a flow's own table
+                   replaces the one in [defaults])
 bwlimit            bytes per second for this flow's run (e.g. "50M")
 jump               SFTP jump host, [user@]host[:port] (ProxyJump works too)
 part_size, max_memory, read_streams, upload_streams, checksum, retries
@@ -58,7 +63,8 @@ state_dir          journal and locks (default: ``--state-dir``,
 =================  ==========================================================
 
 Pull-only and push-only keys in [defaults] apply to the flows of that kind and
-are ignored by the others; in a flow of the other kind they are an error.
+are ignored by the others; in a flow of the other kind they are an error (the
+object settings: they need a destination in S3, which only pull flows have).
 Relative paths (key files, local folders, ``state_dir``) are relative to the
 flows file's folder; ``~`` is expanded.
 
@@ -85,7 +91,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UsageError
-from ..options import S3Options, SftpOptions, TransferOptions, parse_size
+from ..options import Pairs, S3Options, SftpOptions, TransferOptions, check_metadata, check_tags, parse_size
 from ..tree import Filter
 from ..urls import Location, parse
 from .pull import PullSettings
@@ -322,6 +328,27 @@ def _globs(value: Any, base: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _string_table(value: Any, example: str) -> Pairs:
+    if not isinstance(value, dict):
+        raise UsageError(f"must be a table of strings, like {example}, not {_type_name(value)}")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise UsageError(f"the value of {key!r} must be a string, not {_type_name(item)} (quote it)")
+    return tuple(value.items())
+
+
+def _metadata(value: Any, base: Path) -> Pairs:
+    pairs = _string_table(value, '{ owner = "etl" }')
+    check_metadata(pairs, "metadata")  # the rules of `pull --metadata`
+    return pairs
+
+
+def _tags(value: Any, base: Path) -> Pairs:
+    pairs = _string_table(value, '{ team = "data" }')
+    check_tags(pairs, "tags")  # the rules of `pull --tag`
+    return pairs
+
+
 def _kind(value: Any, base: Path) -> str:
     if value not in KINDS:
         raise UsageError(f"must be \"pull\" or \"push\", not {value!r}")
@@ -402,6 +429,8 @@ SPECS: dict[str, Spec] = {
     "storage_class": Spec(_string, ("pull",)),
     "content_type": Spec(_string, ("pull",)),
     "acl": Spec(_string, ("pull",)),
+    "metadata": Spec(_metadata, ("pull",)),
+    "tags": Spec(_tags, ("pull",)),
     "bwlimit": Spec(_size),
     "jump": Spec(_string),
     "retry_failed": Spec(_boolean, ("push",)),
@@ -424,6 +453,8 @@ SPECS: dict[str, Spec] = {
     "retries": Spec(_integer(-(2**31), 2**31)),
     "state_dir": Spec(_path),
 }
+#: settings of the S3 objects a flow creates: only pull flows write to S3
+OBJECT_KEYS = ("sse_kms_key_id", "storage_class", "content_type", "acl", "metadata", "tags")
 TRANSFER_KEYS = ("part_size", "max_memory", "read_streams", "upload_streams", "checksum", "retries")
 _FILE_KEYS = ("identity", "known_hosts", "password_file")
 
@@ -441,6 +472,12 @@ class _Value:
     value: Any
     line: int
     where: str
+
+
+def _wrong_kind(key: str, spec: Spec, kind: str) -> str:
+    if key in OBJECT_KEYS:
+        return f'"{key}" applies to flows whose destination is S3 (pull flows), not to a {kind} flow'
+    return f'"{key}" applies to {spec.kinds[0]} flows only, this is a {kind} flow'
 
 
 class _Loader:
@@ -524,12 +561,13 @@ class _Loader:
             if spec is None:
                 self.refuse_key(path, key, where, "unknown key {key}")
                 continue
-            line = self.index.key(path, key)
+            # a table value may be a [flows.NAME.KEY] section of its own
+            line = self.index.table((*path, key)) if isinstance(raw, dict) else self.index.key(path, key)
             if where == "defaults" and not spec.in_defaults:
                 self.problem(line, where, f'"{key}" belongs in a flow, not in [defaults]')
                 continue
             if kind is not None and kind not in spec.kinds:
-                self.problem(line, where, f'"{key}" applies to {spec.kinds[0]} flows only, this is a {kind} flow')
+                self.problem(line, where, _wrong_kind(key, spec, kind))
                 continue
             try:
                 value = spec.convert(raw, self.base)
@@ -616,7 +654,8 @@ class _Loader:
             bwlimit=v.get("bwlimit"),
             s3=S3Options(endpoint_url=v.get("endpoint_url"), profile=v.get("profile"), region=v.get("region"),
                          sse_kms_key_id=v.get("sse_kms_key_id"), storage_class=v.get("storage_class"),
-                         content_type=v.get("content_type"), acl=v.get("acl")),
+                         content_type=v.get("content_type"), acl=v.get("acl"), metadata=v.get("metadata", ()),
+                         tags=v.get("tags", ())),
         )
         include, exclude = v.get("include", ()), v.get("exclude", ())
         filters = ((Filter("*", False), *(Filter(p, True) for p in include)) if include else ()) + tuple(

@@ -11,6 +11,11 @@
   comes is not started twice: that time is skipped with a note. Flows run
   concurrently, each as its own asyncio task; one flow failing never stops
   the others or the scheduler.
+* A dry run (:func:`dry_runs`, ``run --dry-run``) is one pass of each flow
+  whose job decides and reports but changes nothing. It takes the flow's lock
+  like a real run: its report would be wrong while a real run of the flow is
+  moving the same files, and a real run never finds the folder half-judged.
+  (A real run that comes due during a dry run is skipped as ``locked``.)
 * Cancelling (SIGINT/SIGTERM through :func:`s3ferry.cli.run_async`) cancels
   the runs in flight: their own clean-ups run, and locks are released.
 """
@@ -63,14 +68,16 @@ class Outcome:
 
     def as_dict(self) -> dict[str, object]:
         """``flow``, ``started``, ``status``, ``exit_code``, then the report's fields, or ``error``, or the
-        ``reason`` a run was skipped (``locked``: another run holds the lock; ``running``: still running here)."""
+        ``reason`` a run was skipped (``locked``: another run holds the lock; ``running``: still running here);
+        ``dry_run`` in every case."""
         head: dict[str, object] = {"flow": self.flow.name,
                                    "started": self.started.isoformat(timespec="seconds").replace("+00:00", "Z"),
                                    "status": self.status, "exit_code": self.exit_code}
         if self.report is not None:
             return {**head, **self.report.as_dict()}
         body: dict[str, object] = {"kind": self.flow.kind, "source": str(self.flow.source),
-                                   "destination": str(self.flow.destination)}
+                                   "destination": str(self.flow.destination),
+                                   "dry_run": self.flow.options.dry_run}
         if self.error is not None:
             body["error"] = str(self.error)
         else:
@@ -121,12 +128,18 @@ def with_state_dir(flows: Sequence[Flow], fallback: Path | None) -> list[Flow]:
     return out
 
 
+def dry_runs(flows: Sequence[Flow]) -> list[Flow]:
+    """The flows as dry runs: each job (pull, push) decides and reports, and changes nothing."""
+    return [dataclasses.replace(flow, options=flow.options.replace(dry_run=True)) for flow in flows]
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
 async def run_flow(flow: Flow, on_outcome: OnOutcome) -> Outcome:
-    """One run of ``flow`` under its lock; the outcome is handed to ``on_outcome`` and returned."""
+    """One run of ``flow`` under its lock (dry runs too: see the module docstring); the outcome is handed to
+    ``on_outcome`` and returned."""
     metrics.FLOW.set(flow.name)  # this task's context: the flow's label on everything it counts
     outcome = Outcome(flow, _now())
     lock = FlowLock(flow.options.state_dir or default_state_dir(), flow)
