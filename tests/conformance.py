@@ -233,3 +233,46 @@ class SinkConformance:
         run(self._write("aborted.bin", os.urandom(2 * self.PART), abort=True))
         assert self.read_back("aborted.bin") is None
         assert self.names() == []
+
+    def test_a_new_sink_continues_stored_parts(self) -> None:
+        """Resume: parts 1 and 3 written by one process; another finds the upload, checks them, finishes."""
+        from s3ferry import checksums
+        from s3ferry.engine import plan_parts
+
+        algorithm, data = checksums.CRC32C, os.urandom(3 * self.PART + 99)
+        parts = plan_parts(len(data), self.PART)
+        view = memoryview(data)
+
+        async def write(writer: Any, index: int) -> Any:
+            part = parts[index]
+            chunk = view[part.offset : part.offset + part.length]
+            return await writer.write_part(part, chunk, checksums.PartDigest(algorithm.part(chunk), part.length))
+
+        async def first() -> dict[int, Any]:
+            sink = self.make_sink("resumed.bin")
+            try:
+                await sink.prepare()
+                writer = await sink.open_writer(len(data), self.PART, algorithm)
+                return {parts[i].number: await write(writer, i) for i in (0, 2)}
+            finally:
+                await sink.close()
+
+        async def second(receipts: dict[int, Any]) -> Any:
+            sink = self.make_sink("resumed.bin")
+            try:
+                (found,) = await sink.find_uploads(sink.location.path)
+                writer = sink.resume_writer(found.upload_id, algorithm)
+                listed = await writer.list_parts([parts[0], parts[2]])
+                for number in (1, 3):
+                    assert (listed[number].etag, listed[number].size) == (receipts[number].etag,
+                                                                          parts[number - 1].length)
+                receipts.update({parts[i].number: await write(writer, i) for i in (1, 3)})
+                ordered = [receipts[p.number] for p in parts]
+                return await writer.complete(ordered, algorithm.whole([r.digest for r in ordered], single=False))
+            finally:
+                await sink.close()
+
+        done = run(second(run(first())))
+        assert done.size == len(data)
+        assert self.read_back("resumed.bin") == data
+        assert self.names() == ["resumed.bin"]

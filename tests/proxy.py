@@ -4,8 +4,10 @@
 bytes have flowed from the server to clients (all connections together),
 then closes every connection and refuses (accept-and-close) new ones.
 ``cut_every=N`` instead closes every open connection each time another N
-bytes have flowed, and keeps accepting new ones (a flaky network). It runs
-in its own thread so tests can drive the CLI as a subprocess.
+bytes have flowed, and keeps accepting new ones (a flaky network).
+``upstream=True`` counts client -> server bytes instead (a client that
+writes: uploads to an SFTP destination). It runs in its own thread so tests
+can drive the CLI as a subprocess.
 """
 
 from __future__ import annotations
@@ -19,14 +21,15 @@ from s3ferry.testbed import free_port
 
 class CuttingProxy:
     def __init__(self, target_port: int, cut_after: int | None = None, port: int | None = None,
-                 cut_every: int | None = None) -> None:
+                 cut_every: int | None = None, upstream: bool = False) -> None:
         self.target_port = target_port
+        self.upstream = upstream
         self.cut_after = cut_after
         self.cut_every = cut_every
         self.cuts = 0
         self._next_cut = cut_every
         self.port = port or free_port()
-        self.forwarded = 0  # server -> client bytes
+        self.forwarded = 0  # server -> client bytes (client -> server with upstream=True)
         self.cut = threading.Event()
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
@@ -82,7 +85,7 @@ class CuttingProxy:
                 if not data:
                     break
                 dst.sendall(data)
-                if downstream:
+                if downstream != self.upstream:
                     self._count(len(data))
         except OSError:
             pass  # the other pump or close() tore the connection down

@@ -1,6 +1,6 @@
-"""Resume of downloads into local files: the temporary file is the "upload", the journal its parts.
+"""Resume into file destinations (local files, SFTP): the temporary file is the "upload", the journal its parts.
 
-Real sshd as the source; the destination is a local folder. A run killed or
+Real sshd as the source (or, for the SFTP destination, as the destination). A run killed or
 cut mid-way leaves ``.NAME.s3ferry-XXXXXXXX.tmp`` and its journal; running the
 same command again writes only the parts the journal holds no record of,
 after reading the recorded ones back from the file and checking them.
@@ -157,3 +157,56 @@ def test_source_changed_between_attempts_starts_over(tmp_path: Path, ssh: testbe
     assert sha256_of(out / src.name) == digest
     assert partials(out) == []
     os.remove(src)
+
+
+def kill_after_two_journaled_parts(args: list[str], state: Path) -> None:
+    # --bwlimit: slow enough that the journal (flushed every 5 s) records parts before the kill
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("s3ferry")), *args, "--bwlimit", "12M"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    deadline = time.monotonic() + 60
+    while journaled_parts(state) < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no part was journaled in time"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_sigkill_mid_copy_to_sftp_then_rerun_writes_only_the_rest(tmp_path: Path, ssh: testbed.SshServer,
+                                                                   state: Path) -> None:
+    src = tmp_path / "to-partner.bin"
+    digest = write_random(src, SIZE)
+    inbox = ssh.root / "resume-inbox"
+    args = ["cp", str(src), ssh.url(inbox) + "/", *sftp_flags(ssh), "--json", "--no-progress"]
+    kill_after_two_journaled_parts(args, state)
+    assert len(partials(inbox)) == 1 and not (inbox / src.name).exists()
+
+    result = run_cli(*args)
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["resumed_parts"] >= 2 and "resuming" in result.stderr
+    assert report["uploaded_bytes"] == SIZE - report["resumed_parts"] * PART
+    assert sha256_of(inbox / src.name) == digest
+    assert partials(inbox) == []
+
+
+def test_cut_sftp_destination_keeps_the_partial_file_and_names_it(tmp_path: Path, ssh: testbed.SshServer,
+                                                                  state: Path) -> None:
+    src = tmp_path / "cut.bin"
+    digest = write_random(src, 64 * MiB)
+    inbox = ssh.root / "cut-inbox"
+    # 4 parts of 8 MiB are written at a time: after 48 MiB sent, at least two parts were sent whole
+    with CuttingProxy(ssh.port, cut_after=48 * MiB, upstream=True) as proxy:
+        url = f"sftp://{ssh.user}@127.0.0.1:{proxy.port}{inbox}/"
+        args = ["cp", str(src), url, "-i", str(ssh.user_key), "--host-key", ssh.host_fingerprint, "--no-progress",
+                "--json"]
+        first = run_cli(*args, "--retries", "0")
+    assert first.code == 1, first.stderr
+    (kept,) = partials(inbox)
+    assert f"the partial file sftp://{ssh.user}@127.0.0.1:{proxy.port}{kept} is kept" in first.stderr
+    with CuttingProxy(ssh.port, port=proxy.port):
+        second = run_cli(*args)
+    assert second.code == 0, second.stderr
+    assert json.loads(second.stdout)["resumed_parts"] >= 1, (first.stderr, second.stderr)
+    assert sha256_of(inbox / src.name) == digest
+    assert partials(inbox) == []

@@ -9,12 +9,31 @@ class.
 
 from __future__ import annotations
 
+import re
+import secrets
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import AsyncIterator, Protocol, Sequence
 
 from ..checksums import Algorithm, PartDigest
 from ..urls import Location
+
+
+# -- file destinations (local, SFTP): a temporary file beside the final name is the "upload" --
+
+def partial_name(name: str) -> str:
+    """A new temporary name for a file being written as ``name`` (hidden, and says whose it is)."""
+    return f".{name}.s3ferry-{secrets.token_hex(4)}.tmp"
+
+
+def is_partial_of(candidate: str, name: str) -> bool:
+    """Whether ``candidate`` is one of :func:`partial_name`'s names for ``name`` (and nothing else)."""
+    return re.fullmatch(rf"\.{re.escape(name)}\.s3ferry-[0-9a-f]{{8}}\.tmp", candidate) is not None
+
+
+def part_etag(digest: PartDigest | None) -> str:
+    """A part written into a file: its "ETag" is its checksum, which a resumed attempt recomputes."""
+    return f"crc-{digest.digest.hex()}" if digest is not None else ""
 
 
 @dataclass(frozen=True)

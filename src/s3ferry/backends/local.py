@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
-import secrets
 import stat
 from datetime import datetime, timezone
 from contextlib import asynccontextmanager
@@ -30,7 +28,8 @@ from typing import AsyncIterator, Sequence
 from ..errors import NotFoundError, PermissionError_, SourceChangedError, TransferError, UsageError
 from ..urls import Location
 from ..checksums import Algorithm, PartDigest
-from .base import Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo
+from .base import (Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo, is_partial_of,
+                   part_etag, partial_name)
 
 log = logging.getLogger("s3ferry")
 
@@ -148,11 +147,6 @@ def _archive(path: str, folder: str) -> str:
 
 def _raise(exc: OSError) -> None:
     raise _translate(exc, exc.filename or "?") from exc
-
-
-def part_etag(digest: PartDigest | None) -> str:
-    """A written part's "ETag": its checksum, which a resumed attempt recomputes from the file."""
-    return f"crc-{digest.digest.hex()}" if digest is not None else ""
 
 
 class LocalWriter:
@@ -301,11 +295,8 @@ class LocalSink:
         except OSError as exc:
             raise _write_error(exc, self.path) from exc
 
-    def _temp_pattern(self) -> re.Pattern[str]:
-        return re.compile(rf"\.{re.escape(self.path.name)}\.s3ferry-[0-9a-f]{{8}}\.tmp")
-
     def _open(self, size: int, algorithm: Algorithm | None) -> LocalWriter:
-        temp = self.path.with_name(f".{self.path.name}.s3ferry-{secrets.token_hex(4)}.tmp")
+        temp = self.path.with_name(partial_name(self.path.name))
         fd = os.open(temp, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
         try:
             os.ftruncate(fd, size)  # the final size up front: parts land at their offsets
@@ -323,7 +314,7 @@ class LocalSink:
 
     def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> LocalWriter:
         """A writer on an earlier attempt's temporary file (``upload_id``: its name, from the journal)."""
-        if upload_id is not None and not self._temp_pattern().fullmatch(upload_id):
+        if upload_id is not None and not is_partial_of(upload_id, self.path.name):
             # the journal names a file of its own making only; anything else is not ours to open
             raise UsageError(f"the journal names {upload_id!r} as the partial file of {self.path}, which it "
                              "cannot be; run with --force to start over")
@@ -331,13 +322,13 @@ class LocalSink:
         return LocalWriter(self.path, -1, temp, self.mtime, algorithm)
 
     def _find(self) -> list[UploadInfo]:
-        pattern, found = self._temp_pattern(), []
+        found = []
         try:
             names = os.listdir(self.path.parent)
         except FileNotFoundError:
             return []
         for name in names:
-            if pattern.fullmatch(name):
+            if is_partial_of(name, self.path.name):
                 when = datetime.fromtimestamp(os.stat(self.path.parent / name).st_mtime, timezone.utc)
                 found.append(UploadInfo(str(self.path), name, when))
         return found

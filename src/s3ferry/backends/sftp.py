@@ -12,18 +12,21 @@
   write requests) into a temporary name beside the target, which is renamed
   into place (``posix-rename@openssh.com`` where offered, so an existing file
   is replaced atomically) once every part is there. All writers share one SSH
-  connection: partner servers often cap connections per user.
+  connection: partner servers often cap connections per user. A failure that
+  may pass keeps the temporary file for the journal: the same command run
+  again reads the journaled parts back, checks their checksums and writes
+  only the rest (as for local files).
 """
 
 from __future__ import annotations
 
 import asyncio
 import posixpath
-import secrets
 import socket
 import stat as statmod
 import time
 from contextlib import asynccontextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import AsyncIterator, Sequence
 
@@ -42,7 +45,8 @@ from ..errors import (
 from ..options import SftpOptions
 from ..urls import Location
 from ..checksums import Algorithm, PartDigest
-from .base import Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo
+from .base import (Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo, is_partial_of,
+                   part_etag, partial_name)
 
 _Conn = tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]
 
@@ -404,54 +408,94 @@ async def _walk(sftp: asyncssh.SFTPClient, top: str, rel: str) -> AsyncIterator[
 
 
 class SftpWriter:
-    """Parts written at their offsets into a temporary file, renamed into place on completion."""
+    """Parts written at their offsets into a temporary file, renamed into place on completion.
 
-    upload_id = None
+    ``upload_id`` is the temporary file's name (in the destination's folder),
+    which the journal keeps: a resumed attempt reads the journaled parts back
+    and checks them (:meth:`list_parts`) before it trusts them.
+    """
 
-    def __init__(self, sink: "SftpSink", sftp: asyncssh.SFTPClient, temp: str) -> None:
-        self._sink, self._sftp, self._temp = sink, sftp, temp
+    def __init__(self, sink: "SftpSink", temp: str | None, algorithm: Algorithm | None) -> None:
+        self._sink, self._temp, self.algorithm = sink, temp, algorithm
         self._final = sink.location.path
+        self.upload_id = posixpath.basename(temp) if temp is not None else None
+
+    @property
+    def partial(self) -> str | None:
+        """The temporary file a kept attempt leaves, as a URL (what the user may delete instead of resuming)."""
+        return str(self._sink.location.with_path(self._temp)) if self._temp is not None else None
+
+    def _temp_path(self) -> str:
+        if self._temp is None:
+            raise NotFoundError(f"no earlier attempt to continue for {self._sink.where}")
+        return self._temp
 
     async def write_part(self, part: Part, data: memoryview, digest: PartDigest | None) -> Receipt:
-        where = self._sink.where
+        sftp, temp = await self._sink._shared(), self._temp_path()
         # OpenSSH's sftp-server drops the session on a request above its limit (256 KiB in all).
-        block = min(self._sink.block, self._sftp.limits.max_write_len or self._sink.block)
+        block = min(self._sink.block, sftp.limits.max_write_len or self._sink.block)
         try:
-            async with self._sftp.open(self._temp, "r+b", block_size=0) as file:
+            async with sftp.open(temp, "r+b", block_size=0) as file:
                 await _windowed_writes(file, part.offset, data, block, self._sink.window)
         except (asyncssh.Error, OSError, asyncio.TimeoutError, EOFError) as exc:
-            raise _translate(exc, where) from exc
-        return Receipt(part.number, "", digest)
+            raise _translate(exc, self._sink.where) from exc
+        return Receipt(part.number, part_etag(digest), digest)
 
     async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
+        sftp, temp = await self._sink._shared(), self._temp_path()
         try:
             if self._sink.mtime is not None:
-                await self._sftp.utime(self._temp, (self._sink.mtime, self._sink.mtime))  # the source's mtime
-            await self._rename()
-            attrs = await self._sftp.stat(self._final)
+                await sftp.utime(temp, (self._sink.mtime, self._sink.mtime))  # the source's mtime
+            await _replace(sftp, temp, self._final)
+            attrs = await sftp.stat(self._final)
         except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
             raise _translate(exc, self._sink.where) from exc
         return Completed(size=attrs.size or 0, checksum=None)
 
-    async def _rename(self) -> None:
-        await _replace(self._sftp, self._temp, self._final)
-
     async def abort(self) -> None:
-        await self._remove(self._temp)
+        if self._temp is not None:
+            await self._remove(self._temp)
 
     async def discard(self) -> None:
         await self._remove(self._final)
 
     async def _remove(self, path: str) -> None:
+        sftp = await self._sink._shared()
         try:
-            await self._sftp.remove(path)
+            await sftp.remove(path)
         except asyncssh.SFTPNoSuchFile:
             pass  # already gone: nothing is left behind, which is the point
         except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
             raise _translate(exc, self._sink.where) from exc
 
     async def list_parts(self, expected: Sequence[Part] = ()) -> dict[int, ListedPart]:
-        return {}
+        """The ``expected`` parts as the temporary file holds them: read back, each with its checksum as ETag."""
+        sftp, temp = await self._sink._shared(), self._temp_path()
+        if self.algorithm is None:
+            return {}  # nothing to check the bytes against: the journal's parts are not trusted
+        found: dict[int, ListedPart] = {}
+        try:
+            async with sftp.open(temp, "rb", block_size=0) as file:
+                block = min(self._sink.block, sftp.limits.max_read_len or self._sink.block)
+                reader = SftpReader(file, self._sink.where, block, self._sink.window)
+                for part in expected:
+                    found[part.number] = await self._read_back(reader, part)
+        except asyncssh.SFTPNoSuchFile as exc:
+            raise TransferError(f"the partial file {self.partial} is gone", code="NoSuchUpload",
+                                retryable=False) from exc
+        except (asyncssh.Error, OSError, asyncio.TimeoutError, EOFError) as exc:
+            raise _translate(exc, self._sink.where) from exc
+        return found
+
+    async def _read_back(self, reader: SftpReader, part: Part) -> ListedPart:
+        assert self.algorithm is not None
+        buf = bytearray(part.length)  # one part at a time: a file destination's parts are small (max_memory / 4)
+        try:
+            await reader.read_into(part.offset, memoryview(buf))
+        except SourceChangedError:
+            return ListedPart(part.number, 0, "")  # the file ends before this part: not stored
+        digest = PartDigest(await asyncio.to_thread(self.algorithm.part, buf), part.length)
+        return ListedPart(part.number, part.length, part_etag(digest))
 
 
 async def _windowed_writes(file: asyncssh.SFTPClientFile, offset: int, data: memoryview, block: int,
@@ -478,10 +522,14 @@ async def _windowed_writes(file: asyncssh.SFTPClientFile, offset: int, data: mem
         await asyncio.gather(*started, return_exceptions=True)
 
 
+def _utc(mtime: int | None) -> datetime | None:
+    return datetime.fromtimestamp(mtime, timezone.utc) if mtime is not None else None
+
+
 class SftpSink(SftpEndpoint):
     """An SFTP file as the destination (see the module docstring)."""
 
-    features = Features(offset_writes=True)
+    features = Features(offset_writes=True, resumable=True)
 
     @property
     def block(self) -> int:
@@ -534,7 +582,7 @@ class SftpSink(SftpEndpoint):
     async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> SftpWriter:
         sftp = await self._shared()
         folder, name = posixpath.split(self.location.path)
-        temp = posixpath.join(folder, f".{name}.s3ferry-{secrets.token_hex(4)}.tmp")
+        temp = posixpath.join(folder, partial_name(name))
         if folder:
             await self._makedirs(sftp, folder)
         try:
@@ -542,7 +590,7 @@ class SftpSink(SftpEndpoint):
                 pass  # created empty; parts are written at their offsets
         except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
             raise _translate(exc, self.where) from exc
-        return SftpWriter(self, sftp, temp)
+        return SftpWriter(self, temp, algorithm)
 
     async def _makedirs(self, sftp: asyncssh.SFTPClient, folder: str) -> None:
         try:
@@ -554,7 +602,23 @@ class SftpSink(SftpEndpoint):
             raise _translate(exc, self.where) from exc
 
     def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> SftpWriter:
-        raise UsageError("SFTP destinations cannot resume a partial write")
+        """A writer on an earlier attempt's temporary file (``upload_id``: its name, from the journal)."""
+        folder, name = posixpath.split(self.location.path)
+        if upload_id is not None and not is_partial_of(upload_id, name):
+            # the journal names a file of its own making only; anything else is not ours to open
+            raise UsageError(f"the journal names {upload_id!r} as the partial file of {self.where}, which it "
+                             "cannot be; run with --force to start over")
+        return SftpWriter(self, posixpath.join(folder, upload_id) if upload_id is not None else None, algorithm)
 
     async def find_uploads(self, prefix: str, exact: bool = True) -> list[UploadInfo]:
-        return []
+        """Temporary files of earlier attempts at this file (found when the journal lost their name)."""
+        sftp = await self._shared()
+        folder, name = posixpath.split(self.location.path)
+        try:
+            listing = await sftp.readdir(folder or ".")
+        except asyncssh.SFTPNoSuchFile:
+            return []
+        except (asyncssh.Error, OSError) as exc:
+            raise _translate(exc, self.where) from exc
+        return [UploadInfo(self.location.path, str(entry.filename), _utc(entry.attrs.mtime))
+                for entry in listing if is_partial_of(str(entry.filename), name)]
