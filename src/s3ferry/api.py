@@ -51,9 +51,6 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
             return await copy_file(source, sink, options, progress, journal, known, executor)
         finally:
             await asyncio.shield(journal.close())
-    from .backends.s3 import S3Sink
-    from .backends.s3_source import S3Source
-
     label = metrics.direction(source.location.scheme, sink.location.scheme)
     metered = metrics.Metered(progress, label)
     if (options.overwrite != "always" or options.dry_run) and not await _journaled(source, sink, journal):
@@ -63,7 +60,7 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
             metrics.FILES.labels("skipped" if decided.skipped else "planned", metrics.FLOW.get()).inc()
             return decided
     try:
-        if isinstance(source, S3Source) and isinstance(sink, S3Sink):
+        if _s3_to_s3(source, sink):
             from .server_copy import server_side_copy
 
             result = await server_side_copy(source, sink, options, metered)
@@ -75,6 +72,16 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
     metrics.FILES.labels("copied", metrics.FLOW.get()).inc()
     metrics.DURATION.labels(label).observe(result.seconds)
     return result
+
+
+def _s3_to_s3(source: Source, sink: Sink) -> bool:
+    """Both ends are S3 objects (S3 copies them itself)."""
+    if source.location.scheme != "s3" or sink.location.scheme != "s3":
+        return False  # checked first: the S3 backends import aiobotocore, which other copies never need
+    from .backends.s3 import S3Sink
+    from .backends.s3_source import S3Source
+
+    return isinstance(source, S3Source) and isinstance(sink, S3Sink)
 
 
 async def _journaled(source: Source, sink: Sink, journal: Journal) -> bool:

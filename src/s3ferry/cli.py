@@ -7,24 +7,24 @@ the traceback.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
+import os
 import signal
 import sys
-import traceback
 from pathlib import Path
-from typing import Any, Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 import click
-from rich.console import Console
 
-from . import __version__
 from .config import complete_location, location_callback
 from .errors import InterruptedError_, S3FerryError, UsageError
-from .tree import Filter
 from .options import (CHECKSUMS, FtpOptions, HttpOptions, S3Options, SftpOptions, TransferOptions, parse_size,
                       split_pairs)
+
+# Start-up time: every run (--help, --version, each TAB of shell completion) imports this module,
+# so asyncio, logging, the engine, the backends and rich are imported inside the code that uses them.
+if TYPE_CHECKING:
+    from .tree import Filter
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = TransferOptions()
@@ -55,6 +55,8 @@ def _fail(exc: BaseException, debug: bool) -> None:
     from .observe.logs import final_error
 
     if debug:
+        import traceback
+
         traceback.print_exception(exc)
     if isinstance(exc, InterruptedError_):
         click.echo(final_error(str(exc), exc.exit_code), err=True)
@@ -82,6 +84,7 @@ def run_command(debug: bool, body: Callable[[], Any]) -> Any:
 
 def run_async(coro: Any, interrupted: str = "interrupted") -> Any:
     """Run ``coro``; SIGINT and SIGTERM cancel it (clean-ups run) and exit 130 with one line."""
+    import asyncio
 
     async def main() -> Any:
         task = asyncio.current_task()
@@ -181,8 +184,20 @@ def s3_options(fn: F) -> F:
     return fn
 
 
+def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """What ``click.version_option`` prints, with the version looked up only when asked for
+    (importing importlib.metadata costs ~20 ms, a third of `s3ferry --help`)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from . import __version__
+
+    click.echo(f"s3ferry, version {__version__}", color=ctx.color)
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="s3ferry")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
+              help="Show the version and exit.")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Stream large files between SFTP, local disks and S3: parallel, bounded memory, verified.
@@ -315,6 +330,8 @@ def filter_order(include: Sequence[str], exclude: Sequence[str], argv: Sequence[
     click hands each option's values over separately, so the order between the
     two options is read back from argv; if that fails, excludes apply last.
     """
+    from .tree import Filter
+
     seen: list[Filter] = []
     tokens = list(argv)
     for i, token in enumerate(tokens):
@@ -370,6 +387,7 @@ def cp(src: str, dst: str, recursive: bool, include: tuple[str, ...], exclude: t
     """
     from .api import acopy, resolve
     from .observe.progress import summary_line
+    from .tree import Filter
 
     executor, scheduler = params.pop("executor"), params.pop("scheduler")
 
@@ -407,12 +425,28 @@ def cp(src: str, dst: str, recursive: bool, include: tuple[str, ...], exclude: t
 
 def _progress(disabled: bool) -> Any:
     """A bar on a terminal; otherwise a line every 30 s (hidden by -q); nothing with --no-progress."""
-    from .observe.progress import LogProgress, RichProgress
-
     if disabled:
         return None
+    from .observe.progress import LogProgress, RichProgress
+
+    if _plainly_no_terminal():
+        return LogProgress(30.0)
+    from rich.console import Console
+
     console = Console(stderr=True)
     return RichProgress(console) if console.is_terminal else LogProgress(30.0)
+
+
+def _plainly_no_terminal() -> bool:
+    """stderr is no terminal and no variable could make rich think otherwise: cron jobs and pipes
+    get their LogProgress without importing rich. Whenever in doubt, rich's own check decides."""
+    if "TTY_COMPATIBLE" in os.environ or "FORCE_COLOR" in os.environ:
+        return False  # rich lets these override isatty()
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        return isatty is None or not isatty()
+    except ValueError:  # closed stream: rich says "no terminal" too
+        return True
 
 
 def _glob_of(src: str) -> tuple[Any, str] | None:
@@ -444,6 +478,8 @@ async def _with_cluster(cluster: Any, make: Callable[[Any], Any]) -> Any:
     async with cluster:
         result = await make(cluster)
     if cluster.workers_used:
+        import logging
+
         logging.getLogger("s3ferry").info("ran on Dask workers: %s", ", ".join(sorted(cluster.workers_used)))
     return result
 

@@ -25,10 +25,8 @@ line (``config.toml:3: ...``) and exits 2.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -137,6 +135,8 @@ def load(path: Path | None = None, required: bool = False, problems: "_Problems 
         return Config()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    import tomllib  # here: most runs have no config file, and every run reads this module
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -209,6 +209,8 @@ def _endpoint(path: Path, text: str, name: str, table: Any, problems: _Problems)
 
 
 def _did_you_mean(key: str, known: Iterable[str]) -> str:
+    import difflib
+
     close = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import dataclasses
 import functools
-import ipaddress
 import math
 import os
 import re
@@ -274,6 +273,8 @@ class S3Options:
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
+    import ipaddress  # only for plain-http endpoints: not worth a share of every start
+
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:

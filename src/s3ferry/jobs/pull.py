@@ -27,12 +27,11 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api import copy_file
 from ..backends import open_sink, open_source
 from ..backends.base import Entry, Stat
-from ..backends.s3 import S3Sink
 from ..engine import ProgressListener
 from ..errors import NotFoundError, S3FerryError, UsageError
 from ..journal import Journal
@@ -40,6 +39,11 @@ from ..options import TransferOptions
 from ..tree import Filter, child_path, for_each, selected
 from ..urls import Location, parse, safe_relative
 from . import JobReport, close_all, record
+
+# The S3 backend (aiobotocore: a large import) is loaded by the run itself, not with this module:
+# `s3ferry run --check` imports this module only to validate a flows file.
+if TYPE_CHECKING:
+    from ..backends.s3 import S3Sink
 
 log = logging.getLogger("s3ferry")
 
@@ -153,6 +157,8 @@ async def pull(src: str | Location, dst: str | Location, options: TransferOption
     source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
     if not source.features.archiving:
         raise UsageError(f"pull needs a source it can archive into {settings.archive}: sftp:// or a local folder")
+    from ..backends.s3 import S3Sink
+
     assert isinstance(sink, S3Sink)
     report = JobReport("pull", str(src_loc), str(dst_loc), dry_run=options.dry_run)
     # The drop folder is the truth: a file in it is sent (healing covers re-runs), never "skipped".

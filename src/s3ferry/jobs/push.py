@@ -27,12 +27,11 @@ import logging
 import time
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..api import copy_file
 from ..backends import open_sink, open_source
 from ..backends.base import Entry
-from ..backends.s3_source import S3Source
 from ..engine import ProgressListener
 from ..errors import NotFoundError, S3FerryError, UsageError
 from ..journal import Journal
@@ -41,6 +40,11 @@ from ..tree import Filter, child_path, for_each, selected
 from ..urls import Location, parse, safe_relative
 from ..observe import metrics
 from . import JobReport, close_all, record
+
+# The S3 backend (aiobotocore: a large import) is loaded by the run itself, not with this module:
+# `s3ferry run --check` imports this module only to validate a flows file.
+if TYPE_CHECKING:
+    from ..backends.s3_source import S3Source
 
 log = logging.getLogger("s3ferry")
 
@@ -179,6 +183,8 @@ async def push(src: str | Location, dst: str | Location, options: TransferOption
     if src_loc.scheme != "s3" or dst_loc.scheme not in ("sftp", "file"):
         raise UsageError("push delivers from s3://bucket/prefix to sftp://host/folder (or a local folder)")
     source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
+    from ..backends.s3_source import S3Source
+
     assert isinstance(source, S3Source)
     report = JobReport("push", str(src_loc), str(dst_loc), dry_run=options.dry_run)
     # The marks decide what goes; an existing file at the destination is always replaced.

@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
+# rich (~30 ms to import) only when a bar is drawn: the summary lines and LogProgress (cron,
+# pipes) do without it. The engine and tree types are for type hints only.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import TaskID
 
-from ..engine import TransferResult
-from ..tree import TreeResult
+    from ..engine import TransferResult
+    from ..tree import TreeResult
 
 log = logging.getLogger("s3ferry.progress")
 
@@ -26,6 +22,9 @@ class RichProgress:
     """Rich progress bars on stderr: bytes, rate, ETA; for trees a total bar and one bar per file in flight."""
 
     def __init__(self, console: Console) -> None:
+        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                                   TransferSpeedColumn)
+
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
