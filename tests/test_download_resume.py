@@ -60,11 +60,7 @@ def journaled_parts(state: Path) -> int:
         return 0
 
 
-def test_sigkill_mid_download_then_rerun_writes_only_the_rest(tmp_path: Path, ssh: testbed.SshServer,
-                                                              source: tuple[Path, str], state: Path) -> None:
-    src, digest = source
-    out = tmp_path / "out"
-    args = ["cp", ssh.url(src), f"{out}/", *sftp_flags(ssh), "--json", "--no-progress"]
+def kill_after_two_journaled_parts(args: list[str], state: Path) -> None:
     # --bwlimit: slow enough that the journal (flushed every 5 s) records parts before the kill
     proc = subprocess.Popen([str(Path(sys.executable).with_name("s3ferry")), *args, "--bwlimit", "12M"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
@@ -75,6 +71,14 @@ def test_sigkill_mid_download_then_rerun_writes_only_the_rest(tmp_path: Path, ss
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+
+
+def test_sigkill_mid_download_then_rerun_writes_only_the_rest(tmp_path: Path, ssh: testbed.SshServer,
+                                                              source: tuple[Path, str], state: Path) -> None:
+    src, digest = source
+    out = tmp_path / "out"
+    args = ["cp", ssh.url(src), f"{out}/", *sftp_flags(ssh), "--json", "--no-progress"]
+    kill_after_two_journaled_parts(args, state)
     assert len(partials(out)) == 1 and not (out / src.name).exists()
     recorded = journaled_parts(state)
 
@@ -157,19 +161,6 @@ def test_source_changed_between_attempts_starts_over(tmp_path: Path, ssh: testbe
     assert sha256_of(out / src.name) == digest
     assert partials(out) == []
     os.remove(src)
-
-
-def kill_after_two_journaled_parts(args: list[str], state: Path) -> None:
-    # --bwlimit: slow enough that the journal (flushed every 5 s) records parts before the kill
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("s3ferry")), *args, "--bwlimit", "12M"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    deadline = time.monotonic() + 60
-    while journaled_parts(state) < 2:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "no part was journaled in time"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
 
 
 def test_sigkill_mid_copy_to_sftp_then_rerun_writes_only_the_rest(tmp_path: Path, ssh: testbed.SshServer,
