@@ -245,3 +245,19 @@ def test_workers_take_large_buffers_from_the_heap(cluster: Cluster, tmp_path: Pa
         assert len(json.loads(result.stdout)["workers"]) == 2
         tuned = client.run(mmapped_blocks_for_1mib)
         assert all(v == ("65536", 0) for v in tuned.values()), tuned
+
+
+def test_a_local_destination_is_written_here_not_on_the_workers(cluster: Cluster, ssh: testbed.SshServer,
+                                                                tmp_path: Path) -> None:
+    # A worker on another machine cannot write this machine's disk: the parts of one file stay here.
+    import hashlib
+
+    src = ssh.root / "dask-down.bin"
+    digest = write_random(src, 40 * MiB)
+    out = tmp_path / "down"
+    result = run_cli("cp", ssh.url(src), f"{out}/", "--executor", "dask", "--scheduler", cluster.address, "--json",
+                     *sftp_flags(ssh))
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["workers"] == []
+    assert hashlib.sha256((out / src.name).read_bytes()).hexdigest() == digest
+    os.remove(src)

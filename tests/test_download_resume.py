@@ -201,3 +201,22 @@ def test_cut_sftp_destination_keeps_the_partial_file_and_names_it(tmp_path: Path
     assert json.loads(second.stdout)["resumed_parts"] >= 1, (first.stderr, second.stderr)
     assert sha256_of(inbox / src.name) == digest
     assert partials(inbox) == []
+
+
+def test_a_journal_naming_a_foreign_file_is_refused_and_force_recovers(tmp_path: Path, ssh: testbed.SshServer,
+                                                                        source: tuple[Path, str],
+                                                                        state: Path) -> None:
+    src, digest = source
+    out = tmp_path / "out"
+    bait = tmp_path / "precious.txt"
+    bait.write_text("not s3ferry's")
+    args, _ = cut_once(ssh, src, out, 40 * MiB)
+    with sqlite3.connect(state / "journal.sqlite3") as db:  # as a tampered or corrupt journal would read
+        db.execute("UPDATE transfers SET upload_id = ?", ("../precious.txt",))
+    code, _, stderr = again(ssh, args)
+    assert code == 2 and "cannot be" in stderr and "--force" in stderr, stderr
+    code, report, stderr = again(ssh, [*args, "--force"])
+    assert code == 0, stderr
+    assert report["resumed_parts"] == 0
+    assert sha256_of(out / src.name) == digest
+    assert bait.read_text() == "not s3ferry's"

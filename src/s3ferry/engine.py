@@ -463,6 +463,8 @@ async def _run(source: Source, sink: Sink, options: TransferOptions, progress: P
     progress.started(source.location.name, stat.size)
     progress.advanced(sum(p.length for p in parts if p.number in attempt.done))
     try:
+        # Parts go to other machines only for an object store every worker reaches: a file destination
+        # (a local disk, one shared SFTP connection) is written by this process.
         if executor is not None and attempt.writer.upload_id and not sink.features.offset_writes:
             await executor.pump(job, options, sink.location)  # parts on other machines; receipts come back
         else:

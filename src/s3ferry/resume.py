@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from .backends.base import ChunkWriter, ListedPart, Part, Receipt, Sink, Stat
 from .checksums import Algorithm, PartDigest
-from .errors import S3FerryError, TransferError, UserError
+from .errors import S3FerryError, TransferError, UsageError, UserError
 from .journal import Journal, TransferRecord
 
 log = logging.getLogger("s3ferry")
@@ -115,7 +115,15 @@ async def _fresh(plan: Plan, sink: Sink, journal: Journal | None) -> Attempt:
 
 async def _discard(sink: Sink, journal: Journal, prior: TransferRecord, algorithm: Algorithm | None) -> None:
     try:
-        await sink.resume_writer(prior.upload_id, algorithm).abort()
+        writer = sink.resume_writer(prior.upload_id, algorithm)
+    except UsageError as exc:
+        # A journal entry naming something not of our making (a file destination checks the name):
+        # there is nothing of ours to remove, only the entry to forget.
+        log.warning("%s; forgetting that journal entry", exc)
+        await journal.forget(prior.id)
+        return
+    try:
+        await writer.abort()
     finally:
         await journal.forget(prior.id)
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Protocol, Sequence
 
 from ..checksums import Algorithm, PartDigest
+from ..errors import UsageError
 from ..urls import Location
 
 
@@ -34,6 +35,18 @@ def is_partial_of(candidate: str, name: str) -> bool:
 def part_etag(digest: PartDigest | None) -> str:
     """A part written into a file: its "ETag" is its checksum, which a resumed attempt recomputes."""
     return f"crc-{digest.digest.hex()}" if digest is not None else ""
+
+
+def read_back(number: int, data: bytes | bytearray, algorithm: Algorithm) -> ListedPart:
+    """A part as a file holds it now (``data`` read back from it), with the ETag :func:`part_etag` gave it."""
+    return ListedPart(number, len(data), part_etag(PartDigest(algorithm.part(data), len(data))))
+
+
+def check_partial_id(upload_id: str | None, name: str, where: str) -> None:
+    """The journal names a temporary file of s3ferry's own making for ``name``, or nothing else is opened."""
+    if upload_id is not None and not is_partial_of(upload_id, name):
+        raise UsageError(f"the journal names {upload_id!r} as the partial file of {where}, which it cannot be; "
+                         "run with --force to start over")
 
 
 @dataclass(frozen=True)

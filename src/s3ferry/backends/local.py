@@ -28,8 +28,8 @@ from typing import AsyncIterator, Sequence
 from ..errors import NotFoundError, PermissionError_, SourceChangedError, TransferError, UsageError
 from ..urls import Location
 from ..checksums import Algorithm, PartDigest
-from .base import (Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo, is_partial_of,
-                   part_etag, partial_name)
+from .base import (Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo, check_partial_id,
+                   is_partial_of, part_etag, partial_name, read_back)
 
 log = logging.getLogger("s3ferry")
 
@@ -228,9 +228,7 @@ class LocalWriter:
         if self.algorithm is None:
             return found  # nothing to check the bytes against: the journal's parts are not trusted
         for part in parts:
-            data = os.pread(fd, part.length, part.offset)
-            digest = PartDigest(self.algorithm.part(data), len(data))
-            found[part.number] = ListedPart(part.number, len(data), part_etag(digest))
+            found[part.number] = read_back(part.number, os.pread(fd, part.length, part.offset), self.algorithm)
         return found
 
     async def list_parts(self, expected: Sequence[Part] = ()) -> dict[int, ListedPart]:
@@ -314,10 +312,7 @@ class LocalSink:
 
     def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> LocalWriter:
         """A writer on an earlier attempt's temporary file (``upload_id``: its name, from the journal)."""
-        if upload_id is not None and not is_partial_of(upload_id, self.path.name):
-            # the journal names a file of its own making only; anything else is not ours to open
-            raise UsageError(f"the journal names {upload_id!r} as the partial file of {self.path}, which it "
-                             "cannot be; run with --force to start over")
+        check_partial_id(upload_id, self.path.name, str(self.path))
         temp = self.path.with_name(upload_id) if upload_id is not None else None
         return LocalWriter(self.path, -1, temp, self.mtime, algorithm)
 

@@ -45,8 +45,8 @@ from ..errors import (
 from ..options import SftpOptions
 from ..urls import Location
 from ..checksums import Algorithm, PartDigest
-from .base import (Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo, is_partial_of,
-                   part_etag, partial_name)
+from .base import (Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo, check_partial_id,
+                   is_partial_of, part_etag, partial_name, read_back)
 
 _Conn = tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]
 
@@ -494,8 +494,7 @@ class SftpWriter:
             await reader.read_into(part.offset, memoryview(buf))
         except SourceChangedError:
             return ListedPart(part.number, 0, "")  # the file ends before this part: not stored
-        digest = PartDigest(await asyncio.to_thread(self.algorithm.part, buf), part.length)
-        return ListedPart(part.number, part.length, part_etag(digest))
+        return await asyncio.to_thread(read_back, part.number, buf, self.algorithm)
 
 
 async def _windowed_writes(file: asyncssh.SFTPClientFile, offset: int, data: memoryview, block: int,
@@ -604,10 +603,7 @@ class SftpSink(SftpEndpoint):
     def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> SftpWriter:
         """A writer on an earlier attempt's temporary file (``upload_id``: its name, from the journal)."""
         folder, name = posixpath.split(self.location.path)
-        if upload_id is not None and not is_partial_of(upload_id, name):
-            # the journal names a file of its own making only; anything else is not ours to open
-            raise UsageError(f"the journal names {upload_id!r} as the partial file of {self.where}, which it "
-                             "cannot be; run with --force to start over")
+        check_partial_id(upload_id, name, self.where)
         return SftpWriter(self, posixpath.join(folder, upload_id) if upload_id is not None else None, algorithm)
 
     async def find_uploads(self, prefix: str, exact: bool = True) -> list[UploadInfo]:
