@@ -19,6 +19,15 @@ On the way it can inject faults without forwarding the request:
 * :attr:`~S3FaultProxy.hold_complete` -- an Event that ``CompleteMultipartUpload``
   waits for before it is forwarded.
 
+And it can change what comes back, the way a faulty network or a lesser store
+would:
+
+* :attr:`~S3FaultProxy.corrupt_gets` -- that many successful ``GetObject``
+  answers get one byte of their body flipped (a body corrupted in flight);
+* :attr:`~S3FaultProxy.strip_checksums` -- every ``x-amz-checksum-*`` header
+  and ``<Checksum...>`` element is removed from the answers (a store that
+  returns no checksums at all).
+
 It also records every request (:attr:`~S3FaultProxy.requests`) and the body
 bytes of uploads the server accepted (:attr:`~S3FaultProxy.upload_bytes`).
 The server runs on aiohttp in a background thread with its own event loop,
@@ -33,6 +42,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import threading
 import uuid
 from collections.abc import Callable, Mapping
@@ -90,6 +100,10 @@ def operation_name(method: str, raw_path: str, headers: Mapping[str, str] | None
     method = method.upper()
     if not bucket:
         return "Other"
+    if "tagging" in query and has_key and method in ("GET", "PUT", "DELETE"):
+        return {"GET": "GetObjectTagging", "PUT": "PutObjectTagging", "DELETE": "DeleteObjectTagging"}[method]
+    if method == "GET" and has_key and "attributes" in query:
+        return "GetObjectAttributes"
     if method == "PUT":
         if "partNumber" in query and "uploadId" in query:
             if headers is not None and "x-amz-copy-source" in headers:
@@ -171,6 +185,13 @@ class S3FaultProxy:
             HTTP trailer (``x-amz-trailer``: parts streamed while read).
         rewrite_listing: a function applied to the body of every successful
             ``ListObjects`` answer (plays a server that returns hostile names).
+        corrupt_gets: how many more successful ``GetObject`` answers get one
+            byte of their body flipped (the middle one); counts down.
+        corrupted: how many answers were corrupted so far.
+        strip_checksums: remove every checksum header and XML element from
+            the answers (plays a store without checksum support).
+        delays: operation -> seconds each such request waits before it is
+            forwarded (widens the window of a race, e.g. a read-modify-write).
     """
 
     def __init__(self, target_port: int, *, slowdown_rate: float = 0.0, seed: int = 0) -> None:
@@ -186,6 +207,10 @@ class S3FaultProxy:
         self.body_bytes: int = 0
         self.trailers: int = 0
         self.rewrite_listing: Callable[[bytes], bytes] | None = None
+        self.corrupt_gets: int = 0
+        self.corrupted: int = 0
+        self.strip_checksums: bool = False
+        self.delays: dict[str, float] = {}
         self._random = random.Random(seed)
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -301,6 +326,8 @@ class S3FaultProxy:
         if fault is not None:
             status, code = fault
             return self._answer(request, operation, status, code)
+        if self.delays.get(operation):
+            await asyncio.sleep(self.delays[operation])
         if operation == "CompleteMultipartUpload":
             self.complete_seen.set()
             while (held := self.hold_complete) is not None and not held.is_set():
@@ -329,13 +356,32 @@ class S3FaultProxy:
             with self._lock:
                 self.body_bytes += len(body) + len(payload)
                 self.trailers += "x-amz-trailer" in request.headers
+            payload = self._tamper(request.method, raw_path, upstream.status, payload)
             out = _strip_hop_by_hop(upstream.headers)
+            if self.strip_checksums:
+                for name in [n for n in out if n.lower().startswith("x-amz-checksum")]:
+                    out.popall(name)
             # Frame the body ourselves; a HEAD answer keeps the object's length
             # (aiohttp leaves an explicit Content-Length of a HEAD answer alone).
             if request.method != "HEAD":
                 out.popall("Content-Length", None)
                 out["Content-Length"] = str(len(payload))
             return web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=payload or None)
+
+    def _tamper(self, method: str, raw_path: str, status: int, payload: bytes) -> bytes:
+        """Corrupt a GET body or strip checksums from an XML answer, as configured."""
+        if operation_name(method, raw_path) == "GetObject" and 200 <= status < 300 and payload:
+            with self._lock:
+                corrupt = self.corrupt_gets > 0
+                if corrupt:
+                    self.corrupt_gets -= 1
+                    self.corrupted += 1
+            if corrupt:
+                middle = len(payload) // 2
+                return payload[:middle] + bytes([payload[middle] ^ 0x01]) + payload[middle + 1:]
+        if self.strip_checksums and payload.lstrip().startswith(b"<"):
+            return re.sub(rb"<Checksum[A-Za-z0-9]*>[^<]*</Checksum[A-Za-z0-9]*>", b"", payload)
+        return payload
 
     def _answer(
         self, request: web.Request, operation: str, status: int, code: str, message: str | None = None

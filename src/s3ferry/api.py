@@ -11,7 +11,7 @@ from .backends.base import Sink, Source, Stat
 from .engine import PartExecutor, ProgressListener, TransferResult, transfer
 from .errors import S3FerryError, UsageError
 from .observe import metrics
-from .journal import Journal
+from .journal import Journal, open_journal
 from .options import TransferOptions
 from .tree import Filter, TreeResult
 from .tree import copy_tree as _copy_tree
@@ -46,7 +46,7 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
     ``journal``: shared by the files of a tree; otherwise one is opened here for this file.
     """
     if journal is None:
-        journal = Journal(options.state_dir)
+        journal = await open_journal(options.state_dir, required=False)
         try:
             return await copy_file(source, sink, options, progress, journal, known, executor)
         finally:

@@ -7,6 +7,11 @@ own figure and one derived only from bytes we read from the source.
 
 SHA-256 only exists as ``COMPOSITE`` for multipart uploads: the SHA-256 of
 the concatenated part digests, suffixed ``-N``.
+
+Besides the algorithms s3ferry writes with (``--checksum``), objects written
+by other tools carry CRC32 (the AWS SDKs' default), SHA-1, or nothing but an
+MD5 ETag; :data:`STORED` knows every algorithm an object may carry, so that a
+download can be checked against whatever the object holds.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ class Algorithm(Protocol):
     def hasher(self) -> "Hasher": ...
 
     def whole(self, parts: Sequence["PartDigest"], single: bool) -> str: ...
+
+    def composite(self, digests: Sequence[bytes]) -> str:
+        """S3's COMPOSITE form: the checksum of the concatenated part checksums, ``-N``."""
 
 
 class Hasher(Protocol):
@@ -110,6 +118,9 @@ class _Crc:
             crc = crc_combine(self.width, self.poly, crc, int.from_bytes(part.digest, "big"), part.length)
         return base64.b64encode(crc.to_bytes(self.width // 8, "big")).decode()
 
+    def composite(self, digests: Sequence[bytes]) -> str:
+        return f"{base64.b64encode(self.part(b''.join(digests))).decode()}-{len(digests)}"
+
 
 class _CrcHasher:
     def __init__(self, crc: _Crc) -> None:
@@ -122,27 +133,42 @@ class _CrcHasher:
         return self._value.to_bytes(self._crc.width // 8, "big")
 
 
-class _Sha256:
-    name, s3_name, full_object = "sha256", "SHA256", False
+class _Hash:
+    """A cryptographic hash (SHA-1, SHA-256, MD5): no combining, so multipart objects are COMPOSITE."""
+
+    full_object = False
+
+    def __init__(self, name: str, s3_name: str) -> None:
+        self.name, self.s3_name = name, s3_name
 
     def part(self, data: bytes | bytearray | memoryview) -> bytes:
-        return hashlib.sha256(data).digest()
+        return hashlib.new(self.name, data, usedforsecurity=self.name != "md5").digest()
 
-    def hasher(self) -> "hashlib._Hash":
-        return hashlib.sha256()
+    def hasher(self) -> Hasher:
+        return hashlib.new(self.name, usedforsecurity=self.name != "md5")
 
     def whole(self, parts: Sequence[PartDigest], single: bool) -> str:
         if single:
-            return parts[0].b64 if parts else base64.b64encode(hashlib.sha256(b"").digest()).decode()
-        combined = hashlib.sha256(b"".join(p.digest for p in parts)).digest()
-        return f"{base64.b64encode(combined).decode()}-{len(parts)}"
+            return parts[0].b64 if parts else base64.b64encode(self.part(b"")).decode()
+        return self.composite([p.digest for p in parts])
+
+    def composite(self, digests: Sequence[bytes]) -> str:
+        return f"{base64.b64encode(self.part(b''.join(digests))).decode()}-{len(digests)}"
 
 
+CRC32 = _Crc("crc32", "CRC32", 32, 0xEDB88320, _crt.crc32)
 CRC32C = _Crc("crc32c", "CRC32C", 32, 0x82F63B78, _crt.crc32c)
 CRC64NVME = _Crc("crc64nvme", "CRC64NVME", 64, 0x9A6C9329AC4BC9B5, _crt.crc64nvme)
-SHA256 = _Sha256()
+SHA1 = _Hash("sha1", "SHA1")
+SHA256 = _Hash("sha256", "SHA256")
+#: not an S3 checksum: the hash behind S3's ETags (single part: MD5 of the bytes; multipart:
+#: MD5 of the concatenated part MD5s, ``-N``), where the ETag is a content hash at all
+MD5 = _Hash("md5", "MD5")
 
+#: what ``--checksum`` offers for the objects s3ferry writes
 ALGORITHMS: dict[str, Algorithm] = {"crc32c": CRC32C, "crc64nvme": CRC64NVME, "sha256": SHA256}
+#: every checksum an S3 object may carry, by S3's name (``ChecksumCRC32`` -> "CRC32")
+STORED: dict[str, Algorithm] = {a.s3_name: a for a in (CRC32, CRC32C, CRC64NVME, SHA1, SHA256)}
 
 
 def get(name: str) -> Algorithm | None:

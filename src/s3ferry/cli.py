@@ -229,6 +229,7 @@ def transfer_options(p: dict[str, Any]) -> TransferOptions:
         bwlimit=p.get("bwlimit"),
         overwrite=_overwrite_mode(p.get("no_clobber", False), p.get("overwrite", False)),
         dry_run=p.get("dry_run", False),
+        require_verified=bool(p.get("require_verified", False)),
         ftp=FtpOptions(password_file=p["password_file"], ca_file=ca),
         http=HttpOptions(ca_file=ca),
     )
@@ -375,6 +376,9 @@ def tls_options(fn: F) -> F:
 @DRY_RUN
 @object_options
 @output_options
+@click.option("--require-verified", is_flag=True,
+              help="Refuse (exit 3) a copy that cannot be verified against an independent check, instead of "
+                   "completing it and saying 'NOT verified'.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (also off when stderr is not a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
@@ -526,6 +530,9 @@ def job_options(fn: F) -> F:
         click.option("--transfers", type=int, default=4, show_default=True, help="Files copied at a time."),
         engine_options, executor_options, state_options, sftp_options, tls_options, encryption_options, s3_options,
         DRY_RUN, output_options,
+        click.option("--require-verified/--no-require-verified", default=True, show_default=True,
+                     help="Refuse (exit 3, and retry later) a file that cannot be verified against an independent "
+                          "check; --no-require-verified delivers it saying 'NOT verified'."),
         click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object."),
         click.option("--debug", is_flag=True, help="Show tracebacks and debug logs."),
     ]):

@@ -16,7 +16,8 @@ asyncssh, OS errors) are translated at the backend boundary with
     │   ├── NotFoundError                      (source, bucket)
     │   ├── AuthError                          (wrong password, key or credentials)
     │   ├── PermissionError_                   (access denied)
-    │   └── HostKeyError                       (unknown or changed SSH host key)
+    │   ├── HostKeyError                       (unknown or changed SSH host key)
+    │   └── JournalError                       (the journal file is damaged)
     ├── IntegrityError                exit 3   (checksums disagree)
     └── InterruptedError_             exit 130
 """
@@ -76,6 +77,10 @@ class PermissionError_(UserError):  # noqa: N801 - the builtin name is taken
 
 class HostKeyError(UserError):
     """The SSH server's host key is unknown or does not match the pinned one."""
+
+
+class JournalError(UserError):
+    """The resume journal cannot be read (damaged): named, with how to move it aside."""
 
 
 class IntegrityError(S3FerryError):

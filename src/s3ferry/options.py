@@ -304,6 +304,9 @@ class TransferOptions:
     #: decide and report, change nothing
     dry_run: bool = False
     resume: ResumeMode = "auto"
+    #: refuse (exit 3) a copy that cannot be verified against an independent check, instead of
+    #: completing it with "not verified" (on for pull and push)
+    require_verified: bool = False
     state_dir: Path | None = None
     sftp: SftpOptions = field(default_factory=SftpOptions)
     s3: S3Options = field(default_factory=S3Options)

@@ -38,6 +38,9 @@ class Attempt:
     transfer_id: int | None  # journal row; None when nothing is journaled
     done: dict[int, Receipt] = field(default_factory=dict)  # trusted stored parts
     candidates: dict[int, str] = field(default_factory=dict)  # stored, to check: number -> ETag
+    #: an object completed just before a crash: used only after the source is read again and every
+    #: part's checksum equals the journal's (the source may have been rewritten since)
+    prove: bool = False
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class Plan:
     part_size: int
     algorithm: Algorithm | None
     mode: str
+    #: nothing may become visible before the source was read twice (a recently modified source)
+    defer: bool = False
 
     @property
     def checksum_name(self) -> str:
@@ -63,7 +68,7 @@ class Plan:
 
 async def prepare(plan: Plan, sink: Sink, journal: Journal | None) -> Attempt:
     if not sink.features.resumable:  # a file destination: written whole, nothing to resume
-        return Attempt(await sink.open_writer(plan.stat.size, plan.part_size, plan.algorithm), None)
+        return Attempt(await _open(plan, sink), None)
     prior = await journal.find(plan.source, plan.destination) if journal else None
     if prior is not None:
         assert journal is not None
@@ -104,13 +109,17 @@ async def _recover_upload_id(sink: Sink, journal: Journal, prior: TransferRecord
 
 async def _fresh(plan: Plan, sink: Sink, journal: Journal | None) -> Attempt:
     if journal is None or len(plan.parts) == 1:  # a single PUT leaves nothing to resume
-        return Attempt(await sink.open_writer(plan.stat.size, plan.part_size, plan.algorithm), None)
+        return Attempt(await _open(plan, sink), None)
     # Journal the intent first: a crash right after the upload is created then
     # still finds it (by key and time) instead of leaving it orphaned.
     transfer_id = await journal.start(plan.record(""))
-    writer = await sink.open_writer(plan.stat.size, plan.part_size, plan.algorithm)
+    writer = await _open(plan, sink)
     await journal.set_upload(transfer_id, writer.upload_id or "")
     return Attempt(writer, transfer_id)
+
+
+async def _open(plan: Plan, sink: Sink) -> ChunkWriter:
+    return await sink.open_writer(plan.stat.size, plan.part_size, plan.algorithm, defer=plan.defer)
 
 
 async def _discard(sink: Sink, journal: Journal, prior: TransferRecord, algorithm: Algorithm | None) -> None:
@@ -144,7 +153,7 @@ async def _continue(plan: Plan, sink: Sink, journal: Journal, prior: TransferRec
         log.warning("%s: starting over", reason)
         await _discard(sink, journal, prior, plan.algorithm)
         return None
-    writer = sink.resume_writer(prior.upload_id, plan.algorithm)
+    writer = sink.resume_writer(prior.upload_id, plan.algorithm, plan.stat.size)
     journaled = {rec.number for rec in prior.parts}
     try:
         # A file destination cannot list its parts: it reads back the ones the journal names.
@@ -185,8 +194,9 @@ async def _completed_before(plan: Plan, sink: Sink, journal: Journal, prior: Tra
         except UserError:
             found = None  # no such object
         if found is not None and found.size == plan.stat.size and found.checksum == whole:
-            log.warning("the earlier upload %s was completed before the interruption", prior.upload_id)
-            return Attempt(writer, prior.id, done)
+            log.warning("the earlier upload %s was completed before the interruption; reading the source again "
+                        "to prove it still holds those bytes", prior.upload_id)
+            return Attempt(writer, prior.id, done, prove=True)
     log.warning("the earlier upload %s no longer exists: starting over", prior.upload_id)
     await journal.forget(prior.id)
     return None
@@ -206,7 +216,7 @@ async def _adopt(plan: Plan, sink: Sink, journal: Journal | None) -> Attempt | N
     if not uploads:
         return None
     newest = max(uploads, key=lambda u: _epoch(u.initiated))
-    writer = sink.resume_writer(newest.upload_id, plan.algorithm)
+    writer = sink.resume_writer(newest.upload_id, plan.algorithm, plan.stat.size)
     try:
         listed = await writer.list_parts()
     except S3FerryError as exc:

@@ -20,7 +20,7 @@ import asyncio
 from typing import Protocol
 
 from .backends.base import Part
-from .checksums import Algorithm, PartDigest
+from .checksums import MD5, Algorithm, Hasher, PartDigest
 
 SLAB = 4 * 1024 * 1024
 
@@ -50,6 +50,14 @@ class StreamedPart:
         self._turn = 0
         #: the exception a source read raised (the HTTP client reports it as a broken connection)
         self.failure: BaseException | None = None
+        self._md5: Hasher | None = None
+
+    def want_md5(self) -> None:
+        """Also hash the part with MD5 (a store without checksums is checked by its ETags); before sending."""
+        self._md5 = MD5.hasher()
+
+    def md5(self) -> bytes | None:
+        return self._md5.digest() if self._md5 is not None else None
 
     def __len__(self) -> int:
         return self.part.length
@@ -87,6 +95,8 @@ class StreamedPart:
             n = len(self._current) if size is None or size < 0 else size
             chunk, self._current = self._current[:n], self._current[n:]
             self._hasher.update(chunk)
+            if self._md5 is not None:
+                self._md5.update(chunk)
             self._served += len(chunk)
             return chunk
         except BaseException as exc:

@@ -28,7 +28,7 @@ from typing import Any, Awaitable, Callable, Sequence, TypeVar
 from .backends.base import Entry, Sink, Source, Stat
 from .engine import ProgressListener, TransferResult
 from .errors import NotFoundError, S3FerryError, UsageError
-from .journal import Journal
+from .journal import Journal, open_journal
 from .observe.resources import ResourceMeter
 from .options import TransferOptions
 from .urls import Location, safe_relative
@@ -92,6 +92,7 @@ class TreeResult:
         return {
             "source": self.source, "destination": self.destination, "copied": len(self.copied),
             "skipped": len(self.skipped), "failed": len(self.failures), "excluded": self.excluded, "bytes": self.size,
+            "not_verified": sum(1 for f in self.copied if not f.verified),
             "dry_run": any(f.dry_run for f in self.files),
             "seconds": round(self.seconds, 3),
             "mb_per_s": round(self.size / self.seconds / 1e6, 2) if self.seconds > 0 else 0.0,
@@ -184,7 +185,7 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
         result.peak_rss_bytes, result.disk_write_bytes = meter.peak_rss(), meter.disk_writes()
         return result
     present = await _destination_sizes(sink, options)
-    journal = Journal(options.state_dir)
+    journal = await open_journal(options.state_dir, required=False)
     try:
         await for_each(entries, partial(_copy_entry, source, sink, per_file, journal, progress, run_one, result,
                                         present), transfers)

@@ -18,6 +18,7 @@ from typing import AsyncIterator, Protocol, Sequence
 from ..checksums import Algorithm, PartDigest
 from ..errors import UsageError
 from ..urls import Location
+from ..verification import StoredCheck
 
 
 # -- file destinations (local, SFTP): a temporary file beside the final name is the "upload" --
@@ -68,6 +69,11 @@ class Features:
     #: the writer takes parts as they are read (``write_stream``), so a part
     #: need not sit whole in memory (S3 with the checksum as a trailer)
     streamed_parts: bool = False
+    #: seconds after a modification during which the source may be rewritten (same size) without
+    #: stat() showing it: the mtime's granularity plus the server clock's tolerance. A file
+    #: modified this recently is read twice before its copy is published (0: stat always shows it,
+    #: e.g. S3, whose reads are pinned to one ETag)
+    change_window: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,8 @@ class Completed:
     size: int
     checksum: str | None  # base64, S3's form (COMPOSITE ones end in -N)
     etag: str | None = None
+    #: a store without checksums: every part's ETag and the object's equal the MD5s of the bytes sent
+    md5_verified: bool = False
 
 
 class RangeReader(Protocol):
@@ -155,6 +163,10 @@ class Source(Protocol):
     features: Features
 
     async def stat(self) -> Stat: ...
+
+    async def stored_check(self) -> StoredCheck | None:
+        """The check the source stores for the bytes stat() described (S3: a checksum or an MD5
+        ETag), to verify a destination that reports none of its own; None when it stores none."""
 
     def reader(self) -> AbstractAsyncContextManager[RangeReader]: ...
 
@@ -187,7 +199,12 @@ class ArchivingSource(Source, Protocol):
 class ChunkWriter(Protocol):
     async def write_part(self, part: Part, data: memoryview, digest: PartDigest | None) -> Receipt: ...
 
-    async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed: ...
+    async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
+        """Make the object visible at its name. A file is renamed into place only after its size
+        is checked; the engine has checked its bytes before."""
+
+    def unverified(self) -> str | None:
+        """Why the sink could not check the parts it stored (None when it could, or does not check)."""
 
     async def abort(self) -> None: ...
 
@@ -205,6 +222,13 @@ class ChunkWriter(Protocol):
     def upload_id(self) -> str | None: ...
 
 
+class PartialFile(Protocol):
+    """The writer of a file destination (``features.offset_writes``) reads back what it wrote:
+    a resumed copy replays its stored parts through an in-order check (MD5, SHA)."""
+
+    async def read_into(self, offset: int, buf: memoryview) -> None: ...
+
+
 class Sink(Protocol):
     location: Location
     features: Features
@@ -212,9 +236,13 @@ class Sink(Protocol):
     async def prepare(self) -> None:
         """Check the destination is usable (bucket exists, ...) before anything is read."""
 
-    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> ChunkWriter: ...
+    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None, *,
+                          defer: bool = False) -> ChunkWriter:
+        """A writer for a new object; ``defer``: nothing becomes visible before complete() (S3 then
+        uses a multipart upload even for one part)."""
 
-    def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> ChunkWriter: ...
+    def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None, size: int | None = None
+                      ) -> ChunkWriter: ...
 
     async def find_uploads(self, prefix: str, exact: bool = True) -> list[UploadInfo]: ...
 

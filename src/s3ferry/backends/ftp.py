@@ -54,6 +54,7 @@ from ..errors import (
 )
 from ..options import FtpOptions
 from ..urls import Location
+from ..verification import StoredCheck
 from .base import Entry, Features, Stat
 
 T = TypeVar("T")
@@ -610,7 +611,8 @@ async def _receive(stream: asyncio.StreamReader, buf: memoryview) -> int:
 
 
 class FtpSource:
-    features = Features(ranged_reads=True, listing=True)
+    # change_window: MDTM has whole seconds, and the server's clock may differ a little from ours
+    features = Features(ranged_reads=True, listing=True, change_window=2.0)
 
     def __init__(self, location: Location, options: FtpOptions, *, _pool: _Pool | None = None) -> None:
         if "\r" in location.path or "\n" in location.path:
@@ -636,6 +638,9 @@ class FtpSource:
         if kind != "file":
             raise UsageError(f"{self.where} is not a regular file")
         return Stat(size=_size(facts, self.where), mtime=_mtime(facts.get("modify")))
+
+    async def stored_check(self) -> StoredCheck | None:
+        return None  # FTP has no standard checksum command every server answers
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[FtpReader]:

@@ -53,6 +53,7 @@ from ..errors import (
 )
 from ..options import HttpOptions
 from ..urls import Location
+from ..verification import StoredCheck
 from .base import Entry, Features, Stat
 
 log = logging.getLogger("s3ferry.http")
@@ -64,6 +65,8 @@ CHUNK = 256 * 1024
 MAX_STREAMS = 256
 #: A body this small is read to the end so that its connection goes back to the pool.
 _SMALL_BODY = 64 * 1024
+#: Last-Modified (and the ETags many servers derive from it) have whole seconds; the server's clock may differ a little
+_CHANGE_WINDOW = 2.0
 
 # What aiohttp raises for network and protocol trouble (asyncio.TimeoutError is an OSError in 3.11).
 _NET_ERRORS = (aiohttp.ClientError, HttpProcessingError, OSError)
@@ -182,7 +185,7 @@ class HttpSource:
         self.location = location
         self.options = options
         #: ranged until stat finds the server ignores Range
-        self.features = Features(ranged_reads=True)
+        self.features = Features(ranged_reads=True, change_window=_CHANGE_WINDOW)
         self._owner = client is None
         self._client = client or _Client(options, location.scheme == "https", streams)
         # encoded=True: Location.url is already quoted, and a pre-signed query must go out byte for byte.
@@ -282,10 +285,13 @@ class HttpSource:
         probe = await self._probe() if head is None or head.size != 0 else None
         known, ranged = self._combine(head, probe)
         self._known = known
-        self.features = Features(ranged_reads=ranged)
+        self.features = Features(ranged_reads=ranged, change_window=_CHANGE_WINDOW)
         if not ranged:
             log.debug("%s: the server ignores Range; reading it as one stream", self.where)
         return known.stat
+
+    async def stored_check(self) -> StoredCheck | None:
+        return None  # HTTP servers give no checksum every one of them computes the same way
 
     async def _head(self) -> _Answer | None:
         """HEAD's answer; None when the server refuses HEAD."""

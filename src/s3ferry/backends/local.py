@@ -25,9 +25,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator, Sequence
 
-from ..errors import NotFoundError, PermissionError_, SourceChangedError, TransferError, UsageError
+from ..errors import IntegrityError, NotFoundError, PermissionError_, SourceChangedError, TransferError, UsageError
 from ..urls import Location
 from ..checksums import Algorithm, PartDigest
+from ..verification import StoredCheck
 from .base import (Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo, check_partial_id,
                    is_partial_of, part_etag, partial_name, read_back)
 
@@ -64,7 +65,8 @@ class LocalReader:
 
 
 class LocalSource:
-    features = Features(ranged_reads=True, listing=True, listing_is_stat=True, archiving=True)
+    # change_window: the kernel stamps mtimes from a coarse clock (a few ms); no other clock is involved
+    features = Features(ranged_reads=True, listing=True, listing_is_stat=True, archiving=True, change_window=0.05)
 
     def __init__(self, location: Location) -> None:
         self.location = location
@@ -80,6 +82,9 @@ class LocalSource:
         if not stat.S_ISREG(st.st_mode):
             raise UsageError(f"{self.path} is not a regular file")
         return Stat(size=st.st_size, mtime=st.st_mtime)
+
+    async def stored_check(self) -> StoredCheck | None:
+        return None  # a file stores no checksum of its own
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[LocalReader]:
@@ -157,10 +162,11 @@ class LocalWriter:
     """
 
     def __init__(self, final: Path, fd: int, temp: Path | None, mtime: float | None = None,
-                 algorithm: Algorithm | None = None) -> None:
+                 algorithm: Algorithm | None = None, size: int | None = None) -> None:
         self._final, self._fd, self._temp = final, fd, temp
         self.mtime = mtime
         self.algorithm = algorithm
+        self.size = size  # what the file must hold before it is renamed into place (None: unknown)
         self.upload_id = temp.name if temp is not None else None
 
     @property
@@ -194,14 +200,19 @@ class LocalWriter:
     def _finish(self) -> int:
         fd = self._opened()
         os.fsync(fd)
+        size = os.fstat(fd).st_size
         os.close(fd)
         self._fd = -1
         assert self._temp is not None
+        if self.size is not None and size != self.size:
+            # Checked before the rename: a wrong file never replaces the one already there.
+            raise IntegrityError(f"the partial file {self._temp} holds {size} bytes, not {self.size}; "
+                                 f"{self._final} was left as it was")
         if self.mtime is not None:
             os.utime(self._temp, (self.mtime, self.mtime))  # the source's mtime, as cp -p / rclone keep it
         os.replace(self._temp, self._final)
         _fsync_dir(self._final.parent)  # the rename itself must survive a crash
-        return os.stat(self._final).st_size
+        return size
 
     async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
         try:
@@ -209,6 +220,24 @@ class LocalWriter:
         except OSError as exc:
             raise _write_error(exc, self._final) from exc
         return Completed(size=size, checksum=None)
+
+    def unverified(self) -> str | None:
+        return None  # a file checks nothing itself: the engine compares the bytes before complete()
+
+    def _pread(self, offset: int, buf: memoryview) -> None:
+        fd, done = self._opened(), 0
+        while done < len(buf):
+            got = os.preadv(fd, [buf[done:]], offset + done)
+            if got == 0:
+                raise TransferError(f"the partial file {self._temp} ends before {offset + done}", retryable=False)
+            done += got
+
+    async def read_into(self, offset: int, buf: memoryview) -> None:
+        """Bytes already written (a resumed copy replays its stored parts through an in-order check)."""
+        try:
+            await asyncio.to_thread(self._pread, offset, buf)
+        except OSError as exc:
+            raise _write_error(exc, self._final) from exc
 
     def _remove_temp(self) -> None:
         if self._fd >= 0:
@@ -302,19 +331,21 @@ class LocalSink:
             os.close(fd)
             temp.unlink(missing_ok=True)
             raise
-        return LocalWriter(self.path, fd, temp, self.mtime, algorithm)
+        return LocalWriter(self.path, fd, temp, self.mtime, algorithm, size)
 
-    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> LocalWriter:
+    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None, *,
+                          defer: bool = False) -> LocalWriter:
         try:
             return await asyncio.to_thread(self._open, size, algorithm)
         except OSError as exc:
             raise _write_error(exc, self.path) from exc
 
-    def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> LocalWriter:
+    def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None,
+                      size: int | None = None) -> LocalWriter:
         """A writer on an earlier attempt's temporary file (``upload_id``: its name, from the journal)."""
         check_partial_id(upload_id, self.path.name, str(self.path))
         temp = self.path.with_name(upload_id) if upload_id is not None else None
-        return LocalWriter(self.path, -1, temp, self.mtime, algorithm)
+        return LocalWriter(self.path, -1, temp, self.mtime, algorithm, size)
 
     def _find(self) -> list[UploadInfo]:
         found = []

@@ -15,10 +15,12 @@ whole object afterwards.
 from __future__ import annotations
 
 import asyncio
+import logging
 import mimetypes
+import re
 from contextlib import AsyncExitStack
 from urllib.parse import urlencode
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Sequence
 
 import botocore.exceptions as bexc
 from aiobotocore.config import AioConfig
@@ -26,7 +28,7 @@ from aiobotocore.session import AioSession
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
-from ..checksums import Algorithm, PartDigest
+from ..checksums import MD5, Algorithm, PartDigest
 from ..errors import (
     AuthError,
     IntegrityError,
@@ -39,11 +41,14 @@ from ..errors import (
 from ..options import S3Options
 from ..retry import RetryPolicy
 from ..urls import Location, redact
+from ..verification import checksum_of, multipart_etag
 from .base import Completed, Features, ListedPart, Part, Receipt, Stat, UploadInfo
 
 if TYPE_CHECKING:
     from ..streamed import StreamedPart
 
+log = logging.getLogger("s3ferry")
+_MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidClientTokenId"}
 _RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "RequestTimeTooSkewed"}
 _DIGEST_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"}
@@ -150,6 +155,7 @@ class S3Client:
         self._parent = parent
         self._stack = AsyncExitStack()
         self._client: Any = None
+        self._echoes: bool | None = None  # see returns_checksums
 
     @property
     def where(self) -> str:
@@ -205,6 +211,22 @@ class S3Client:
         self._client = None
         await self._stack.aclose()
 
+    def _root(self) -> "S3Client":
+        return self._parent._root() if self._parent is not None else self
+
+    @property
+    def returns_checksums(self) -> bool | None:
+        """Whether this store echoes the checksums of what it stores (None: not known yet)."""
+        return self._root()._echoes
+
+    def note_checksums(self, echoed: bool) -> None:
+        """What an upload's answer showed: a store without checksums is told once, then checked by MD5."""
+        root = self._root()
+        if root._echoes is None and not echoed:
+            log.warning("%s returns no checksums: checking every part and the object by their MD5 ETags "
+                        "instead", self.options.resolved_endpoint() or "the S3 endpoint")
+        root._echoes = echoed if root._echoes is None else root._echoes and echoed
+
 
 def _trailer_for_streamed_parts(params: dict[str, Any], **_: Any) -> None:
     """Send a :class:`StreamedPart`'s checksum as a trailer, also over plain http.
@@ -221,7 +243,10 @@ def _trailer_for_streamed_parts(params: dict[str, Any], **_: Any) -> None:
 
 
 MTIME_KEY = "s3ferry-mtime"  # x-amz-meta-s3ferry-mtime: the source file's mtime (epoch seconds)
-_CHECKSUMS = ("CRC32C", "CRC64NVME", "CRC32", "SHA256", "SHA1")
+
+
+def _is_md5(etag: str) -> bool:
+    return _MD5_HEX.match(etag) is not None
 
 
 def head_stat(head: dict[str, Any]) -> Stat:
@@ -239,11 +264,10 @@ def head_stat(head: dict[str, Any]) -> Stat:
 
 
 def full_object_checksum(head: dict[str, Any]) -> tuple[str, str] | None:
-    """``(algorithm, base64)`` of a FULL_OBJECT checksum in a HEAD answer; a COMPOSITE one (``-N``)
-    cannot be rebuilt from other part boundaries, so it counts as none."""
-    if head.get("ChecksumType") != "FULL_OBJECT":
-        return None
-    return next(((n, str(head[f"Checksum{n}"])) for n in _CHECKSUMS if head.get(f"Checksum{n}")), None)
+    """``(algorithm, base64)`` of a full-object checksum in a HEAD answer (a single-part object's, or a
+    FULL_OBJECT multipart one's); a COMPOSITE one (``-N``) depends on the part boundaries: None."""
+    check = checksum_of(head)
+    return (check.algorithm.s3_name, check.value) if check is not None and check.kind == "full" else None
 
 
 def sse_c_args(key: bytes | None, prefix: str = "") -> dict[str, Any]:
@@ -325,7 +349,8 @@ class S3Sink(S3Client):
             self._checked = asyncio.ensure_future(self.check_bucket())
         await self._checked
 
-    def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> "S3Writer":
+    def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None,
+                      size: int | None = None) -> "S3Writer":
         """A writer for an existing upload; with ``None``, for an object already complete."""
         return S3Writer(self, algorithm, upload_id=upload_id)
 
@@ -362,8 +387,9 @@ class S3Sink(S3Client):
                 raise
             # already gone: nothing is left behind, which is the point
 
-    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> "S3Writer":
-        if size <= part_size:
+    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None, *,
+                          defer: bool = False) -> "S3Writer":
+        if size <= part_size and not defer:
             return S3Writer(self, algorithm, upload_id=None)
         kwargs: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self.location.path, **self.sse_args(),
                                   **self.kms_args()}
@@ -383,6 +409,36 @@ class S3Writer:
         self.upload_id = upload_id
         self._key = {"Bucket": sink.location.bucket, "Key": sink.location.path}
         self._put: tuple[int, dict[str, Any]] | None = None  # a single PutObject's size and answer
+        self._unverified: str | None = None  # why a part could not be checked (see unverified())
+
+    def unverified(self) -> str | None:
+        return self._unverified
+
+    async def _check_stored(self, part: Part, digest: PartDigest | None, response: dict[str, Any],
+                            md5: "Callable[[], Awaitable[bytes | None]]") -> None:
+        """Compare what the store says it stored with the bytes sent: its checksum, else its MD5 ETag.
+
+        A store that returns no checksums (many S3-compatible ones) is detected
+        here, said once, and checked by the MD5 of every part instead.
+        """
+        if self.algorithm is None or digest is None:
+            return  # --checksum none: nothing to compare
+        echoed = response.get(f"Checksum{self.algorithm.s3_name}")
+        self.sink.note_checksums(echoed is not None)
+        if echoed is not None:
+            if echoed != digest.b64:
+                raise TransferError(f"S3 stored part {part.number} of {self.sink.where} with checksum {echoed}, "
+                                    f"not the {digest.b64} of the bytes sent")
+            return
+        etag = str(response.get("ETag", "")).strip('"').lower()
+        sent = await md5()
+        if sent is None or not _is_md5(etag):
+            self._unverified = (f"{self.sink.options.resolved_endpoint() or 'the store'} returns no checksums "
+                                "and its ETags are not MD5s")
+            return
+        if etag != sent.hex():
+            raise TransferError(f"the store's MD5 of part {part.number} of {self.sink.where} ({etag}) is not "
+                                f"the MD5 of the bytes sent ({sent.hex()})")
 
     def _checksum_args(self, digest: PartDigest | None) -> dict[str, str]:
         if self.algorithm is None or digest is None:
@@ -395,21 +451,28 @@ class S3Writer:
         # Not retried here: the engine retries parts, and slows down on SlowDown.
         if self.upload_id is None:
             response = await self.sink.call_once("put_object", **args, **self.sink.kms_args())
-            self._put = (len(data), response)
         else:
             response = await self.sink.call_once("upload_part", UploadId=self.upload_id, PartNumber=part.number,
                                                  **args)
+
+        async def md5() -> bytes:
+            return await asyncio.to_thread(MD5.part, data)  # the buffer is the engine's until we return
+
+        await self._check_stored(part, digest, response, md5)
+        if self.upload_id is None:
+            self._put = (len(data), response)
         return Receipt(part.number, str(response.get("ETag", "")), digest)
 
     async def write_stream(self, part: Part, body: "StreamedPart") -> Receipt:
         """Send a part while it is read from the source (its checksum goes as a trailer)."""
         assert self.algorithm is not None, "streamed parts always carry a checksum"
+        if self.sink.returns_checksums is not True:
+            body.want_md5()  # the part cannot be read again to check it against a store without checksums
         args = {**self._key, "Body": body, "ContentLength": part.length,
                 "ChecksumAlgorithm": self.algorithm.s3_name, **self.sink.sse_args()}
         try:
             if self.upload_id is None:
                 response = await self.sink.call_once("put_object", **args, **self.sink.kms_args())
-                self._put = (part.length, response)
             else:
                 response = await self.sink.call_once("upload_part", UploadId=self.upload_id,
                                                      PartNumber=part.number, **args)
@@ -420,10 +483,13 @@ class S3Writer:
         finally:
             await body.aclose()
         digest = body.digest()
-        stored = response.get(f"Checksum{self.algorithm.s3_name}")
-        if stored and stored != digest.b64:
-            raise TransferError(f"S3 stored part {part.number} of {self.sink.where} with checksum {stored}, "
-                                f"not the {digest.b64} of the bytes read")
+
+        async def md5() -> bytes | None:
+            return body.md5()
+
+        await self._check_stored(part, digest, response, md5)
+        if self.upload_id is None:
+            self._put = (part.length, response)
         return Receipt(part.number, str(response.get("ETag", "")), digest)
 
     async def list_parts(self, expected: Sequence[Part] = ()) -> dict[int, ListedPart]:
@@ -435,11 +501,12 @@ class S3Writer:
         if self.upload_id is None and self._put is not None:
             size, response = self._put
             stored = response.get(f"Checksum{self.algorithm.s3_name}") if self.algorithm else None
-            if stored is not None:
-                # S3 checked the whole body against our checksum header before it
-                # answered with this figure: a HEAD would only repeat it (and for
-                # a tree of small files it is one more round trip per file).
-                return Completed(size=size, checksum=str(stored), etag=response.get("ETag"))
+            if stored is not None or self.sink.returns_checksums is False:
+                # S3 checked the whole body against our checksum header (or its MD5 was compared with
+                # the ETag) before it answered: a HEAD would only repeat it (and for a tree of small
+                # files it is one more round trip per file).
+                return Completed(size=size, checksum=None if stored is None else str(stored),
+                                 etag=response.get("ETag"), md5_verified=stored is None and not self._unverified)
         if self.upload_id is not None:
             await self._complete_multipart(receipts, whole)
         head_args: dict[str, Any] = {**self._key, **self.sink.sse_args()}
@@ -447,7 +514,18 @@ class S3Writer:
             head_args["ChecksumMode"] = "ENABLED"
         head = await self.sink.call("head_object", **head_args)
         checksum = head.get(f"Checksum{self.algorithm.s3_name}") if self.algorithm else None
-        return Completed(size=int(head["ContentLength"]), checksum=checksum, etag=head.get("ETag"))
+        etag = head.get("ETag")
+        return Completed(size=int(head["ContentLength"]), checksum=checksum, etag=etag,
+                         md5_verified=checksum is None and self._md5_etag_matches(receipts, etag))
+
+    def _md5_etag_matches(self, receipts: Sequence[Receipt], etag: str | None) -> bool:
+        """A store without checksums: the object's ETag is the MD5 of the part MD5s we checked one by one."""
+        if self.sink.returns_checksums is not False or self._unverified or self.upload_id is None:
+            return False
+        part_etags = [r.etag.strip('"').lower() for r in receipts]
+        if not all(_is_md5(e) for e in part_etags):
+            return False
+        return str(etag or "").strip('"').lower() == multipart_etag([bytes.fromhex(e) for e in part_etags])
 
     async def _complete_multipart(self, receipts: Sequence[Receipt], whole: str | None) -> None:
         parts = []

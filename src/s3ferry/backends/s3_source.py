@@ -3,13 +3,17 @@
 Every ranged GET carries ``If-Match: <ETag from the first HEAD>``: if the
 object is overwritten during the transfer, S3 answers 412 and the transfer
 stops with :class:`SourceChangedError` instead of mixing two versions. The
-object's own FULL_OBJECT checksum (when it has one) is reported in
-:class:`Stat`, so a download is checked end to end against what S3 stored.
+object's own stored check -- any S3 checksum, else an ETag that is an MD5 --
+is reported by :meth:`S3Source.stored_check` (with the object's part sizes
+where the check is composed of parts), so a download is checked end to end
+against what S3 stored, whoever wrote the object.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, AsyncIterator
@@ -17,12 +21,14 @@ from typing import Any, AsyncIterator
 import aiohttp
 import botocore.exceptions as bexc
 
-from ..errors import NotFoundError, SourceChangedError, TransferError, UsageError, UserError
+from ..errors import NotFoundError, PermissionError_, SourceChangedError, TransferError, UsageError, UserError
 from ..urls import Location
+from ..verification import StoredCheck, stored_check
 from .base import Entry, Features, Stat
 from .s3 import S3Client, head_stat, sse_c_args
 
 _SLICE = 256 * 1024
+log = logging.getLogger("s3ferry")
 
 
 def _epoch(when: object) -> float | None:
@@ -72,6 +78,8 @@ class S3Source(S3Client):
     features = Features(ranged_reads=True, listing=True)
     #: the ETag stat() saw: every ranged GET names it (If-Match); push marks this version delivered
     pinned_etag: str | None = None
+    #: stat()'s HeadObject answer (its checksum and ETag are what a download is checked against)
+    _head: dict[str, Any] | None = None
 
     def child(self, path: str) -> "S3Source":
         return S3Source(self.location.with_path(path), self.options, self._pool_size, self.retry, parent=self)
@@ -98,7 +106,92 @@ class S3Source(S3Client):
                 raise UserError(f"S3 refused to read {self.where} (400): is it encrypted with SSE-C? {hint}") from exc
             raise
         self.pinned_etag = head.get("ETag")
+        self._head = head
         return head_stat(head)  # mtime: the one recorded from the original source, if any
+
+    async def stored_check(self) -> StoredCheck | None:
+        """The check the object stores for the version stat() saw: its checksum, else an MD5 ETag.
+
+        A composite checksum or a multipart ETag is composed per part: the
+        object's part sizes are fetched (GetObjectAttributes, else HeadObject
+        per part number) so the check can be recomputed from any read layout.
+        """
+        if self._head is None:
+            await self.stat()
+        assert self._head is not None
+        check = stored_check(self._head)
+        if check is None or not check.needs_part_sizes:
+            return check
+        sizes = await self._part_sizes(check.parts, int(self._head["ContentLength"]))
+        return dataclasses.replace(check, part_sizes=sizes)
+
+    async def _part_sizes(self, count: int, size: int) -> tuple[int, ...]:
+        try:
+            sizes = await self._attribute_part_sizes()
+        except (PermissionError_, TransferError) as exc:
+            # GetObjectAttributes needs its own permission (s3:GetObjectAttributes) and some stores lack it.
+            log.debug("GetObjectAttributes of %s refused (%s): asking HeadObject per part", self.where, exc)
+            sizes = ()
+        if len(sizes) == count and sum(sizes) == size:
+            return sizes
+        return await self._head_part_sizes(count, size)
+
+    async def _attribute_part_sizes(self) -> tuple[int, ...]:
+        sizes: list[int] = []
+        args: dict[str, Any] = {**self.key_args(), "ObjectAttributes": ["ObjectParts", "ETag"], "MaxParts": 1000}
+        while True:
+            answer = await self.call("get_object_attributes", **args)
+            if self.pinned_etag and str(answer.get("ETag", "")).strip('"') != self.pinned_etag.strip('"'):
+                raise SourceChangedError(f"{self.where} was overwritten during the transfer")
+            parts = answer.get("ObjectParts") or {}
+            sizes.extend(int(p["Size"]) for p in parts.get("Parts") or [] if "Size" in p)
+            if not parts.get("IsTruncated"):
+                return tuple(sizes)
+            args["PartNumberMarker"] = parts["NextPartNumberMarker"]
+
+    async def _head_part_size(self, number: int) -> int:
+        args: dict[str, Any] = {**self.key_args(), "PartNumber": number}
+        if self.pinned_etag:
+            args["IfMatch"] = self.pinned_etag
+        try:
+            return int((await self.call("head_object", **args))["ContentLength"])
+        except TransferError as exc:
+            if exc.code in ("PreconditionFailed", "412"):
+                raise SourceChangedError(f"{self.where} was overwritten during the transfer") from exc
+            raise
+
+    async def _head_part_sizes(self, count: int, size: int) -> tuple[int, ...]:
+        """Part sizes from HeadObject partNumber: the first and last first, all of them only if the
+        object's parts are not of one size (which every common uploader uses)."""
+        first = await self._head_part_size(1)
+        last = await self._head_part_size(count) if count > 1 else first
+        if count == 1 or ((count - 1) * first + last == size and 0 < last <= first):
+            return (first,) * (count - 1) + (last,)
+        slots = asyncio.Semaphore(8)
+
+        async def one(number: int) -> int:
+            async with slots:
+                return await self._head_part_size(number)
+
+        return tuple(await asyncio.gather(*(one(n) for n in range(1, count + 1))))
+
+    async def current(self) -> Stat | None:
+        """The object as it is now (None if gone), without pinning reads to it as stat() does."""
+        try:
+            head = await self.call("head_object", **self.key_args())
+        except NotFoundError:
+            return None
+        return head_stat(head)
+
+    async def tags(self, key: str) -> dict[str, str]:
+        """The tag set of ``key`` in this bucket."""
+        answer = await self.call("get_object_tagging", Bucket=self.location.bucket, Key=key)
+        return {t["Key"]: t["Value"] for t in answer.get("TagSet", [])}
+
+    async def put_tags(self, key: str, tags: dict[str, str]) -> None:
+        """Replace the tag set of ``key`` (S3 has no conditional form: callers serialise and read back)."""
+        await self.call("put_object_tagging", Bucket=self.location.bucket, Key=key,
+                        Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
 
     async def _is_prefix(self) -> bool:
         page = await self.call("list_objects_v2", Bucket=self.location.bucket,

@@ -35,6 +35,7 @@ import asyncssh
 from ..errors import (
     AuthError,
     HostKeyError,
+    IntegrityError,
     NotFoundError,
     PermissionError_,
     S3FerryError,
@@ -45,6 +46,7 @@ from ..errors import (
 from ..options import SftpOptions
 from ..urls import Location
 from ..checksums import Algorithm, PartDigest
+from ..verification import StoredCheck
 from .base import (Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo, check_partial_id,
                    is_partial_of, part_etag, partial_name, read_back)
 
@@ -289,7 +291,9 @@ class SftpEndpoint:
 
 
 class SftpSource(SftpEndpoint):
-    features = Features(ranged_reads=True, listing=True, listing_is_stat=True, archiving=True)
+    # change_window: SFTP (version 3, what OpenSSH speaks) has whole-second mtimes, and the server's
+    # clock may differ a little from ours
+    features = Features(ranged_reads=True, listing=True, listing_is_stat=True, archiving=True, change_window=2.0)
 
     def child(self, path: str) -> "SftpSource":
         return SftpSource(self.location.with_path(path), self.options, self._block, self._window, parent=self)
@@ -304,6 +308,9 @@ class SftpSource(SftpEndpoint):
         if attrs.permissions is not None and statmod.S_ISDIR(attrs.permissions):
             raise UsageError(f"{self.where} is a directory (use cp -r to copy a folder)")
         return Stat(size=attrs.size or 0, mtime=float(attrs.mtime) if attrs.mtime is not None else None)
+
+    async def stored_check(self) -> StoredCheck | None:
+        return None  # SFTP (version 3) has no checksum request OpenSSH answers
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[SftpReader]:
@@ -415,9 +422,11 @@ class SftpWriter:
     and checks them (:meth:`list_parts`) before it trusts them.
     """
 
-    def __init__(self, sink: "SftpSink", temp: str | None, algorithm: Algorithm | None) -> None:
+    def __init__(self, sink: "SftpSink", temp: str | None, algorithm: Algorithm | None,
+                 size: int | None = None) -> None:
         self._sink, self._temp, self.algorithm = sink, temp, algorithm
         self._final = sink.location.path
+        self.size = size  # what the file must hold before it is renamed into place (None: unknown)
         self.upload_id = posixpath.basename(temp) if temp is not None else None
 
     @property
@@ -444,13 +453,33 @@ class SftpWriter:
     async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
         sftp, temp = await self._sink._shared(), self._temp_path()
         try:
+            attrs = await sftp.stat(temp)
+            if self.size is not None and attrs.size != self.size:
+                # Checked before the rename: a wrong file never replaces the one already there.
+                raise IntegrityError(f"the partial file {self.partial} holds {attrs.size} bytes, not {self.size}; "
+                                     f"{self._sink.where} was left as it was")
             if self._sink.mtime is not None:
                 await sftp.utime(temp, (self._sink.mtime, self._sink.mtime))  # the source's mtime
             await _replace(sftp, temp, self._final)
-            attrs = await sftp.stat(self._final)
         except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
             raise _translate(exc, self._sink.where) from exc
         return Completed(size=attrs.size or 0, checksum=None)
+
+    def unverified(self) -> str | None:
+        return None  # a file checks nothing itself: the engine compares the bytes before complete()
+
+    async def read_into(self, offset: int, buf: memoryview) -> None:
+        """Bytes already written (a resumed copy replays its stored parts through an in-order check)."""
+        sftp, temp = await self._sink._shared(), self._temp_path()
+        block = min(self._sink.block, sftp.limits.max_read_len or self._sink.block)
+        try:
+            async with sftp.open(temp, "rb", block_size=0) as file:
+                await SftpReader(file, self.partial or temp, block, self._sink.window).read_into(offset, buf)
+        except SourceChangedError as exc:
+            raise TransferError(f"the partial file {self.partial} is shorter than the journal says",
+                                retryable=False) from exc
+        except (asyncssh.Error, OSError, asyncio.TimeoutError, EOFError) as exc:
+            raise _translate(exc, self._sink.where) from exc
 
     async def abort(self) -> None:
         if self._temp is not None:
@@ -578,7 +607,8 @@ class SftpSink(SftpEndpoint):
         if attrs.permissions is not None and statmod.S_ISDIR(attrs.permissions):
             raise UsageError(f"{self.where} is a directory; end the destination with / to copy into it")
 
-    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None) -> SftpWriter:
+    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None, *,
+                          defer: bool = False) -> SftpWriter:
         sftp = await self._shared()
         folder, name = posixpath.split(self.location.path)
         temp = posixpath.join(folder, partial_name(name))
@@ -589,7 +619,7 @@ class SftpSink(SftpEndpoint):
                 pass  # created empty; parts are written at their offsets
         except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
             raise _translate(exc, self.where) from exc
-        return SftpWriter(self, temp, algorithm)
+        return SftpWriter(self, temp, algorithm, size)
 
     async def _makedirs(self, sftp: asyncssh.SFTPClient, folder: str) -> None:
         try:
@@ -600,11 +630,13 @@ class SftpSink(SftpEndpoint):
         except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
             raise _translate(exc, self.where) from exc
 
-    def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None) -> SftpWriter:
+    def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None,
+                      size: int | None = None) -> SftpWriter:
         """A writer on an earlier attempt's temporary file (``upload_id``: its name, from the journal)."""
         folder, name = posixpath.split(self.location.path)
         check_partial_id(upload_id, name, self.where)
-        return SftpWriter(self, posixpath.join(folder, upload_id) if upload_id is not None else None, algorithm)
+        return SftpWriter(self, posixpath.join(folder, upload_id) if upload_id is not None else None, algorithm,
+                          size)
 
     async def find_uploads(self, prefix: str, exact: bool = True) -> list[UploadInfo]:
         """Temporary files of earlier attempts at this file (found when the journal lost their name)."""

@@ -30,6 +30,8 @@ class JobReport:
     bytes: int = 0
     seconds: float = 0.0
     dry_run: bool = False  # the lists say what would have been done; nothing was
+    #: another process was running this same job (its lock was held): nothing was done
+    locked: str | None = None
 
     @property
     def exit_code(self) -> int:
@@ -41,10 +43,13 @@ class JobReport:
             "copied": len(self.copied), "skipped": len(self.skipped), "healed": len(self.healed),
             "archived": len(self.archived), "deleted": len(self.deleted), "failed": len(self.failed),
             "bytes": self.bytes, "seconds": round(self.seconds, 3), "dry_run": self.dry_run,
+            "locked": self.locked is not None,
             "failures": [{"path": p, "error": str(e), "exit_code": e.exit_code} for p, e in self.failed],
         }
 
     def summary(self) -> str:
+        if self.locked is not None:
+            return f"{self.kind} {self.source} -> {self.destination}: skipped, {self.locked}"
         verb = "would copy" if self.dry_run else "copied"
         parts = [f"{self.kind} {self.source} -> {self.destination}: {len(self.copied)} {verb}"]
         for name, items in (("healed", self.healed), ("archived", self.archived), ("deleted", self.deleted),
@@ -61,8 +66,8 @@ def record(report: JobReport) -> None:
     """Count a finished run in the metrics (files by result, last success of the flow)."""
     from ..observe import metrics
 
-    if report.dry_run:
-        return  # nothing was skipped, archived or deleted: it was only decided
+    if report.dry_run or report.locked is not None:
+        return  # nothing was skipped, archived or deleted: it was only decided (or another run did it)
     flow = metrics.FLOW.get()
     for result, items in (("skipped", report.skipped), ("healed", report.healed), ("archived", report.archived),
                           ("deleted", report.deleted)):

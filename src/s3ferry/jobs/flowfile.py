@@ -58,6 +58,8 @@ bwlimit            bytes per second for this flow's run (e.g. "50M")
 jump               SFTP jump host, [user@]host[:port] (ProxyJump works too)
 part_size, max_memory, read_streams, upload_streams, checksum, retries
                    transfer options, as the ``cp`` flags of the same name
+require_verified   refuse a delivery that cannot be verified (default true,
+                   as for ``pull`` and ``push``)
 state_dir          journal and locks (default: ``--state-dir``,
                    ``S3FERRY_STATE_DIR``, ``~/.local/state/s3ferry``)
 =================  ==========================================================
@@ -451,6 +453,7 @@ SPECS: dict[str, Spec] = {
     "upload_streams": Spec(_integer(-(2**31), 2**31)),
     "checksum": Spec(_string),
     "retries": Spec(_integer(-(2**31), 2**31)),
+    "require_verified": Spec(_boolean),
     "state_dir": Spec(_path),
 }
 #: settings of the S3 objects a flow creates: only pull flows write to S3
@@ -651,7 +654,7 @@ class _Loader:
             **sftp_args)
         options = TransferOptions(
             **{k: v[k] for k in TRANSFER_KEYS if k in v}, state_dir=v.get("state_dir"), sftp=sftp,
-            bwlimit=v.get("bwlimit"),
+            bwlimit=v.get("bwlimit"), require_verified=v.get("require_verified", True),
             s3=S3Options(endpoint_url=v.get("endpoint_url"), profile=v.get("profile"), region=v.get("region"),
                          sse_kms_key_id=v.get("sse_kms_key_id"), storage_class=v.get("storage_class"),
                          content_type=v.get("content_type"), acl=v.get("acl"), metadata=v.get("metadata", ()),

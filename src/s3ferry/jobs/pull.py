@@ -15,10 +15,16 @@ Each run:
 5. deletes archived files whose mtime (the archiving time) is older than
    ``--retention-days``.
 
-A crash between 3 and 4 leaves a file that is already in S3. The next run
-sees an object at its key whose recorded source size and mtime equal the
-file's: that object was verified against exactly this file's bytes when it
-was written, so the file is just archived, not sent again ("healed").
+A crash between 3 and 4 leaves a file that is already in S3. Healing it
+(archiving without sending it again) needs proof, not a guess from metadata:
+a partner may have re-sent a corrected file with the same name, size and
+mtime (``scp -p``, ``rsync -t``). So a verified upload is recorded in the
+journal before the file is archived, and forgotten once it is; the next run
+heals a file only when such a record exists, the object still has the ETag
+recorded, and the file's bytes, read again, give the checksum recorded.
+Anything else is uploaded again. (An upload that S3 completed while the
+process died is recognised by the engine from its own journal, and proven
+the same way: the source is read again and compared part by part.)
 """
 
 from __future__ import annotations
@@ -29,12 +35,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .. import checksums
 from ..api import copy_file
 from ..backends import open_sink, open_source
 from ..backends.base import Entry, Stat
-from ..engine import ProgressListener
-from ..errors import NotFoundError, S3FerryError, UsageError
-from ..journal import Journal
+from ..engine import ProgressListener, TransferResult, source_checksum
+from ..errors import S3FerryError, UsageError
+from ..journal import Journal, LockedError, PulledRecord, open_journal
 from ..options import TransferOptions
 from ..tree import Filter, child_path, for_each, selected
 from ..urls import Location, parse, safe_relative
@@ -93,44 +100,58 @@ class _Pull:
     async def one(self, entry: Entry) -> None:
         rel = safe_relative(entry.path)
         path = child_path(self.source.location.path, rel)
+        source = self.source.child(path)
         sink = self.sink.child(child_path(self.sink.location.path, rel))
         stat = Stat(entry.size, entry.mtime)
         if self.options.dry_run:
             self.report.copied.append(rel)
             self.report.archived.append(rel)
             return
-        if await self._already_there(sink, stat):
-            await self._forget(path, sink)
+        if await self._proven_there(source, sink, stat):
             self.report.healed.append(rel)
         else:
-            sink.metadata = fingerprint(stat)
-            if self.executor is not None:  # the file is one task on a Dask worker
-                done = await self.executor.copy_one(self.source.child(path).location, sink.location, self.options,
-                                                    fingerprint(stat))
-                size = int(done["size"])  # type: ignore[call-overload]
+            done = await self._upload(source, sink, stat)
+            if done.recovered:  # S3 had completed it as the earlier run died; proven, nothing sent
+                self.report.healed.append(rel)
             else:
-                size = (await copy_file(self.source.child(path), sink, self.options, self.progress, self.journal,
-                                        stat if self.source.features.listing_is_stat else None)).size
-            self.report.copied.append(rel)
-            self.report.bytes += size
+                self.report.copied.append(rel)
+                self.report.bytes += done.size
         await self.source.archive(path, self.settings.archive)
+        await self.journal.forget_pulled(str(source.location), str(sink.location))
         self.report.archived.append(rel)
 
-    async def _forget(self, path: str, sink: S3Sink) -> None:
-        """The interrupted attempt's journal entry, if any, is done with."""
-        prior = await self.journal.find(str(self.source.child(path).location), str(sink.location))
-        if prior is not None:
-            await self.journal.forget(prior.id)
+    async def _upload(self, source: Any, sink: S3Sink, stat: Stat) -> TransferResult:
+        """Upload and verify one file, then record it as uploaded-not-archived (what healing proves against)."""
+        sink.metadata = fingerprint(stat)
+        if self.executor is not None:  # the file is one task on a Dask worker
+            done = TransferResult.from_dict(await self.executor.copy_one(source.location, sink.location,
+                                                                         self.options, fingerprint(stat)))
+        else:
+            done = await copy_file(source, sink, self.options, self.progress, self.journal,
+                                   stat if self.source.features.listing_is_stat else None)
+        if done.checksum and done.destination_etag:
+            await self.journal.record_pulled(PulledRecord(
+                str(source.location), str(sink.location), done.size, stat.mtime, done.checksum_algorithm,
+                done.part_size, done.checksum, done.destination_etag.strip('"'), time.time()))
+        return done
 
-    async def _already_there(self, sink: S3Sink, stat: Stat) -> bool:
-        try:
-            head = await sink.call("head_object", Bucket=sink.location.bucket, Key=sink.location.path,
-                                   **sink.sse_args())
-        except NotFoundError:
+    async def _proven_there(self, source: Any, sink: S3Sink, stat: Stat) -> bool:
+        """An earlier run uploaded this file and died before archiving it, and the file still holds
+        exactly those bytes (read again and checksummed): it is archived without a second upload."""
+        record = await self.journal.pulled(str(source.location), str(sink.location))
+        algorithm = checksums.ALGORITHMS.get(record.checksum_algorithm) if record else None
+        if record is None or algorithm is None or (record.size, record.mtime) != (stat.size, stat.mtime):
             return False
-        recorded = head.get("Metadata") or {}
-        return (all(recorded.get(k) == v for k, v in fingerprint(stat).items())
-                and int(head["ContentLength"]) == stat.size)
+        there = await sink.existing()
+        if there is None or str(there.etag or "").strip('"') != record.etag:
+            return False  # the object was replaced or removed since
+        now = await source_checksum(source, stat.size, record.part_size, algorithm, self.options)
+        if now != record.checksum:
+            log.warning("%s holds other bytes than the upload an interrupted run left unarchived: sending it "
+                        "again", source.location)
+            return False
+        log.info("%s was uploaded by an interrupted run and still holds those bytes: archiving it", source.location)
+        return True
 
     async def expire(self, archived: list[Entry], now: float) -> None:
         cutoff = now - self.settings.retention_days * 86400
@@ -164,15 +185,20 @@ async def pull(src: str | Location, dst: str | Location, options: TransferOption
     # The drop folder is the truth: a file in it is sent (healing covers re-runs), never "skipped".
     options = options.replace(overwrite="always", dry_run=False) if not options.dry_run else options
     started, now = time.monotonic(), time.time()
-    journal = Journal(options.state_dir)
+    journal = await open_journal(options.state_dir, required=True)
     try:
-        await sink.prepare()
-        entries = [e async for e in source.walk()]
-        job = _Pull(source, sink, options, settings, report, journal, progress, executor)
-        todo = [e for e in entries if not job.in_archive(e) and job.wanted(e, now)]
-        await _run_all(job, todo, settings.transfers)
-        if settings.retention_days > 0:
-            await job.expire([e for e in entries if job.in_archive(e)], now)
+        # Two runs of one pull (cron lines overlapping, two hosts' timers on one state dir) never interleave.
+        async with journal.lock(str(src_loc), str(dst_loc), kind="pull"):
+            await sink.prepare()
+            entries = [e async for e in source.walk()]
+            job = _Pull(source, sink, options, settings, report, journal, progress, executor)
+            todo = [e for e in entries if not job.in_archive(e) and job.wanted(e, now)]
+            await _run_all(job, todo, settings.transfers)
+            if settings.retention_days > 0:
+                await job.expire([e for e in entries if job.in_archive(e)], now)
+    except LockedError as exc:
+        log.warning("%s: skipped", exc)
+        report.locked = str(exc)
     finally:
         await asyncio.shield(close_all(journal, source, sink))
     report.seconds = time.monotonic() - started

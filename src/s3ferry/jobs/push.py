@@ -1,22 +1,31 @@
 """``s3ferry push``: objects under an S3 prefix delivered to an SFTP (or local) folder.
 
 Each object goes to ``folder/<key relative to the prefix>`` through a
-temporary name and a rename. After delivery it is *marked* with an object
-tag ``s3ferry-pushed-<id of the destination>`` whose value is the ETag that
-was delivered. A tag rather than metadata: metadata can only be changed by
-copying the object onto itself, which gives it a new ETag and LastModified
-(and fires the bucket's notifications again); a tag changes nothing else,
-several destinations can each have their own, and S3 drops tags when an
-object is overwritten. An object counts as delivered only while the tag's
-ETag equals the object's current one, so a mark that races with an
-overwrite can never hide the new version.
+temporary name and a rename, verified against the object's own stored check
+(its checksum, else its MD5 ETag) before the rename; an object that cannot be
+verified is refused unless ``--no-require-verified``.
+
+What was delivered is recorded twice. The journal's *delivery ledger* (key,
+ETag delivered, per destination) is the record this machine trusts; the
+object tag ``s3ferry-pushed-<id of the destination>`` (value: the ETag
+delivered) is a copy of it on the object, for other state dirs and for
+people. A tag rather than metadata: metadata can only be changed by copying
+the object onto itself, which gives it a new ETag and LastModified (and fires
+the bucket's notifications again); a tag changes nothing else, and S3 drops
+tags when an object is overwritten. S3 has no conditional tag write, so the
+tag set is read, changed and written back under a lock shared by every
+s3ferry process of this state dir (flows pushing one bucket to several
+destinations never drop each other's tags), and read again to check. An
+object counts as delivered only while the recorded ETag equals its current
+one, so a mark that races with an overwrite can never hide the new version.
 
 A delivery that fails goes into the retry queue in the journal (the key,
 the ETag that failed, attempts, last error). ``push`` leaves queued objects
 to ``push --retry-failed`` unless they have changed since (a new version is
 a new delivery); ``--retry-failed`` works through the queue, dropping
-objects deleted or delivered since. Every transition of the sftp-lambda push
-state table is covered by tests/test_push.py.
+objects deleted or delivered since. Two runs of one push never overlap: the
+second finds the job's lock held and is skipped. Every transition of the
+sftp-lambda push state table is covered by tests/test_push.py.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from ..backends import open_sink, open_source
 from ..backends.base import Entry
 from ..engine import ProgressListener
 from ..errors import NotFoundError, S3FerryError, UsageError
-from ..journal import Journal
+from ..journal import Journal, LockedError, TagLock, open_journal
 from ..options import TransferOptions
 from ..tree import Filter, child_path, for_each, selected
 from ..urls import Location, parse, safe_relative
@@ -69,23 +78,24 @@ class _Push:
         self.report, self.journal, self.progress = report, journal, progress
         self.src, self.dst = str(source.location), str(sink.location)
         self.tag = mark_key(self.dst)
+        self.ledger: dict[str, str] = {}  # key -> ETag delivered (the journal's record, loaded per run)
 
     def key_of(self, rel: str) -> str:
         return child_path(self.source.location.path, rel)
 
     async def current_etag(self, key: str) -> str | None:
-        try:
-            head = await self.source.call("head_object", **{**self.source.child(key).key_args()})
-        except NotFoundError:
-            return None
-        return str(head.get("ETag"))
-
-    async def tags(self, key: str) -> dict[str, str]:
-        answer = await self.source.call("get_object_tagging", Bucket=self.source.location.bucket, Key=key)
-        return {t["Key"]: t["Value"] for t in answer.get("TagSet", [])}
+        there = await self.source.child(key).current()
+        return None if there is None else str(there.etag)
 
     async def delivered(self, key: str, etag: str) -> bool:
-        return (await self.tags(key)).get(self.tag) == _tag_value(etag)
+        """Delivered at this version: by the ledger, else by the tag (written from another state dir)."""
+        if self.ledger.get(key) == _tag_value(etag):
+            return True
+        if (await self.source.tags(key)).get(self.tag) != _tag_value(etag):
+            return False
+        await self.journal.record_delivery(self.src, self.dst, key, _tag_value(etag))
+        self.ledger[key] = _tag_value(etag)
+        return True
 
     async def deliver(self, rel: str, from_queue: bool = False) -> None:
         """Copy one object; mark it if it still is the version delivered; queue it on failure.
@@ -118,20 +128,41 @@ class _Push:
         self.report.bytes += size
 
     async def _mark(self, key: str, etag: str, dequeue: bool) -> None:
-        tags = await self.tags(key)
         if await self.current_etag(key) != etag:
             log.warning("%s changed during the push: not marked, it goes again", key)
             return
-        tags[self.tag] = _tag_value(etag)
-        await self.source.call("put_object_tagging", Bucket=self.source.location.bucket, Key=key,
-                               Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in tags.items()]})
+        await self.journal.record_delivery(self.src, self.dst, key, _tag_value(etag))
+        self.ledger[key] = _tag_value(etag)
         if dequeue:
             await self.journal.dequeue(self.src, self.dst, key)
+        await self._tag(key, _tag_value(etag))
+
+    async def _tag(self, key: str, value: str) -> None:
+        """Add this destination's tag to the object's tag set, keeping everyone else's.
+
+        Read-modify-write under a lock every s3ferry process of this state dir
+        takes for the object (striped by key), then read back: a writer
+        elsewhere that raced us is noticed and the write done again.
+        """
+        bucket = self.source.location.bucket
+        stripe = int(hashlib.sha256(key.encode()).hexdigest()[:4], 16) % _TAG_STRIPES
+        for _ in range(_TAG_ATTEMPTS):
+            async with _tag_lock(self.journal, bucket, stripe):
+                tags = await self.source.tags(key)
+                if tags.get(self.tag) != value:
+                    await self.source.put_tags(key, {**tags, self.tag: value})
+            if (await self.source.tags(key)).get(self.tag) == value:
+                return
+        log.warning("%s: its delivery tag keeps being overwritten by another writer; the journal keeps the "
+                    "delivery", key)
 
     async def scan(self, filters: tuple[Filter, ...], transfers: int) -> None:
         queued = {q.key: q.etag for q in await self.journal.queued(self.src, self.dst)}
+        self.ledger = await self.journal.deliveries(self.src, self.dst)
         todo: list[str] = []
+        listed: set[str] = set()
         async for entry in _objects(self.source):
+            listed.add(self.key_of(entry.path))
             if not selected(entry.path, filters):
                 continue
             try:
@@ -145,9 +176,12 @@ class _Push:
                 self.report.skipped.append(entry.path)  # delivered, or failed and left to --retry-failed
             else:
                 todo.append(entry.path)
+        # Records of objects deleted from the bucket would only grow the journal.
+        await self.journal.forget_deliveries(self.src, self.dst, [k for k in self.ledger if k not in listed])
         await for_each(todo, self.deliver, transfers)
 
     async def retry(self, transfers: int) -> None:
+        self.ledger = await self.journal.deliveries(self.src, self.dst)
         todo: list[str] = []
         for item in await self.journal.queued(self.src, self.dst):
             rel = item.key[len(self.source.location.path.rstrip("/")) + 1:] if self.source.location.path else item.key
@@ -161,6 +195,18 @@ class _Push:
             else:
                 todo.append(rel)
         await for_each(todo, partial(self.deliver, from_queue=True), transfers)
+
+
+#: tag writes to one bucket are serialised by key stripe: parallel within a run, never two on one object
+_TAG_STRIPES = 16
+_TAG_ATTEMPTS = 3
+_TAG_LOCKS: dict[tuple[str, str, int], asyncio.Lock] = {}
+
+
+def _tag_lock(journal: Journal, bucket: str, stripe: int) -> TagLock:
+    lock = _TAG_LOCKS.setdefault((str(journal.state_dir), bucket, stripe), asyncio.Lock())
+    return TagLock(lock, journal.state_dir / "locks" / f"tags-{hashlib.sha256(bucket.encode()).hexdigest()[:16]}"
+                                                        f"-{stripe}.lock")
 
 
 def _tag_value(etag: str) -> str:
@@ -190,14 +236,19 @@ async def push(src: str | Location, dst: str | Location, options: TransferOption
     # The marks decide what goes; an existing file at the destination is always replaced.
     options = options.replace(overwrite="always") if not options.dry_run else options
     started = time.monotonic()
-    journal = Journal(options.state_dir)
+    journal = await open_journal(options.state_dir, required=True)
     try:
-        job = _Push(source, sink, options, report, journal, progress, executor)
-        if settings.retry_failed:
-            await job.retry(settings.transfers)
-        else:
-            await job.scan(settings.filters, settings.transfers)
-        metrics.QUEUE.labels(metrics.FLOW.get()).set(len(await journal.queued(job.src, job.dst)))
+        # Two runs of one push (overlapping cron lines) would deliver the same objects twice.
+        async with journal.lock(str(src_loc), str(dst_loc), kind="push"):
+            job = _Push(source, sink, options, report, journal, progress, executor)
+            if settings.retry_failed:
+                await job.retry(settings.transfers)
+            else:
+                await job.scan(settings.filters, settings.transfers)
+            metrics.QUEUE.labels(metrics.FLOW.get()).set(len(await journal.queued(job.src, job.dst)))
+    except LockedError as exc:
+        log.warning("%s: skipped", exc)
+        report.locked = str(exc)
     finally:
         await asyncio.shield(close_all(journal, source, sink))
     report.seconds = time.monotonic() - started

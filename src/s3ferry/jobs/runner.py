@@ -156,6 +156,8 @@ async def run_flow(flow: Flow, on_outcome: OnOutcome) -> Outcome:
             outcome.report = await push(flow.source, flow.destination, flow.options, flow.settings)
         if not outcome.report.seconds:
             outcome.report.seconds = time.monotonic() - started
+        if outcome.report.locked is not None:  # another flow (or a plain pull/push) runs the same job
+            outcome.skipped, outcome.report = "locked", None
     except S3FerryError as exc:
         outcome.error = exc
     except Exception as exc:  # noqa: BLE001 - one flow's bug must not stop the others or the scheduler

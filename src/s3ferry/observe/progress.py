@@ -108,13 +108,13 @@ def summary_line(result: TransferResult) -> str:
         return f"{verb} {human_bytes(result.size)} {result.source} -> {result.destination} (dry run: nothing changed)"
     if result.skipped:
         return f"skipped {result.source}: {result.destination} already holds it ({human_bytes(result.size)})"
-    checksum = f"{result.checksum_algorithm} {result.checksum}" if result.checksum else "no checksum"
+    check = f"verified {result.verification}" if result.verified else f"NOT verified: {result.verification}"
     return (
         f"copied {human_bytes(result.size)} {result.source} -> {result.destination} "
         f"in {result.seconds:.2f} s ({result.bytes_per_second / 1e6:.1f} MB/s), "
         f"{result.parts} part(s) of {human_bytes(result.part_size)}; "
         f"peak RSS {result.peak_rss_bytes / 1e6:.0f} MB; disk writes {human_bytes(result.disk_write_bytes)}; "
-        f"verified {checksum}"
+        f"{check}"
     )
 
 
@@ -126,8 +126,11 @@ def tree_summary_line(result: TreeResult) -> str:
     if any(f.dry_run for f in result.files):
         return (f"dry run: would copy {len(result.copied)} file(s) ({human_bytes(sum(f.size for f in result.copied))})"
                 f"{skipped}{failed}{excluded}; nothing changed")
+    unverified = [f for f in result.copied if not f.verified]
+    checked = (f", {len(unverified)} NOT verified ({unverified[0].verification})" if unverified
+               else ", all verified" if result.copied else "")
     return (
         f"copied {len(result.copied)} file(s){skipped}, {human_bytes(result.size)} {result.source} -> {result.destination} "
-        f"in {result.seconds:.2f} s ({rate:.1f} MB/s){failed}{excluded}; "
+        f"in {result.seconds:.2f} s ({rate:.1f} MB/s){checked}{failed}{excluded}; "
         f"peak RSS {result.peak_rss_bytes / 1e6:.0f} MB; disk writes {human_bytes(result.disk_write_bytes)}"
     )
