@@ -20,6 +20,7 @@ from .config import complete_location, location_callback
 from .errors import InterruptedError_, S3FerryError, UsageError
 from .options import (CHECKSUMS, FtpOptions, HttpOptions, S3Options, SftpOptions, TransferOptions, parse_size,
                       split_pairs)
+from .redaction import printable
 
 # Start-up time: every run (--help, --version, each TAB of shell completion) imports this module,
 # so asyncio, logging, the engine, the backends and rich are imported inside the code that uses them.
@@ -52,12 +53,10 @@ class SizeType(click.ParamType):
 
 def _fail(exc: BaseException, debug: bool) -> None:
     """Print the one-line error (plus traceback with --debug) and exit."""
-    from .observe.logs import final_error
+    from .observe.logs import final_error, safe_traceback
 
-    if debug:
-        import traceback
-
-        traceback.print_exception(exc)
+    if debug:  # scrubbed as every log line: a traceback quotes URLs, headers and arguments
+        click.echo(safe_traceback(exc), err=True, nl=False)
     if isinstance(exc, InterruptedError_):
         click.echo(final_error(str(exc), exc.exit_code), err=True)
         sys.exit(exc.exit_code)
@@ -640,8 +639,8 @@ def uploads(location: str, as_json: bool, state_dir: Path | None, endpoint_url: 
             else:
                 started = row.initiated.strftime("%Y-%m-%d %H:%M") if row.initiated else "?"
                 known = "journal" if row.journaled else "-"
-                click.echo(f"{row.key}\t{row.upload_id}\t{started}\t{row.parts} parts\t{human_bytes(row.bytes)}"
-                           f"\t{known}")
+                click.echo(f"{printable(row.key)}\t{row.upload_id}\t{started}\t{row.parts} parts"
+                           f"\t{human_bytes(row.bytes)}\t{known}")
         if not as_json:
             click.echo(f"{len(rows)} unfinished upload(s)", err=True)
 
@@ -675,7 +674,7 @@ def cancel(location: str, prefix: bool, older_than: str | None, state_dir: Path 
         loc = parse(location)
         aborted = run_async(cancel_uploads(loc, options, prefix, age))
         for up in aborted:
-            click.echo(f"aborted {up.upload_id} s3://{loc.bucket}/{up.key}")
+            click.echo(f"aborted {up.upload_id} s3://{loc.bucket}/{printable(up.key)}")
         click.echo(f"{len(aborted)} upload(s) aborted", err=True)
 
     run_command(debug, body)

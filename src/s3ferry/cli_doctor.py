@@ -25,6 +25,7 @@ from .cli import (
 )
 from .config import complete_location, location_callback
 from .errors import UsageError
+from .redaction import printable, scrub
 
 EXAMPLES_DOCTOR = """
 \b
@@ -78,7 +79,7 @@ def doctor(targets: tuple[str, ...], write_test: bool, as_json: bool, debug: boo
         options = transfer_options({**engine, **params})  # exactly the options `cp` would build
 
         def show(check: Check) -> None:
-            click.echo(json.dumps(check.as_dict()) if as_json else check.line())
+            click.echo(json.dumps(check.as_dict()) if as_json else printable(scrub(check.line())))
 
         checks = run_async(diagnose(locations, options, show, write_test=write_test))
         failed = [c for c in checks if not c.ok]

@@ -15,6 +15,7 @@ import click
 
 from .cli import main, observing, output_options, run_async
 from .errors import UsageError
+from .redaction import printable
 
 EXAMPLES_RUN = """
 \b
@@ -59,7 +60,7 @@ def run(flows_file: Path, once: bool, check: bool, dry_run: bool, selected: tupl
         loaded = flowfile.load(flows_file, require_env=require_env)
         shown = str(flows_file)
         for problem in loaded.problems:
-            click.echo(problem.format(shown), err=True)
+            click.echo(printable(problem.format(shown)), err=True)
         if loaded.errors:
             count = len(loaded.errors)
             raise UsageError(f"{shown}: {count} error{'s' if count > 1 else ''}; nothing was run")
@@ -70,7 +71,7 @@ def run(flows_file: Path, once: bool, check: bool, dry_run: bool, selected: tupl
         flows = [loaded.flows[name] for name in (dict.fromkeys(selected) or loaded.flows)]
         if check:
             for flow in flows:
-                click.echo(flow.describe())
+                click.echo(printable(flow.describe()))
             return
         flows = runner.with_state_dir(flows, state_dir)
         if dry_run:
@@ -81,7 +82,7 @@ def run(flows_file: Path, once: bool, check: bool, dry_run: bool, selected: tupl
             if as_json:
                 click.echo(json.dumps(outcome.as_dict()))
             elif outcome.report is not None:
-                click.echo(f"{outcome.flow.name}: {outcome.report.summary()}")
+                click.echo(printable(f"{outcome.flow.name}: {outcome.report.summary()}"))
             if outcome.error is not None:
                 hint = f"; {outcome.error.hint}" if outcome.error.hint else ""
                 from .observe.logs import final_error

@@ -30,6 +30,7 @@ from typing import Literal, Sequence
 from urllib.parse import urlsplit
 
 from .errors import UsageError
+from .redaction import register_secret
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -144,22 +145,22 @@ class SftpOptions:
 
     def password(self) -> str | None:
         """The password from ``--password-file`` or ``S3FERRY_SFTP_PASSWORD``."""
-        if self.password_file is not None:
-            try:
-                return self.password_file.read_text().rstrip("\r\n")
-            except OSError as exc:
-                raise UsageError(f"cannot read --password-file {self.password_file}: {exc.strerror}") from exc
-        return os.environ.get("S3FERRY_SFTP_PASSWORD") or None
+        return _secret_from(self.password_file, "S3FERRY_SFTP_PASSWORD", "--password-file")
 
 
 def _secret_from(path: Path | None, env: str, flag: str) -> str | None:
-    """A secret from a file named by ``flag`` or from the environment variable ``env``."""
+    """A secret from a file named by ``flag`` or from the environment variable ``env``; registered, so no
+    output shows it (:mod:`s3ferry.redaction`)."""
     if path is not None:
         try:
-            return path.read_text().rstrip("\r\n")
+            secret: str | None = path.read_text().rstrip("\r\n")
         except OSError as exc:
             raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from exc
-    return os.environ.get(env) or None
+    else:
+        secret = os.environ.get(env) or None
+    if secret:
+        register_secret(secret)
+    return secret
 
 
 @dataclass(frozen=True)
@@ -192,12 +193,17 @@ class HttpOptions:
 
 @functools.lru_cache(maxsize=8)
 def _read_key(path: Path, flag: str) -> bytes:
-    """A 256-bit key from a file of 32 raw bytes or their base64 (cached: every request needs it)."""
+    """A 256-bit key from a file of 32 raw bytes or their base64 (cached: every request needs it).
+
+    Registered as a secret before it is used: botocore's DEBUG output prints
+    it (base64) and its MD5 in every request's headers.
+    """
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from exc
     if len(raw) == 32:
+        register_secret(raw)
         return raw
     try:
         key = base64.b64decode(raw.strip(), validate=True)
@@ -205,6 +211,8 @@ def _read_key(path: Path, flag: str) -> bytes:
         key = b""
     if len(key) != 32:
         raise UsageError(f"{flag} {path} must hold a 256-bit key: 32 raw bytes or their base64")
+    register_secret(key)
+    register_secret(raw.strip().decode("ascii"))  # the file's own text: its base64 need not be the canonical one
     return key
 
 

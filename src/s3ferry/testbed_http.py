@@ -27,6 +27,8 @@ Test hooks, so that faults happen at a known point rather than by timing:
 * ``/__echo`` serves the request target exactly as received (path and query),
   to check that a URL goes out byte for byte.
 * ``/__nosize`` sends a chunked body without Content-Length, even to HEAD.
+* ``/__loop`` redirects (302) to itself, query included, forever: a
+  misconfigured server, on which a client gives up with "too many redirects".
 
 The hooks note on stderr (``workdir/http.log``) when they fire.
 
@@ -242,6 +244,8 @@ def _make_app(args: argparse.Namespace):  # type: ignore[no-untyped-def]
             return web.Response(body=request.raw_path.encode())
         if tail == "__nosize":
             return await nosize(request)
+        if tail == "__loop":
+            raise web.HTTPFound(request.raw_path)
         path = resolve(request)
         start = _RANGE_START.match(request.headers.get(hdrs.RANGE, ""))
         if (args.change_at is not None and not state["changed"] and request.method == hdrs.METH_GET

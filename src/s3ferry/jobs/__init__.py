@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import S3FerryError
+from ..redaction import printable
 
 
 @dataclass
@@ -48,8 +49,9 @@ class JobReport:
         }
 
     def summary(self) -> str:
+        """One human line (control characters of the locations escaped; :meth:`as_dict` is for JSON)."""
         if self.locked is not None:
-            return f"{self.kind} {self.source} -> {self.destination}: skipped, {self.locked}"
+            return printable(f"{self.kind} {self.source} -> {self.destination}: skipped, {self.locked}")
         verb = "would copy" if self.dry_run else "copied"
         parts = [f"{self.kind} {self.source} -> {self.destination}: {len(self.copied)} {verb}"]
         for name, items in (("healed", self.healed), ("archived", self.archived), ("deleted", self.deleted),
@@ -59,7 +61,7 @@ class JobReport:
         if self.failed:
             parts.append(f"{len(self.failed)} FAILED")
         tail = " (dry run: nothing changed)" if self.dry_run else f" in {self.seconds:.2f} s"
-        return ", ".join(parts) + tail
+        return printable(", ".join(parts) + tail)
 
 
 def record(report: JobReport) -> None:

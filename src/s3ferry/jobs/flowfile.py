@@ -94,6 +94,7 @@ from typing import Any, Callable
 
 from ..errors import UsageError
 from ..options import Pairs, S3Options, SftpOptions, TransferOptions, check_metadata, check_tags, parse_size
+from ..redaction import register_secret
 from ..tree import Filter
 from ..urls import Location, parse
 from .pull import PullSettings
@@ -212,6 +213,7 @@ def _env_password(name: str) -> str:
     value = os.environ.get(name)
     if not value:
         raise UsageError(f"password_env {name} is not set (or empty)")
+    register_secret(value)  # masked in every output from now on
     return value
 
 

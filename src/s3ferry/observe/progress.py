@@ -6,6 +6,8 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from ..redaction import printable
+
 # rich (~30 ms to import) only when a bar is drawn: the summary lines and LogProgress (cron,
 # pipes) do without it. The engine and tree types are for type hints only.
 if TYPE_CHECKING:
@@ -38,7 +40,7 @@ class RichProgress:
 
     def started(self, name: str, total: int) -> None:
         self._progress.start()
-        self._task = self._progress.add_task(name, total=total)
+        self._task = self._progress.add_task(_shown(name), total=total)
 
     def advanced(self, nbytes: int) -> None:
         if self._task is not None:
@@ -49,7 +51,15 @@ class RichProgress:
 
     def for_file(self, name: str, total: int) -> "_FileBar":
         """A listener for one file of a tree: its own (transient) bar, and the total's."""
-        return _FileBar(self, self._progress.add_task(f"  {name}", total=total))
+        return _FileBar(self, self._progress.add_task(f"  {_shown(name)}", total=total))
+
+
+def _shown(name: str) -> str:
+    """A file name as a bar's description: control characters escaped, and no rich markup (the description
+    column renders ``[bold]``-style tags: a name holding ``[/]`` would be read as one, or fail to parse)."""
+    from rich.markup import escape
+
+    return escape(printable(name))
 
 
 class _FileBar:
@@ -103,6 +113,12 @@ def human_bytes(n: float) -> str:
 
 
 def summary_line(result: TransferResult) -> str:
+    """The line ``cp`` prints for one file (names with control characters escaped: they come from the remote
+    side and go to a terminal)."""
+    return printable(_summary(result))
+
+
+def _summary(result: TransferResult) -> str:
     if result.dry_run:
         verb = "would skip" if result.skipped else "would copy"
         return f"{verb} {human_bytes(result.size)} {result.source} -> {result.destination} (dry run: nothing changed)"
@@ -119,6 +135,11 @@ def summary_line(result: TransferResult) -> str:
 
 
 def tree_summary_line(result: TreeResult) -> str:
+    """The line ``cp -r`` prints (control characters escaped, as :func:`summary_line`)."""
+    return printable(_tree_summary(result))
+
+
+def _tree_summary(result: TreeResult) -> str:
     rate = result.size / result.seconds / 1e6 if result.seconds > 0 else 0.0
     failed = f", {len(result.failures)} FAILED" if result.failures else ""
     excluded = f", {result.excluded} excluded" if result.excluded else ""
