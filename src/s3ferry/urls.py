@@ -153,14 +153,52 @@ def join_name(dst: Location, name: str) -> Location:
     return dst.with_path(dst.path + name)
 
 
+class UnsafeName(str):
+    """A path that a listing already found unusable as a name (an SFTP server listing ``a/b``, say).
+
+    Its text is the path as best shown; :func:`safe_relative` refuses it with
+    ``reason``. A listing yields one instead of stopping, so that the other
+    files still go and the refused one is reported by name.
+    """
+
+    reason: str
+
+    def __new__(cls, path: str, reason: str) -> "UnsafeName":
+        made = super().__new__(cls, path)
+        made.reason = reason
+        return made
+
+
+def _is_escaped(path: str) -> bool:
+    """Whether ``path`` holds bytes that were not UTF-8 (decoded with ``surrogateescape``, as Python lists names)."""
+    return any("\udc80" <= c <= "\udcff" for c in path)
+
+
+def _shown(path: str) -> str:
+    """``path`` quoted for a message; a name that is not UTF-8 is shown as its bytes (``'bad\\xff.bin'``)."""
+    if not _is_escaped(path):
+        return repr(path)
+    try:
+        return repr(path.encode("utf-8", "surrogateescape"))[1:]
+    except UnicodeEncodeError:  # other lone surrogates too: no bytes decode to this
+        return repr(path)
+
+
 def safe_relative(path: str) -> str:
     """Check a relative path that came from the remote side (a tree listing, an S3 key).
 
     Refuses what could land outside the destination: absolute paths, ``..``
-    components, backslashes, NUL, empty components. Returns the path unchanged.
+    components, backslashes, NUL, empty components; and names that are not
+    valid UTF-8 (Python's surrogate-escaped str from a local or SFTP listing):
+    an S3 key must be UTF-8, and such a name cannot be shown or journaled
+    faithfully. Returns the path unchanged.
     """
+    if isinstance(path, UnsafeName):
+        raise UsageError(f"refusing unsafe name {_shown(path)} from the source: {path.reason}")
     parts = path.split("/")
     if (not path or path.startswith("/") or "\\" in path or "\0" in path
             or any(p in ("", ".", "..") for p in parts)):
-        raise UsageError(f"refusing unsafe name {path!r} from the source: it would land outside the destination")
+        raise UsageError(f"refusing unsafe name {_shown(path)} from the source: it would land outside the destination")
+    if _is_escaped(path):
+        raise UsageError(f"refusing the name {_shown(path)} from the source: not valid UTF-8")
     return path

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import AsyncIterator, Protocol, Sequence
 
 from ..checksums import Algorithm, PartDigest
-from ..errors import UsageError
+from ..errors import TransferError, UsageError
+from ..observe.progress import human_bytes
 from ..urls import Location
 from ..verification import StoredCheck
 
@@ -48,6 +49,34 @@ def check_partial_id(upload_id: str | None, name: str, where: str) -> None:
     if upload_id is not None and not is_partial_of(upload_id, name):
         raise UsageError(f"the journal names {upload_id!r} as the partial file of {where}, which it cannot be; "
                          "run with --force to start over")
+
+
+def tree_root(parent: str, path: str) -> str | None:
+    """The folder a tree is copied into, for a file sink at ``path`` made by the sink at ``parent``.
+
+    None when ``path`` is not below it, or the folder is ``/``: nothing is outside that.
+    """
+    root = parent.rstrip("/")
+    return root if root and path.startswith(root + "/") else None
+
+
+def below_root(root: str | None, path: str) -> list[str]:
+    """The folders between ``root`` (not included) and the file ``path``, outermost first."""
+    if root is None:
+        return []
+    folders, folder = [], root
+    for name in path[len(root) + 1:].split("/")[:-1]:
+        folder = f"{folder}/{name}"
+        folders.append(folder)
+    return folders
+
+
+def no_space(where: str, free: int, needed: int | None) -> TransferError:
+    """A full file destination: final (not retryable), so the engine removes the partial file rather than
+    keeping it -- and the disk full -- for a resume that cannot succeed until room is made."""
+    wants = f", {human_bytes(needed)} needed" if needed is not None else ""
+    return TransferError(f"no space left on the destination {where} ({human_bytes(free)} free{wants})",
+                         retryable=False, code="NoSpace")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ file over). Other failures remove it.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import stat
@@ -29,8 +30,8 @@ from ..errors import IntegrityError, NotFoundError, PermissionError_, SourceChan
 from ..urls import Location
 from ..checksums import Algorithm, PartDigest
 from ..verification import StoredCheck
-from .base import (Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo, check_partial_id,
-                   is_partial_of, part_etag, partial_name, read_back)
+from .base import (Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo, below_root,
+                   check_partial_id, is_partial_of, no_space, part_etag, partial_name, read_back, tree_root)
 
 log = logging.getLogger("s3ferry")
 
@@ -194,7 +195,7 @@ class LocalWriter:
         try:
             await asyncio.to_thread(self._pwrite, part.offset, data)
         except OSError as exc:
-            raise _write_error(exc, self._final) from exc
+            raise _write_error(exc, self._final, self._temp) from exc
         return Receipt(part.number, part_etag(digest), digest)
 
     def _finish(self) -> int:
@@ -276,7 +277,10 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_error(exc: OSError, path: Path) -> Exception:
+def _write_error(exc: OSError, path: Path, temp: Path | None = None) -> Exception:
+    """``temp``: the temporary file being written, whose size (set up front) is the room the file needs."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return _no_space(path, temp)
     if isinstance(exc, PermissionError):
         return PermissionError_(f"permission denied writing {path}")
     if isinstance(exc, (IsADirectoryError, NotADirectoryError)):
@@ -284,21 +288,37 @@ def _write_error(exc: OSError, path: Path) -> Exception:
     return TransferError(f"cannot write {path}: {exc.strerror or exc}", retryable=False)
 
 
+def _no_space(path: Path, temp: Path | None) -> Exception:
+    """The disk (or the quota) is full: how much is free, how much the file needs (final: see no_space)."""
+    try:
+        vfs = os.statvfs(path.parent)
+    except OSError:  # how much is free is then not known; that it is full is
+        return TransferError(f"no space left on the destination {path}", retryable=False, code="NoSpace")
+    try:
+        needed: int | None = os.stat(temp).st_size if temp is not None else None
+    except OSError:
+        needed = None  # the temporary file is gone already: its size is not known
+    return no_space(str(path), vfs.f_bavail * vfs.f_frsize, needed)
+
+
 class LocalSink:
     """A local file as the destination (see the module docstring)."""
 
     features = Features(offset_writes=True, resumable=True)
 
-    def __init__(self, location: Location) -> None:
+    def __init__(self, location: Location, root: str | None = None) -> None:
         self.location = location
         self.path = Path(location.path)
         self.mtime: float | None = None
+        #: the destination folder of a tree (None: a file the user named); see :meth:`_confine`
+        self._root = root
 
     def note_source(self, stat: Stat) -> None:
         self.mtime = stat.mtime
 
     async def existing(self) -> Stat | None:
         try:
+            await asyncio.to_thread(self._confine, False)
             st = await asyncio.to_thread(os.stat, self.path)
         except FileNotFoundError:
             return None
@@ -307,9 +327,50 @@ class LocalSink:
         return Stat(size=st.st_size, mtime=st.st_mtime) if stat.S_ISREG(st.st_mode) else None
 
     def child(self, path: str) -> "LocalSink":
-        return LocalSink(self.location.with_path(path))
+        root = self._root if self._root is not None else tree_root(self.location.path, path)
+        return LocalSink(self.location.with_path(path), root)
+
+    def _confine(self, create: bool) -> None:
+        """Refuse a symbolic link among the folders between the tree's root and this file; create missing ones.
+
+        A link planted in the destination tree would lead the write outside
+        it. Only folders below the root the user gave are checked: links in
+        the path they typed are their choice. Each folder is looked at
+        (``lstat``) before anything is created in it; a missing one is made
+        with ``mkdir`` (which never follows a link) and looked at again, so a
+        sibling file creating it meanwhile is fine.
+
+        Limits (time of check to time of use): the temporary file is then
+        created and renamed by path, so someone who can write into the
+        destination tree and swaps a folder for a link right after this check
+        still wins the race (only ``openat`` from a folder descriptor opened
+        with ``O_NOFOLLOW`` would close it). This stops links that are there
+        when the tree is copied.
+        """
+        folders = below_root(self._root, self.location.path)  # as given: Path() would drop a leading "./"
+        if self._root is None or not folders:
+            return
+        if create:
+            Path(self._root).mkdir(parents=True, exist_ok=True)
+        for folder in folders:
+            try:
+                st = os.lstat(folder)
+            except FileNotFoundError:
+                if not create:
+                    return  # nothing below exists yet: no link to go through
+                try:
+                    os.mkdir(folder)
+                except FileExistsError:
+                    pass  # made meanwhile by a sibling file: looked at below
+                st = os.lstat(folder)
+            if stat.S_ISLNK(st.st_mode):
+                raise UsageError(f"refusing to write {self.path} through the symbolic link {folder}: "
+                                 "a folder inside the destination must not lead outside it")
+            if not stat.S_ISDIR(st.st_mode):
+                raise UsageError(f"cannot write {self.path}: {folder} is in the way and not a folder")
 
     def _check(self) -> None:
+        self._confine(True)
         if self.path.is_dir():
             raise UsageError(f"{self.path} is a directory; end the destination with / to copy into it")
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,11 @@
   connection: partner servers often cap connections per user. A failure that
   may pass keeps the temporary file for the journal: the same command run
   again reads the journaled parts back, checks their checksums and writes
-  only the rest (as for local files).
+  only the rest (as for local files). A full disk is not such a failure
+  (OpenSSH reports ENOSPC as a bare failure: ``statvfs@openssh.com`` tells).
+* Listings use bytes paths, so one name that is not UTF-8 cannot stop them;
+  names are checked (:func:`_walk`), and a tree is never written through a
+  symbolic link to a folder inside its destination (:meth:`SftpSink._confine`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import time
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Sequence, cast
 
 import asyncssh
 
@@ -44,11 +48,11 @@ from ..errors import (
     UsageError,
 )
 from ..options import SftpOptions
-from ..urls import Location
+from ..urls import Location, UnsafeName
 from ..checksums import Algorithm, PartDigest
 from ..verification import StoredCheck
 from .base import (Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo, check_partial_id,
-                   is_partial_of, part_etag, partial_name, read_back)
+                   below_root, is_partial_of, no_space, part_etag, partial_name, read_back, tree_root)
 
 _Conn = tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]
 
@@ -365,7 +369,7 @@ class SftpSource(SftpEndpoint):
             attrs = await sftp.stat(top)
             if attrs.permissions is None or not statmod.S_ISDIR(attrs.permissions):
                 raise UsageError(f"{self.where} is not a directory")
-            async for entry in _walk(sftp, top, ""):
+            async for entry in _walk(sftp, _raw(top), ""):
                 yield entry
         except (asyncssh.Error, OSError) as exc:
             raise _translate(exc, self.where) from exc
@@ -396,21 +400,57 @@ async def _close_quietly(file: asyncssh.SFTPClientFile) -> bool:
     return True
 
 
-async def _walk(sftp: asyncssh.SFTPClient, top: str, rel: str) -> AsyncIterator[Entry]:
-    """Regular files below ``top``/``rel``, depth first, sorted; links and specials are skipped."""
-    folder = posixpath.join(top, rel) if rel else top
-    names = sorted([n async for n in sftp.scandir(folder)], key=lambda n: str(n.filename))
+def _raw(path: str) -> bytes:
+    """A path as the bytes SFTP sends (the inverse of :func:`_text`)."""
+    return path.encode("utf-8", "surrogateescape")
+
+
+def _text(raw: bytes) -> str:
+    """A name from the server as text; bytes that are not UTF-8 become surrogates, as Python lists local names."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _not_a_name(raw: bytes) -> str | None:
+    """Why a name from a folder listing cannot be one file's name (the server is hostile or broken), or None."""
+    if raw == b"":
+        return "the listing gives a file an empty name"
+    if raw in (b".", b".."):
+        return "'.' and '..' name folders, never a file"
+    if b"/" in raw:
+        return "a name in a folder listing cannot hold '/'"
+    if b"\0" in raw:
+        return "a name cannot hold NUL"
+    return None
+
+
+async def _walk(sftp: asyncssh.SFTPClient, top: bytes, rel: str) -> AsyncIterator[Entry]:
+    """Regular files below ``top``/``rel``, depth first, sorted; links and specials are skipped.
+
+    Folders are listed by bytes paths: given a str, asyncssh decodes every name
+    strictly, and one name that is not UTF-8 would stop the whole listing. Such
+    a name reaches :func:`~s3ferry.urls.safe_relative` surrogate-escaped and is
+    refused there by name while the others go on. A name that cannot be one
+    file's (see :func:`_not_a_name`) is yielded as an :class:`UnsafeName`,
+    never followed into.
+    """
+    folder = posixpath.join(top, _raw(rel)) if rel else top
+    names = sorted([n async for n in sftp.scandir(folder)], key=lambda n: cast(bytes, n.filename))
     for name in names:
-        filename = str(name.filename)
-        if filename in (".", ".."):
-            continue
-        path = f"{rel}/{filename}" if rel else filename
+        raw = cast(bytes, name.filename)  # bytes: the folder was given as bytes
         mode = name.attrs.permissions or 0
-        if statmod.S_ISDIR(mode):
+        if not (statmod.S_ISDIR(mode) or statmod.S_ISREG(mode)):
+            continue  # links, specials, entries without a type
+        if raw in (b".", b"..") and statmod.S_ISDIR(mode):
+            continue  # the folder itself and its parent
+        path = f"{rel}/{_text(raw)}" if rel else _text(raw)
+        mtime = float(name.attrs.mtime) if name.attrs.mtime is not None else None
+        problem = _not_a_name(raw)
+        if problem is not None:
+            yield Entry(UnsafeName(path, problem), name.attrs.size or 0, mtime)
+        elif statmod.S_ISDIR(mode):
             async for entry in _walk(sftp, top, path):
                 yield entry
-        elif statmod.S_ISREG(mode):
-            mtime = float(name.attrs.mtime) if name.attrs.mtime is not None else None
+        else:
             yield Entry(path, name.attrs.size or 0, mtime)
 
 
@@ -447,7 +487,8 @@ class SftpWriter:
             async with sftp.open(temp, "r+b", block_size=0) as file:
                 await _windowed_writes(file, part.offset, data, block, self._sink.window)
         except (asyncssh.Error, OSError, asyncio.TimeoutError, EOFError) as exc:
-            raise _translate(exc, self._sink.where) from exc
+            full = await _out_of_space(sftp, exc, temp, block, self._sink)
+            raise (full or _translate(exc, self._sink.where)) from exc
         return Receipt(part.number, part_etag(digest), digest)
 
     async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
@@ -550,6 +591,26 @@ async def _windowed_writes(file: asyncssh.SFTPClientFile, offset: int, data: mem
         await asyncio.gather(*started, return_exceptions=True)
 
 
+async def _out_of_space(sftp: asyncssh.SFTPClient, exc: BaseException, path: str, block: int,
+                        sink: "SftpSink") -> TransferError | None:
+    """The no-space error when a failed write is explained by a full file system, else None.
+
+    OpenSSH's sftp-server reports ENOSPC only as a generic SSH_FX_FAILURE, so
+    the file system is asked (``statvfs@openssh.com``) whether one more write
+    request would have fit. Without the extension the plain failure stands.
+    """
+    if not isinstance(exc, (asyncssh.SFTPFailure, asyncssh.SFTPNoSpaceOnFilesystem, asyncssh.SFTPQuotaExceeded)):
+        return None
+    try:
+        vfs = await sftp.statvfs(posixpath.dirname(path) or ".")
+    except (asyncssh.Error, OSError, asyncio.TimeoutError):
+        return None  # no statvfs@openssh.com, or the session is gone too
+    free = vfs.bavail * (vfs.frsize or vfs.bsize)
+    if free >= block and isinstance(exc, asyncssh.SFTPFailure):
+        return None  # room for the request: not why it failed
+    return no_space(sink.where, free, sink.size)
+
+
 def _utc(mtime: int | None) -> datetime | None:
     return datetime.fromtimestamp(mtime, timezone.utc) if mtime is not None else None
 
@@ -567,13 +628,25 @@ class SftpSink(SftpEndpoint):
     def window(self) -> int:
         return self._window
 
-    mtime: float | None = None
+    def __init__(self, location: Location, options: SftpOptions, block: int = 256 * 1024, window: int = 16,
+                 parent: "SftpSink | None" = None) -> None:
+        super().__init__(location, options, block, window, parent)
+        self.mtime: float | None = None
+        self.size: int | None = None  # the source's, for a message when the disk is full
+        #: the destination folder of a tree (None: a file the user named); see :meth:`_confine`
+        self._root: str | None = None
+        #: folders below the root seen to be real folders, shared by the files of one tree
+        self._checked: set[str] = set()
+        if parent is not None:
+            self._root = parent._root if parent._root is not None else tree_root(parent.location.path, location.path)
+            self._checked = parent._checked
 
     def note_source(self, stat: Stat) -> None:
-        self.mtime = stat.mtime
+        self.mtime, self.size = stat.mtime, stat.size
 
     async def existing(self) -> Stat | None:
         sftp = await self._shared()
+        await self._confine(sftp, create=False)
         try:
             attrs = await sftp.stat(self.location.path)
         except asyncssh.SFTPNoSuchFile:
@@ -587,6 +660,68 @@ class SftpSink(SftpEndpoint):
     def child(self, path: str) -> "SftpSink":
         return SftpSink(self.location.with_path(path), self.options, self._block, self._window, parent=self)
 
+    async def _confine(self, sftp: asyncssh.SFTPClient, create: bool) -> None:
+        """Refuse a symbolic link among the folders between the tree's root and this file; create missing ones.
+
+        A link planted in the destination tree (the partner's server, a shared
+        inbound folder) would lead the write outside the destination. Only
+        folders below the root the user gave are checked: links in the path
+        they typed are their choice. Each folder is looked at (``lstat``)
+        before anything is created in it, and a missing one is created with
+        ``mkdir`` (which never follows a link) and looked at again, so a
+        sibling file creating it meanwhile is fine. Verdicts are cached for the
+        tree's other files.
+
+        Limits (time of check to time of use): SFTP has no handle-relative
+        operations, so a folder swapped for a link after it was checked is
+        written through. This stops links present when the tree is copied; a
+        server that lies about its folders can write anywhere on its own disks
+        anyway.
+        """
+        folders = [f for f in below_root(self._root, self.location.path) if f not in self._checked]
+        if self._root is None or not folders:
+            return
+        if create and self._root not in self._checked:
+            await self._makedirs(sftp, self._root)
+            self._checked.add(self._root)
+        for folder in folders:
+            attrs = await self._lstat(sftp, folder)
+            if attrs is None:
+                if not create:
+                    return  # nothing below exists yet: no link to go through
+                attrs = await self._mkdir(sftp, folder)
+            if attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK or statmod.S_ISLNK(attrs.permissions or 0):
+                raise UsageError(f"refusing to write {self.where} through the symbolic link {folder}: "
+                                 "a folder inside the destination must not lead outside it")
+            if not (attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY or statmod.S_ISDIR(attrs.permissions or 0)):
+                raise UsageError(f"cannot write {self.where}: {folder} is in the way and not a folder")
+            self._checked.add(folder)
+
+    async def _lstat(self, sftp: asyncssh.SFTPClient, path: str) -> asyncssh.SFTPAttrs | None:
+        try:
+            return await sftp.lstat(path)
+        except asyncssh.SFTPNoSuchFile:
+            return None
+        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            raise _translate(exc, self.where) from exc
+
+    async def _mkdir(self, sftp: asyncssh.SFTPClient, folder: str) -> asyncssh.SFTPAttrs:
+        """Create ``folder`` (its parent exists) and return what is there now."""
+        try:
+            await sftp.mkdir(folder)
+        except asyncssh.SFTPError as exc:
+            # OpenSSH answers a plain failure when the folder exists (made by a sibling file meanwhile).
+            attrs = await self._lstat(sftp, folder)
+            if attrs is None:
+                raise UsageError(f"cannot create the folder {folder} on {self.location.host}: {exc.reason}") from exc
+            return attrs
+        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
+            raise _translate(exc, self.where) from exc
+        attrs = await self._lstat(sftp, folder)
+        if attrs is None:
+            raise TransferError(f"the folder {folder} on {self.location.host} vanished right after it was created")
+        return attrs
+
     async def _shared(self) -> asyncssh.SFTPClient:
         """The one SFTP session every writer of this server uses (created on first use)."""
         for conn, sftp in self._idle:
@@ -598,6 +733,7 @@ class SftpSink(SftpEndpoint):
 
     async def prepare(self) -> None:
         sftp = await self._shared()
+        await self._confine(sftp, create=True)
         try:
             attrs = await sftp.stat(self.location.path)
         except asyncssh.SFTPNoSuchFile:
@@ -643,10 +779,11 @@ class SftpSink(SftpEndpoint):
         sftp = await self._shared()
         folder, name = posixpath.split(self.location.path)
         try:
-            listing = await sftp.readdir(folder or ".")
+            listing = await sftp.readdir(_raw(folder or "."))  # bytes: a name that is not UTF-8 must not stop it
         except asyncssh.SFTPNoSuchFile:
             return []
         except (asyncssh.Error, OSError) as exc:
             raise _translate(exc, self.where) from exc
-        return [UploadInfo(self.location.path, str(entry.filename), _utc(entry.attrs.mtime))
-                for entry in listing if is_partial_of(str(entry.filename), name)]
+        found = [(_text(cast(bytes, entry.filename)), entry.attrs.mtime) for entry in listing]
+        return [UploadInfo(self.location.path, listed, _utc(mtime)) for listed, mtime in found
+                if is_partial_of(listed, name)]
