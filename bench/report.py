@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Table = tuple[list[str], list[list[str]]]
-PAIRS = (("s3ferry", "rclone"), ("s3ferry", "s5cmd"), ("rclone", "s5cmd"), ("s3ferry", "ssh-cat"))
+PAIRS = (("s3ferry", "rclone"), ("s3ferry", "s5cmd"), ("rclone", "s5cmd"), ("s3ferry", "ssh-cat"),
+         ("s3ferry", "s3ferry-base"))
 
 
 @dataclass

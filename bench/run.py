@@ -125,6 +125,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--with-ssh-cat", action="store_true", help="also time `ssh ... cat FILE >/dev/null`")
     p.add_argument("--s3ferry-args", default="", help='extra s3ferry cp flags, e.g. "--upload-streams 8"')
     p.add_argument("--rclone-args", default="", help='extra rclone flags (default none: rclone\'s defaults)')
+    p.add_argument("--baseline", type=Path, metavar="SRC",
+                   help="also run s3ferry from this source folder (another checkout's src/) as s3ferry-base: "
+                        "before/after ratios of a change in one run")
     p.add_argument("--markdown", type=Path, help="also write the results as a Markdown section to this file")
     p.add_argument("--json", type=Path, help="also write every run's raw figures as JSON to this file")
     args = p.parse_args(glue_pass_through(argv))
@@ -134,6 +137,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         args.tools = list(TREE_DEFAULT_TOOLS if args.tree else tools.UPLOADERS)
     if args.with_ssh_cat and "ssh-cat" not in args.tools:
         args.tools.append("ssh-cat")
+    if args.baseline is not None and "s3ferry-base" not in args.tools:
+        args.tools.append("s3ferry-base")
+    if "s3ferry-base" in args.tools and args.baseline is None:
+        p.error("s3ferry-base needs --baseline SRC")
     if args.tree and set(args.tools) - set(tools.TREE_TOOLS):
         p.error(f"--tree runs only {','.join(tools.TREE_TOOLS)}")
     args.tools = [t for t in tools.ALL_TOOLS if t in args.tools]  # fixed order within a round
@@ -153,6 +160,10 @@ def write_random(path: Path, size: int) -> None:
             left -= fh.write(os.urandom(min(BLOCK, left)))
         fh.flush()
         os.fsync(fh.fileno())
+    # A file dropped a while ago, as a transfer usually finds it: one changed within the last two seconds
+    # is read twice by s3ferry (README, "Same-size rewrites within the second"), a different figure.
+    past = datetime.datetime.now().timestamp() - 3600
+    os.utime(path, (past, past))
 
 
 def write_tree(folder: Path, spec: TreeSpec) -> dict[str, int]:
@@ -206,7 +217,7 @@ def check(cmd: tools.Command, result: measure.ChildResult, client: S3Client, siz
     """Raise TransferError unless the tool succeeded and the object has the file's size."""
     if result.returncode != 0:
         raise failure(cmd, result, f"exit code {result.returncode}")
-    reported = s3ferry_json(cmd, result) if cmd.tool == "s3ferry" else None
+    reported = s3ferry_json(cmd, result) if cmd.tool.startswith("s3ferry") else None
     if reported is not None and reported.get("size") != size:
         raise failure(cmd, result, f"reported size {reported.get('size')} != {size}")
     if cmd.key is not None:
@@ -414,7 +425,7 @@ def execute(args: argparse.Namespace, home: Path) -> list[Run]:
         provider = tools.rclone_provider() if "rclone" in args.tools and not args.sizes else "-"
         source = ssh.root / ("tree" if args.tree else "bench.bin")
         bed = tools.Bed(ssh, s3, BUCKET, source, home, shlex.split(args.s3ferry_args),
-                        shlex.split(args.rclone_args), provider)
+                        shlex.split(args.rclone_args), provider, args.baseline)
         log(f"servers up: sftp 127.0.0.1:{ssh.port} ({'OpenSSH' if ssh.proc else 'asyncssh fallback'}), "
             f"S3 {s3.endpoint}; rclone S3 provider: {provider}")
         facts = machine.facts(testbed.weed_binary()) if args.markdown else []

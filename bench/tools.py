@@ -20,9 +20,9 @@ from s3ferry.testbed import SeaweedServer, SshServer
 
 BIN = Path(sys.executable).parent
 SCRUBBED_PREFIXES = ("AWS_", "RCLONE_", "S3FERRY_", "SSH_AUTH_SOCK", "SSH_AGENT_PID")
-ALL_TOOLS = ("s3ferry", "rclone", "s5cmd", "ssh-cat")
+ALL_TOOLS = ("s3ferry", "s3ferry-base", "rclone", "s5cmd", "ssh-cat")
 UPLOADERS = ("s3ferry", "rclone", "s5cmd")
-TREE_TOOLS = ("s3ferry", "rclone", "s5cmd")  # what --tree can run (default: s3ferry,rclone)
+TREE_TOOLS = ("s3ferry", "s3ferry-base", "rclone", "s5cmd")  # what --tree can run (default: s3ferry,rclone)
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class Bed:
     s3ferry_args: list[str] = field(default_factory=list)
     rclone_args: list[str] = field(default_factory=list)
     rclone_provider: str = "SeaweedFS"
+    #: --baseline: another checkout's src folder, run as "s3ferry-base" (the same command, that code)
+    baseline: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,14 @@ def s3ferry(bed: Bed, key: str) -> Command:
     # tmpfs HOME: its writes are part of what s3ferry writes to disk.
     state = {"S3FERRY_STATE_DIR": str(bed.ssh.base.parent / "s3ferry-state")}
     return Command("s3ferry", argv, base_env(bed) | bed.s3.env() | state, key)
+
+
+def s3ferry_base(bed: Bed, key: str) -> Command:
+    """s3ferry from the --baseline source tree: before/after figures of a change, in one run."""
+    if bed.baseline is None:
+        raise ValueError("s3ferry-base needs --baseline SRC")
+    cmd = s3ferry(bed, key)
+    return Command("s3ferry-base", cmd.argv, cmd.env | {"PYTHONPATH": str(bed.baseline)}, key)
 
 
 def rclone_config(bed: Bed) -> Path:
@@ -125,8 +135,16 @@ def ssh_cat(bed: Bed, key: str) -> Command:
 
 
 BUILDERS: dict[str, Callable[[Bed, str], Command]] = {
-    "s3ferry": s3ferry, "rclone": rclone, "s5cmd": s5cmd, "ssh-cat": ssh_cat,
+    "s3ferry": s3ferry, "s3ferry-base": s3ferry_base, "rclone": rclone, "s5cmd": s5cmd, "ssh-cat": ssh_cat,
 }
+
+
+def s3ferry_base_tree(bed: Bed, prefix: str) -> Command:
+    """s3ferry cp -r from the --baseline source tree."""
+    if bed.baseline is None:
+        raise ValueError("s3ferry-base needs --baseline SRC")
+    cmd = s3ferry_tree(bed, prefix)
+    return Command("s3ferry-base", cmd.argv, cmd.env | {"PYTHONPATH": str(bed.baseline)}, prefix)
 
 
 def s3ferry_tree(bed: Bed, prefix: str) -> Command:
@@ -153,7 +171,7 @@ def s5cmd_tree(bed: Bed, prefix: str) -> Command:
 
 
 TREE_BUILDERS: dict[str, Callable[[Bed, str], Command]] = {
-    "s3ferry": s3ferry_tree, "rclone": rclone_tree, "s5cmd": s5cmd_tree,
+    "s3ferry": s3ferry_tree, "s3ferry-base": s3ferry_base_tree, "rclone": rclone_tree, "s5cmd": s5cmd_tree,
 }
 
 
