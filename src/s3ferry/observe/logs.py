@@ -3,7 +3,8 @@
 Every record passes through :func:`scrub` on its way out, so a URL that
 slipped into a message (an exception text quoting an endpoint, say) loses its
 ``user:password@`` and its query string (pre-signed signatures) whatever
-code logged it.
+code logged it. s3/sftp/ftp/file URLs have no query string: their ``?`` is a
+character of a name and is kept.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import sys
 import time
 
 _USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+):[^@\s/]*@")
-_QUERY = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#]+)\?[^\s\"']*")
+# A "?" in an s3/sftp/ftp/file URL is part of a literal name (urls.py), not a query string: it stays.
+_QUERY = re.compile(r"(\b(?!(?:s3|sftp|ftps?|file)://)[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#]+)\?[^\s\"']*", re.I)
 _SECRET_WORDS = re.compile(
     r"(?i)\b(password|passwd|secret|token|signature|credential|x-amz-security-token|sse-?c-?key)"
     r"(\s*[=:]\s*)([^\s,;&\"']+)"
