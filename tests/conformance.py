@@ -103,6 +103,13 @@ async def walk_all(source: Source) -> dict[str, int]:
         await source.close()
 
 
+async def list_one_folder(source: Source) -> dict[str, int]:
+    try:
+        return {entry.path: entry.size async for entry in source.list_folder()}
+    finally:
+        await source.close()
+
+
 async def read_child(source: Source, path: str, length: int) -> bytes:
     buf = bytearray(length)
     try:
@@ -116,7 +123,8 @@ async def read_child(source: Source, path: str, length: int) -> bytes:
 
 
 class TreeConformance:
-    """For sources that list (``features.listing``): ``walk`` and ``child``, used by ``cp -r``.
+    """For sources that list (``features.listing``): ``walk`` and ``child``, used by ``cp -r``, and
+    ``list_folder``, used by a glob in ``cp``'s source.
 
     Subclasses provide the same ``root`` / ``make_source`` as :class:`SourceConformance`.
     """
@@ -154,6 +162,15 @@ class TreeConformance:
     def test_walk_of_missing_folder(self, root: Path) -> None:
         with pytest.raises(NotFoundError):
             run(walk_all(self.make_source(root / "no-such-dir")))
+
+    def test_list_folder_reads_one_level(self, tree: Path) -> None:
+        """What a glob in cp's source lists: the folder's own files, nothing below it."""
+        assert run(list_one_folder(self.make_source(tree))) == {"a.txt": 10, "name with space.txt": 3}
+        assert run(list_one_folder(self.make_source(tree / "sub"))) == {"b.bin": 1000, "ünï.csv": 7}
+
+    def test_list_folder_of_missing_folder(self, root: Path) -> None:
+        with pytest.raises(NotFoundError):
+            run(list_one_folder(self.make_source(root / "no-such-dir")))
 
     def test_child_reads_a_file_of_the_tree(self, tree: Path) -> None:
         data = (tree / "sub" / "b.bin").read_bytes()

@@ -28,7 +28,8 @@ would:
   and ``<Checksum...>`` element is removed from the answers (a store that
   returns no checksums at all).
 
-It also records every request (:attr:`~S3FaultProxy.requests`) and the body
+It also records every request (:attr:`~S3FaultProxy.requests`, with its
+target in :attr:`~S3FaultProxy.targets`) and the body
 bytes of uploads the server accepted (:attr:`~S3FaultProxy.upload_bytes`).
 The server runs on aiohttp in a background thread with its own event loop,
 so tests can drive a client synchronously or as a subprocess::
@@ -177,6 +178,9 @@ class S3FaultProxy:
         complete_seen: set when a ``CompleteMultipartUpload`` request arrives.
         requests: ``(operation, status)`` of every answered request, in the
             order they were answered.
+        targets: ``(operation, request target)`` of every answered request,
+            in the same order (the raw path with its query string: what a
+            listing asked for, ``delimiter=%2F`` say).
         upload_bytes: request body bytes of forwarded ``UploadPart`` and
             ``PutObject`` requests that got a 2xx answer.
         body_bytes: request plus response body bytes of every forwarded
@@ -203,6 +207,7 @@ class S3FaultProxy:
         self.hold_complete: threading.Event | None = None
         self.complete_seen = threading.Event()
         self.requests: list[tuple[str, int]] = []
+        self.targets: list[tuple[str, str]] = []
         self.upload_bytes: int = 0
         self.body_bytes: int = 0
         self.trailers: int = 0
@@ -230,9 +235,10 @@ class S3FaultProxy:
             seen = list(self.requests)
         return sum(1 for op, st in seen if op == operation and (status is None or st == status))
 
-    def _record(self, operation: str, status: int, uploaded: int = 0) -> None:
+    def _record(self, operation: str, status: int, uploaded: int = 0, target: str = "") -> None:
         with self._lock:
             self.requests.append((operation, status))
+            self.targets.append((operation, target))
             if operation in _UPLOADS and 200 <= status < 300:
                 self.upload_bytes += uploaded
 
@@ -338,7 +344,7 @@ class S3FaultProxy:
             response = await self._forward(request, raw_path, body)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             return self._answer(request, operation, 502, "BadGateway", f"S3FaultProxy: upstream failed: {exc!r}")
-        self._record(operation, response.status, len(body))
+        self._record(operation, response.status, len(body), raw_path)
         return response
 
     async def _forward(self, request: web.Request, raw_path: str, body: bytes) -> web.Response:
@@ -389,5 +395,5 @@ class S3FaultProxy:
         request_id = uuid.uuid4().hex[:16].upper()
         headers = CIMultiDict({"Content-Type": "application/xml", "x-amz-request-id": request_id})
         body = b"" if request.method == "HEAD" else error_body(code, request.path, request_id, message)
-        self._record(operation, status)
+        self._record(operation, status, target=request.raw_path)
         return web.Response(status=status, headers=headers, body=body or None)

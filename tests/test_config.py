@@ -196,12 +196,16 @@ def test_expand_keeps_paths_exact() -> None:
     cfg = Config(Path("c.toml"), {}, {
         "p": Endpoint("p", "sftp://etl@partner.example.com:2222/out"),
         "r": Endpoint("r", "s3://raw/partner/"),
+        "h": Endpoint("h", "https://data.example.org/pub"),
     })
     assert expand(cfg, "p:") == ("sftp://etl@partner.example.com:2222/out", cfg.endpoints["p"])
     assert expand(cfg, "p:/2026/x.csv")[0] == "sftp://etl@partner.example.com:2222/out/2026/x.csv"
     assert expand(cfg, "p:2026/")[0] == "sftp://etl@partner.example.com:2222/out/2026/"
-    assert expand(cfg, "r:a b#c?d%e.csv")[0] == "s3://raw/partner/a%20b%23c%3Fd%25e.csv"
+    assert expand(cfg, "r:a b#c?d%e.csv")[0] == "s3://raw/partner/a b#c?d%e.csv"  # literal, as the AWS CLI
     assert parse(expand(cfg, "r:a b#c?d%e.csv")[0]).path == "partner/a b#c?d%e.csv"
     assert parse(expand(cfg, "p:/x:y@z")[0]).path == "/out/x:y@z"
+    assert parse(expand(cfg, "p:q?%41#.bin")[0]).path == "/out/q?%41#.bin"
+    assert expand(cfg, "h:a b%.csv")[0] == "https://data.example.org/pub/a%20b%25.csv"  # http: a real URL
+    assert parse(expand(cfg, "h:a b%.csv")[0]).path == "/pub/a b%.csv"
     for untouched in ("q:/x", "./p:x", "/tmp/p:x", "sftp://h/x", "p", "s3://b/k"):
         assert expand(cfg, untouched) == (untouched, None)

@@ -20,11 +20,12 @@ from s3ferry.urls import join_name, parse, redact
 
 
 def test_parse_sftp_url() -> None:
-    loc = parse("sftp://alice@example.com:2222/data/file%20one.csv")
+    loc = parse("sftp://alice@example.com:2222/data/file one.csv")
     assert (loc.scheme, loc.user, loc.host, loc.port, loc.path) == ("sftp", "alice", "example.com", 2222,
                                                                   "/data/file one.csv")
     assert loc.name == "file one.csv"
     assert str(loc) == "sftp://alice@example.com:2222/data/file one.csv"
+    assert parse("sftp://alice@example.com/data/file%20one.csv").path == "/data/file%20one.csv"  # literal
 
 
 def test_parse_s3_and_local() -> None:
@@ -37,7 +38,7 @@ def test_parse_s3_and_local() -> None:
 
 
 @pytest.mark.parametrize("text", ["sftp://u:secret@h/x", "gopher://h/x", "ftp://u:pw@h/x", "http://u:pw@h/x", "s3://", "s3://a/x", "sftp://h:99999/x",
-                                  "sftp://h/x?y", "file://remote/x", ""])
+                                  "sftp://h?x/y", "s3://bu?ck/x", "file://remote/x", ""])
 def test_bad_urls(text: str) -> None:
     with pytest.raises(UsageError) as info:
         parse(text)

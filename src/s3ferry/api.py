@@ -1,5 +1,8 @@
 """The Python API: ``copy`` / ``acopy`` for one file, ``copy_tree`` / ``acopy_tree`` for
-folders and prefixes -- the same engine as the CLI."""
+folders and prefixes, ``acopy_glob`` for ``cp``'s source patterns -- the same engine as the CLI.
+
+``copy`` / ``acopy`` take every name literally (``star*.bin`` is that one file): patterns are
+``acopy_glob``'s alone."""
 
 from __future__ import annotations
 
@@ -7,9 +10,10 @@ import asyncio
 from typing import Any, Sequence
 
 from .backends import open_sink, open_source
-from .backends.base import Sink, Source, Stat
+from .backends.base import Entry, Sink, Source, Stat
 from .engine import PartExecutor, ProgressListener, TransferResult, transfer
-from .errors import S3FerryError, UsageError
+from .errors import NotFoundError, S3FerryError, UsageError
+from .globs import Glob, expand, glob_of
 from .observe import metrics
 from .journal import Journal, open_journal
 from .options import TransferOptions
@@ -160,6 +164,63 @@ async def acopy_tree(
                                 copy_one=copy_file, executor=executor)
     finally:
         await asyncio.shield(_close_both(source, sink))
+
+
+async def acopy_glob(
+    src: str | Location,
+    dst: str | Location,
+    options: TransferOptions | None = None,
+    *,
+    transfers: int = 4,
+    progress: ProgressListener | None = None,
+    executor: Any = None,
+    **overrides: Any,
+) -> TransferResult | TreeResult:
+    """``cp`` with a pattern in the source's last component (rules in :mod:`s3ferry.globs`).
+
+    Only that one folder is listed. As ``cp`` does with the files a shell expanded: when ``dst`` is a
+    folder (ends in ``/``, or is an existing local folder) every match lands in it (a
+    :class:`TreeResult`); else exactly one match is copied to ``dst`` itself (a
+    :class:`TransferResult`) and more than one is a :class:`UsageError`. Nothing matching and no
+    file of that literal name either: :class:`NotFoundError` (``no such file``). Both errors come
+    before anything is written.
+    """
+    opts = (options or TransferOptions()).replace(**overrides)
+    source_loc = src if isinstance(src, Location) else parse(src)
+    dest_loc = dst if isinstance(dst, Location) else parse(dst)
+    glob = glob_of(source_loc)
+    if glob is None:
+        raise UsageError(f"{source_loc} holds no pattern (*, ? or [...]) in its last name")
+    if dest_loc.scheme == "file" and not dest_loc.is_dir_like and _is_dir(dest_loc.path):
+        dest_loc = dest_loc.with_path(dest_loc.path + "/")  # like cp: an existing folder receives the files
+    folder = open_source(glob.folder, opts)
+    try:
+        found = await _glob_matches(folder, glob, source_loc)
+        if not dest_loc.is_dir_like and len(found) > 1:
+            raise UsageError(f"{len(found)} files match {glob.pattern}: end {dest_loc} with / to copy them "
+                             "into a folder")
+        sink = open_sink(dest_loc, opts)
+        try:
+            if dest_loc.is_dir_like:
+                return await _copy_tree(folder, sink, opts, transfers=transfers, progress=progress,
+                                        copy_one=copy_file, executor=executor, listed=found)
+            one = folder.child(glob.folder.path + found[0].path)
+            return await copy_file(one, sink, opts, progress, executor=executor)
+        finally:
+            await asyncio.shield(sink.close())
+    finally:
+        await asyncio.shield(folder.close())
+
+
+async def _glob_matches(folder: Source, glob: Glob, shown: Location) -> list[Entry]:
+    """The files of ``glob``'s folder its pattern names (or the literal name); none is "no such file"."""
+    try:
+        found = expand([entry async for entry in folder.list_folder()], glob.pattern)
+    except NotFoundError as exc:  # the folder itself is missing: the shell finds no match either
+        raise NotFoundError(f"no such file: {shown}") from exc
+    if not found:
+        raise NotFoundError(f"no such file: {shown}")
+    return found
 
 
 async def _close_both(source: Any, sink: Any) -> None:

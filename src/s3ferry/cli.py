@@ -25,7 +25,7 @@ from .redaction import printable
 # Start-up time: every run (--help, --version, each TAB of shell completion) imports this module,
 # so asyncio, logging, the engine, the backends and rich are imported inside the code that uses them.
 if TYPE_CHECKING:
-    from .tree import Filter
+    from .tree import Filter, TreeResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 DEFAULTS = TransferOptions()
@@ -389,8 +389,9 @@ def cp(src: str, dst: str, recursive: bool, include: tuple[str, ...], exclude: t
     again and only the missing parts are sent.
     """
     from .api import acopy, resolve
+    from .globs import glob_of
     from .observe.progress import summary_line
-    from .tree import Filter
+    from .urls import parse
 
     executor, scheduler = params.pop("executor"), params.pop("scheduler")
 
@@ -402,14 +403,11 @@ def cp(src: str, dst: str, recursive: bool, include: tuple[str, ...], exclude: t
             filters = filter_order(include, exclude, sys.argv)
             _copy_tree_cli(src, dst, options, filters, transfers, progress, as_json, cluster)
             return
-        glob = _glob_of(src)
-        if glob is not None:  # 'sftp://host/out/*.csv.gz': the matching files of that one folder
-            folder, pattern = glob
-            filters = [Filter("*", include=False), Filter(pattern, include=True), Filter("*/*", include=False)]
-            _copy_tree_cli(folder, dst, options, filters, transfers, progress, as_json, cluster)
-            return
         if include or exclude:
             raise UsageError("--include/--exclude select files of a folder: add -r")
+        if glob_of(parse(src)) is not None:  # 'sftp://host/out/*.csv.gz': the matching files of that one folder
+            _copy_glob_cli(src, dst, options, transfers, progress, as_json, cluster)
+            return
         _, dest = resolve(src, dst)
         kept = "interrupted" if options.resume == "never" else (
             f"interrupted: the upload is kept; run the same command again to resume, or `s3ferry cancel {dest}`")
@@ -452,18 +450,6 @@ def _plainly_no_terminal() -> bool:
         return True
 
 
-def _glob_of(src: str) -> tuple[Any, str] | None:
-    """``(folder location, pattern)`` when the source's last name holds a glob (``*``, ``?``, ``[``)."""
-    from .urls import parse
-
-    location = parse(src)
-    name = location.name
-    if location.scheme in ("http", "https") or not any(c in name for c in "*?["):
-        return None
-    folder = location.path[: len(location.path.rstrip("/")) - len(name)]
-    return location.with_path(folder), name
-
-
 def _cluster(executor: str, scheduler: str | None) -> Any:
     """A (not yet connected) Dask executor for --executor dask, else None."""
     if executor == "local":
@@ -490,18 +476,42 @@ async def _with_cluster(cluster: Any, make: Callable[[Any], Any]) -> Any:
 def _copy_tree_cli(src: str, dst: str, options: TransferOptions, filters: list[Filter], transfers: int,
                    progress: Any, as_json: bool, cluster: Any = None) -> None:
     from .api import acopy_tree
-    from .observe.progress import tree_summary_line
 
     result = run_async(_with_cluster(cluster, lambda ex: acopy_tree(src, dst, options, filters=filters,
                                                                     transfers=transfers, progress=progress,
                                                                     executor=ex)),
                        "interrupted: run the same command again to copy what is left")
+    _print_tree_result(result, as_json, cluster)
+
+
+def _print_tree_result(result: TreeResult, as_json: bool, cluster: Any) -> None:
+    from .observe.progress import tree_summary_line
+
     data = result.as_dict()
     if cluster is not None:
         data["workers"] = sorted(cluster.workers_used)
     click.echo(json.dumps(data) if as_json else tree_summary_line(result))
     if result.failures:
         sys.exit(result.exit_code)
+
+
+def _copy_glob_cli(src: str, dst: str, options: TransferOptions, transfers: int, progress: Any, as_json: bool,
+                   cluster: Any) -> None:
+    """A pattern in the source: a tree summary when the matches went into a folder, else one file's line."""
+    from .api import acopy_glob
+    from .observe.progress import summary_line
+    from .tree import TreeResult
+
+    result = run_async(_with_cluster(cluster, lambda ex: acopy_glob(src, dst, options, transfers=transfers,
+                                                                    progress=progress, executor=ex)),
+                       "interrupted: run the same command again to copy what is left")
+    if isinstance(result, TreeResult):
+        _print_tree_result(result, as_json, cluster)
+        return
+    data = result.as_dict()
+    if cluster is not None:
+        data["workers"] = sorted(cluster.workers_used)
+    click.echo(json.dumps(data) if as_json else summary_line(result))
 
 
 def _job_output(report: Any, as_json: bool) -> None:

@@ -52,12 +52,18 @@ class Endpoint:
     options: dict[str, tuple[Any, int]] = field(default_factory=dict)
 
     def expand(self, path: str) -> str:
-        """The endpoint's URL with ``path`` appended to its path."""
+        """The endpoint's URL with ``path`` appended to its path.
+
+        Paths are literal in s3/sftp/ftp/file URLs (urls.py, README *Names and paths*), so ``path``
+        is appended exactly as typed; only an http(s) endpoint, a real URL, gets it percent-quoted
+        (urls.parse decodes an http path again).
+        """
         if not path:
             return self.url
-        base = self.url.rstrip("/")
-        quoted = quote(path.lstrip("/"), safe="/~")  # urls.parse unquotes it again
-        return f"{base}/{quoted}"
+        tail = path.lstrip("/")
+        if self.url.split("://", 1)[0].lower() in ("http", "https"):
+            tail = quote(tail, safe="/~")
+        return f"{self.url.rstrip('/')}/{tail}"
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ _registering = threading.Lock()  # passwords are read in worker threads (asyncio
 
 # Patterns are compiled on first use (:func:`_compiled`): every start, even `s3ferry --help`, imports this module.
 _URL_USERINFO = r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+):[^@\s/]*@"
-_URL_QUERY = r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#]+)\?[^\s\"']*"
+# A "?" in an s3/sftp/ftp/file URL is a character of a literal name (urls.py), not a query string: it stays.
+_URL_QUERY = r"(?i)(\b(?!(?:s3|sftp|ftps?|file)://)[a-zA-Z][a-zA-Z0-9+.-]*://[^\s?#]+)\?[^\s\"']*"
 #: names whose value is secret: S3 headers and botocore parameters, query parameters of pre-signed URLs,
 #: AWS credential settings, and the generic words (the longer names first: alternation takes the first match)
 _SECRET_NAMES = "|".join([

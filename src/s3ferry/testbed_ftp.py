@@ -22,7 +22,6 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import quote
 
 from .testbed import _stop, free_port, wait_for_port
 
@@ -134,7 +133,7 @@ class FtpServer:
         rel = target.relative_to(self.root_dir) if target.is_absolute() else target
         text = rel.as_posix()
         remote = "/" if text == "." else "/" + text
-        return f"{self.scheme}://{self.user}@127.0.0.1:{self.port}{quote(remote)}"
+        return f"{self.scheme}://{self.user}@127.0.0.1:{self.port}{remote}"  # paths are literal: no quoting
 
     def start(self) -> "FtpServer":
         self.workdir.mkdir(parents=True, exist_ok=True)

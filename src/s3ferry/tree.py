@@ -159,8 +159,13 @@ def child_path(base: str, rel: str) -> str:
 
 async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, filters: Sequence[Filter] = (),
                     transfers: int = 4, progress: ProgressListener | None = None,
-                    copy_one: CopyOne | None = None, executor: Any = None) -> TreeResult:
-    """Copy every selected file below ``source`` into ``sink`` (both folders / prefixes)."""
+                    copy_one: CopyOne | None = None, executor: Any = None,
+                    listed: Sequence[Entry] | None = None) -> TreeResult:
+    """Copy every selected file below ``source`` into ``sink`` (both folders / prefixes).
+
+    ``listed``: the files to copy, already listed (a glob's matches in one folder); then
+    ``source`` is not walked and ``filters`` are not applied.
+    """
     if not source.features.listing:
         raise UsageError(f"{source.location.scheme}:// sources cannot be listed: copy their files one by one")
     if not 1 <= transfers <= 64:
@@ -170,12 +175,7 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
     run_one = copy_one
     meter, started = ResourceMeter(), time.monotonic()
     result = TreeResult(str(source.location), str(sink.location))
-    entries: list[Entry] = []
-    async for entry in source.walk():
-        if selected(entry.path, filters):
-            entries.append(entry)
-        else:
-            result.excluded += 1
+    entries = list(listed) if listed is not None else await _selected_entries(source, filters, result)
     if progress is not None:
         progress.started(f"{len(entries)} files", sum(e.size for e in entries))
     per_file = options.replace(max_memory=max(options.max_memory // transfers, 5 * 1024 * 1024))
@@ -196,6 +196,17 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
     result.seconds = time.monotonic() - started
     result.peak_rss_bytes, result.disk_write_bytes = meter.peak_rss(), meter.disk_writes()
     return result
+
+
+async def _selected_entries(source: Source, filters: Sequence[Filter], result: TreeResult) -> list[Entry]:
+    """The files below ``source`` that ``filters`` select; the others are counted as excluded."""
+    entries: list[Entry] = []
+    async for entry in source.walk():
+        if selected(entry.path, filters):
+            entries.append(entry)
+        else:
+            result.excluded += 1
+    return entries
 
 
 async def _destination_sizes(sink: Sink, options: TransferOptions) -> dict[str, int] | None:

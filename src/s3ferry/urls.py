@@ -3,9 +3,18 @@
 ``sftp://[user@]host[:port]/path``, ``ftp://`` / ``ftps://`` (same form),
 ``http(s)://host[:port]/path[?query]``, ``s3://bucket/key``, ``file:///path``
 or a plain path. Passwords in URLs are refused: a command line is visible to
-every user of the machine (``ps``) and ends up in shell history. An HTTP query
-string is kept for the request (pre-signed URLs need it) but never displayed:
-it often carries a signature.
+every user of the machine (``ps``) and ends up in shell history.
+
+One escaping rule (README, *Names and paths*): paths are LITERAL in every
+scheme but http(s). The S3 key is every character after the bucket's ``/``,
+as the AWS CLI reads it; an SFTP, FTP or ``file://`` path is everything from
+the first ``/`` after the host, as scp and rclone read it. ``%``, ``?``,
+``#``, ``+`` and spaces are themselves: no percent-decoding, so ``a%41.bin``
+names the file ``a%41.bin``, never ``aA.bin``. Only the user name is
+percent-decoded (``me%40corp@host`` is the user ``me@corp``: the ``@`` must be
+written somehow). ``http(s)://`` URLs are real URLs: the path is decoded and
+sent re-encoded, and the query string is kept for the request (pre-signed URLs
+need it) but never displayed: it often carries a signature.
 """
 
 from __future__ import annotations
@@ -64,37 +73,43 @@ class Location:
         return f"{self.scheme}://{user}{host}{port}{self.path}"
 
 
+#: schemes whose path is taken literally (everything but http/https)
+LITERAL_SCHEMES = ("sftp", "s3", "file", "ftp", "ftps")
+
+
 def parse(text: str) -> Location:
     """Parse a command-line location; raises :class:`UsageError` when malformed."""
     if not text:
         raise UsageError("empty location")
     if "://" not in text:
         return Location("file", str(Path(text).expanduser()) + ("/" if text.endswith("/") else ""))
-    parts = urlsplit(text)
-    scheme = parts.scheme.lower()
+    scheme, rest = text.split("://", 1)
+    scheme = scheme.lower()
     if scheme not in SCHEMES:
         raise UsageError(f"unsupported scheme {scheme!r} in {redact(text)} (use one of: {', '.join(SCHEMES)})")
     if scheme in ("http", "https"):
         return _parse_http(text)
-    if parts.query or parts.fragment:
-        raise UsageError(f"unexpected '?' or '#' in {redact(text)}; quote such characters as %3F / %23")
+    # Literal paths: the host part ends at the first "/", and every character after it is the path.
+    netloc, slash, tail = rest.partition("/")
     if scheme == "file":
-        if parts.netloc not in ("", "localhost"):
+        if netloc not in ("", "localhost"):
             raise UsageError(f"file URLs name no host: {redact(text)}")
-        return Location("file", unquote(parts.path))
+        return Location("file", slash + tail)
     if scheme == "s3":
-        return _parse_s3(text, parts.netloc, unquote(parts.path))
-    return _parse_remote(text)
+        return _parse_s3(text, netloc, tail)
+    return _parse_remote(text, scheme, netloc, slash + tail)
 
 
-def _parse_s3(text: str, bucket: str, path: str) -> Location:
+def _parse_s3(text: str, bucket: str, key: str) -> Location:
     if not bucket:
         raise UsageError(f"missing bucket in {text!r} (expected s3://bucket/key)")
     if "@" in bucket or ":" in bucket:
         raise UsageError(f"S3 URLs carry no credentials or port: {redact(text)}")
+    if "?" in bucket or "#" in bucket:
+        raise UsageError(f"unexpected '?' or '#' in the bucket name of {redact(text)}")
     if not (3 <= len(bucket) <= 63):
         raise UsageError(f"bucket name {bucket!r} must be 3 to 63 characters long")
-    return Location("s3", path.lstrip("/"), bucket=bucket)
+    return Location("s3", key, bucket=bucket)
 
 
 def _host_port(parts: SplitResult, text: str) -> tuple[str, int | None]:
@@ -115,24 +130,28 @@ def _parse_http(text: str) -> Location:
     return Location(parts.scheme.lower(), unquote(parts.path) or "/", host=host, port=port, query=parts.query)
 
 
-def _parse_remote(text: str) -> Location:
-    parts = urlsplit(text)
-    if parts.password is not None:
-        env = "S3FERRY_FTP_PASSWORD" if parts.scheme.lower().startswith("ftp") else "S3FERRY_SFTP_PASSWORD"
+def _parse_remote(text: str, scheme: str, netloc: str, path: str) -> Location:
+    """sftp/ftp/ftps: ``[user@]host[:port]`` (the user percent-decoded), then ``path`` exactly as given."""
+    userinfo, _, hostport = netloc.rpartition("@")
+    if ":" in userinfo:
+        env = "S3FERRY_FTP_PASSWORD" if scheme.startswith("ftp") else "S3FERRY_SFTP_PASSWORD"
         raise UsageError(f"refusing a password inside the URL {redact(text)}: set {env} or use --password-file")
-    host, port = _host_port(parts, text)
-    path = unquote(parts.path) or "/"
-    user = unquote(parts.username) if parts.username else None
-    return Location(parts.scheme.lower(), path, host=host, port=port, user=user)
+    if "?" in hostport or "#" in hostport:
+        raise UsageError(f"unexpected '?' or '#' in the host of {redact(text)}")
+    host, port = _host_port(urlsplit(f"{scheme}://{hostport}"), text)
+    return Location(scheme, path or "/", host=host, port=port, user=unquote(userinfo) or None)
 
 
 def redact(text: str) -> str:
-    """``text`` with any ``user:password@`` reduced to ``user:***@`` and a query string hidden."""
+    """``text`` with any ``user:password@`` reduced to ``user:***@`` and a query string hidden.
+
+    A ``?`` in an s3/sftp/ftp/file URL is part of a literal name, not a query: it stays.
+    """
     if "://" not in text:
         return text
-    if "?" in text:
-        text = text.split("?", 1)[0] + "?***"
     scheme, rest = text.split("://", 1)
+    if "?" in rest and scheme.lower() not in LITERAL_SCHEMES:
+        rest = rest.split("?", 1)[0] + "?***"
     netloc, sep, tail = rest.partition("/")
     if "@" in netloc:
         userinfo, host = netloc.rsplit("@", 1)

@@ -85,7 +85,7 @@ class Features:
     offset_writes: bool = False
     server_side_copy: bool = False
     resumable: bool = False  # parts of an unfinished write can be listed and reused
-    listing: bool = False  # walk() lists a directory / prefix (needed by cp -r)
+    listing: bool = False  # walk() and list_folder() list a directory / prefix (cp -r, cp with a glob)
     #: the sink checks every part's checksum on receipt and reports the whole
     #: object's; sinks without it (files) are checked against the source's own
     #: stored checksum where the source has one (S3)
@@ -210,6 +210,16 @@ class Source(Protocol):
         """Every regular file below this location, recursively (``features.listing`` only).
 
         Raises :class:`~s3ferry.errors.NotFoundError` when the location does not exist.
+        """
+
+    def list_folder(self) -> AsyncIterator[Entry]:
+        """The regular files directly in this folder, not below it (``features.listing`` only).
+
+        What a glob in ``cp``'s source needs: one folder is read (S3: one
+        ``Delimiter='/'`` listing of the prefix), however big the tree below
+        it. Entry paths are bare names. Symbolic links are skipped, as by
+        :meth:`walk`. Raises :class:`~s3ferry.errors.NotFoundError` when the
+        folder does not exist (S3: nothing at all under the prefix).
         """
 
     async def close(self) -> None: ...

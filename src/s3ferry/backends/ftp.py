@@ -675,6 +675,15 @@ class FtpSource:
                     log.debug("skipping %s/%s: a %s, not a file or folder", self.where.rstrip("/"), rel_name,
                               item.kind)
 
+    async def list_folder(self) -> AsyncIterator[Entry]:
+        folder = self.location.path.rstrip("/") or "/"
+        facts = await self._pool.run(lambda client: _facts(client, folder), self.where)
+        if facts.get("type", "").lower() not in _DIR_TYPES:
+            raise NotFoundError(f"source folder not found: {self.where}")
+        files = [item for item in await self._list(folder) if item.kind == "file"]
+        for item in sorted(files, key=lambda item: item.name):
+            yield self._entry(item, item.name)
+
     def _entry(self, item: _Listed, rel_name: str) -> Entry:
         if item.size is None:
             raise TransferError(f"the FTP server gave no size for {self.where.rstrip('/')}/{rel_name}",

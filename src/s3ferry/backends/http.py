@@ -356,6 +356,9 @@ class HttpSource:
     def walk(self) -> AsyncIterator[Entry]:
         raise UsageError("http sources cannot be listed; copy files one by one")
 
+    def list_folder(self) -> AsyncIterator[Entry]:
+        raise UsageError("http sources cannot be listed; copy files one by one")
+
     async def close(self) -> None:
         if self._owner:
             await self._client.close()

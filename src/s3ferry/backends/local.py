@@ -117,8 +117,29 @@ class LocalSource:
         for entry in await asyncio.to_thread(_walk, self.location.path.rstrip("/") or "/"):
             yield entry
 
+    async def list_folder(self) -> AsyncIterator[Entry]:
+        path = self.location.path
+        for entry in await asyncio.to_thread(_list_folder, path.rstrip("/") or ("/" if path else ".")):
+            yield entry
+
     async def close(self) -> None:
         return None
+
+
+def _list_folder(folder: str) -> list[Entry]:
+    """Regular files directly in ``folder``, sorted by name; links skipped as by :func:`_walk`."""
+    found: list[Entry] = []
+    try:
+        with os.scandir(folder) as items:
+            for item in items:
+                if item.is_file(follow_symlinks=False):
+                    st = item.stat(follow_symlinks=False)
+                    found.append(Entry(item.name, st.st_size, st.st_mtime))
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise NotFoundError(f"source folder not found: {folder}") from exc
+    except OSError as exc:
+        raise _translate(exc, folder) from exc
+    return sorted(found, key=lambda entry: entry.path)
 
 
 def _walk(top: str) -> list[Entry]:

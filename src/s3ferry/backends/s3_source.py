@@ -205,6 +205,26 @@ class S3Source(S3Client):
             await self.stat()
         yield S3Reader(self, self.pinned_etag)
 
+    async def list_folder(self) -> AsyncIterator[Entry]:
+        # Delimiter='/': S3 rolls every key below a deeper "/" into one CommonPrefix, so the
+        # pages hold this folder's own keys however many objects lie below it.
+        path = self.location.path
+        prefix = path if not path or path.endswith("/") else f"{path}/"
+        args: dict[str, Any] = {"Bucket": self.location.bucket, "Prefix": prefix, "Delimiter": "/"}
+        found = False
+        while True:
+            page = await self.call("list_objects_v2", **args)
+            found = found or bool(page.get("Contents") or page.get("CommonPrefixes"))
+            for obj in page.get("Contents", []):
+                key = str(obj["Key"])
+                if key != prefix:  # the folder's own marker object ("dir/") is no file of it
+                    yield Entry(key[len(prefix):], int(obj["Size"]), _epoch(obj.get("LastModified")), obj.get("ETag"))
+            if not page.get("IsTruncated"):
+                break
+            args["ContinuationToken"] = page["NextContinuationToken"]
+        if not found:
+            raise NotFoundError(f"nothing found under {self.location.with_path(prefix)}")
+
     async def walk(self) -> AsyncIterator[Entry]:
         prefix = self.location.path.rstrip("/")
         prefix = f"{prefix}/" if prefix else ""

@@ -97,6 +97,17 @@ def _translate(exc: BaseException, where: str) -> S3FerryError:
     raise exc
 
 
+async def _list_folder(sftp: asyncssh.SFTPClient, folder: str) -> list[Entry]:
+    """Regular files directly in ``folder``, sorted by name; links and specials are skipped (as by ``_walk``)."""
+    found: list[Entry] = []
+    async for name in sftp.scandir(folder):
+        mode = name.attrs.permissions or 0
+        if statmod.S_ISREG(mode):
+            mtime = float(name.attrs.mtime) if name.attrs.mtime is not None else None
+            found.append(Entry(str(name.filename), name.attrs.size or 0, mtime))
+    return sorted(found, key=lambda entry: entry.path)
+
+
 class SftpReader:
     """Reads ranges through one SFTP session with a sliding window of requests."""
 
@@ -337,6 +348,16 @@ class SftpSource(SftpEndpoint):
                 self._idle.append((conn, sftp))
             else:
                 conn.abort()
+
+    async def list_folder(self) -> AsyncIterator[Entry]:
+        conn, sftp = await self._checkout()
+        try:
+            entries = await _list_folder(sftp, self.location.path.rstrip("/") or "/")
+        except (asyncssh.Error, OSError) as exc:
+            raise _translate(exc, self.where) from exc
+        self._idle.append((conn, sftp))
+        for entry in entries:
+            yield entry
 
     async def archive(self, path: str, folder: str) -> str:
         parent, name = posixpath.split(path)

@@ -9,7 +9,8 @@ name holding ``ESC [31m`` or a newline shows as ``\\x1b[31m`` / ``\\n``).
 is always there (so botocore, aiobotocore, asyncssh, asyncio, aiohttp and
 ``warnings`` records get them too, never Python's bare ``lastResort``), and
 replaces the exception hooks (main thread, other threads, "exception
-ignored") with scrubbing ones.
+ignored") with scrubbing ones. s3/sftp/ftp/file URLs have no query string:
+their ``?`` is a character of a name and is kept.
 """
 
 from __future__ import annotations

@@ -1,0 +1,307 @@
+"""Hostile and tricky names (issue 14): one escaping rule for every scheme, globs only where the shell has them.
+
+Paths are literal in s3://, sftp://, ftp(s)://, file:// and local paths (no percent-decoding); a
+``cp`` source's last component may be a pattern, expanded in that one folder as bash does without
+failglob (README, *Names and paths*). The CLI tests run on real sshd, SeaweedFS and pyftpdlib.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import run_cli, sftp_flags
+from s3ferry import testbed
+from s3ferry.observe.logs import scrub
+from s3ferry.testbed_ftp import FtpServer
+from s3ferry.urls import parse, redact
+
+#: each name is a trap for one reading or another: a query, a fragment, a percent escape (valid,
+#: invalid), a form-encoded space, and the three wildcards
+HOSTILE = ("q?mark.bin", "a%41.bin", "100%.csv", "hash#tag.bin", "sp ace.bin", "star*.bin", "br[1].bin",
+           "plus+sign.bin")
+
+
+def content(name: str) -> bytes:
+    """Bytes that say which file they came from (and differ from every other name's)."""
+    return f"the file named {name!r}\n".encode() + os.urandom(64)
+
+
+def write_all(folder: Path, names: tuple[str, ...] = HOSTILE) -> dict[str, bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name in names:
+        written[name] = content(name)
+        (folder / name).write_bytes(written[name])
+    return written
+
+
+def put_all(s3: testbed.SeaweedServer, bucket: str, prefix: str, names: tuple[str, ...] = HOSTILE) -> dict[str, bytes]:
+    client = s3.client()
+    written = {}
+    for name in names:
+        written[name] = content(name)
+        client.put_object(Bucket=bucket, Key=prefix + name, Body=written[name])
+    return written
+
+
+def keys(s3: testbed.SeaweedServer, bucket: str, prefix: str = "") -> list[str]:
+    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(obj["Key"] for page in pages for obj in page.get("Contents", []))
+
+
+def body(s3: testbed.SeaweedServer, bucket: str, key: str) -> bytes:
+    return bytes(s3.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} if folder.exists() else {}
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("s3ferry: error: "), stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def ftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FtpServer]:
+    base = tmp_path_factory.mktemp("ftp-names")
+    server = FtpServer(base / "root", base / "work").start()
+    yield server
+    server.stop()
+
+
+# -- single-file cp, in several directions ------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_local_to_s3_keys_are_the_names_as_typed(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer) -> None:
+    written = write_all(tmp_path / "src")
+    for name in HOSTILE:
+        result = run_cli("cp", str(tmp_path / "src" / name), f"s3://{bucket}/up/{name}", "--no-progress")
+        assert result.code == 0, (name, result.stderr)
+        assert f"-> s3://{bucket}/up/{name} " in result.stdout  # the summary shows the key, not a masked query
+    assert keys(s3, bucket) == sorted(f"up/{name}" for name in HOSTILE)
+    assert {name: body(s3, bucket, f"up/{name}") for name in HOSTILE} == written
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_s3_to_local_copies_exactly_the_key_typed(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer) -> None:
+    written = put_all(s3, bucket, "down/")
+    put_all(s3, bucket, "down/", ("aA.bin",))  # what a%41.bin would mean if it were percent-decoded
+    out = tmp_path / "out"
+    for name in HOSTILE:
+        result = run_cli("cp", f"s3://{bucket}/down/{name}", f"{out}/", "--no-progress")
+        assert result.code == 0, (name, result.stderr)
+    assert files_in(out) == written  # a%41.bin holds the bytes of the key a%41.bin, and no aA.bin came along
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_a_percent_escape_in_an_s3_key_is_two_characters_of_the_key(tmp_path: Path, bucket: str,
+                                                                     s3: testbed.SeaweedServer) -> None:
+    written = put_all(s3, bucket, "", ("a%41.bin", "aA.bin"))
+    result = run_cli("cp", f"s3://{bucket}/a%41.bin", str(tmp_path / "got.bin"), "--no-progress")
+    assert result.code == 0, result.stderr
+    assert (tmp_path / "got.bin").read_bytes() == written["a%41.bin"]
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_sftp_to_s3_paths_are_literal(bucket: str, s3: testbed.SeaweedServer, ssh: testbed.SshServer) -> None:
+    folder = ssh.root / "names-to-s3"
+    written = write_all(folder)
+    for name in HOSTILE:
+        result = run_cli("cp", ssh.url(folder / name), f"s3://{bucket}/in/", "--no-progress", *sftp_flags(ssh))
+        assert result.code == 0, (name, result.stderr)
+    assert keys(s3, bucket) == sorted(f"in/{name}" for name in HOSTILE)
+    assert {name: body(s3, bucket, f"in/{name}") for name in HOSTILE} == written
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_s3_to_sftp_destination_names_are_literal(bucket: str, s3: testbed.SeaweedServer,
+                                                   ssh: testbed.SshServer) -> None:
+    written = put_all(s3, bucket, "out/")
+    target = ssh.root / "names-from-s3"
+    for index, name in enumerate(HOSTILE):
+        # the destination is never a pattern: the hostile name is the destination's own name
+        result = run_cli("cp", f"s3://{bucket}/out/{name}", ssh.url(target / f"{index}-{name}"), "--no-progress",
+                         *sftp_flags(ssh))
+        assert result.code == 0, (name, result.stderr)
+    assert files_in(target) == {f"{index}-{name}": written[name] for index, name in enumerate(HOSTILE)}
+
+
+def test_ftp_to_local_paths_are_literal(tmp_path: Path, ftp: FtpServer) -> None:
+    written = write_all(ftp.root_dir / "names")
+    out = tmp_path / "out"
+    for index, name in enumerate(HOSTILE):
+        result = run_cli("cp", ftp.url(f"names/{name}"), str(out / f"{index}.bin"), "--no-progress",
+                         env={"S3FERRY_FTP_PASSWORD": ftp.password})
+        assert result.code == 0, (name, result.stderr)
+    assert files_in(out) == {f"{index}.bin": written[name] for index, name in enumerate(HOSTILE)}
+
+
+# -- patterns in the source: the shell's rules --------------------------------------------------------
+
+
+def test_bracketed_wildcard_names_one_file_for_a_file_destination(tmp_path: Path, ssh: testbed.SshServer) -> None:
+    folder = ssh.root / "bracketed"
+    written = write_all(folder, ("q?mark.bin", "qXmark.bin"))
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run_cli("cp", ssh.url(folder) + "/q[?]mark.bin", str(out / "renamed.bin"), "--no-progress",
+                     *sftp_flags(ssh))
+    assert result.code == 0, result.stderr
+    assert files_in(out) == {"renamed.bin": written["q?mark.bin"]}
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_pattern_matching_nothing_is_no_such_file(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer) -> None:
+    put_all(s3, bucket, "dir/", ("a.csv", "b.csv"))
+    out = tmp_path / "out"
+    for dst in (f"{out}/", str(out / "x.txt")):
+        result = run_cli("cp", f"s3://{bucket}/dir/*.txt", dst, "--no-progress")
+        assert result.code == 2, result.stderr
+        assert one_error_line(result.stderr) == f"s3ferry: error: no such file: s3://{bucket}/dir/*.txt"
+    assert not out.exists()
+
+
+def test_pattern_in_a_missing_folder_is_no_such_file(tmp_path: Path, ssh: testbed.SshServer) -> None:
+    source = ssh.url(ssh.root / "no-such-folder") + "/*.csv"
+    result = run_cli("cp", source, f"{tmp_path}/out/", "--no-progress", *sftp_flags(ssh))
+    assert result.code == 2
+    assert one_error_line(result.stderr) == f"s3ferry: error: no such file: {source}"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_two_matches_into_a_file_destination_is_refused(tmp_path: Path, bucket: str,
+                                                        s3: testbed.SeaweedServer) -> None:
+    write_all(tmp_path / "src", ("a.csv", "b.csv", "c.txt"))
+    result = run_cli("cp", f"{tmp_path}/src/*.csv", f"s3://{bucket}/all.csv", "--no-progress")
+    assert result.code == 2
+    line = one_error_line(result.stderr)
+    assert f"2 files match *.csv: end s3://{bucket}/all.csv with / to copy them into a folder" in line
+    assert keys(s3, bucket) == []
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_one_match_goes_to_a_file_destination_and_many_into_a_folder(tmp_path: Path, bucket: str,
+                                                                     s3: testbed.SeaweedServer) -> None:
+    written = write_all(tmp_path / "src", ("a.csv", "b.csv", "c.txt", ".hidden.csv"))
+    one = run_cli("cp", f"{tmp_path}/src/c.*", f"s3://{bucket}/single.txt", "--no-progress")
+    assert one.code == 0, one.stderr
+    many = run_cli("cp", f"{tmp_path}/src/*.csv", f"s3://{bucket}/many/", "--no-progress")
+    assert many.code == 0, many.stderr
+    assert keys(s3, bucket) == ["many/a.csv", "many/b.csv", "single.txt"]  # `*` skips .hidden.csv, as the shell
+    assert body(s3, bucket, "single.txt") == written["c.txt"]
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_s3_pattern_lists_only_its_own_folder(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer) -> None:
+    from s3proxy import S3FaultProxy
+
+    written = put_all(s3, bucket, "wide/", ("a.csv", "b.txt"))
+    client = s3.client()
+    with ThreadPoolExecutor(8) as pool:  # more keys below than one listing page holds (1000)
+        list(pool.map(lambda i: client.put_object(Bucket=bucket, Key=f"wide/sub/k{i:04d}.csv", Body=b"x"),
+                      range(1001)))
+    out = tmp_path / "out"
+    with S3FaultProxy(s3.s3_port) as proxy:
+        result = run_cli("cp", f"s3://{bucket}/wide/*.csv", f"{out}/", "--no-progress",
+                         env={"AWS_ENDPOINT_URL_S3": proxy.url})
+    assert result.code == 0, result.stderr
+    assert files_in(out) == {"a.csv": written["a.csv"]}
+    listings = [target for operation, target in proxy.targets if operation == "ListObjects"]
+    assert len(listings) == 1, listings
+    assert "delimiter=%2F" in listings[0] and "prefix=wide%2F" in listings[0]
+
+
+# -- the parsing rules (pure) -----------------------------------------------------------------------
+
+
+def test_every_literal_scheme_keeps_the_path_as_typed() -> None:
+    for name in HOSTILE + ("lead space .bin", "ünï.csv", "x%2Fy", "%", "a;b=c&d"):
+        assert parse(f"s3://bucket/dir/{name}").path == f"dir/{name}"
+        assert parse(f"sftp://me@host:2222/dir/{name}").path == f"/dir/{name}"
+        assert parse(f"ftp://host/dir/{name}").path == f"/dir/{name}"
+        assert parse(f"ftps://me@host/dir/{name}").path == f"/dir/{name}"
+        assert parse(f"file:///dir/{name}").path == f"/dir/{name}"
+        assert parse(f"/dir/{name}").path == f"/dir/{name}"
+        assert str(parse(f"s3://bucket/dir/{name}")) == f"s3://bucket/dir/{name}"
+        assert str(parse(f"sftp://me@host/dir/{name}")) == f"sftp://me@host/dir/{name}"
+
+
+def test_s3_key_is_everything_after_the_buckets_slash() -> None:
+    assert parse("s3://bucket//lead").path == "/lead"  # as the AWS CLI: the key is "/lead"
+    assert parse("s3://bucket/a?b#c").path == "a?b#c"
+    assert parse("s3://bucket").path == parse("s3://bucket/").path == ""
+    assert parse("S3://bucket/Key").path == "Key"
+
+
+def test_user_name_is_percent_decoded_but_the_path_is_not() -> None:
+    loc = parse("sftp://me%40corp@host/in%40box/x%20y")
+    assert (loc.user, loc.host, loc.path) == ("me@corp", "host", "/in%40box/x%20y")
+    assert str(loc) == "sftp://me%40corp@host/in%40box/x%20y"
+    assert parse("ftp://a%3Ab@host/").user == "a:b"
+
+
+def test_only_http_urls_have_a_query_string() -> None:
+    """http(s): a real URL, decoded path, query kept for the request and out of every display form.
+    Everywhere else a ``?`` is a character of a name, shown as it is."""
+    loc = parse("https://h.example/dir/a%20b.bin?X-Amz-Signature=abc")
+    assert (loc.path, loc.query) == ("/dir/a b.bin", "X-Amz-Signature=abc")
+    assert "abc" not in str(loc) and loc.url.endswith("/dir/a%20b.bin?X-Amz-Signature=abc")
+    assert redact("https://h/x?sig=1") == "https://h/x?***"
+    assert scrub("GET https://h/x?X-Amz-Signature=abc") == "GET https://h/x?***"
+    assert parse("s3://bucket/q?mark.bin").path == "q?mark.bin"
+    assert redact("s3://bucket/q?mark.bin") == "s3://bucket/q?mark.bin"
+    assert redact("sftp://u:pw@h/q?x") == "sftp://u:***@h/q?x"
+    assert scrub("no such file: sftp://h/q?mark.bin") == "no such file: sftp://h/q?mark.bin"
+
+
+def test_query_or_fragment_characters_before_the_path_are_refused() -> None:
+    from s3ferry.errors import UsageError
+
+    for text in ("sftp://h?x/y", "sftp://h#x/y", "s3://bu?ck/x", "sftp://u:pw?x@h/y"):
+        with pytest.raises(UsageError) as info:
+            parse(text)
+        assert "pw" not in str(info.value), text  # the password is refused, and not shown
+
+
+def test_only_the_last_component_of_a_literal_source_is_a_pattern() -> None:
+    from s3ferry.globs import glob_of
+
+    glob = glob_of(parse("sftp://h/out/*.csv"))
+    assert glob is not None and (glob.folder.path, glob.pattern) == ("/out/", "*.csv")
+    glob = glob_of(parse("s3://bucket/q[?]mark.bin"))
+    assert glob is not None and (glob.folder.path, glob.pattern) == ("", "q[?]mark.bin")
+    glob = glob_of(parse("*.csv"))
+    assert glob is not None and (glob.folder.path, glob.pattern) == ("", "*.csv")
+    for text in ("s3://bucket/d*r/x.bin", "s3://bucket/d*r/", "https://h/x.bin?a=*", "https://h/*.bin",
+                 "sftp://h/plain.bin", "s3://bucket/a%41.bin"):
+        assert glob_of(parse(text)) is None, text
+
+
+def test_expansion_follows_the_shell() -> None:
+    from s3ferry.backends.base import Entry
+    from s3ferry.globs import expand
+
+    folder = [Entry(name, 1) for name in ("q?mark.bin", "qXmark.bin", "br[1].bin", "star*.bin", "starry.bin",
+                                          ".hidden.bin", "a.csv")]
+
+    def names(pattern: str) -> list[str]:
+        return [entry.path for entry in expand(folder, pattern)]
+
+    assert names("q?mark.bin") == ["q?mark.bin", "qXmark.bin"]
+    assert names("q[?]mark.bin") == ["q?mark.bin"]  # a bracketed wildcard is literal
+    assert names("star[*].bin") == ["star*.bin"]
+    assert names("star*.bin") == ["star*.bin", "starry.bin"]
+    assert names("br[1].bin") == ["br[1].bin"]  # no br1.bin: taken literally, as bash without failglob
+    assert names("br[[]1].bin") == ["br[1].bin"]
+    assert names("*.bin") == ["br[1].bin", "q?mark.bin", "qXmark.bin", "star*.bin", "starry.bin"]
+    assert names(".*") == [".hidden.bin"]  # a leading dot is matched only explicitly
+    assert names("*.txt") == [] and names("[") == []
