@@ -19,7 +19,7 @@ from .journal import Journal, open_journal
 from .options import TransferOptions
 from .tree import Filter, TreeResult
 from .tree import copy_tree as _copy_tree
-from .urls import Location, join_name, parse
+from .urls import Location, join_name, parse, safe_relative
 
 
 def resolve(src: str | Location, dst: str | Location) -> tuple[Location, Location]:
@@ -204,7 +204,7 @@ async def acopy_glob(
             if dest_loc.is_dir_like:
                 return await _copy_tree(folder, sink, opts, transfers=transfers, progress=progress,
                                         copy_one=copy_file, executor=executor, listed=found)
-            one = folder.child(glob.folder.path + found[0].path)
+            one = folder.child(glob.folder.path + safe_relative(found[0].path))  # a name from the listing
             return await copy_file(one, sink, opts, progress, executor=executor)
         finally:
             await asyncio.shield(sink.close())

@@ -97,17 +97,6 @@ def _translate(exc: BaseException, where: str) -> S3FerryError:
     raise exc
 
 
-async def _list_folder(sftp: asyncssh.SFTPClient, folder: str) -> list[Entry]:
-    """Regular files directly in ``folder``, sorted by name; links and specials are skipped (as by ``_walk``)."""
-    found: list[Entry] = []
-    async for name in sftp.scandir(folder):
-        mode = name.attrs.permissions or 0
-        if statmod.S_ISREG(mode):
-            mtime = float(name.attrs.mtime) if name.attrs.mtime is not None else None
-            found.append(Entry(str(name.filename), name.attrs.size or 0, mtime))
-    return sorted(found, key=lambda entry: entry.path)
-
-
 class SftpReader:
     """Reads ranges through one SFTP session with a sliding window of requests."""
 
@@ -444,18 +433,18 @@ def _not_a_name(raw: bytes) -> str | None:
     return None
 
 
-async def _walk(sftp: asyncssh.SFTPClient, top: bytes, rel: str) -> AsyncIterator[Entry]:
-    """Regular files below ``top``/``rel``, depth first, sorted; links and specials are skipped.
+async def _listing(sftp: asyncssh.SFTPClient, folder: bytes, rel: str) -> list[tuple[Entry, bool]]:
+    """One folder's files and folders as ``(entry, is a folder)``, sorted; links and specials are skipped.
 
     Folders are listed by bytes paths: given a str, asyncssh decodes every name
     strictly, and one name that is not UTF-8 would stop the whole listing. Such
     a name reaches :func:`~s3ferry.urls.safe_relative` surrogate-escaped and is
     refused there by name while the others go on. A name that cannot be one
-    file's (see :func:`_not_a_name`) is yielded as an :class:`UnsafeName`,
-    never followed into.
+    file's (see :func:`_not_a_name`) comes as an :class:`UnsafeName` file,
+    never as a folder to follow.
     """
-    folder = posixpath.join(top, _raw(rel)) if rel else top
     names = sorted([n async for n in sftp.scandir(folder)], key=lambda n: cast(bytes, n.filename))
+    found: list[tuple[Entry, bool]] = []
     for name in names:
         raw = cast(bytes, name.filename)  # bytes: the folder was given as bytes
         mode = name.attrs.permissions or 0
@@ -467,12 +456,25 @@ async def _walk(sftp: asyncssh.SFTPClient, top: bytes, rel: str) -> AsyncIterato
         mtime = float(name.attrs.mtime) if name.attrs.mtime is not None else None
         problem = _not_a_name(raw)
         if problem is not None:
-            yield Entry(UnsafeName(path, problem), name.attrs.size or 0, mtime)
-        elif statmod.S_ISDIR(mode):
-            async for entry in _walk(sftp, top, path):
-                yield entry
+            found.append((Entry(UnsafeName(path, problem), name.attrs.size or 0, mtime), False))
         else:
-            yield Entry(path, name.attrs.size or 0, mtime)
+            found.append((Entry(path, name.attrs.size or 0, mtime), statmod.S_ISDIR(mode)))
+    return found
+
+
+async def _walk(sftp: asyncssh.SFTPClient, top: bytes, rel: str) -> AsyncIterator[Entry]:
+    """Regular files below ``top``/``rel``, depth first, sorted (see :func:`_listing`)."""
+    for entry, folder in await _listing(sftp, posixpath.join(top, _raw(rel)) if rel else top, rel):
+        if folder:
+            async for inner in _walk(sftp, top, entry.path):
+                yield inner
+        else:
+            yield entry
+
+
+async def _list_folder(sftp: asyncssh.SFTPClient, folder: str) -> list[Entry]:
+    """Regular files directly in ``folder`` (a glob's folder), as :func:`_walk` sees them."""
+    return [entry for entry, is_folder in await _listing(sftp, _raw(folder), "") if not is_folder]
 
 
 class SftpWriter:
