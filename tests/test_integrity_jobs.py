@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from conftest import MiB, object_sha256, run_cli, sftp_flags, write_random
+from proxy import CuttingProxy
 from s3ferry import testbed
 from s3ferry.jobs.push import mark_key
 from s3proxy import S3FaultProxy
@@ -31,11 +33,14 @@ def pull(ssh: testbed.SshServer, folder: Path, bucket: str, *extra: str,
 
 
 def same_size_rewrite(path: Path) -> str:
-    """Other bytes, same size, same mtime (scp -p / rsync -t of a corrected file)."""
+    """Other bytes, same size, same mtime: written in place, never shorter for a moment (a truncating
+    rewrite is caught by a short read already), the mtime kept (scp -p / rsync -t of a corrected file)."""
     before = path.stat()
-    digest = write_random(path, before.st_size)
+    data = os.urandom(before.st_size)
+    with open(path, "r+b") as fh:
+        fh.write(data)
     os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    return digest
+    return hashlib.sha256(data).hexdigest()
 
 
 def just_changed(path: Path) -> None:
@@ -217,3 +222,22 @@ def test_a_damaged_journal_is_named_and_does_not_block_a_copy(ssh: testbed.SshSe
     assert "internal error" not in pushed.stderr and f"the journal {journal} is damaged" in pushed.stderr
     assert pushed.stderr.count("\n") == 1
     assert list(inbox.iterdir()) == []
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_a_fresh_small_source_is_read_twice_before_its_single_put(ssh: testbed.SshServer, s3: testbed.SeaweedServer,
+                                                                  bucket: str) -> None:
+    path = ssh.root / "fresh-small.bin"
+    digest = write_random(path, 3 * MiB)
+    just_changed(path)
+    with S3FaultProxy(s3.s3_port) as proxy, CuttingProxy(ssh.port) as link:
+        url = f"sftp://{ssh.user}@127.0.0.1:{link.port}{path}"
+        result = run_cli("cp", url, f"s3://{bucket}/fresh-small.bin", "-v", "-i", str(ssh.user_key),
+                         "--host-key", ssh.host_fingerprint, env={"AWS_ENDPOINT_URL_S3": proxy.url})
+        puts, uploads = proxy.count("PutObject"), proxy.count("CreateMultipartUpload")
+        read = link.forwarded
+    assert result.code == 0, result.stderr
+    assert "read a second time" in result.stderr
+    assert read > 2 * 3 * MiB  # both reads crossed the link
+    assert (puts, uploads) == (1, 0)  # still one request: the second read happens before it
+    assert object_sha256(s3, bucket, "fresh-small.bin") == digest

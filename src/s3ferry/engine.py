@@ -285,6 +285,9 @@ class _Job:
     tally: Tally | None = None
     #: read the source a second time before publishing (see :func:`_recheck`)
     recheck: bool = False
+    #: ... and for a single buffered part, right after the first read, before it is sent (a single
+    #: PutObject publishes at once)
+    precheck: bool = False
     #: a file destination's writer, to read back stored parts an in-order tally must see again
     replay: PartialFile | None = None
     uploaded_bytes: int = 0
@@ -318,6 +321,8 @@ class _Job:
                 digest = await _digest(self.algorithm, view)
                 if self.recheck and self.algorithm is None:
                     self.first_crcs[part.number] = checksums.CRC32C.part(view)
+                if self.precheck:
+                    await self._read_again(slot, part, digest.digest if digest else self.first_crcs[part.number])
                 await self._tally(part, view)
                 if await self._already_stored(part, view, digest):
                     self.pool.put(buf)
@@ -325,6 +330,12 @@ class _Job:
                 await self.ready.put((part, buf, digest))
         finally:
             await slot.close()
+
+    async def _read_again(self, slot: "ReaderSlot", part: Part, first: bytes) -> None:
+        """The part read a second time, its checksum compared with the first read's (see :func:`_recheck`)."""
+        scratch = memoryview(bytearray(min(_RECHECK_SLAB, part.length)))
+        again = await _read_digest(slot, part, self.algorithm or checksums.CRC32C, scratch, self.retry)
+        _compare_reads(self.source, part, first, again)
 
     async def _replay(self, part: Part, view: memoryview) -> None:
         """A part stored by an earlier attempt, read back from the partial file for the in-order tally."""
@@ -491,10 +502,13 @@ async def _recheck(job: _Job, options: TransferOptions) -> None:
     algorithm = job.algorithm or checksums.CRC32C
     again = await read_digests(job.source, job.parts, algorithm, options, job.retry, job.bwlimit)
     for part in job.parts:
-        first = job.first_read(part.number)
-        if first is not None and again[part.number] != first:
-            raise _ReadAgainDiffers(f"{job.source.location} changed while it was read (same size and mtime, other "
-                                    f"bytes in part {part.number}); nothing was published")
+        _compare_reads(job.source, part, job.first_read(part.number), again[part.number])
+
+
+def _compare_reads(source: Source, part: Part, first: bytes | None, again: bytes) -> None:
+    if first is not None and again != first:
+        raise _ReadAgainDiffers(f"{source.location} changed while it was read (same size and mtime, other "
+                                f"bytes in part {part.number}); nothing was published")
 
 
 async def read_digests(source: Source, parts: Sequence[Part], algorithm: checksums.Algorithm,
@@ -622,8 +636,13 @@ async def _transfer(source: Source, sink: Sink, options: TransferOptions, progre
     if age is not None:
         log.info("%s was modified %.1f s ago and its mtime has whole seconds: it is read a second time "
                  "before the copy is published", source.location, max(age, 0.0))
-    plan = Plan(str(source.location), str(sink.location), stat, parts, part_size, checksums.get(options.checksum),
-                options.resume, defer=age is not None)
+    algorithm = checksums.get(options.checksum)
+    # A single part is read twice before it is sent; a single part streamed while read cannot be, so
+    # it goes as a multipart upload of one part, which completion publishes after the second read.
+    defer = age is not None and len(parts) == 1 and executor is None and _streams_parts(sink, options, part_size,
+                                                                                        algorithm)
+    plan = Plan(str(source.location), str(sink.location), stat, parts, part_size, algorithm, options.resume,
+                fresh=age is not None, defer=defer)
     if sink.features.resumable and len(parts) > 1:
         # Only a multipart upload is journaled; two processes must not share one.
         async with journal.lock(plan.source, plan.destination):
@@ -671,7 +690,8 @@ async def _run(source: Source, sink: Sink, options: TransferOptions, progress: P
     replay = cast(PartialFile, attempt.writer) if sink.features.offset_writes else None
     job = _Job(source, attempt, parts, pool, algorithm, progress, retry, AdaptiveLimit(options.upload_streams),
                journal, limit_for(options.bwlimit), tally=Tally(expected, stat.size) if expected else None,
-               recheck=plan.defer or attempt.prove, replay=replay)
+               recheck=plan.fresh or attempt.prove, replay=replay)
+    job.precheck = job.recheck and len(parts) == 1 and not streamed
     progress.started(source.location.name, stat.size)
     progress.advanced(sum(p.length for p in parts if p.number in attempt.done))
     try:
@@ -683,7 +703,7 @@ async def _run(source: Source, sink: Sink, options: TransferOptions, progress: P
             await _pump(job, options, streamed)
         receipts = job.ordered_receipts()
         await retry.run(lambda: _check_unchanged(source, stat), "checking the source again")
-        if job.recheck:
+        if job.recheck and not job.precheck:
             await _recheck(job, options)
         whole = algorithm.whole([r.digest for r in receipts if r.digest], single=len(parts) == 1) if algorithm else None
         verdict = _before_publish(job, expected, source, sink, options)

@@ -54,7 +54,9 @@ class Plan:
     part_size: int
     algorithm: Algorithm | None
     mode: str
-    #: nothing may become visible before the source was read twice (a recently modified source)
+    #: the source was modified so recently that it is read twice before the copy is published
+    fresh: bool = False
+    #: ... and nothing may become visible before complete() (S3: a multipart upload even for one part)
     defer: bool = False
 
     @property
