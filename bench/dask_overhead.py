@@ -20,15 +20,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from measure import become_subreaper, run_measured  # noqa: E402
-from run import parse_size, write_random  # noqa: E402
-
-from s3ferry import testbed  # noqa: E402
+from measure import become_subreaper, run_measured
+from run import parse_size, write_random
+from s3ferry.demo import servers as testbed
 
 BIN = Path(sys.executable).parent
 

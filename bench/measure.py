@@ -67,7 +67,7 @@ class ProcPoller:
         self.write_bytes = 0
         self.hwm_kib = 0
         self.error: OSError | None = None
-        self._stop = threading.Event()
+        self.stop_process = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"poll-{pid}", daemon=True)
 
     def start(self) -> None:
@@ -85,14 +85,14 @@ class ProcPoller:
 
     def _run(self) -> None:
         try:
-            while not self._stop.is_set() and self.sample():
-                self._stop.wait(POLL_SECONDS)
+            while not self.stop_process.is_set() and self.sample():
+                self.stop_process.wait(POLL_SECONDS)
         except OSError as exc:  # e.g. PermissionError: reported by stop()
             self.error = exc
 
     def stop(self) -> None:
         """Stop polling, take one last sample (the child is an unreaped zombie by now)."""
-        self._stop.set()
+        self.stop_process.set()
         self._thread.join()
         if self.error is not None:
             raise self.error

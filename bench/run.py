@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from botocore.exceptions import ClientError
-from s3ferry import testbed
 
 import machine
 import measure
 import report
 import tools
 from report import Run, Section
+from s3ferry.demo import servers as testbed
 
 BUCKET = "bench"
 BLOCK = 8 * 1024 * 1024

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from s3ferry.testbed import SeaweedServer, SshServer
+from s3ferry.demo.servers import SeaweedServer, SshServer
 
 BIN = Path(sys.executable).parent
 SCRUBBED_PREFIXES = ("AWS_", "RCLONE_", "S3FERRY_", "SSH_AUTH_SOCK", "SSH_AGENT_PID")

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from s3ferry.backends.base import Source
-from s3ferry.errors import NotFoundError, SourceChangedError, UsageError
+from s3ferry.core.errors import NotFoundError, SourceChangedError, UsageError
+from s3ferry.core.storage import Source
 
 
 def run(coro: Any) -> Any:
@@ -199,8 +199,8 @@ class SinkConformance:
         raise NotImplementedError
 
     async def _write(self, name: str, data: bytes, order: list[int] | None = None, abort: bool = False) -> Any:
-        from s3ferry import checksums
-        from s3ferry.engine import plan_parts
+        from s3ferry.core import checksums
+        from s3ferry.engine.transfer import plan_parts
 
         sink = self.make_sink(name)
         algorithm = checksums.CRC32C
@@ -253,8 +253,8 @@ class SinkConformance:
 
     def test_a_new_sink_continues_stored_parts(self) -> None:
         """Resume: parts 1 and 3 written by one process; another finds the upload, checks them, finishes."""
-        from s3ferry import checksums
-        from s3ferry.engine import plan_parts
+        from s3ferry.core import checksums
+        from s3ferry.engine.transfer import plan_parts
 
         algorithm, data = checksums.CRC32C, os.urandom(3 * self.PART + 99)
         parts = plan_parts(len(data), self.PART)

@@ -13,13 +13,13 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from s3ferry import testbed
+from s3ferry.demo import servers as testbed
 
 MiB = 1024 * 1024
 

@@ -17,13 +17,13 @@ import posixpath
 import stat
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
-from typing import AsyncIterator
 
 import asyncssh
 
-from s3ferry import testbed
+from s3ferry.demo import servers as testbed
 
 #: names no file system holds, listed as regular files (path -> size)
 FILE_NAMES: dict[bytes, int] = {
@@ -102,7 +102,7 @@ class HostileSftpServer:
         self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {public[0]} {public[1]}\n")
         return host
 
-    def __enter__(self) -> "HostileSftpServer":
+    def __enter__(self) -> HostileSftpServer:
         host = self._keys()
 
         def factory(chan: asyncssh.SSHServerChannel) -> asyncssh.SFTPServer:

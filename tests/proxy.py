@@ -16,7 +16,7 @@ import socket
 import threading
 from typing import Self
 
-from s3ferry.testbed import free_port
+from s3ferry.demo.servers import free_port
 
 
 class CuttingProxy:

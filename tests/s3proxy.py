@@ -56,7 +56,7 @@ import yarl
 from aiohttp import web
 from multidict import CIMultiDict
 
-from s3ferry.testbed import free_port
+from s3ferry.demo.servers import free_port
 
 __all__ = ["S3FaultProxy", "operation_name"]
 
@@ -342,7 +342,7 @@ class S3FaultProxy:
                 await asyncio.sleep(0.01)
         try:
             response = await self._forward(request, raw_path, body)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             return self._answer(request, operation, 502, "BadGateway", f"S3FaultProxy: upstream failed: {exc!r}")
         self._record(operation, response.status, len(body), raw_path)
         return response

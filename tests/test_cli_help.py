@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import run_cli
-from s3ferry.cli import main
+from s3ferry.cli.app import main
 
 COMMANDS = sorted(main.commands)
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import MiB, object_sha256, run_cli, write_random
-from s3ferry import testbed
-from s3ferry.config import Config, Endpoint, expand
-from s3ferry.urls import parse
+from s3ferry.cli.settings import Config, Endpoint, expand
+from s3ferry.core.urls import parse
+from s3ferry.demo import servers as testbed
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from conformance import SourceConformance, TreeConformance
-from s3ferry.backends.base import Source
 from s3ferry.backends.local import LocalSource
 from s3ferry.backends.sftp import SftpSource
-from s3ferry.options import SftpOptions
-from s3ferry.urls import parse
+from s3ferry.core.options import SftpOptions
+from s3ferry.core.storage import Source
+from s3ferry.core.urls import parse
 
 
 class TestLocalSource(SourceConformance, TreeConformance):

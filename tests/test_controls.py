@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MiB, object_sha256, run_cli, sftp_flags, write_random
-from s3ferry import testbed
+from s3ferry.demo import servers as testbed
 
 
 @pytest.mark.usefixtures("s3_env")

@@ -9,13 +9,13 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from conftest import MiB, object_sha256, run_cli, sftp_flags, uploads_for, write_random
-from s3ferry import testbed
+from s3ferry.demo import servers as testbed
 
 BIN = Path(sys.executable).parent
 
@@ -33,7 +33,7 @@ class Cluster:
             return subprocess.Popen([str(BIN / "dask"), *args], stdout=log, stderr=log, env=self.env,
                                     start_new_session=True)
 
-    def start(self) -> "Cluster":
+    def start(self) -> Cluster:
         self.scheduler = self._spawn(["scheduler", "--host", "127.0.0.1", "--port", str(self.port),
                                       "--no-dashboard"], "scheduler")
         testbed.wait_for_port(self.port, 60, self.scheduler)

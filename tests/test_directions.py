@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MiB, object_exists, object_sha256, run_cli, sftp_flags, write_random, uploads_for
-from s3ferry import testbed
+from conftest import MiB, object_sha256, run_cli, sftp_flags, uploads_for, write_random
+from s3ferry.demo import servers as testbed
 
 
 def sha256_of(path: Path) -> str:
@@ -62,8 +62,8 @@ def test_failed_download_leaves_nothing(tmp_path: Path, bucket: str) -> None:
 def test_download_of_object_overwritten_midway_is_refused(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer) -> None:
     import asyncio
 
-    from s3ferry.api import acopy
-    from s3ferry.errors import SourceChangedError
+    from s3ferry.core.errors import SourceChangedError
+    from s3ferry.operations.copy import acopy
 
     upload(tmp_path, bucket, "moving.bin", 30 * MiB)
     (tmp_path / "dl").mkdir()

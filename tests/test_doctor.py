@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from conftest import run_cli, sftp_flags, uploads_for
-from s3ferry import testbed
+from s3ferry.demo import servers as testbed
 
 
 def lines(stdout: str) -> dict[str, str]:

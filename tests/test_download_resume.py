@@ -22,7 +22,7 @@ import pytest
 
 from conftest import MiB, run_cli, sftp_flags, write_random
 from proxy import CuttingProxy
-from s3ferry import testbed
+from s3ferry.demo import servers as testbed
 
 SIZE = 96 * MiB
 PART = 8 * MiB  # a file destination's part size at the defaults (max_memory / 4)

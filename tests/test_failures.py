@@ -11,8 +11,8 @@ import pytest
 
 from conftest import MiB, object_exists, object_sha256, run_cli, sftp_flags, uploads_for, write_random
 from proxy import CuttingProxy
-from s3ferry import testbed
-from s3ferry.errors import SourceChangedError
+from s3ferry.core.errors import SourceChangedError
+from s3ferry.demo import servers as testbed
 
 
 def assert_one_line_error(stderr: str, *needles: str) -> None:

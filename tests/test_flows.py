@@ -12,26 +12,26 @@ import sys
 import threading
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import MiB, object_sha256, run_cli, sftp_flags, write_random
-from s3ferry import testbed
-from s3ferry.errors import UsageError
+from s3ferry.core.errors import UsageError
+from s3ferry.demo import servers as testbed
 from s3ferry.jobs import flowfile
 from s3ferry.jobs.pull import PullSettings
 from s3ferry.jobs.schedule import Cron, Every, parse_duration
-from s3ferry.tree import selected
+from s3ferry.operations.tree import selected
 from s3proxy import S3FaultProxy
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)  # type: ignore[misc]
+    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
 
 
 def nexts(expr: str, start: datetime, count: int = 3) -> list[datetime]:
@@ -637,7 +637,7 @@ def test_two_runs_at_once_never_copy_a_file_twice(tmp_path: Path, ssh: testbed.S
     assert sum(r.get("copied", 0) for r in reports) == count
     assert puts == count  # every file went to S3 exactly once
     # one of the two held the lock; the other was skipped, or came after it and found nothing left
-    assert any(r["status"] == "skipped" and r["reason"] == "locked" or r["copied"] == 0 for r in reports), reports
+    assert any((r["status"] == "skipped" and r["reason"] == "locked") or r["copied"] == 0 for r in reports), reports
     for rel, digest in digests.items():
         assert object_sha256(s3, bucket, f"in/{rel}") == digest
         assert (drop / ".done" / rel).exists()

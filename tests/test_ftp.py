@@ -12,9 +12,10 @@ import asyncio
 import os
 import random
 import re
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -22,12 +23,12 @@ from conformance import SourceConformance, TreeConformance
 from conftest import MiB, object_sha256, run_cli, write_random
 from proxy import CuttingProxy
 from s3ferry.backends import ftp
-from s3ferry.backends.base import Entry, Stat
 from s3ferry.backends.ftp import FtpSource
-from s3ferry.errors import AuthError, NotFoundError, TransferError, UsageError, UserError
-from s3ferry.options import FtpOptions
-from s3ferry.testbed_ftp import FtpServer
-from s3ferry.urls import parse
+from s3ferry.core.errors import AuthError, NotFoundError, TransferError, UsageError, UserError
+from s3ferry.core.options import FtpOptions
+from s3ferry.core.storage import Entry, Stat
+from s3ferry.core.urls import parse
+from servers.ftp_server import FtpServer
 
 
 def _serve(factory: pytest.TempPathFactory, name: str, **kwargs: Any) -> Iterator[FtpServer]:
@@ -291,7 +292,7 @@ def test_walk_without_mlsd_lists_with_list(
     for rel, size in files.items():
         (top / rel).parent.mkdir(parents=True, exist_ok=True)
         (top / rel).write_bytes(b"x" * size)
-    old = datetime(2020, 2, 29, 15, 30, tzinfo=timezone.utc)
+    old = datetime(2020, 2, 29, 15, 30, tzinfo=UTC)
     os.utime(top / "old.bin", (old.timestamp(), old.timestamp()))
     (top / "sub" / "link").symlink_to(top / "old.bin")  # LIST cannot say what it points to: skipped
     commands: list[str] = []
@@ -305,7 +306,7 @@ def test_walk_without_mlsd_lists_with_list(
     entries = {e.path: e for e in asyncio.run(_walk(source_for(legacy_server, top, tmp_path)))}
     assert {path: e.size for path, e in entries.items()} == files
     assert commands == ["MLSD", "LIST", "LIST", "LIST"]
-    assert entries["old.bin"].mtime == datetime(2020, 2, 29, tzinfo=timezone.utc).timestamp()
+    assert entries["old.bin"].mtime == datetime(2020, 2, 29, tzinfo=UTC).timestamp()
     for rel in ("sub/b c.txt", "sub/deeper/d"):
         mtime = entries[rel].mtime
         assert mtime is not None and 0 <= (top / rel).stat().st_mtime - mtime < 60, rel

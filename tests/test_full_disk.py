@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from conftest import MiB, run_cli, sftp_flags, write_random
-from s3ferry import testbed
+from s3ferry.demo import servers as testbed
 
 DISK = 8 * MiB
 BIG = 20 * MiB

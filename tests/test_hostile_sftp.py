@@ -18,7 +18,7 @@ import pytest
 
 from conftest import run_cli, sftp_flags, write_random
 from hostile_sftp import HostileSftpServer, hostile_listing
-from s3ferry import testbed
+from s3ferry.demo import servers as testbed
 
 #: what each listed name becomes as a path below the copied folder (refused, all of them)
 HOSTILE_PATHS = {"../evil", "a/b", "/abs", ".", "..", "", "nul\x00name", "../outside", "sub/../evil"}

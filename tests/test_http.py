@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from conformance import SourceConformance, read_range, run, stat_of
 from conftest import MiB, Run, object_exists, object_sha256, run_cli, uploads_for, write_random
 from proxy import CuttingProxy
-from s3ferry.backends.base import Source
 from s3ferry.backends.http import HttpSource
-from s3ferry.errors import (
+from s3ferry.core.errors import (
     AuthError,
     NotFoundError,
     PermissionError_,
@@ -24,10 +24,11 @@ from s3ferry.errors import (
     UsageError,
     UserError,
 )
-from s3ferry.options import HttpOptions
-from s3ferry.testbed import SeaweedServer, free_port
-from s3ferry.testbed_http import HttpServer
-from s3ferry.urls import parse
+from s3ferry.core.options import HttpOptions
+from s3ferry.core.storage import Source
+from s3ferry.core.urls import parse
+from s3ferry.demo.servers import SeaweedServer, free_port
+from servers.http_server import HttpServer
 
 SECRET = "secret123"
 
@@ -247,7 +248,7 @@ def test_https_verifies_against_the_ca_bundle(tls: HttpServer, request: pytest.F
 
 
 def test_unreachable_server_is_a_retryable_error() -> None:
-    from s3ferry.testbed import free_port
+    from s3ferry.demo.servers import free_port
 
     with pytest.raises(TransferError, match="cannot connect") as caught:
         run(stat_of(source_for(f"http://127.0.0.1:{free_port()}/x")))

@@ -16,14 +16,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from botocore.config import Config
 
 from conftest import MiB, object_exists, object_sha256, run_cli, sftp_flags, write_random
-from s3ferry import testbed
+from s3ferry.demo import servers as testbed
 from s3proxy import S3FaultProxy
 
 

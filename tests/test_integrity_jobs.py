@@ -21,7 +21,7 @@ import pytest
 
 from conftest import MiB, object_sha256, run_cli, sftp_flags, write_random
 from proxy import CuttingProxy
-from s3ferry import testbed
+from s3ferry.demo import servers as testbed
 from s3ferry.jobs.push import mark_key
 from s3proxy import S3FaultProxy
 

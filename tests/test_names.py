@@ -8,17 +8,17 @@ failglob (README, *Names and paths*). The CLI tests run on real sshd, SeaweedFS 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from conftest import run_cli, sftp_flags
-from s3ferry import testbed
+from s3ferry.core.urls import parse, redact
+from s3ferry.demo import servers as testbed
 from s3ferry.observe.logs import scrub
-from s3ferry.testbed_ftp import FtpServer
-from s3ferry.urls import parse, redact
+from servers.ftp_server import FtpServer
 
 #: each name is a trap for one reading or another: a query, a fragment, a percent escape (valid,
 #: invalid), a form-encoded space, and the three wildcards
@@ -264,7 +264,7 @@ def test_only_http_urls_have_a_query_string() -> None:
 
 
 def test_query_or_fragment_characters_before_the_path_are_refused() -> None:
-    from s3ferry.errors import UsageError
+    from s3ferry.core.errors import UsageError
 
     for text in ("sftp://h?x/y", "sftp://h#x/y", "s3://bu?ck/x", "sftp://u:pw?x@h/y"):
         with pytest.raises(UsageError) as info:
@@ -273,7 +273,7 @@ def test_query_or_fragment_characters_before_the_path_are_refused() -> None:
 
 
 def test_only_the_last_component_of_a_literal_source_is_a_pattern() -> None:
-    from s3ferry.globs import glob_of
+    from s3ferry.operations.globs import glob_of
 
     glob = glob_of(parse("sftp://h/out/*.csv"))
     assert glob is not None and (glob.folder.path, glob.pattern) == ("/out/", "*.csv")
@@ -287,8 +287,8 @@ def test_only_the_last_component_of_a_literal_source_is_a_pattern() -> None:
 
 
 def test_expansion_follows_the_shell() -> None:
-    from s3ferry.backends.base import Entry
-    from s3ferry.globs import expand
+    from s3ferry.core.storage import Entry
+    from s3ferry.operations.globs import expand
 
     folder = [Entry(name, 1) for name in ("q?mark.bin", "qXmark.bin", "br[1].bin", "star*.bin", "starry.bin",
                                           ".hidden.bin", "a.csv")]

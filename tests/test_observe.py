@@ -8,14 +8,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import MiB, run_cli, sftp_flags, write_random
-from s3ferry import testbed
+from s3ferry.demo import servers as testbed
 from s3ferry.observe.logs import scrub
 
 
@@ -114,8 +114,9 @@ def test_scrub_masks_secrets_in_any_url() -> None:
 def test_quiet_periodic_progress_line_when_not_a_terminal(tmp_path: Path, bucket: str) -> None:
     src = tmp_path / "slow.bin"
     write_random(src, 12 * MiB)
-    from s3ferry.observe.progress import LogProgress
     import logging
+
+    from s3ferry.cli.progress import LogProgress
 
     records: list[str] = []
     handler = logging.Handler()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import MiB, object_sha256, run_cli, sftp_flags, write_random
-from s3ferry import testbed
+from s3ferry.demo import servers as testbed
 from s3proxy import S3FaultProxy
 
 

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 
 from conftest import run_cli, sftp_flags
-from s3ferry import testbed
+from s3ferry.core.options import SftpOptions, TransferOptions
+from s3ferry.demo import servers as testbed
 from s3ferry.jobs import JobReport
 from s3ferry.jobs.push import PushSettings, mark_key, push
-from s3ferry.options import SftpOptions, TransferOptions
 
 
 class Outbox:
@@ -60,7 +60,7 @@ class Outbox:
             etag = self.client.head_object(Bucket=self.bucket, Key=f"out/{name}")["ETag"]
         except self.client.exceptions.ClientError:
             return False
-        wanted = mark_key(str(__import__("s3ferry.urls", fromlist=["parse"]).parse(self.dst)))
+        wanted = mark_key(str(__import__("s3ferry.core.urls", fromlist=["parse"]).parse(self.dst)))
         return any(t["Key"] == wanted and t["Value"] == etag.strip('"') for t in tags)
 
     def queued(self) -> dict[str, int]:

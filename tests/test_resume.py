@@ -13,15 +13,15 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
 from conftest import MiB, object_exists, object_sha256, run_cli, sftp_flags, uploads_for, write_random
 from proxy import CuttingProxy
+from s3ferry.demo import servers as testbed
 from s3proxy import S3FaultProxy
-from s3ferry import testbed
 
 SIZE = 300 * MiB
 PARTS = -(-SIZE // (8 * MiB))  # 38 at the default part size

@@ -16,7 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from conftest import MiB, object_exists, object_sha256, uploads_for
-from s3ferry import testbed
+from s3ferry.demo import servers as testbed
 from s3proxy import S3FaultProxy, operation_name
 
 

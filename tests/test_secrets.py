@@ -9,16 +9,16 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from conftest import MiB, Run, run_cli, write_random
-from s3ferry import testbed
+from s3ferry.core.redaction import MASK, forms_of, json_printable, printable, register_secret, scrub
+from s3ferry.demo import servers as testbed
 from s3ferry.observe.logs import JsonFormatter, SafeFormatter
-from s3ferry.redaction import MASK, forms_of, json_printable, printable, register_secret, scrub
-from s3ferry.testbed_http import HttpServer
+from servers.http_server import HttpServer
 
 
 def shown(run: Run) -> str:
@@ -233,8 +233,8 @@ def test_registered_values_are_masked_in_every_printed_form() -> None:
     register_secret(key)
     register_secret(password)
     b64, md5 = key_forms(key)[:2]
-    text = (f"{b64} {md5} {key!r} {repr(repr(key))} {key.hex()} {key.decode('latin-1')} {password} "
-            f"{repr({'pw': password})} {b64.replace('/', '%2F').replace('+', '%2B').replace('=', '%3D')}")
+    text = (f"{b64} {md5} {key!r} {repr(key)!r} {key.hex()} {key.decode('latin-1')} {password} "
+            f"{ {'pw': password}!r} {b64.replace('/', '%2F').replace('+', '%2B').replace('=', '%3D')}")
     clean = scrub(text)
     for form in forms_of(key) | forms_of(password):
         assert form not in clean, form

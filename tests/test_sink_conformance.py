@@ -10,14 +10,14 @@ import pytest
 
 from conformance import SinkConformance, SourceConformance, TreeConformance
 from conftest import empty_and_delete
-from s3ferry import testbed
-from s3ferry.backends.base import Source
 from s3ferry.backends.local import LocalSink
-from s3ferry.backends.s3 import S3Sink
-from s3ferry.backends.s3_source import S3Source
+from s3ferry.backends.s3.sink import S3Sink
+from s3ferry.backends.s3.source import S3Source
 from s3ferry.backends.sftp import SftpSink
-from s3ferry.options import S3Options, SftpOptions
-from s3ferry.urls import parse
+from s3ferry.core.options import S3Options, SftpOptions
+from s3ferry.core.storage import Source
+from s3ferry.core.urls import parse
+from s3ferry.demo import servers as testbed
 
 
 class TestLocalSink(SinkConformance):

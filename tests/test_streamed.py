@@ -15,8 +15,8 @@ import pytest
 
 from conftest import MiB, object_exists, object_sha256, run_cli, uploads_for, write_random
 from proxy import CuttingProxy
-from s3ferry import testbed
-from s3ferry.errors import SourceChangedError
+from s3ferry.core.errors import SourceChangedError
+from s3ferry.demo import servers as testbed
 from s3proxy import S3FaultProxy
 
 # 16 MiB parts and a 16 MiB budget: two whole parts do not fit, so parts stream.

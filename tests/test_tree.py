@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import object_sha256, run_cli, sftp_flags
-from s3ferry import testbed
-from s3ferry.tree import Filter, selected
+from s3ferry.demo import servers as testbed
+from s3ferry.operations.tree import Filter, selected
 
 TREE = {"a.csv": 1000, "b.tmp": 10, "sub/c.csv": 70_000, "sub/deep/d e.bin": 5 * 1024 * 1024 + 3,
         "sub/ünï.csv": 0, "z/.hidden": 5}
@@ -38,7 +38,7 @@ def local_files(root: Path) -> dict[str, str]:
 
 
 def test_an_include_first_means_only_these() -> None:
-    from s3ferry.cli import filter_order
+    from s3ferry.cli.app import filter_order
 
     filters = filter_order(["*.csv"], [], ["cp", "-r", "--include", "*.csv", "a", "b"])
     assert selected("x.csv", filters) and not selected("x.tmp", filters)

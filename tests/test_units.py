@@ -6,17 +6,17 @@ import base64
 import hashlib
 import os
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from awscrt import checksums as crt
 
-from s3ferry import checksums
-from s3ferry.engine import plan_parts
 from s3ferry.backends.ftp import _parse_list_line, _parse_listing
-from s3ferry.errors import TransferError, UsageError
-from s3ferry.options import GiB, MiB, TransferOptions, parse_size
-from s3ferry.urls import join_name, parse, redact
+from s3ferry.core import checksums
+from s3ferry.core.errors import TransferError, UsageError
+from s3ferry.core.options import GiB, MiB, TransferOptions, parse_size
+from s3ferry.core.urls import join_name, parse, redact
+from s3ferry.engine.transfer import plan_parts
 
 
 def test_parse_sftp_url() -> None:
@@ -130,7 +130,7 @@ def test_sha256_composite_form() -> None:
 def test_adaptive_limit_halves_on_slowdown_and_grows_back() -> None:
     import asyncio
 
-    from s3ferry.retry import AdaptiveLimit
+    from s3ferry.engine.retry import AdaptiveLimit
 
     async def scenario() -> list[int]:
         limit = AdaptiveLimit(8, grow_after=2)
@@ -150,7 +150,7 @@ def test_adaptive_limit_halves_on_slowdown_and_grows_back() -> None:
 def test_adaptive_limit_bounds_concurrency() -> None:
     import asyncio
 
-    from s3ferry.retry import AdaptiveLimit
+    from s3ferry.engine.retry import AdaptiveLimit
 
     async def scenario() -> int:
         limit = AdaptiveLimit(4)
@@ -172,8 +172,8 @@ def test_adaptive_limit_bounds_concurrency() -> None:
 def test_retry_policy_retries_only_retryable_errors() -> None:
     import asyncio
 
-    from s3ferry.errors import AuthError, TransferError
-    from s3ferry.retry import RetryPolicy
+    from s3ferry.core.errors import AuthError, TransferError
+    from s3ferry.engine.retry import RetryPolicy
 
     calls = {"n": 0}
 
@@ -211,7 +211,7 @@ def test_retry_policy_retries_only_retryable_errors() -> None:
 ])
 def test_payload_signing_policy(endpoint: str | None, forced: bool | None, expected: bool | None,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from s3ferry.options import S3Options
+    from s3ferry.core.options import S3Options
 
     assert S3Options(endpoint_url=endpoint, sign_payload=forced).payload_signing() is expected
 
@@ -231,11 +231,11 @@ def test_jump_address_takes_the_first_hop(jump: str, expected: tuple[str, int]) 
 
 # --- FTP LIST lines (servers without MLSD) ----------------------------------------------------
 
-LISTED_AT = datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)
+LISTED_AT = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
 
 
 def _utc(*fields: int) -> float:
-    return datetime(*fields, tzinfo=timezone.utc).timestamp()
+    return datetime(*fields, tzinfo=UTC).timestamp()
 
 
 @pytest.mark.parametrize("line,name,kind,size,mtime", [
@@ -268,11 +268,11 @@ def test_ftp_list_lines(line: str, name: str, kind: str, size: int | None, mtime
 def test_ftp_list_year_of_recent_files(when: str, year: int) -> None:
     item = _parse_list_line(f"-rw-r--r-- 1 o g 1 {when} f", LISTED_AT)
     assert item is not None and item.mtime is not None
-    assert datetime.fromtimestamp(item.mtime, timezone.utc).year == year
+    assert datetime.fromtimestamp(item.mtime, UTC).year == year
 
 
 def test_ftp_list_leap_day_without_a_year() -> None:
-    item = _parse_list_line("-rw-r--r-- 1 o g 1 Feb 29 08:00 f", datetime(2025, 3, 1, tzinfo=timezone.utc))
+    item = _parse_list_line("-rw-r--r-- 1 o g 1 Feb 29 08:00 f", datetime(2025, 3, 1, tzinfo=UTC))
     assert item is not None and item.mtime == _utc(2024, 2, 29, 8, 0)
 
 
@@ -311,9 +311,9 @@ def test_a_dry_run_counts_no_files_in_the_metrics() -> None:
 
 @pytest.mark.parametrize("name", ["../x", ".f.bin.s3ferry-1234abcd.tmp/../../etc", "/etc/passwd",
                                   ".other.bin.s3ferry-1234abcd.tmp", ".f.bin.s3ferry-XYZ.tmp"])
-def test_a_local_resume_opens_only_its_own_partial_file(tmp_path: "os.PathLike[str]", name: str) -> None:
+def test_a_local_resume_opens_only_its_own_partial_file(tmp_path: os.PathLike[str], name: str) -> None:
     from s3ferry.backends.local import LocalSink
-    from s3ferry.urls import parse as parse_location
+    from s3ferry.core.urls import parse as parse_location
 
     sink = LocalSink(parse_location(f"{tmp_path}/f.bin"))
     with pytest.raises(UsageError, match="cannot be"):

@@ -4,27 +4,37 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import S3FerryError
-from .options import S3Options, SftpOptions, TransferOptions
+from s3ferry.core.errors import S3FerryError
+from s3ferry.core.options import S3Options, SftpOptions, TransferOptions
 
 if TYPE_CHECKING:
-    from .api import acopy, copy
-    from .engine import TransferResult
+    from s3ferry.engine.transfer import TransferResult
+    from s3ferry.operations.copy import acopy, copy
 
     __version__: str
 
-__all__ = ["acopy", "copy", "TransferResult", "TransferOptions", "SftpOptions", "S3Options", "S3FerryError",
-           "__version__"]
+__all__ = [
+    "S3FerryError",
+    "S3Options",
+    "SftpOptions",
+    "TransferOptions",
+    "TransferResult",
+    "__version__",
+    "acopy",
+    "copy",
+]
 
 # `s3ferry --help`, `--version` and every TAB of shell completion import this package. The copy API
 # pulls in the engine, metrics and checksums, and the version needs importlib.metadata: all of it
 # is loaded on first use (PEP 562) rather than at every start.
-_LAZY = {"acopy": "api", "copy": "api", "TransferResult": "engine"}
+_LAZY = {"acopy": "operations.copy", "copy": "operations.copy", "TransferResult": "engine.transfer"}
 
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":
-        value: Any = _installed_version()
+        from s3ferry.core.version import installed_version
+
+        value: Any = installed_version()
     elif name in _LAZY:
         from importlib import import_module
 
@@ -38,11 +48,3 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
-
-def _installed_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("s3ferry")
-    except PackageNotFoundError:  # running from a source tree without install
-        return "0+unknown"

@@ -4,34 +4,34 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import UsageError
-from ..options import TransferOptions
-from ..urls import Location
-from .base import Sink, Source
+from s3ferry.core.errors import UsageError
+from s3ferry.core.options import TransferOptions
+from s3ferry.core.storage import Sink, Source
+from s3ferry.core.urls import Location
 
 if TYPE_CHECKING:
-    from ..retry import RetryPolicy
+    from s3ferry.engine.retry import RetryPolicy
 
 
 def open_source(location: Location, options: TransferOptions) -> Source:
     if location.scheme == "file":
-        from .local import LocalSource
+        from s3ferry.backends.local import LocalSource
 
         return LocalSource(location)
     if location.scheme == "sftp":
-        from .sftp import SftpSource
+        from s3ferry.backends.sftp import SftpSource
 
         return SftpSource(location, options.sftp, options.sftp_block, options.sftp_window)
     if location.scheme in ("ftp", "ftps"):
-        from .ftp import FtpSource
+        from s3ferry.backends.ftp import FtpSource
 
         return FtpSource(location, options.ftp)
     if location.scheme in ("http", "https"):
-        from .http import HttpSource
+        from s3ferry.backends.http import HttpSource
 
         return HttpSource(location, options.http, streams=options.read_streams)
     if location.scheme == "s3":
-        from .s3_source import S3Source
+        from s3ferry.backends.s3.source import S3Source
 
         return S3Source(location, options.s3, pool_size=options.read_streams + 2, retry=_retry(options))
     raise UsageError(f"{location.scheme}:// is not supported as a source yet")
@@ -39,21 +39,21 @@ def open_source(location: Location, options: TransferOptions) -> Source:
 
 def open_sink(location: Location, options: TransferOptions) -> Sink:
     if location.scheme == "s3":
-        from .s3 import S3Sink
+        from s3ferry.backends.s3.sink import S3Sink
 
         return S3Sink(location, options.s3, pool_size=options.upload_streams + 2, retry=_retry(options))
     if location.scheme == "file":
-        from .local import LocalSink
+        from s3ferry.backends.local import LocalSink
 
         return LocalSink(location)
     if location.scheme == "sftp":
-        from .sftp import SftpSink
+        from s3ferry.backends.sftp import SftpSink
 
         return SftpSink(location, options.sftp, options.sftp_block, options.sftp_window)
     raise UsageError(f"{location.scheme}:// cannot be a destination (use s3://, sftp:// or a local path)")
 
 
-def _retry(options: TransferOptions) -> "RetryPolicy":
-    from ..retry import RetryPolicy
+def _retry(options: TransferOptions) -> RetryPolicy:
+    from s3ferry.engine.retry import RetryPolicy
 
     return RetryPolicy(retries=options.retries)

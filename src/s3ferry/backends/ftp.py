@@ -35,14 +35,15 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
-from typing import AsyncIterator, Awaitable, Callable, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import aioftp
 
-from ..errors import (
+from s3ferry.core.errors import (
     AuthError,
     NotFoundError,
     PermissionError_,
@@ -52,10 +53,10 @@ from ..errors import (
     UsageError,
     UserError,
 )
-from ..options import FtpOptions
-from ..urls import Location
-from ..verification import StoredCheck
-from .base import Entry, Features, Stat
+from s3ferry.core.options import FtpOptions
+from s3ferry.core.storage import Entry, Features, Stat
+from s3ferry.core.urls import Location
+from s3ferry.core.verification import StoredCheck
 
 T = TypeVar("T")
 log = logging.getLogger("s3ferry")
@@ -259,7 +260,7 @@ def _unix_mtime(match: re.Match[str], now: datetime) -> float:
         raise ValueError(f"unknown month {match['month']!r}")  # e.g. a localised listing
     day = int(match["day"])
     if match["year"]:
-        return datetime(int(match["year"]), month, day, tzinfo=timezone.utc).timestamp()
+        return datetime(int(match["year"]), month, day, tzinfo=UTC).timestamp()
     return _recent(month, day, int(match["hour"]), int(match["minute"]), now).timestamp()
 
 
@@ -270,7 +271,7 @@ def _recent(month: int, day: int, hour: int, minute: int, now: datetime) -> date
     """
     for year in (now.year, now.year - 1):
         try:
-            stamp = datetime(year, month, day, hour, minute, tzinfo=timezone.utc)
+            stamp = datetime(year, month, day, hour, minute, tzinfo=UTC)
         except ValueError:  # 29 February outside a leap year
             continue
         if stamp <= now + timedelta(days=1):
@@ -283,12 +284,12 @@ def _dos_mtime(match: re.Match[str]) -> float:
     time_format = "%I:%M%p" if match["ampm"] else "%H:%M"
     stamp = datetime.strptime(f"{match['date']} {match['time']}{match['ampm'] or ''}",
                               f"{date_format} {time_format}")
-    return stamp.replace(tzinfo=timezone.utc).timestamp()
+    return stamp.replace(tzinfo=UTC).timestamp()
 
 
 def _parse_listing(lines: list[str], where: str) -> list[_Listed]:
     """A LIST reply; an unreadable line stops the walk (skipping it could silently leave a file out)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     listed = []
     for line in lines:
         try:
@@ -626,7 +627,7 @@ class FtpSource:
     def where(self) -> str:
         return str(self.location)
 
-    def child(self, path: str) -> "FtpSource":
+    def child(self, path: str) -> FtpSource:
         return FtpSource(self.location.with_path(path), self.options, _pool=self._pool)
 
     async def stat(self) -> Stat:

@@ -29,19 +29,19 @@ import logging
 import os
 import re
 import ssl
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import AsyncIterator, NoReturn
+from typing import NoReturn
 
 import aiohttp
 import yarl
 from aiohttp import hdrs
 from aiohttp.http_exceptions import HttpProcessingError
 
-from .. import __version__
-from ..errors import (
+from s3ferry.core.errors import (
     AuthError,
     NotFoundError,
     PermissionError_,
@@ -51,10 +51,11 @@ from ..errors import (
     UsageError,
     UserError,
 )
-from ..options import HttpOptions
-from ..urls import Location
-from ..verification import StoredCheck
-from .base import Entry, Features, Stat
+from s3ferry.core.options import HttpOptions
+from s3ferry.core.storage import Entry, Features, Stat
+from s3ferry.core.urls import Location
+from s3ferry.core.verification import StoredCheck
+from s3ferry.core.version import installed_version
 
 log = logging.getLogger("s3ferry.http")
 
@@ -168,7 +169,7 @@ class _Client:
         # trust_env: HTTP(S)_PROXY and NO_PROXY, as curl and the AWS CLI honour them.
         return aiohttp.ClientSession(
             connector=connector, timeout=timeout, auto_decompress=False, read_bufsize=CHUNK, trust_env=True,
-            headers={hdrs.ACCEPT_ENCODING: "identity", hdrs.USER_AGENT: f"s3ferry/{__version__}"},
+            headers={hdrs.ACCEPT_ENCODING: "identity", hdrs.USER_AGENT: f"s3ferry/{installed_version()}"},
         )
 
     async def close(self) -> None:

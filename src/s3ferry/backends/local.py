@@ -21,17 +21,40 @@ import errno
 import logging
 import os
 import stat
-from datetime import datetime, timezone
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import AsyncIterator, Sequence
 
-from ..errors import IntegrityError, NotFoundError, PermissionError_, SourceChangedError, TransferError, UsageError
-from ..urls import Location
-from ..checksums import Algorithm, PartDigest
-from ..verification import StoredCheck
-from .base import (Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo, below_root,
-                   check_partial_id, is_partial_of, no_space, part_etag, partial_name, read_back, tree_root)
+from s3ferry.core.checksums import Algorithm, PartDigest
+from s3ferry.core.errors import (
+    IntegrityError,
+    NotFoundError,
+    PermissionError_,
+    SourceChangedError,
+    TransferError,
+    UsageError,
+)
+from s3ferry.core.storage import (
+    Completed,
+    Entry,
+    Features,
+    ListedPart,
+    Part,
+    Receipt,
+    Stat,
+    UploadInfo,
+    below_root,
+    check_partial_id,
+    is_partial_of,
+    no_space,
+    part_etag,
+    partial_name,
+    read_back,
+    tree_root,
+)
+from s3ferry.core.urls import Location
+from s3ferry.core.verification import StoredCheck
 
 log = logging.getLogger("s3ferry")
 
@@ -98,7 +121,7 @@ class LocalSource:
         finally:
             os.close(fd)
 
-    def child(self, path: str) -> "LocalSource":
+    def child(self, path: str) -> LocalSource:
         return LocalSource(self.location.with_path(path))
 
     async def archive(self, path: str, folder: str) -> str:
@@ -347,7 +370,7 @@ class LocalSink:
             raise _write_error(exc, self.path) from exc
         return Stat(size=st.st_size, mtime=st.st_mtime) if stat.S_ISREG(st.st_mode) else None
 
-    def child(self, path: str) -> "LocalSink":
+    def child(self, path: str) -> LocalSink:
         root = self._root if self._root is not None else tree_root(self.location.path, path)
         return LocalSink(self.location.with_path(path), root)
 
@@ -437,7 +460,7 @@ class LocalSink:
             return []
         for name in names:
             if is_partial_of(name, self.path.name):
-                when = datetime.fromtimestamp(os.stat(self.path.parent / name).st_mtime, timezone.utc)
+                when = datetime.fromtimestamp(os.stat(self.path.parent / name).st_mtime, UTC)
                 found.append(UploadInfo(str(self.path), name, when))
         return found
 

@@ -29,14 +29,16 @@ import posixpath
 import socket
 import stat as statmod
 import time
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import AsyncIterator, Sequence, cast
+from typing import cast
 
 import asyncssh
 
-from ..errors import (
+from s3ferry.core.checksums import Algorithm, PartDigest
+from s3ferry.core.errors import (
     AuthError,
     HostKeyError,
     IntegrityError,
@@ -47,12 +49,27 @@ from ..errors import (
     TransferError,
     UsageError,
 )
-from ..options import SftpOptions
-from ..urls import Location, UnsafeName
-from ..checksums import Algorithm, PartDigest
-from ..verification import StoredCheck
-from .base import (Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo, check_partial_id,
-                   below_root, is_partial_of, no_space, part_etag, partial_name, read_back, tree_root)
+from s3ferry.core.options import SftpOptions
+from s3ferry.core.storage import (
+    Completed,
+    Entry,
+    Features,
+    ListedPart,
+    Part,
+    Receipt,
+    Stat,
+    UploadInfo,
+    below_root,
+    check_partial_id,
+    is_partial_of,
+    no_space,
+    part_etag,
+    partial_name,
+    read_back,
+    tree_root,
+)
+from s3ferry.core.urls import Location, UnsafeName
+from s3ferry.core.verification import StoredCheck
 
 _Conn = tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]
 
@@ -80,7 +97,7 @@ class _TrustingClient(asyncssh.SSHClient):
         return self.pinned is not None and key.get_fingerprint("sha256") == self.pinned
 
 
-def _translate(exc: BaseException, where: str) -> S3FerryError:
+def translate_error(exc: BaseException, where: str) -> S3FerryError:
     """Map asyncssh / OS errors on an open connection to the s3ferry tree."""
     if isinstance(exc, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection)):
         return TransferError(f"SFTP connection lost at {where}: {exc.reason}")
@@ -126,8 +143,8 @@ class SftpReader:
                     buf[pos : pos + got] = data
                     if got < length:  # a short read is legal in SFTP: ask for the rest
                         todo.append((pos + got, length - got))
-        except (asyncssh.Error, OSError, asyncio.TimeoutError, EOFError) as exc:
-            raise _translate(exc, self._where) from exc
+        except (TimeoutError, asyncssh.Error, OSError, EOFError) as exc:
+            raise translate_error(exc, self._where) from exc
         finally:
             for task in running:
                 task.cancel()
@@ -181,7 +198,7 @@ class SftpEndpoint:
     """Connections to one SFTP server: opened on demand, reused, shared with :meth:`child` endpoints."""
 
     def __init__(self, location: Location, options: SftpOptions, block: int = 256 * 1024, window: int = 16,
-                 parent: "SftpEndpoint | None" = None) -> None:
+                 parent: SftpEndpoint | None = None) -> None:
         self.location = location
         self.options = options
         self._block, self._window = block, window
@@ -223,7 +240,7 @@ class SftpEndpoint:
             kwargs["tunnel"] = opts.jump
         return kwargs
 
-    async def _connect(self) -> tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]:
+    async def connect(self) -> tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]:
         pinned = self.options.host_key
         if pinned and not pinned.startswith("SHA256:"):
             raise UsageError("--host-key takes a fingerprint like SHA256:AbC... (see ssh-keygen -lf)")
@@ -239,13 +256,13 @@ class SftpEndpoint:
             raise AuthError(f"authentication failed for {self._endpoint()}: wrong password or key not accepted") from exc
         except socket.gaierror as exc:
             raise UsageError(f"cannot resolve host {host!r}: {exc.strerror}") from exc
-        except (OSError, asyncio.TimeoutError, asyncssh.Error) as exc:
+        except (TimeoutError, OSError, asyncssh.Error) as exc:
             raise TransferError(f"cannot connect to {self._endpoint()}: {getattr(exc, 'reason', None) or exc}") from exc
         self._all.append(conn)
         try:
             sftp = await conn.start_sftp_client()
         except (asyncssh.Error, OSError) as exc:
-            raise _translate(exc, self.where) from exc
+            raise translate_error(exc, self.where) from exc
         return conn, sftp
 
     def _endpoint(self) -> str:
@@ -278,7 +295,7 @@ class SftpEndpoint:
             conn, sftp = self._idle.pop()
             if not conn.is_closed():
                 return conn, sftp
-        return await self._connect()
+        return await self.connect()
 
     async def close(self) -> None:
         if not self._owner:
@@ -288,7 +305,7 @@ class SftpEndpoint:
         for conn in self._all:
             try:
                 await asyncio.wait_for(conn.wait_closed(), 5)
-            except (asyncio.TimeoutError, asyncssh.Error, OSError):
+            except (TimeoutError, asyncssh.Error, OSError):
                 pass  # closing a dead connection: nothing to tell the user
         self._all.clear()
         self._idle.clear()
@@ -299,7 +316,7 @@ class SftpSource(SftpEndpoint):
     # clock may differ a little from ours
     features = Features(ranged_reads=True, listing=True, listing_is_stat=True, archiving=True, change_window=2.0)
 
-    def child(self, path: str) -> "SftpSource":
+    def child(self, path: str) -> SftpSource:
         return SftpSource(self.location.with_path(path), self.options, self._block, self._window, parent=self)
 
     async def stat(self) -> Stat:
@@ -307,7 +324,7 @@ class SftpSource(SftpEndpoint):
         try:
             attrs = await sftp.stat(self.location.path)
         except (asyncssh.Error, OSError) as exc:
-            raise _translate(exc, self.where) from exc
+            raise translate_error(exc, self.where) from exc
         self._idle.append((conn, sftp))
         if attrs.permissions is not None and statmod.S_ISDIR(attrs.permissions):
             raise UsageError(f"{self.where} is a directory (use cp -r to copy a folder)")
@@ -323,7 +340,7 @@ class SftpSource(SftpEndpoint):
         try:
             file = await sftp.open(self.location.path, "rb", block_size=0)
         except (asyncssh.Error, OSError) as exc:
-            raise _translate(exc, self.where) from exc
+            raise translate_error(exc, self.where) from exc
         healthy = True
         try:
             yield SftpReader(file, self.where, block, self._window)
@@ -343,7 +360,7 @@ class SftpSource(SftpEndpoint):
         try:
             entries = await _list_folder(sftp, self.location.path.rstrip("/") or "/")
         except (asyncssh.Error, OSError) as exc:
-            raise _translate(exc, self.where) from exc
+            raise translate_error(exc, self.where) from exc
         self._idle.append((conn, sftp))
         for entry in entries:
             yield entry
@@ -358,7 +375,7 @@ class SftpSource(SftpEndpoint):
             now = time.time()
             await sftp.utime(target, (now, now))  # retention counts from archiving, not from the file's mtime
         except (asyncssh.Error, OSError) as exc:
-            raise _translate(exc, f"{self.where} (archiving {path})") from exc
+            raise translate_error(exc, f"{self.where} (archiving {path})") from exc
         self._idle.append((conn, sftp))
         return target
 
@@ -369,7 +386,7 @@ class SftpSource(SftpEndpoint):
         except asyncssh.SFTPNoSuchFile:
             pass  # gone already
         except (asyncssh.Error, OSError) as exc:
-            raise _translate(exc, f"{self.where} (removing {path})") from exc
+            raise translate_error(exc, f"{self.where} (removing {path})") from exc
         self._idle.append((conn, sftp))
 
     async def walk(self) -> AsyncIterator[Entry]:
@@ -382,7 +399,7 @@ class SftpSource(SftpEndpoint):
             async for entry in _walk(sftp, _raw(top), ""):
                 yield entry
         except (asyncssh.Error, OSError) as exc:
-            raise _translate(exc, self.where) from exc
+            raise translate_error(exc, self.where) from exc
         self._idle.append((conn, sftp))
 
 
@@ -405,7 +422,7 @@ async def _close_quietly(file: asyncssh.SFTPClientFile) -> bool:
     """
     try:
         await file.close()
-    except (asyncssh.Error, OSError, asyncio.TimeoutError):
+    except (TimeoutError, asyncssh.Error, OSError):
         return False
     return True
 
@@ -485,7 +502,7 @@ class SftpWriter:
     and checks them (:meth:`list_parts`) before it trusts them.
     """
 
-    def __init__(self, sink: "SftpSink", temp: str | None, algorithm: Algorithm | None,
+    def __init__(self, sink: SftpSink, temp: str | None, algorithm: Algorithm | None,
                  size: int | None = None) -> None:
         self._sink, self._temp, self.algorithm = sink, temp, algorithm
         self._final = sink.location.path
@@ -509,9 +526,9 @@ class SftpWriter:
         try:
             async with sftp.open(temp, "r+b", block_size=0) as file:
                 await _windowed_writes(file, part.offset, data, block, self._sink.window)
-        except (asyncssh.Error, OSError, asyncio.TimeoutError, EOFError) as exc:
+        except (TimeoutError, asyncssh.Error, OSError, EOFError) as exc:
             full = await _out_of_space(sftp, exc, temp, block, self._sink)
-            raise (full or _translate(exc, self._sink.where)) from exc
+            raise (full or translate_error(exc, self._sink.where)) from exc
         return Receipt(part.number, part_etag(digest), digest)
 
     async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
@@ -525,8 +542,8 @@ class SftpWriter:
             if self._sink.mtime is not None:
                 await sftp.utime(temp, (self._sink.mtime, self._sink.mtime))  # the source's mtime
             await _replace(sftp, temp, self._final)
-        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
-            raise _translate(exc, self._sink.where) from exc
+        except (TimeoutError, asyncssh.Error, OSError) as exc:
+            raise translate_error(exc, self._sink.where) from exc
         return Completed(size=attrs.size or 0, checksum=None)
 
     def unverified(self) -> str | None:
@@ -542,8 +559,8 @@ class SftpWriter:
         except SourceChangedError as exc:
             raise TransferError(f"the partial file {self.partial} is shorter than the journal says",
                                 retryable=False) from exc
-        except (asyncssh.Error, OSError, asyncio.TimeoutError, EOFError) as exc:
-            raise _translate(exc, self._sink.where) from exc
+        except (TimeoutError, asyncssh.Error, OSError, EOFError) as exc:
+            raise translate_error(exc, self._sink.where) from exc
 
     async def abort(self) -> None:
         if self._temp is not None:
@@ -558,8 +575,8 @@ class SftpWriter:
             await sftp.remove(path)
         except asyncssh.SFTPNoSuchFile:
             pass  # already gone: nothing is left behind, which is the point
-        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
-            raise _translate(exc, self._sink.where) from exc
+        except (TimeoutError, asyncssh.Error, OSError) as exc:
+            raise translate_error(exc, self._sink.where) from exc
 
     async def list_parts(self, expected: Sequence[Part] = ()) -> dict[int, ListedPart]:
         """The ``expected`` parts as the temporary file holds them: read back, each with its checksum as ETag."""
@@ -576,8 +593,8 @@ class SftpWriter:
         except asyncssh.SFTPNoSuchFile as exc:
             raise TransferError(f"the partial file {self.partial} is gone", code="NoSuchUpload",
                                 retryable=False) from exc
-        except (asyncssh.Error, OSError, asyncio.TimeoutError, EOFError) as exc:
-            raise _translate(exc, self._sink.where) from exc
+        except (TimeoutError, asyncssh.Error, OSError, EOFError) as exc:
+            raise translate_error(exc, self._sink.where) from exc
         return found
 
     async def _read_back(self, reader: SftpReader, part: Part) -> ListedPart:
@@ -615,7 +632,7 @@ async def _windowed_writes(file: asyncssh.SFTPClientFile, offset: int, data: mem
 
 
 async def _out_of_space(sftp: asyncssh.SFTPClient, exc: BaseException, path: str, block: int,
-                        sink: "SftpSink") -> TransferError | None:
+                        sink: SftpSink) -> TransferError | None:
     """The no-space error when a failed write is explained by a full file system, else None.
 
     OpenSSH's sftp-server reports ENOSPC only as a generic SSH_FX_FAILURE, so
@@ -626,7 +643,7 @@ async def _out_of_space(sftp: asyncssh.SFTPClient, exc: BaseException, path: str
         return None
     try:
         vfs = await sftp.statvfs(posixpath.dirname(path) or ".")
-    except (asyncssh.Error, OSError, asyncio.TimeoutError):
+    except (TimeoutError, asyncssh.Error, OSError):
         return None  # no statvfs@openssh.com, or the session is gone too
     free = vfs.bavail * (vfs.frsize or vfs.bsize)
     if free >= block and isinstance(exc, asyncssh.SFTPFailure):
@@ -635,7 +652,7 @@ async def _out_of_space(sftp: asyncssh.SFTPClient, exc: BaseException, path: str
 
 
 def _utc(mtime: int | None) -> datetime | None:
-    return datetime.fromtimestamp(mtime, timezone.utc) if mtime is not None else None
+    return datetime.fromtimestamp(mtime, UTC) if mtime is not None else None
 
 
 class SftpSink(SftpEndpoint):
@@ -652,7 +669,7 @@ class SftpSink(SftpEndpoint):
         return self._window
 
     def __init__(self, location: Location, options: SftpOptions, block: int = 256 * 1024, window: int = 16,
-                 parent: "SftpSink | None" = None) -> None:
+                 parent: SftpSink | None = None) -> None:
         super().__init__(location, options, block, window, parent)
         self.mtime: float | None = None
         self.size: int | None = None  # the source's, for a message when the disk is full
@@ -675,12 +692,12 @@ class SftpSink(SftpEndpoint):
         except asyncssh.SFTPNoSuchFile:
             return None
         except (asyncssh.Error, OSError) as exc:
-            raise _translate(exc, self.where) from exc
+            raise translate_error(exc, self.where) from exc
         if attrs.permissions is not None and not statmod.S_ISREG(attrs.permissions):
             return None
         return Stat(size=attrs.size or 0, mtime=float(attrs.mtime) if attrs.mtime is not None else None)
 
-    def child(self, path: str) -> "SftpSink":
+    def child(self, path: str) -> SftpSink:
         return SftpSink(self.location.with_path(path), self.options, self._block, self._window, parent=self)
 
     async def _confine(self, sftp: asyncssh.SFTPClient, create: bool) -> None:
@@ -725,8 +742,8 @@ class SftpSink(SftpEndpoint):
             return await sftp.lstat(path)
         except asyncssh.SFTPNoSuchFile:
             return None
-        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
-            raise _translate(exc, self.where) from exc
+        except (TimeoutError, asyncssh.Error, OSError) as exc:
+            raise translate_error(exc, self.where) from exc
 
     async def _mkdir(self, sftp: asyncssh.SFTPClient, folder: str) -> asyncssh.SFTPAttrs:
         """Create ``folder`` (its parent exists) and return what is there now."""
@@ -738,8 +755,8 @@ class SftpSink(SftpEndpoint):
             if attrs is None:
                 raise UsageError(f"cannot create the folder {folder} on {self.location.host}: {exc.reason}") from exc
             return attrs
-        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
-            raise _translate(exc, self.where) from exc
+        except (TimeoutError, asyncssh.Error, OSError) as exc:
+            raise translate_error(exc, self.where) from exc
         attrs = await self._lstat(sftp, folder)
         if attrs is None:
             raise TransferError(f"the folder {folder} on {self.location.host} vanished right after it was created")
@@ -750,7 +767,7 @@ class SftpSink(SftpEndpoint):
         for conn, sftp in self._idle:
             if not conn.is_closed():
                 return sftp
-        conn, sftp = await self._connect()
+        conn, sftp = await self.connect()
         self._idle.append((conn, sftp))
         return sftp
 
@@ -762,7 +779,7 @@ class SftpSink(SftpEndpoint):
         except asyncssh.SFTPNoSuchFile:
             return  # the usual case: a new file
         except (asyncssh.Error, OSError) as exc:
-            raise _translate(exc, self.where) from exc
+            raise translate_error(exc, self.where) from exc
         if attrs.permissions is not None and statmod.S_ISDIR(attrs.permissions):
             raise UsageError(f"{self.where} is a directory; end the destination with / to copy into it")
 
@@ -776,8 +793,8 @@ class SftpSink(SftpEndpoint):
         try:
             async with sftp.open(temp, "wb", block_size=0):
                 pass  # created empty; parts are written at their offsets
-        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
-            raise _translate(exc, self.where) from exc
+        except (TimeoutError, asyncssh.Error, OSError) as exc:
+            raise translate_error(exc, self.where) from exc
         return SftpWriter(self, temp, algorithm, size)
 
     async def _makedirs(self, sftp: asyncssh.SFTPClient, folder: str) -> None:
@@ -786,8 +803,8 @@ class SftpSink(SftpEndpoint):
         except (asyncssh.SFTPPermissionDenied, asyncssh.SFTPNoSuchFile, asyncssh.SFTPFailure) as exc:
             # Not a passing fault: a file in the way, a missing permission.
             raise UsageError(f"cannot create the folder {folder} on {self.location.host}: {exc.reason}") from exc
-        except (asyncssh.Error, OSError, asyncio.TimeoutError) as exc:
-            raise _translate(exc, self.where) from exc
+        except (TimeoutError, asyncssh.Error, OSError) as exc:
+            raise translate_error(exc, self.where) from exc
 
     def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None,
                       size: int | None = None) -> SftpWriter:
@@ -806,7 +823,7 @@ class SftpSink(SftpEndpoint):
         except asyncssh.SFTPNoSuchFile:
             return []
         except (asyncssh.Error, OSError) as exc:
-            raise _translate(exc, self.where) from exc
+            raise translate_error(exc, self.where) from exc
         found = [(_text(cast(bytes, entry.filename)), entry.attrs.mtime) for entry in listing]
         return [UploadInfo(self.location.path, listed, _utc(mtime)) for listed, mtime in found
                 if is_partial_of(listed, name)]

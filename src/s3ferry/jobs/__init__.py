@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import S3FerryError
-from ..redaction import printable
+from s3ferry.core.errors import S3FerryError
+from s3ferry.core.redaction import printable
 
 
 @dataclass
@@ -66,7 +66,7 @@ class JobReport:
 
 def record(report: JobReport) -> None:
     """Count a finished run in the metrics (files by result, last success of the flow)."""
-    from ..observe import metrics
+    from s3ferry.observe import metrics
 
     if report.dry_run or report.locked is not None:
         return  # nothing was skipped, archived or deleted: it was only decided (or another run did it)

@@ -87,19 +87,20 @@ import json
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..errors import UsageError
-from ..options import Pairs, S3Options, SftpOptions, TransferOptions, check_metadata, check_tags, parse_size
-from ..redaction import register_secret
-from ..tree import Filter
-from ..urls import Location, parse
-from .pull import PullSettings
-from .push import PushSettings
-from .schedule import Cron, Every, Schedule, parse_duration
+from s3ferry.core.errors import UsageError
+from s3ferry.core.options import Pairs, S3Options, SftpOptions, TransferOptions, check_metadata, check_tags, parse_size
+from s3ferry.core.redaction import register_secret
+from s3ferry.core.urls import Location, parse
+from s3ferry.jobs.pull import PullSettings
+from s3ferry.jobs.push import PushSettings
+from s3ferry.jobs.schedule import Cron, Every, Schedule, parse_duration
+from s3ferry.operations.tree import Filter
 
 KINDS = ("pull", "push")
 PULL_SOURCES = ("sftp", "file")  # sources that can archive (Features.archiving); not ftp:// yet
@@ -240,7 +241,7 @@ class Flow:
         return safe
 
     def describe(self, now: datetime | None = None) -> str:
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         first = self.schedule.first_after(now)
         when = "at start" if isinstance(self.schedule, Every) else first.strftime("%Y-%m-%d %H:%M UTC")
         return f"{self.name}: {self.kind} {self.source} -> {self.destination}, {self.schedule}, next run {when}"

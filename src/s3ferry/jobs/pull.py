@@ -35,22 +35,22 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .. import checksums
-from ..api import copy_file
-from ..backends import open_sink, open_source
-from ..backends.base import Entry, Stat
-from ..engine import ProgressListener, TransferResult, source_checksum
-from ..errors import S3FerryError, UsageError
-from ..journal import Journal, LockedError, PulledRecord, open_journal
-from ..options import TransferOptions
-from ..tree import Filter, child_path, for_each, selected
-from ..urls import Location, parse, safe_relative
-from . import JobReport, close_all, record
+from s3ferry.backends import open_sink, open_source
+from s3ferry.core import checksums
+from s3ferry.core.errors import S3FerryError, UsageError
+from s3ferry.core.options import TransferOptions
+from s3ferry.core.storage import Entry, Stat
+from s3ferry.core.urls import Location, parse, safe_relative
+from s3ferry.engine.journal import Journal, LockedError, PulledRecord, open_journal
+from s3ferry.engine.transfer import ProgressListener, TransferResult, source_checksum
+from s3ferry.jobs import JobReport, close_all, record
+from s3ferry.operations.copy import copy_file
+from s3ferry.operations.tree import Filter, child_path, for_each, selected
 
 # The S3 backend (aiobotocore: a large import) is loaded by the run itself, not with this module:
 # `s3ferry run --check` imports this module only to validate a flows file.
 if TYPE_CHECKING:
-    from ..backends.s3 import S3Sink
+    from s3ferry.backends.s3.sink import S3Sink
 
 log = logging.getLogger("s3ferry")
 
@@ -178,7 +178,7 @@ async def pull(src: str | Location, dst: str | Location, options: TransferOption
     source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
     if not source.features.archiving:
         raise UsageError(f"pull needs a source it can archive into {settings.archive}: sftp:// or a local folder")
-    from ..backends.s3 import S3Sink
+    from s3ferry.backends.s3.sink import S3Sink
 
     assert isinstance(sink, S3Sink)
     report = JobReport("pull", str(src_loc), str(dst_loc), dry_run=options.dry_run)

@@ -38,22 +38,22 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ..api import copy_file
-from ..backends import open_sink, open_source
-from ..backends.base import Entry
-from ..engine import ProgressListener
-from ..errors import NotFoundError, S3FerryError, UsageError
-from ..journal import Journal, LockedError, TagLock, open_journal
-from ..options import TransferOptions
-from ..tree import Filter, child_path, for_each, selected
-from ..urls import Location, parse, safe_relative
-from ..observe import metrics
-from . import JobReport, close_all, record
+from s3ferry.backends import open_sink, open_source
+from s3ferry.core.errors import NotFoundError, S3FerryError, UsageError
+from s3ferry.core.options import TransferOptions
+from s3ferry.core.storage import Entry
+from s3ferry.core.urls import Location, parse, safe_relative
+from s3ferry.engine.journal import Journal, LockedError, TagLock, open_journal
+from s3ferry.engine.transfer import ProgressListener
+from s3ferry.jobs import JobReport, close_all, record
+from s3ferry.observe import metrics
+from s3ferry.operations.copy import copy_file
+from s3ferry.operations.tree import Filter, child_path, for_each, selected
 
 # The S3 backend (aiobotocore: a large import) is loaded by the run itself, not with this module:
 # `s3ferry run --check` imports this module only to validate a flows file.
 if TYPE_CHECKING:
-    from ..backends.s3_source import S3Source
+    from s3ferry.backends.s3.source import S3Source
 
 log = logging.getLogger("s3ferry")
 
@@ -229,7 +229,7 @@ async def push(src: str | Location, dst: str | Location, options: TransferOption
     if src_loc.scheme != "s3" or dst_loc.scheme not in ("sftp", "file"):
         raise UsageError("push delivers from s3://bucket/prefix to sftp://host/folder (or a local folder)")
     source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
-    from ..backends.s3_source import S3Source
+    from s3ferry.backends.s3.source import S3Source
 
     assert isinstance(source, S3Source)
     report = JobReport("push", str(src_loc), str(dst_loc), dry_run=options.dry_run)
@@ -257,4 +257,4 @@ async def push(src: str | Location, dst: str | Location, options: TransferOption
 
 
 
-__all__ = ["PushSettings", "push", "mark_key", "Entry"]
+__all__ = ["Entry", "PushSettings", "mark_key", "push"]

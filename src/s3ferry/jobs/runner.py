@@ -27,18 +27,18 @@ import dataclasses
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Sequence
 
-from ..errors import S3FerryError, UsageError
-from ..journal import default_state_dir, try_flock
-from ..observe import metrics
-from . import JobReport
-from .flowfile import Flow
-from .pull import PullSettings, pull
-from .push import push
+from s3ferry.core.errors import S3FerryError, UsageError
+from s3ferry.engine.journal import default_state_dir, try_flock
+from s3ferry.jobs import JobReport
+from s3ferry.jobs.flowfile import Flow
+from s3ferry.jobs.pull import PullSettings, pull
+from s3ferry.jobs.push import push
+from s3ferry.observe import metrics
 
 log = logging.getLogger("s3ferry")
 
@@ -134,7 +134,7 @@ def dry_runs(flows: Sequence[Flow]) -> list[Flow]:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 async def run_flow(flow: Flow, on_outcome: OnOutcome) -> Outcome:
@@ -160,7 +160,7 @@ async def run_flow(flow: Flow, on_outcome: OnOutcome) -> Outcome:
             outcome.skipped, outcome.report = "locked", None
     except S3FerryError as exc:
         outcome.error = exc
-    except Exception as exc:  # noqa: BLE001 - one flow's bug must not stop the others or the scheduler
+    except Exception as exc:
         log.debug("flow %s failed", flow.name, exc_info=True)
         outcome.error = S3FerryError(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
     finally:

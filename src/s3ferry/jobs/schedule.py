@@ -33,9 +33,9 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
-from ..errors import UsageError
+from s3ferry.core.errors import UsageError
 
 _UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 _DURATION_RE = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
@@ -72,8 +72,8 @@ def parse_duration(text: str) -> float:
 
 def _utc(moment: datetime) -> datetime:
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _value(token: str, field: tuple[str, int, int, tuple[str, ...] | None, int]) -> int:
@@ -129,7 +129,7 @@ class Cron:
     weekdays_star: bool
 
     @classmethod
-    def parse(cls, text: str) -> "Cron":
+    def parse(cls, text: str) -> Cron:
         expr = MACROS.get(text.strip().lower(), text) if text.strip().startswith("@") else text
         if expr.strip().startswith("@"):
             raise UsageError(f"unknown macro {text.strip()!r} (known: {', '.join(MACROS)})")
@@ -198,7 +198,7 @@ class Every:
     seconds: float
 
     @classmethod
-    def parse(cls, text: str) -> "Every":
+    def parse(cls, text: str) -> Every:
         seconds = parse_duration(text)
         if seconds < 1:
             raise UsageError(f"interval {text!r} is shorter than one second")

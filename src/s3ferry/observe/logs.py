@@ -24,7 +24,7 @@ import traceback
 from types import TracebackType
 from typing import Any
 
-from ..redaction import json_printable, printable, scrub
+from s3ferry.core.redaction import json_printable, printable, scrub
 
 __all__ = ["FORMAT", "JsonFormatter", "SafeFormatter", "final_error", "safe_traceback", "scrub", "setup"]
 

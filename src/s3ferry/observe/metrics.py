@@ -21,13 +21,13 @@ import socket
 import threading
 import time
 from collections import deque
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .resources import _disk_writes, peak_rss
+from s3ferry.observe.resources import disk_writes, peak_rss
 
 log = logging.getLogger("s3ferry")
 
@@ -61,7 +61,7 @@ def direction(source_scheme: str, dest_scheme: str) -> str:
 def retry_reason(code: str | None, message: str) -> str:
     if code in ("SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "503"):
         return "throttled"
-    if code is not None and (code.isdigit() and code.startswith("5") or code in ("InternalError", "ServiceUnavailable")):
+    if code is not None and ((code.isdigit() and code.startswith("5")) or code in ("InternalError", "ServiceUnavailable")):
         return "server_error"
     if "connection" in message.lower() or "lost" in message.lower():
         return "connection"
@@ -98,7 +98,7 @@ class _Throughput:
 
 
 THROUGHPUT = _Throughput()
-_DISK_AT_START = _disk_writes()
+_DISK_AT_START = disk_writes()
 
 
 class _ProcessCollector(Collector):
@@ -114,7 +114,7 @@ class _ProcessCollector(Collector):
         yield GaugeMetricFamily("s3ferry_disk_written_bytes",
                                 "Bytes this process caused to be written to local storage since it started "
                                 "(the zero-disk proof: only the resume journal).",
-                                value=_disk_writes() - _DISK_AT_START)
+                                value=disk_writes() - _DISK_AT_START)
 
 
 def _rss() -> int:
@@ -156,7 +156,7 @@ def serve(port: int, addr: str = "127.0.0.1") -> None:
     """Serve /metrics on ``addr:port`` from a daemon thread (for as long as the process runs)."""
     from prometheus_client import start_http_server
 
-    from ..errors import UsageError
+    from s3ferry.core.errors import UsageError
 
     try:
         start_http_server(port, addr=addr, registry=REGISTRY)
@@ -178,7 +178,7 @@ class Pusher:
     def push(self) -> None:
         from prometheus_client import push_to_gateway
 
-        from ..urls import redact
+        from s3ferry.core.urls import redact
 
         try:
             push_to_gateway(self.url, job=self.job, registry=REGISTRY, grouping_key=self.grouping, timeout=10)
@@ -189,7 +189,7 @@ class Pusher:
         while not self._stop.wait(self.interval):
             self.push()
 
-    def __enter__(self) -> "Pusher":
+    def __enter__(self) -> Pusher:
         self.grouping["flow"] = FLOW.get()  # set by the command by now
         if self.interval > 0:
             self._thread.start()

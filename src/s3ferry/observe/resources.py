@@ -6,7 +6,7 @@ import resource
 import sys
 
 
-def _disk_writes() -> int:
+def disk_writes() -> int:
     """Bytes this process caused to be written to storage (Linux /proc/self/io)."""
     try:
         with open("/proc/self/io", "rb") as fh:
@@ -39,10 +39,10 @@ class ResourceMeter:
     """Measures from its creation: disk writes as a delta, RSS as the process peak."""
 
     def __init__(self) -> None:
-        self._writes0 = _disk_writes()
+        self._writes0 = disk_writes()
 
     def disk_writes(self) -> int:
-        return _disk_writes() - self._writes0
+        return disk_writes() - self._writes0
 
     def peak_rss(self) -> int:
         return peak_rss()

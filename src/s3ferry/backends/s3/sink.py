@@ -1,0 +1,554 @@
+"""S3 (and S3-compatible) sink over aiobotocore; :class:`S3Client` is shared with
+the S3 source (:mod:`.s3_source`).
+
+Configuration follows the AWS CLI: the credential chain, ``AWS_PROFILE``,
+``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``, region from env or config;
+``--endpoint-url``, ``--profile`` and ``--region`` override them.
+
+Objects up to one part go up in one ``PutObject``; larger ones as a
+multipart upload whose every part carries a checksum S3 verifies on receipt.
+CRC checksums use the ``FULL_OBJECT`` type, so S3 also checks the combined
+checksum we send with ``CompleteMultipartUpload`` and reports the CRC of the
+whole object afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import botocore.exceptions as bexc
+from aiobotocore.config import AioConfig
+from aiobotocore.session import AioSession
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
+
+from s3ferry.core.checksums import MD5, Algorithm, PartDigest
+from s3ferry.core.errors import (
+    AuthError,
+    IntegrityError,
+    NotFoundError,
+    PermissionError_,
+    S3FerryError,
+    TransferError,
+    UsageError,
+)
+from s3ferry.core.options import S3Options
+from s3ferry.core.storage import Completed, Features, ListedPart, Part, Receipt, Stat, UploadInfo
+from s3ferry.core.urls import Location, redact
+from s3ferry.core.verification import checksum_of, multipart_etag
+from s3ferry.engine.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from s3ferry.engine.streamed import StreamedPart
+
+log = logging.getLogger("s3ferry")
+_MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidClientTokenId"}
+_RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "RequestTimeTooSkewed"}
+_DIGEST_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"}
+
+
+def translate(exc: BaseException, where: str) -> S3FerryError:
+    """Map a botocore exception to the s3ferry tree (used by every S3 call)."""
+    if isinstance(exc, bexc.ClientError):
+        err = exc.response.get("Error", {})
+        code = str(err.get("Code", ""))
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+        message = err.get("Message") or code or f"HTTP {status}"
+        if code in ("NoSuchBucket",):
+            return NotFoundError(f"bucket not found: {where}")
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return NotFoundError(f"not found: {where}")
+        if code in _AUTH_CODES:
+            return AuthError(f"S3 rejected the credentials for {where}: {message}")
+        if code in ("AccessDenied", "403", "AllAccessDisabled"):
+            return PermissionError_(f"access denied: {where}")
+        if code in _DIGEST_CODES:
+            return TransferError(f"S3 received corrupted bytes for {where} ({code})", code=code)
+        if code == "NoSuchUpload":
+            return TransferError(f"the multipart upload for {where} no longer exists", retryable=False, code=code)
+        if code in _RETRY_CODES or status >= 500:
+            return TransferError(f"S3 error at {where}: {code or status} {message}", code=code)
+        return TransferError(f"S3 refused a request for {where}: {code or status} {message}", retryable=False, code=code)
+    if isinstance(exc, (bexc.NoCredentialsError, bexc.PartialCredentialsError)):
+        return AuthError("no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or --profile")
+    if isinstance(exc, bexc.ProfileNotFound):
+        return UsageError(f"AWS profile not found: {exc.kwargs.get('profile')}")
+    if isinstance(exc, (bexc.EndpointConnectionError, bexc.ConnectionClosedError, bexc.ReadTimeoutError,
+                        bexc.ConnectTimeoutError, OSError, asyncio.TimeoutError)):
+        return TransferError(f"connection to S3 failed for {where}: {redact(str(exc))}")
+    if isinstance(exc, (bexc.ParamValidationError, bexc.InvalidEndpointConfigurationError, ValueError)):
+        return UsageError(f"invalid S3 request for {where}: {redact(str(exc))}")
+    if isinstance(exc, bexc.BotoCoreError):
+        return TransferError(f"S3 client error for {where}: {redact(str(exc))}")
+    raise exc
+
+
+class PartBody(Payload):
+    """One part's bytes as a request body, without copying them.
+
+    botocore sees a seekable file (it reads it to sign the payload and seeks
+    back on retries); aiohttp sees a :class:`Payload` and lets it write
+    itself, which it does in slices of a memoryview, draining between them.
+    Handing aiohttp the whole part instead makes asyncio's transport copy the
+    unsent rest of it into its own buffer: one extra part of memory per
+    upload in flight.
+    """
+
+    _autoclose = True
+    SLICE = 256 * 1024
+
+    def __init__(self, view: memoryview) -> None:
+        super().__init__(view, content_type="application/octet-stream")
+        self._view = view
+        self._size = len(view)
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return len(self._view)
+
+    def read(self, size: int = -1) -> memoryview:
+        end = len(self._view) if size is None or size < 0 else min(len(self._view), self._pos + size)
+        chunk = self._view[self._pos : end]
+        self._pos = end
+        return chunk
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: len(self._view)}[whence]
+        self._pos = max(0, min(len(self._view), base + offset))
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytes(self._view).decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+        end = len(self._view) if content_length is None else min(content_length, len(self._view))
+        for start in range(0, end, self.SLICE):
+            await writer.write(self._view[start : min(start + self.SLICE, end)])
+
+
+class S3Client:
+    """One aiobotocore client (connection pool) with errors translated and retries.
+
+    A :meth:`child` for another key shares its parent's client; only the
+    parent closes it.
+    """
+
+    def __init__(self, location: Location, options: S3Options, pool_size: int = 10,
+                 retry: RetryPolicy | None = None, parent: S3Client | None = None) -> None:
+        self.location = location
+        self.options = options
+        self.retry = retry or RetryPolicy()
+        self._pool_size = pool_size
+        self._parent = parent
+        self._stack = AsyncExitStack()
+        self._client: Any = None
+        self._echoes: bool | None = None  # see returns_checksums
+
+    @property
+    def where(self) -> str:
+        return str(self.location)
+
+    async def client(self) -> Any:
+        if self._parent is not None:
+            return await self._parent.client()
+        if self._client is None:
+            try:
+                session = AioSession(profile=self.options.profile)
+                config = AioConfig(
+                    max_pool_connections=self._pool_size,
+                    # One retry policy for everything (ours): it backs off with
+                    # jitter and lets SlowDown lower the upload concurrency.
+                    retries={"mode": "standard", "total_max_attempts": 1},
+                    request_checksum_calculation="when_required",
+                    response_checksum_validation="when_required",
+                    connect_timeout=30,
+                    read_timeout=120,
+                    s3=self._s3_config(),
+                )
+                verify = str(self.options.ca_file) if self.options.ca_file else None
+                self._client = await self._stack.enter_async_context(
+                    session.create_client(
+                        "s3", endpoint_url=self.options.endpoint_url, region_name=self.options.region, config=config,
+                        verify=verify,
+                    )
+                )
+                for operation in ("UploadPart", "PutObject"):
+                    self._client.meta.events.register(f"before-call.s3.{operation}", _trailer_for_streamed_parts)
+            except (bexc.BotoCoreError, ValueError) as exc:
+                raise translate(exc, self.where) from exc
+        return self._client
+
+    def _s3_config(self) -> dict[str, Any]:
+        signing = self.options.payload_signing()
+        return {} if signing is None else {"payload_signing_enabled": signing}
+
+    async def call_once(self, method: str, **kwargs: Any) -> Any:
+        """One S3 API call with its errors translated, not retried (the caller retries)."""
+        client = await self.client()
+        try:
+            return await getattr(client, method)(**kwargs)
+        except (TimeoutError, bexc.BotoCoreError, bexc.ClientError, OSError) as exc:
+            raise translate(exc, self.where) from exc
+
+    async def call(self, method: str, **kwargs: Any) -> Any:
+        """One S3 API call, retried on retryable errors."""
+        return await self.retry.run(lambda: self.call_once(method, **kwargs), what=method)
+
+    async def close(self) -> None:
+        self._client = None
+        await self._stack.aclose()
+
+    def _root(self) -> S3Client:
+        return self._parent._root() if self._parent is not None else self
+
+    @property
+    def returns_checksums(self) -> bool | None:
+        """Whether this store echoes the checksums of what it stores (None: not known yet)."""
+        return self._root()._echoes
+
+    def note_checksums(self, echoed: bool) -> None:
+        """What an upload's answer showed: a store without checksums is told once, then checked by MD5."""
+        root = self._root()
+        if root._echoes is None and not echoed:
+            log.warning("%s returns no checksums: checking every part and the object by their MD5 ETags "
+                        "instead", self.options.resolved_endpoint() or "the S3 endpoint")
+        root._echoes = echoed if root._echoes is None else root._echoes and echoed
+
+
+def _trailer_for_streamed_parts(params: dict[str, Any], **_: Any) -> None:
+    """Send a :class:`StreamedPart`'s checksum as a trailer, also over plain http.
+
+    botocore only chooses trailers over https (where payload signing is off);
+    s3ferry streams a part only when its payload is not signed (see
+    ``S3Options.can_stream_parts``), so the trailer is just as valid there.
+    """
+    from s3ferry.engine.streamed import StreamedPart
+
+    algorithm = params.get("context", {}).get("checksum", {}).get("request_algorithm")
+    if isinstance(params.get("body"), StreamedPart) and isinstance(algorithm, dict):
+        algorithm["in"] = "trailer"
+
+
+MTIME_KEY = "s3ferry-mtime"  # x-amz-meta-s3ferry-mtime: the source file's mtime (epoch seconds)
+
+
+def _is_md5(etag: str) -> bool:
+    return _MD5_HEX.match(etag) is not None
+
+
+def head_stat(head: dict[str, Any]) -> Stat:
+    """A HeadObject answer as a :class:`Stat`: the mtime recorded from the source where there is one."""
+    recorded = (head.get("Metadata") or {}).get(MTIME_KEY)
+    try:
+        mtime = float(recorded) if recorded else None
+    except ValueError:
+        mtime = None
+    if mtime is None:
+        modified = head.get("LastModified")
+        mtime = modified.timestamp() if hasattr(modified, "timestamp") else None
+    return Stat(size=int(head["ContentLength"]), mtime=mtime, etag=head.get("ETag"),
+                checksum=full_object_checksum(head))
+
+
+def full_object_checksum(head: dict[str, Any]) -> tuple[str, str] | None:
+    """``(algorithm, base64)`` of a full-object checksum in a HEAD answer (a single-part object's, or a
+    FULL_OBJECT multipart one's); a COMPOSITE one (``-N``) depends on the part boundaries: None."""
+    check = checksum_of(head)
+    return (check.algorithm.s3_name, check.value) if check is not None and check.kind == "full" else None
+
+
+def sse_c_args(key: bytes | None, prefix: str = "") -> dict[str, Any]:
+    """SSE-C request arguments (botocore adds the base64 and the key's MD5)."""
+    if key is None:
+        return {}
+    return {f"{prefix}SSECustomerAlgorithm": "AES256", f"{prefix}SSECustomerKey": key}
+
+
+class S3Sink(S3Client):
+    features = Features(server_side_copy=True, resumable=True, verifies_checksum=True)
+
+    def __init__(self, location: Location, options: S3Options, pool_size: int = 10,
+                 retry: RetryPolicy | None = None, parent: S3Client | None = None) -> None:
+        super().__init__(location, options, pool_size, retry, parent)
+        self.features = Features(server_side_copy=True, resumable=True, verifies_checksum=True,
+                                 streamed_parts=options.can_stream_parts())
+        self._checked: asyncio.Future[None] | None = None
+        #: user metadata (x-amz-meta-*) for the object this sink creates
+        self.metadata: dict[str, str] = {}
+
+    def child(self, path: str) -> S3Sink:
+        return S3Sink(self.location.with_path(path), self.options, self._pool_size, self.retry, parent=self)
+
+    def sse_args(self) -> dict[str, Any]:
+        """Encryption arguments for requests that write (or read back) the destination object."""
+        return sse_c_args(self.options.sse_c_key())
+
+    def kms_args(self) -> dict[str, Any]:
+        """Arguments for requests that create an object (PutObject, CreateMultipartUpload):
+        SSE-KMS, metadata (the user's and the source's mtime), content type, storage class, tags, ACL."""
+        opts = self.options
+        metadata = {**dict(opts.metadata), **self.metadata}
+        args: dict[str, Any] = {"Metadata": metadata} if metadata else {}
+        content_type = opts.content_type or mimetypes.guess_type(self.location.path)[0]
+        if content_type:
+            args["ContentType"] = content_type
+        if opts.storage_class:
+            args["StorageClass"] = opts.storage_class
+        if opts.acl:
+            args["ACL"] = opts.acl
+        if opts.tags:
+            args["Tagging"] = urlencode(opts.tags)
+        if opts.sse_kms_key_id is not None:
+            args.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=opts.sse_kms_key_id)
+        return args
+
+    def note_source(self, stat: Stat) -> None:
+        """Record the source's mtime on the object, so a later download (and a re-run's check) can use it."""
+        if stat.mtime is not None:
+            self.metadata[MTIME_KEY] = repr(float(stat.mtime))
+
+    async def existing(self) -> Stat | None:
+        """What is already at the destination key (None if nothing): size, recorded mtime, checksum."""
+        try:
+            head = await self.call("head_object", Bucket=self.location.bucket, Key=self.location.path,
+                                   ChecksumMode="ENABLED", **self.sse_args())
+        except NotFoundError:
+            return None
+        return head_stat(head)
+
+    async def check_bucket(self) -> None:
+        # Some stores (SeaweedFS) accept CreateMultipartUpload on a missing
+        # bucket; ask first so the user gets "bucket not found" before any read.
+        bucket = self.location.bucket
+        try:
+            await self.call("head_bucket", Bucket=bucket)
+        except NotFoundError as exc:
+            raise NotFoundError(f"bucket not found: s3://{bucket}") from exc
+        except PermissionError_ as exc:
+            # HEAD has no body: a 403 may be bad credentials or missing rights.
+            raise AuthError(f"access to s3://{bucket} denied: check the credentials and bucket policy") from exc
+
+    async def prepare(self) -> None:
+        if self._parent is not None:  # files of a tree: the bucket is checked once for all
+            await self._parent.prepare()  # type: ignore[attr-defined]
+            return
+        if self._checked is None:  # one check, however many files ask at once
+            self._checked = asyncio.ensure_future(self.check_bucket())
+        await self._checked
+
+    def resume_writer(self, upload_id: str | None, algorithm: Algorithm | None,
+                      size: int | None = None) -> S3Writer:
+        """A writer for an existing upload; with ``None``, for an object already complete."""
+        return S3Writer(self, algorithm, upload_id=upload_id)
+
+    async def find_uploads(self, prefix: str, exact: bool = True) -> list[UploadInfo]:
+        """Unfinished multipart uploads whose key is ``prefix`` (or starts with it)."""
+        found: list[UploadInfo] = []
+        args: dict[str, Any] = {"Bucket": self.location.bucket, "Prefix": prefix}
+        while True:
+            page = await self.call("list_multipart_uploads", **args)
+            for up in page.get("Uploads", []):
+                if not exact or up["Key"] == prefix:
+                    found.append(UploadInfo(up["Key"], up["UploadId"], up.get("Initiated")))
+            if not page.get("IsTruncated"):
+                return found
+            args["KeyMarker"], args["UploadIdMarker"] = page.get("NextKeyMarker"), page.get("NextUploadIdMarker")
+
+    async def list_parts(self, key: str, upload_id: str) -> dict[int, ListedPart]:
+        """Parts stored for an upload (raises TransferError code NoSuchUpload if it is gone)."""
+        listed: dict[int, ListedPart] = {}
+        args: dict[str, Any] = {"Bucket": self.location.bucket, "Key": key, "UploadId": upload_id}
+        while True:
+            page = await self.call("list_parts", **args)
+            for p in page.get("Parts", []):
+                listed[int(p["PartNumber"])] = ListedPart(int(p["PartNumber"]), int(p["Size"]), str(p["ETag"]))
+            if not page.get("IsTruncated"):
+                return listed
+            args["PartNumberMarker"] = page["NextPartNumberMarker"]
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        try:
+            await self.call("abort_multipart_upload", Bucket=self.location.bucket, Key=key, UploadId=upload_id)
+        except TransferError as exc:
+            if exc.code != "NoSuchUpload":
+                raise
+            # already gone: nothing is left behind, which is the point
+
+    async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None, *,
+                          defer: bool = False) -> S3Writer:
+        if size <= part_size and not defer:
+            return S3Writer(self, algorithm, upload_id=None)
+        kwargs: dict[str, Any] = {"Bucket": self.location.bucket, "Key": self.location.path, **self.sse_args(),
+                                  **self.kms_args()}
+        if algorithm is not None:
+            kwargs["ChecksumAlgorithm"] = algorithm.s3_name
+            kwargs["ChecksumType"] = "FULL_OBJECT" if algorithm.full_object else "COMPOSITE"
+        response = await self.call("create_multipart_upload", **kwargs)
+        return S3Writer(self, algorithm, upload_id=str(response["UploadId"]))
+
+
+class S3Writer:
+    """Parts of one object. ``upload_id`` None means a single PutObject."""
+
+    def __init__(self, sink: S3Sink, algorithm: Algorithm | None, upload_id: str | None) -> None:
+        self.sink = sink
+        self.algorithm = algorithm
+        self.upload_id = upload_id
+        self._key = {"Bucket": sink.location.bucket, "Key": sink.location.path}
+        self._put: tuple[int, dict[str, Any]] | None = None  # a single PutObject's size and answer
+        self._unverified: str | None = None  # why a part could not be checked (see unverified())
+
+    def unverified(self) -> str | None:
+        return self._unverified
+
+    async def _check_stored(self, part: Part, digest: PartDigest | None, response: dict[str, Any],
+                            md5: Callable[[], Awaitable[bytes | None]]) -> None:
+        """Compare what the store says it stored with the bytes sent: its checksum, else its MD5 ETag.
+
+        A store that returns no checksums (many S3-compatible ones) is detected
+        here, said once, and checked by the MD5 of every part instead.
+        """
+        if self.algorithm is None or digest is None:
+            return  # --checksum none: nothing to compare
+        echoed = response.get(f"Checksum{self.algorithm.s3_name}")
+        self.sink.note_checksums(echoed is not None)
+        if echoed is not None:
+            if echoed != digest.b64:
+                raise TransferError(f"S3 stored part {part.number} of {self.sink.where} with checksum {echoed}, "
+                                    f"not the {digest.b64} of the bytes sent")
+            return
+        etag = str(response.get("ETag", "")).strip('"').lower()
+        sent = await md5()
+        if sent is None or not _is_md5(etag):
+            self._unverified = (f"{self.sink.options.resolved_endpoint() or 'the store'} returns no checksums "
+                                "and its ETags are not MD5s")
+            return
+        if etag != sent.hex():
+            raise TransferError(f"the store's MD5 of part {part.number} of {self.sink.where} ({etag}) is not "
+                                f"the MD5 of the bytes sent ({sent.hex()})")
+
+    def _checksum_args(self, digest: PartDigest | None) -> dict[str, str]:
+        if self.algorithm is None or digest is None:
+            return {}
+        return {f"Checksum{self.algorithm.s3_name}": digest.b64}
+
+    async def write_part(self, part: Part, data: memoryview, digest: PartDigest | None) -> Receipt:
+        args = {**self._key, "Body": PartBody(data), "ContentLength": len(data), **self._checksum_args(digest),
+                **self.sink.sse_args()}
+        # Not retried here: the engine retries parts, and slows down on SlowDown.
+        if self.upload_id is None:
+            response = await self.sink.call_once("put_object", **args, **self.sink.kms_args())
+        else:
+            response = await self.sink.call_once("upload_part", UploadId=self.upload_id, PartNumber=part.number,
+                                                 **args)
+
+        async def md5() -> bytes:
+            return await asyncio.to_thread(MD5.part, data)  # the buffer is the engine's until we return
+
+        await self._check_stored(part, digest, response, md5)
+        if self.upload_id is None:
+            self._put = (len(data), response)
+        return Receipt(part.number, str(response.get("ETag", "")), digest)
+
+    async def write_stream(self, part: Part, body: StreamedPart) -> Receipt:
+        """Send a part while it is read from the source (its checksum goes as a trailer)."""
+        assert self.algorithm is not None, "streamed parts always carry a checksum"
+        if self.sink.returns_checksums is not True:
+            body.want_md5()  # the part cannot be read again to check it against a store without checksums
+        args = {**self._key, "Body": body, "ContentLength": part.length,
+                "ChecksumAlgorithm": self.algorithm.s3_name, **self.sink.sse_args()}
+        try:
+            if self.upload_id is None:
+                response = await self.sink.call_once("put_object", **args, **self.sink.kms_args())
+            else:
+                response = await self.sink.call_once("upload_part", UploadId=self.upload_id,
+                                                     PartNumber=part.number, **args)
+        except S3FerryError as exc:
+            if isinstance(body.failure, S3FerryError):
+                raise body.failure from exc  # the source failed, not S3 (aiohttp reports a broken send)
+            raise
+        finally:
+            await body.aclose()
+        digest = body.digest()
+
+        async def md5() -> bytes | None:
+            return body.md5()
+
+        await self._check_stored(part, digest, response, md5)
+        if self.upload_id is None:
+            self._put = (part.length, response)
+        return Receipt(part.number, str(response.get("ETag", "")), digest)
+
+    async def list_parts(self, expected: Sequence[Part] = ()) -> dict[int, ListedPart]:
+        """The parts S3 holds for this upload (raises TransferError code NoSuchUpload if it is gone)."""
+        assert self.upload_id is not None
+        return await self.sink.list_parts(self._key["Key"], self.upload_id)
+
+    async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
+        if self.upload_id is None and self._put is not None:
+            size, response = self._put
+            stored = response.get(f"Checksum{self.algorithm.s3_name}") if self.algorithm else None
+            if stored is not None or self.sink.returns_checksums is False:
+                # S3 checked the whole body against our checksum header (or its MD5 was compared with
+                # the ETag) before it answered: a HEAD would only repeat it (and for a tree of small
+                # files it is one more round trip per file).
+                return Completed(size=size, checksum=None if stored is None else str(stored),
+                                 etag=response.get("ETag"), md5_verified=stored is None and not self._unverified)
+        if self.upload_id is not None:
+            await self._complete_multipart(receipts, whole)
+        head_args: dict[str, Any] = {**self._key, **self.sink.sse_args()}
+        if self.algorithm is not None:
+            head_args["ChecksumMode"] = "ENABLED"
+        head = await self.sink.call("head_object", **head_args)
+        checksum = head.get(f"Checksum{self.algorithm.s3_name}") if self.algorithm else None
+        etag = head.get("ETag")
+        return Completed(size=int(head["ContentLength"]), checksum=checksum, etag=etag,
+                         md5_verified=checksum is None and self._md5_etag_matches(receipts, etag))
+
+    def _md5_etag_matches(self, receipts: Sequence[Receipt], etag: str | None) -> bool:
+        """A store without checksums: the object's ETag is the MD5 of the part MD5s we checked one by one."""
+        if self.sink.returns_checksums is not False or self._unverified or self.upload_id is None:
+            return False
+        part_etags = [r.etag.strip('"').lower() for r in receipts]
+        if not all(_is_md5(e) for e in part_etags):
+            return False
+        return str(etag or "").strip('"').lower() == multipart_etag([bytes.fromhex(e) for e in part_etags])
+
+    async def _complete_multipart(self, receipts: Sequence[Receipt], whole: str | None) -> None:
+        parts = []
+        for r in receipts:
+            entry: dict[str, Any] = {"PartNumber": r.number, "ETag": r.etag}
+            entry.update(self._checksum_args(r.digest))
+            parts.append(entry)
+        args: dict[str, Any] = {**self._key, "UploadId": self.upload_id, "MultipartUpload": {"Parts": parts}}
+        if self.algorithm is not None and self.algorithm.full_object and whole is not None:
+            args["ChecksumType"] = "FULL_OBJECT"
+            args[f"Checksum{self.algorithm.s3_name}"] = whole
+        args.update(self.sink.sse_args())  # S3 wants the SSE-C key again to complete
+        try:
+            await self.sink.call("complete_multipart_upload", **args)
+        except TransferError as exc:
+            if exc.code in _DIGEST_CODES:
+                raise IntegrityError(f"S3 computed a different checksum for {self.sink.where} than the source's") from exc
+            raise
+
+    async def abort(self) -> None:
+        if self.upload_id is not None:
+            await self.sink.abort_upload(self._key["Key"], self.upload_id)
+
+    async def discard(self) -> None:
+        await self.sink.call("delete_object", **self._key)

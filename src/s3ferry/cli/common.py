@@ -1,0 +1,67 @@
+"""What every subcommand shares: one error line and its exit code, signals, logging set-up."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+import click
+
+from s3ferry.core.errors import InterruptedError_, S3FerryError
+
+
+def fail(exc: BaseException, debug: bool) -> NoReturn:
+    """Print the one-line error (plus traceback with --debug) and exit."""
+    from s3ferry.observe.logs import final_error, safe_traceback
+
+    if debug:  # scrubbed as every log line: a traceback quotes URLs, headers and arguments
+        click.echo(safe_traceback(exc), err=True, nl=False)
+    if isinstance(exc, InterruptedError_):
+        click.echo(final_error(str(exc), exc.exit_code), err=True)
+        sys.exit(exc.exit_code)
+    if isinstance(exc, S3FerryError):
+        hint = f"; {exc.hint}" if exc.hint else ""
+        click.echo(final_error(f"error: {exc}{hint}", exc.exit_code), err=True)
+        sys.exit(exc.exit_code)
+    if isinstance(exc, KeyboardInterrupt):
+        click.echo(final_error("interrupted", 130), err=True)
+        sys.exit(130)
+    click.echo(final_error(f"internal error: {type(exc).__name__}: {exc} (run with --debug for details)", 1),
+               err=True)
+    sys.exit(1)
+
+
+def run_command(debug: bool, body: Callable[[], Any]) -> Any:
+    try:
+        return body()
+    except (S3FerryError, KeyboardInterrupt) as exc:
+        fail(exc, debug)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence prints one line, not a traceback
+        fail(exc, debug)
+
+
+def run_async(coro: Any, interrupted: str = "interrupted") -> Any:
+    """Run ``coro``; SIGINT and SIGTERM cancel it (clean-ups run) and exit 130 with one line."""
+    import asyncio
+
+    async def main() -> Any:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return await coro
+
+    try:
+        return asyncio.run(main())
+    except (asyncio.CancelledError, KeyboardInterrupt) as exc:
+        raise InterruptedError_(interrupted) from exc
+
+
+def setup_logging(debug: bool, verbose: int = 0, quiet: bool = False, log_format: str = "text") -> None:
+    """Notes (resuming, retrying, starting over) go to stderr as `s3ferry: ...` lines (or JSON lines)."""
+    from s3ferry.observe.logs import setup
+
+    setup(debug=debug, verbose=verbose, quiet=quiet, fmt=log_format)

@@ -1,0 +1,366 @@
+"""Validated transfer options: one typed object behind the CLI and the API.
+
+Memory
+------
+Payload bytes live only in part buffers. The engine keeps a fixed pool of
+
+    buffers = max(2, max_memory // part_size)
+
+buffers of ``part_size`` bytes each, so the payload held at any instant is at
+most ``buffers * part_size`` plus, per read stream, the SFTP requests in
+flight (``read_streams * sftp_window * sftp_block``, 2 x 16 x 256 KiB = 8 MiB
+by default). With the defaults (8 MiB parts, 32 MiB budget) that is
+32 MiB + 8 MiB whatever the file size, until a file is so large (> 78 GiB)
+that parts must grow to stay under S3's 10,000-part limit; the budget then
+still buys at least two buffers.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import functools
+import math
+import os
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from s3ferry.core.errors import UsageError
+from s3ferry.core.redaction import register_secret
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+MIN_PART_SIZE = 5 * MiB
+MAX_PART_SIZE = 5 * GiB
+MAX_PARTS = 10_000
+
+ChecksumName = Literal["crc32c", "crc64nvme", "sha256", "none"]
+#: auto: continue a journaled attempt; resume: also adopt an upload found in S3;
+#: force: discard earlier attempts; never: refuse if one exists, keep no journal.
+ResumeMode = Literal["auto", "resume", "force", "never"]
+OverwriteMode = Literal["changed", "never", "always"]
+RESUME_MODES: tuple[str, ...] = ("auto", "resume", "force", "never")
+CHECKSUMS: tuple[str, ...] = ("crc32c", "crc64nvme", "sha256", "none")
+
+_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str | int) -> int:
+    """``"16MiB"``, ``"16M"``, ``"1.5G"``, ``"4096"`` -> bytes (binary units, like rclone)."""
+    if isinstance(text, int):
+        return text
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise UsageError(f"cannot read {text!r} as a size (examples: 8MiB, 64M, 1G)")
+    number, unit, _ = match.groups()
+    power = " kmgt".index(unit.lower() or " ")
+    return int(float(number) * (1024**power))
+
+
+Pairs = tuple[tuple[str, str], ...]
+#: user metadata travels as ``x-amz-meta-KEY`` headers: a key must be an HTTP header token
+_HEADER_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+MAX_METADATA_BYTES = 2 * KiB  # S3: keys and values of the user metadata together, UTF-8
+MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE = 10, 128, 256
+_TAG_PUNCTUATION = "_.:/=+-@"  # with letters, digits and spaces: S3's pattern [\p{L}\p{Z}\p{N}_.:/=+\-@]
+
+
+def split_pairs(values: Sequence[str], flag: str) -> Pairs:
+    """``KEY=VALUE`` strings (the repeatable ``--metadata`` / ``--tag``) as (key, value) pairs."""
+    pairs = []
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{flag} takes KEY=VALUE, not {value!r}")
+        pairs.append((key.strip(), val))
+    return tuple(pairs)
+
+
+def check_metadata(pairs: Pairs, name: str) -> None:
+    """S3's rules for user metadata; ``name`` is how the user gave it (``--metadata``, ``metadata``).
+
+    Shared by the CLI (through :class:`S3Options`) and the flows file, so both
+    refuse the same things before a transfer starts, not at the first upload.
+    """
+    seen: set[str] = set()
+    for key, value in pairs:
+        if not key:
+            raise UsageError(f"{name} key must not be empty")
+        if not _HEADER_TOKEN.match(key):
+            raise UsageError(f"{name} key {key!r} cannot be an HTTP header name (x-amz-meta-KEY): use letters, "
+                             "digits, - and _")
+        if key.lower() in seen:  # S3 stores the keys in lower case: Owner and owner are one key
+            raise UsageError(f"{name} key {key!r} is given twice (S3 ignores the case of metadata keys)")
+        seen.add(key.lower())
+        if any(unicodedata.category(c) == "Cc" for c in value):
+            raise UsageError(f"{name} {key!r}: the value holds a control character (it travels in an HTTP header)")
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in pairs)
+    if size > MAX_METADATA_BYTES:
+        raise UsageError(f"{name} holds {size} bytes of keys and values; S3 allows 2KiB per object")
+
+
+def check_tags(pairs: Pairs, name: str) -> None:
+    """S3's rules for object tags (count, lengths, characters, the reserved ``aws:`` prefix)."""
+    if len(pairs) > MAX_TAGS:
+        raise UsageError(f"{name} holds {len(pairs)} tags; S3 allows at most {MAX_TAGS} per object")
+    seen: set[str] = set()
+    for key, value in pairs:
+        if not key:
+            raise UsageError(f"{name} key must not be empty")
+        if key in seen:
+            raise UsageError(f"{name} key {key!r} is given twice")
+        seen.add(key)
+        if len(key) > MAX_TAG_KEY or len(value) > MAX_TAG_VALUE:
+            raise UsageError(f"{name} {key!r}: S3 allows keys of up to {MAX_TAG_KEY} characters and values of up "
+                             f"to {MAX_TAG_VALUE}")
+        if key.lower().startswith("aws:"):
+            raise UsageError(f"{name} key {key!r}: the aws: prefix is reserved for AWS")
+        bad = "".join(sorted({c for c in key + value if not _tag_character(c)}))
+        if bad:
+            raise UsageError(f"{name} {key!r}: S3 allows letters, digits, spaces and {' '.join(_TAG_PUNCTUATION)} "
+                             f"in tags, not {bad!r}")
+
+
+def _tag_character(c: str) -> bool:
+    return unicodedata.category(c)[0] in "LZN" or c in _TAG_PUNCTUATION
+
+
+@dataclass(frozen=True)
+class SftpOptions:
+    """How to reach SFTP servers; unset fields follow OpenSSH's defaults."""
+
+    identity: tuple[Path, ...] = ()
+    known_hosts: Path | None = None
+    host_key: str | None = None
+    password_file: Path | None = None
+    connect_timeout: float = 30.0
+    #: ``[user@]host[:port]`` of a jump host (like ``ssh -J``; ProxyJump in ~/.ssh/config also works)
+    jump: str | None = None
+
+    def password(self) -> str | None:
+        """The password from ``--password-file`` or ``S3FERRY_SFTP_PASSWORD``."""
+        return _secret_from(self.password_file, "S3FERRY_SFTP_PASSWORD", "--password-file")
+
+
+def _secret_from(path: Path | None, env: str, flag: str) -> str | None:
+    """A secret from a file named by ``flag`` or from the environment variable ``env``; registered, so no
+    output shows it (:mod:`s3ferry.redaction`)."""
+    if path is not None:
+        try:
+            secret: str | None = path.read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from exc
+    else:
+        secret = os.environ.get(env) or None
+    if secret:
+        register_secret(secret)
+    return secret
+
+
+@dataclass(frozen=True)
+class FtpOptions:
+    """How to reach FTP/FTPS servers.
+
+    ``ftps://`` is explicit TLS (``AUTH TLS`` on the control connection, ``PROT P``
+    for data); certificates are verified against the system store, or
+    ``ca_file`` (``--ca-bundle``). Passive mode only: active mode needs the
+    server to connect back, which firewalls and NAT break.
+    """
+
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    connect_timeout: float = 30.0
+
+    def password(self) -> str | None:
+        """``--password-file`` or ``S3FERRY_FTP_PASSWORD``; None means anonymous when no user is given."""
+        return _secret_from(self.password_file, "S3FERRY_FTP_PASSWORD", "--password-file")
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """How to reach HTTP(S) sources: certificates verified (system store or ``--ca-bundle``)."""
+
+    ca_file: Path | None = None
+    connect_timeout: float = 30.0
+    read_timeout: float = 120.0
+
+
+@functools.lru_cache(maxsize=8)
+def _read_key(path: Path, flag: str) -> bytes:
+    """A 256-bit key from a file of 32 raw bytes or their base64 (cached: every request needs it).
+
+    Registered as a secret before it is used: botocore's DEBUG output prints
+    it (base64) and its MD5 in every request's headers.
+    """
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from exc
+    if len(raw) == 32:
+        register_secret(raw)
+        return raw
+    try:
+        key = base64.b64decode(raw.strip(), validate=True)
+    except ValueError:
+        key = b""
+    if len(key) != 32:
+        raise UsageError(f"{flag} {path} must hold a 256-bit key: 32 raw bytes or their base64")
+    register_secret(key)
+    register_secret(raw.strip().decode("ascii"))  # the file's own text: its base64 need not be the canonical one
+    return key
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """Overrides of the AWS configuration chain (env vars, ~/.aws/config)."""
+
+    endpoint_url: str | None = None
+    profile: str | None = None
+    region: str | None = None
+    #: SHA-256 the request bodies into the signature. None (auto): only over
+    #: plain http to a host that is not loopback -- over https TLS protects the
+    #: bytes (botocore's own default) and on loopback there is no wire to
+    #: tamper with; S3 verifies every part's CRC in any case.
+    sign_payload: bool | None = None
+    #: SSE-C: a file holding the 256-bit key (32 raw bytes, or their base64) for
+    #: the destination / for an encrypted source. Keys are never logged.
+    sse_c_key_file: Path | None = None
+    source_sse_c_key_file: Path | None = None
+    #: SSE-KMS key id / ARN / alias for the destination.
+    sse_kms_key_id: str | None = None
+    #: CA certificates for an S3 endpoint with a private CA (--ca-bundle, AWS_CA_BUNDLE).
+    ca_file: Path | None = None
+    #: object settings for what s3ferry creates (None: the bucket's default)
+    storage_class: str | None = None
+    content_type: str | None = None  # None: guessed from the key's extension
+    acl: str | None = None
+    metadata: Pairs = ()
+    tags: Pairs = ()
+
+    def __post_init__(self) -> None:
+        check_metadata(self.metadata, "--metadata")
+        check_tags(self.tags, "--tag")
+
+    def sse_c_key(self, *, source: bool = False) -> bytes | None:
+        """The SSE-C key for the destination (or the source), read and checked once per process."""
+        path = self.source_sse_c_key_file if source else self.sse_c_key_file
+        if path is None:
+            return None
+        return _read_key(path, "--source-sse-c-key-file" if source else "--sse-c-key-file")
+
+    def resolved_endpoint(self) -> str | None:
+        return (self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL") or None)
+
+    def can_stream_parts(self) -> bool:
+        """Whether a part can be sent while it is still being read (its CRC as an
+        HTTP trailer): not when the body's SHA-256 must be in the signature first."""
+        signing = self.payload_signing()
+        if signing is not None:
+            return not signing
+        endpoint = self.resolved_endpoint()
+        return endpoint is None or endpoint.lower().startswith("https://")
+
+    def payload_signing(self) -> bool | None:
+        """True/False to force botocore's payload signing, None to leave botocore's default."""
+        if self.sign_payload is not None:
+            return self.sign_payload
+        endpoint = self.resolved_endpoint()
+        if endpoint is None or not endpoint.lower().startswith("http://"):
+            return None  # AWS or https: botocore already skips it for uploads that carry a checksum
+        host = (urlsplit(endpoint).hostname or "").lower()
+        return False if _is_loopback(host) else None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    import ipaddress  # only for plain-http endpoints: not worth a share of every start
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class TransferOptions:
+    """Everything that shapes one transfer. See the module docstring for memory."""
+
+    part_size: int = 8 * MiB
+    read_streams: int = 2
+    upload_streams: int = 4
+    max_memory: int = 32 * MiB
+    checksum: ChecksumName = "crc32c"
+    sftp_block: int = 256 * KiB
+    sftp_window: int = 16
+    retries: int = 5
+    #: S3 -> S3: objects up to this size are one CopyObject, larger ones are
+    #: copied by S3 in parts of this size (UploadPartCopy), upload_streams at a time
+    copy_part_size: int = 256 * MiB
+    #: bytes per second for the whole process (None: no limit)
+    bwlimit: int | None = None
+    #: an existing destination: "changed" copies only if it differs (size, then checksum or
+    #: mtime), "never" leaves it (--no-clobber), "always" replaces it (--overwrite)
+    overwrite: OverwriteMode = "changed"
+    #: decide and report, change nothing
+    dry_run: bool = False
+    resume: ResumeMode = "auto"
+    #: refuse (exit 3) a copy that cannot be verified against an independent check, instead of
+    #: completing it with "not verified" (on for pull and push)
+    require_verified: bool = False
+    state_dir: Path | None = None
+    sftp: SftpOptions = field(default_factory=SftpOptions)
+    s3: S3Options = field(default_factory=S3Options)
+    ftp: FtpOptions = field(default_factory=FtpOptions)
+    http: HttpOptions = field(default_factory=HttpOptions)
+
+    def __post_init__(self) -> None:
+        if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
+            raise UsageError(f"--part-size must be between 5MiB and 5GiB, not {self.part_size} bytes")
+        for name in ("read_streams", "upload_streams", "sftp_window"):
+            value = getattr(self, name)
+            if not 1 <= value <= 256:
+                raise UsageError(f"--{name.replace('_', '-')} must be between 1 and 256, not {value}")
+        if self.max_memory < MIN_PART_SIZE:
+            raise UsageError("--max-memory must be at least 5MiB")
+        if not 4 * KiB <= self.sftp_block <= 4 * MiB:
+            raise UsageError("sftp_block must be between 4KiB and 4MiB")
+        if not MIN_PART_SIZE <= self.copy_part_size <= MAX_PART_SIZE:
+            raise UsageError("--copy-part-size must be between 5MiB and 5GiB")
+        if self.bwlimit is not None and self.bwlimit < 1024:
+            raise UsageError(f"--bwlimit must be at least 1KiB per second, not {self.bwlimit}")
+        if not 0 <= self.retries <= 100:
+            raise UsageError(f"--retries must be between 0 and 100, not {self.retries}")
+        if self.resume not in RESUME_MODES:
+            raise UsageError(f"resume must be one of {', '.join(RESUME_MODES)}, not {self.resume!r}")
+        if self.overwrite not in ("changed", "never", "always"):
+            raise UsageError(f"overwrite must be changed, never or always, not {self.overwrite!r}")
+        if self.checksum not in CHECKSUMS:
+            raise UsageError(f"--checksum must be one of {', '.join(CHECKSUMS)}, not {self.checksum!r}")
+
+    def replace(self, **changes: object) -> TransferOptions:
+        """A copy with some fields changed; unknown names raise :class:`UsageError`."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise UsageError(f"unknown option(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def part_size_for(self, size: int) -> int:
+        """The part size for a file of ``size`` bytes: grown to fit in 10,000 parts (MiB-aligned)."""
+        needed = math.ceil(size / MAX_PARTS)
+        if needed <= self.part_size:
+            return self.part_size
+        return min(MAX_PART_SIZE, math.ceil(needed / MiB) * MiB)
+
+    def buffer_count(self, part_size: int) -> int:
+        """How many part buffers the byte budget pays for (at least two)."""
+        return max(2, self.max_memory // part_size)

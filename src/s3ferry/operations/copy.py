@@ -1,0 +1,175 @@
+"""The Python API: ``copy`` / ``acopy`` for one file, ``copy_tree`` / ``acopy_tree`` for
+folders and prefixes, ``acopy_glob`` for ``cp``'s source patterns -- the same engine as the CLI.
+
+``copy`` / ``acopy`` take every name literally (``star*.bin`` is that one file): patterns are
+``acopy_glob``'s alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from s3ferry.backends import open_sink, open_source
+from s3ferry.core.errors import NotFoundError, UsageError
+from s3ferry.core.options import TransferOptions
+from s3ferry.core.storage import Entry, Source
+from s3ferry.core.urls import Location, join_name, parse, safe_relative
+from s3ferry.engine.transfer import PartExecutor, ProgressListener, TransferResult
+from s3ferry.operations.globs import Glob, expand, glob_of
+from s3ferry.operations.single import copy_file
+from s3ferry.operations.tree import Filter, TreeResult
+from s3ferry.operations.tree import copy_tree as _copy_tree
+
+
+def resolve(src: str | Location, dst: str | Location) -> tuple[Location, Location]:
+    """Parse both ends; a destination ending in ``/`` gets the source's file name."""
+    source = src if isinstance(src, Location) else parse(src)
+    dest = dst if isinstance(dst, Location) else parse(dst)
+    if dest.scheme == "file" and not dest.is_dir_like and _is_dir(dest.path):
+        dest = dest.with_path(dest.path + "/")  # like cp: an existing folder receives the file
+    if dest.is_dir_like:
+        if source.scheme == "s3" and ".." in source.path.split("/"):
+            # S3 keys are names chosen by whoever wrote the bucket.
+            raise UsageError(f"refusing unsafe key {source.path!r}: it would land outside the destination")
+        dest = join_name(dest, source.name)
+    return source, dest
+
+
+def _is_dir(path: str) -> bool:
+    import os
+
+    return os.path.isdir(path)
+
+
+async def acopy(
+    src: str | Location,
+    dst: str | Location,
+    options: TransferOptions | None = None,
+    *,
+    progress: ProgressListener | None = None,
+    executor: PartExecutor | None = None,
+    **overrides: Any,
+) -> TransferResult:
+    """Copy one file; ``overrides`` are :class:`TransferOptions` fields (checked by name).
+    ``executor``: run the parts elsewhere (a started :class:`s3ferry.distributed.DaskExecutor`).
+
+    >>> await acopy("sftp://me@host/data.csv.gz", "s3://raw/partner/", part_size=16 * 2**20)
+    """
+    opts = (options or TransferOptions()).replace(**overrides)
+    source_loc, dest_loc = resolve(src, dst)
+    source = open_source(source_loc, opts)
+    sink = open_sink(dest_loc, opts)
+    try:
+        return await copy_file(source, sink, opts, progress, executor=executor)
+    finally:
+        await asyncio.shield(_close_both(source, sink))
+
+
+async def acopy_tree(
+    src: str | Location,
+    dst: str | Location,
+    options: TransferOptions | None = None,
+    *,
+    filters: Sequence[Filter] = (),
+    transfers: int = 4,
+    progress: ProgressListener | None = None,
+    executor: Any = None,
+    **overrides: Any,
+) -> TreeResult:
+    """Copy every file below the folder / prefix ``src`` to the same relative paths below ``dst``.
+
+    >>> await acopy_tree("sftp://me@host/out", "s3://raw/partner/", filters=[Filter("*.tmp", include=False)])
+    """
+    opts = (options or TransferOptions()).replace(**overrides)
+    source_loc = src if isinstance(src, Location) else parse(src)
+    dest_loc = dst if isinstance(dst, Location) else parse(dst)
+    source = open_source(source_loc, opts)
+    sink = open_sink(dest_loc, opts)
+    try:
+        return await _copy_tree(source, sink, opts, filters=filters, transfers=transfers, progress=progress,
+                                copy_one=copy_file, executor=executor)
+    finally:
+        await asyncio.shield(_close_both(source, sink))
+
+
+async def acopy_glob(
+    src: str | Location,
+    dst: str | Location,
+    options: TransferOptions | None = None,
+    *,
+    transfers: int = 4,
+    progress: ProgressListener | None = None,
+    executor: Any = None,
+    **overrides: Any,
+) -> TransferResult | TreeResult:
+    """``cp`` with a pattern in the source's last component (rules in :mod:`s3ferry.globs`).
+
+    Only that one folder is listed. As ``cp`` does with the files a shell expanded: when ``dst`` is a
+    folder (ends in ``/``, or is an existing local folder) every match lands in it (a
+    :class:`TreeResult`); else exactly one match is copied to ``dst`` itself (a
+    :class:`TransferResult`) and more than one is a :class:`UsageError`. Nothing matching and no
+    file of that literal name either: :class:`NotFoundError` (``no such file``). Both errors come
+    before anything is written.
+    """
+    opts = (options or TransferOptions()).replace(**overrides)
+    source_loc = src if isinstance(src, Location) else parse(src)
+    dest_loc = dst if isinstance(dst, Location) else parse(dst)
+    glob = glob_of(source_loc)
+    if glob is None:
+        raise UsageError(f"{source_loc} holds no pattern (*, ? or [...]) in its last name")
+    if dest_loc.scheme == "file" and not dest_loc.is_dir_like and _is_dir(dest_loc.path):
+        dest_loc = dest_loc.with_path(dest_loc.path + "/")  # like cp: an existing folder receives the files
+    folder = open_source(glob.folder, opts)
+    try:
+        found = await _glob_matches(folder, glob, source_loc)
+        if not dest_loc.is_dir_like and len(found) > 1:
+            raise UsageError(f"{len(found)} files match {glob.pattern}: end {dest_loc} with / to copy them "
+                             "into a folder")
+        sink = open_sink(dest_loc, opts)
+        try:
+            if dest_loc.is_dir_like:
+                return await _copy_tree(folder, sink, opts, transfers=transfers, progress=progress,
+                                        copy_one=copy_file, executor=executor, listed=found)
+            one = folder.child(glob.folder.path + safe_relative(found[0].path))  # a name from the listing
+            return await copy_file(one, sink, opts, progress, executor=executor)
+        finally:
+            await asyncio.shield(sink.close())
+    finally:
+        await asyncio.shield(folder.close())
+
+
+async def _glob_matches(folder: Source, glob: Glob, shown: Location) -> list[Entry]:
+    """The files of ``glob``'s folder its pattern names (or the literal name); none is "no such file"."""
+    try:
+        found = expand([entry async for entry in folder.list_folder()], glob.pattern)
+    except NotFoundError as exc:  # the folder itself is missing: the shell finds no match either
+        raise NotFoundError(f"no such file: {shown}") from exc
+    if not found:
+        raise NotFoundError(f"no such file: {shown}")
+    return found
+
+
+async def _close_both(source: Any, sink: Any) -> None:
+    try:
+        await source.close()
+    finally:
+        await sink.close()
+
+
+def copy(
+    src: str | Location,
+    dst: str | Location,
+    options: TransferOptions | None = None,
+    *,
+    progress: ProgressListener | None = None,
+    **overrides: Any,
+) -> TransferResult:
+    """Blocking form of :func:`acopy` (runs its own event loop)."""
+    return asyncio.run(acopy(src, dst, options, progress=progress, **overrides))
+
+
+def copy_tree(src: str | Location, dst: str | Location, options: TransferOptions | None = None,
+              **kwargs: Any) -> TreeResult:
+    """Blocking form of :func:`acopy_tree`."""
+    return asyncio.run(acopy_tree(src, dst, options, **kwargs))

@@ -1,0 +1,87 @@
+"""One file from a source to a sink: skip it when the destination already holds it, let S3 copy
+S3 objects itself, stream everything else through the engine. Trees and the public API both come
+here, so a file is routed by one rule whatever asked for it."""
+
+from __future__ import annotations
+
+import asyncio
+
+from s3ferry.core.errors import S3FerryError
+from s3ferry.core.options import TransferOptions
+from s3ferry.core.storage import Sink, Source, Stat
+from s3ferry.engine.journal import Journal, open_journal
+from s3ferry.engine.transfer import PartExecutor, ProgressListener, TransferResult, transfer
+from s3ferry.observe import metrics
+
+
+async def copy_file(source: Source, sink: Sink, options: TransferOptions,
+                    progress: ProgressListener | None = None, journal: Journal | None = None,
+                    known: Stat | None = None, executor: PartExecutor | None = None) -> TransferResult:
+    """One file: S3 -> S3 is copied by S3 itself, everything else streams through the engine.
+
+    ``journal``: shared by the files of a tree; otherwise one is opened here for this file.
+    """
+    if journal is None:
+        journal = await open_journal(options.state_dir, required=False)
+        try:
+            return await copy_file(source, sink, options, progress, journal, known, executor)
+        finally:
+            await asyncio.shield(journal.close())
+    label = metrics.direction(source.location.scheme, sink.location.scheme)
+    metered = metrics.Metered(progress, label)
+    if (options.overwrite != "always" or options.dry_run) and not await _journaled(source, sink, journal):
+        known = known or await source.stat()
+        decided = await _skip_or_plan(source, sink, options, known)
+        if decided is not None:
+            metrics.FILES.labels("skipped" if decided.skipped else "planned", metrics.FLOW.get()).inc()
+            return decided
+    try:
+        if _s3_to_s3(source, sink):
+            from s3ferry.operations.server_copy import server_side_copy
+
+            result = await server_side_copy(source, sink, options, metered)
+        else:
+            result = await transfer(source, sink, options, metered, journal, known, executor)
+    except S3FerryError:
+        metrics.FILES.labels("failed", metrics.FLOW.get()).inc()
+        raise
+    metrics.FILES.labels("copied", metrics.FLOW.get()).inc()
+    metrics.DURATION.labels(label).observe(result.seconds)
+    return result
+
+
+def _s3_to_s3(source: Source, sink: Sink) -> bool:
+    """Both ends are S3 objects (S3 copies them itself)."""
+    if source.location.scheme != "s3" or sink.location.scheme != "s3":
+        return False  # checked first: the S3 backends import aiobotocore, which other copies never need
+    from s3ferry.backends.s3.sink import S3Sink
+    from s3ferry.backends.s3.source import S3Source
+
+    return isinstance(source, S3Source) and isinstance(sink, S3Sink)
+
+
+async def _journaled(source: Source, sink: Sink, journal: Journal) -> bool:
+    """An earlier attempt for this pair is on record: the engine finishes (or recognises) it, never a skip."""
+    return sink.features.resumable and await journal.find(str(source.location), str(sink.location)) is not None
+
+
+def matches(src: Stat, dst: Stat) -> bool:
+    """Whether a destination already holds the source: same size, then the same checksum where both
+    sides have one of the same kind, else the same mtime (within a second: SFTP keeps whole seconds)."""
+    if src.size != dst.size:
+        return False
+    if src.checksum and dst.checksum and src.checksum[0] == dst.checksum[0]:
+        return src.checksum[1] == dst.checksum[1]
+    return src.mtime is not None and dst.mtime is not None and abs(src.mtime - dst.mtime) < 1.0
+
+
+async def _skip_or_plan(source: Source, sink: Sink, options: TransferOptions, stat: Stat) -> TransferResult | None:
+    """A result without a transfer: skipped (already there / --no-clobber) or planned (--dry-run); else None."""
+    existing_of = getattr(sink, "existing", None)
+    existing = await existing_of() if existing_of is not None and options.overwrite != "always" else None
+    skip = existing is not None and (options.overwrite == "never" or matches(stat, existing))
+    if not skip and not options.dry_run:
+        return None
+    return TransferResult(source=str(source.location), destination=str(sink.location), size=stat.size, seconds=0.0,
+                          parts=0, part_size=0, checksum_algorithm=options.checksum, checksum=None,
+                          peak_rss_bytes=0, disk_write_bytes=0, skipped=skip, dry_run=options.dry_run)

@@ -1,0 +1,268 @@
+"""``cp -r``: copy every file below a folder or prefix, several files at a time.
+
+The source is listed first (``Source.walk``), filtered by include/exclude
+globs, and each file goes through the same engine as a single ``cp`` --
+``transfers`` files at a time, a sliding window: a finished file makes room
+for the next. One file failing does not stop the others; the result lists
+the failures and the exit code reflects the worst.
+
+Filters follow the AWS CLI: patterns match the path relative to the source
+folder (``*`` also crosses ``/``), they are applied in order and the last one
+that matches decides; with no filter, everything is copied.
+
+Names come from the remote side: a relative path that would land outside the
+destination (``..``, absolute) is refused, reported as a failure (exit 2), and
+the other files are still copied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+from s3ferry.core.errors import NotFoundError, S3FerryError, UsageError
+from s3ferry.core.options import TransferOptions
+from s3ferry.core.storage import Entry, Sink, Source, Stat
+from s3ferry.core.urls import safe_relative
+from s3ferry.engine.journal import Journal, open_journal
+from s3ferry.engine.transfer import ProgressListener, TransferResult
+from s3ferry.observe.resources import ResourceMeter
+from s3ferry.operations.single import copy_file
+
+log = logging.getLogger("s3ferry")
+T = TypeVar("T")
+
+#: :func:`s3ferry.operations.single.copy_file`'s signature: one file, through the engine or S3's own copy
+CopyOne = Callable[[Source, Sink, TransferOptions, "ProgressListener | None", "Journal | None", "Stat | None"],
+                   Awaitable[TransferResult]]
+
+
+@dataclass(frozen=True)
+class Filter:
+    """One ``--include`` / ``--exclude`` glob."""
+
+    pattern: str
+    include: bool
+
+    def matches(self, path: str) -> bool:
+        return fnmatch.fnmatchcase(path, self.pattern)
+
+
+def selected(path: str, filters: Sequence[Filter]) -> bool:
+    """Whether ``path`` is copied: the last matching filter decides; none matching means yes."""
+    verdict = True
+    for f in filters:
+        if f.matches(path):
+            verdict = f.include
+    return verdict
+
+
+@dataclass
+class TreeResult:
+    source: str
+    destination: str
+    files: list[TransferResult] = field(default_factory=list)
+    failures: list[tuple[str, S3FerryError]] = field(default_factory=list)
+    excluded: int = 0
+    seconds: float = 0.0
+    peak_rss_bytes: int = 0
+    disk_write_bytes: int = 0
+
+    @property
+    def copied(self) -> list[TransferResult]:
+        return [f for f in self.files if not f.skipped]
+
+    @property
+    def skipped(self) -> list[TransferResult]:
+        return [f for f in self.files if f.skipped]
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.copied)
+
+    @property
+    def exit_code(self) -> int:
+        return max((exc.exit_code for _, exc in self.failures), default=0)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "source": self.source, "destination": self.destination, "copied": len(self.copied),
+            "skipped": len(self.skipped), "failed": len(self.failures), "excluded": self.excluded, "bytes": self.size,
+            "not_verified": sum(1 for f in self.copied if not f.verified),
+            "dry_run": any(f.dry_run for f in self.files),
+            "seconds": round(self.seconds, 3),
+            "mb_per_s": round(self.size / self.seconds / 1e6, 2) if self.seconds > 0 else 0.0,
+            "peak_rss_bytes": self.peak_rss_bytes, "disk_write_bytes": self.disk_write_bytes,
+            "failures": [{"path": p, "error": str(e), "exit_code": e.exit_code} for p, e in self.failures],
+        }
+
+
+class _FileProgress:
+    """Forwards one file's bytes to the tree's single progress display."""
+
+    def __init__(self, total: ProgressListener) -> None:
+        self._total = total
+
+    def started(self, name: str, total: int) -> None:
+        return None
+
+    def advanced(self, nbytes: int) -> None:
+        self._total.advanced(nbytes)
+
+    def finished(self) -> None:
+        return None
+
+
+async def _on_cluster(executor: Any, source: Source, sink: Sink, options: TransferOptions, entries: list[Entry],
+                      progress: ProgressListener | None, result: TreeResult) -> None:
+    """Each file is one task on the cluster (the whole engine runs on a worker)."""
+    pairs, names = [], []
+    for entry in entries:
+        try:
+            rel = safe_relative(entry.path)
+        except S3FerryError as exc:
+            result.failures.append((entry.path, exc))
+            continue
+        pairs.append((source.location.with_path(child_path(source.location.path, rel)),
+                      sink.location.with_path(child_path(sink.location.path, rel))))
+        names.append(entry)
+    try:
+        async for index, outcome in executor.copy_files(pairs, options):
+            if isinstance(outcome, S3FerryError):
+                log.error("error: %s: %s", names[index].path, outcome)
+                result.failures.append((names[index].path, outcome))
+                continue
+            result.files.append(TransferResult.from_dict(outcome))
+            if progress is not None:
+                progress.advanced(names[index].size)
+    finally:
+        if progress is not None:
+            progress.finished()
+
+
+def _file_listener(progress: ProgressListener | None, entry: Entry) -> ProgressListener | None:
+    """A per-file bar where the display has them (rich), else bytes forwarded to the total."""
+    if progress is None:
+        return None
+    for_file = getattr(progress, "for_file", None)
+    return for_file(entry.path, entry.size) if for_file is not None else _FileProgress(progress)
+
+
+def child_path(base: str, rel: str) -> str:
+    """``rel`` (already checked by :func:`safe_relative`) placed under the folder / prefix ``base``."""
+    return f"{base.rstrip('/')}/{rel}" if base else rel
+
+
+async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, filters: Sequence[Filter] = (),
+                    transfers: int = 4, progress: ProgressListener | None = None,
+                    copy_one: CopyOne | None = None, executor: Any = None,
+                    listed: Sequence[Entry] | None = None) -> TreeResult:
+    """Copy every selected file below ``source`` into ``sink`` (both folders / prefixes).
+
+    ``listed``: the files to copy, already listed (a glob's matches in one folder); then
+    ``source`` is not walked and ``filters`` are not applied.
+    """
+    if not source.features.listing:
+        raise UsageError(f"{source.location.scheme}:// sources cannot be listed: copy their files one by one")
+    if not 1 <= transfers <= 64:
+        raise UsageError(f"--transfers must be between 1 and 64, not {transfers}")
+    run_one = copy_one or copy_file
+    meter, started = ResourceMeter(), time.monotonic()
+    result = TreeResult(str(source.location), str(sink.location))
+    entries = list(listed) if listed is not None else await _selected_entries(source, filters, result)
+    if progress is not None:
+        progress.started(f"{len(entries)} files", sum(e.size for e in entries))
+    per_file = options.replace(max_memory=max(options.max_memory // transfers, 5 * 1024 * 1024))
+    if executor is not None:
+        await _on_cluster(executor, source, sink, per_file, entries, progress, result)
+        result.seconds = time.monotonic() - started
+        result.peak_rss_bytes, result.disk_write_bytes = meter.peak_rss(), meter.disk_writes()
+        return result
+    present = await _destination_sizes(sink, options)
+    journal = await open_journal(options.state_dir, required=False)
+    try:
+        await for_each(entries, partial(_copy_entry, source, sink, per_file, journal, progress, run_one, result,
+                                        present), transfers)
+    finally:
+        await asyncio.shield(journal.close())
+        if progress is not None:
+            progress.finished()
+    result.seconds = time.monotonic() - started
+    result.peak_rss_bytes, result.disk_write_bytes = meter.peak_rss(), meter.disk_writes()
+    return result
+
+
+async def _selected_entries(source: Source, filters: Sequence[Filter], result: TreeResult) -> list[Entry]:
+    """The files below ``source`` that ``filters`` select; the others are counted as excluded."""
+    entries: list[Entry] = []
+    async for entry in source.walk():
+        if selected(entry.path, filters):
+            entries.append(entry)
+        else:
+            result.excluded += 1
+    return entries
+
+
+async def _destination_sizes(sink: Sink, options: TransferOptions) -> dict[str, int] | None:
+    """Sizes of what is already under an S3 destination prefix (one listing instead of a HEAD per file).
+
+    None when not worth it: files are always copied (--overwrite) or the destination is not S3 (a
+    file's stat is as cheap as a listing).
+    """
+    if options.overwrite == "always" or sink.location.scheme != "s3":
+        return None
+    from s3ferry.backends.s3.source import S3Source
+
+    lister = S3Source(sink.location, options.s3, parent=sink)  # type: ignore[arg-type]
+    try:
+        return {entry.path: entry.size async for entry in lister.walk()}
+    except NotFoundError:
+        return {}
+
+
+def _options_for(entry: Entry, rel: str, options: TransferOptions, present: dict[str, int] | None) -> TransferOptions:
+    """A file the destination listing shows absent (or of another size) needs no check before copying."""
+    if present is not None and present.get(rel) != entry.size and not options.dry_run:
+        return options.replace(overwrite="always")
+    return options
+
+
+async def for_each(items: Sequence[T], action: Callable[[T], Awaitable[object]], workers: int) -> None:
+    """``action`` on every item, ``workers`` at a time: a sliding window, a finished item makes room."""
+    queue: asyncio.Queue[T] = asyncio.Queue()
+    for item in items:
+        queue.put_nowait(item)
+
+    async def worker() -> None:
+        while not queue.empty():
+            await action(queue.get_nowait())
+
+    async with asyncio.TaskGroup() as group:
+        for _ in range(min(workers, len(items))):
+            group.create_task(worker())
+
+
+async def _copy_entry(source: Source, sink: Sink, options: TransferOptions, journal: Journal,
+                      progress: ProgressListener | None, run_one: CopyOne, result: TreeResult,
+                      present: dict[str, int] | None, entry: Entry) -> None:
+    listener = _file_listener(progress, entry)
+    try:
+        rel = safe_relative(entry.path)
+        known = Stat(entry.size, entry.mtime, entry.etag) if source.features.listing_is_stat else None
+        done = await run_one(source.child(child_path(source.location.path, rel)),
+                             sink.child(child_path(sink.location.path, rel)),
+                             _options_for(entry, rel, options, present), listener, journal, known)
+    except S3FerryError as exc:
+        log.error("error: %s: %s", entry.path, exc)
+        result.failures.append((entry.path, exc))
+        return
+    finally:
+        if listener is not None:
+            listener.finished()
+    result.files.append(done)
