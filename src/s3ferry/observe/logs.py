@@ -119,12 +119,24 @@ def setup(*, debug: bool = False, verbose: int = 0, quiet: bool = False, fmt: st
     ours.setLevel(logging.ERROR if quiet and not debug else level)
     ours.propagate = False
     root = logging.getLogger()
-    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _SafeStderr)] + [_handler(fmt, ROOT_FORMAT)]
+    third_party = _handler(fmt, ROOT_FORMAT)
+    if not (debug or verbose >= 2):
+        third_party.addFilter(_drop_transport_noise)
+    root.handlers[:] = [h for h in root.handlers if not isinstance(h, _SafeStderr)] + [third_party]
     root.setLevel(logging.DEBUG if debug else logging.ERROR if quiet else logging.WARNING)
     # for a logger that stops propagation without a handler of its own
     logging.lastResort = _handler(fmt, "%(message)s", logging.WARNING)
     logging.captureWarnings(True)  # warnings.warn(...) as records of "py.warnings", not raw stderr writes
     install_hooks()
+
+
+#: asyncio repeats this warning for every write queued after the peer closed the connection (asyncssh
+#: keeps writing until it notices); the lost connection itself is reported once, as the command's error.
+_TRANSPORT_NOISE = frozenset({"socket.send() raised exception."})
+
+
+def _drop_transport_noise(record: logging.LogRecord) -> bool:
+    return not (record.name == "asyncio" and record.msg in _TRANSPORT_NOISE)
 
 
 def safe_traceback(exc: BaseException) -> str:
