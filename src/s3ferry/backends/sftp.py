@@ -29,9 +29,10 @@ import posixpath
 import socket
 import stat as statmod
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import cast
 
@@ -114,42 +115,63 @@ def translate_error(exc: BaseException, where: str) -> S3FerryError:
     raise exc
 
 
+#: one request of a sliding window: (position in the range, length) -> how many bytes it handled (1..length)
+Request = Callable[[int, int], Awaitable[int]]
+
+
+async def sliding_window(total: int, block: int, window: int, request: Request) -> None:
+    """Cover ``[0, total)`` with requests of at most ``block`` bytes, ``window`` in flight, lowest positions first.
+
+    The one window of parallel reads and writes (as asyncssh's ``_SFTPParallelIO``
+    serves its readers, writers and copiers). A request that handles fewer
+    bytes than asked (a short read, legal in SFTP) is followed by one for the
+    rest. The first failure stops the window: the requests in flight are
+    cancelled and every outcome is collected, so no failed sibling is left
+    unretrieved.
+    """
+    running: dict[asyncio.Future[int], tuple[int, int]] = {}
+    rest: list[tuple[int, int]] = []  # the remainders of short requests: asked again before new blocks
+    pos = 0
+    try:
+        while pos < total or rest or running:
+            while len(running) < window and (rest or pos < total):
+                if rest:
+                    start, length = rest.pop()
+                else:
+                    start, length = pos, min(block, total - pos)
+                    pos += length
+                running[asyncio.ensure_future(request(start, length))] = (start, length)
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                start, length = running.pop(task)
+                got = task.result()  # the first failure stops the window
+                if got < length:
+                    rest.append((start + got, length - got))
+    finally:
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.gather(*running, return_exceptions=True)
+
+
 class SftpReader:
     """Reads ranges through one SFTP session with a sliding window of requests."""
 
     def __init__(self, file: asyncssh.SFTPClientFile, where: str, block: int, window: int) -> None:
         self._file, self._where, self._block, self._window = file, where, block, window
 
-    async def _one(self, offset: int, length: int) -> bytes:
-        return await self._file.read(length, offset)
-
     async def read_into(self, offset: int, buf: memoryview) -> None:
-        total = len(buf)
-        todo = [(pos, min(self._block, total - pos)) for pos in range(0, total, self._block)]
-        todo.reverse()  # pop() from the end takes the lowest offsets first
-        running: dict[asyncio.Task[bytes], tuple[int, int]] = {}
+        async def one(pos: int, length: int) -> int:
+            data: bytes = await self._file.read(length, offset + pos)
+            if not data:
+                raise SourceChangedError(f"{self._where} became shorter while it was being read")
+            buf[pos : pos + len(data)] = data  # the one copy: into the part buffer
+            return len(data)
+
         try:
-            while todo or running:
-                while todo and len(running) < self._window:
-                    pos, length = todo.pop()
-                    running[asyncio.ensure_future(self._one(offset + pos, length))] = (pos, length)
-                done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    pos, length = running.pop(task)
-                    data = task.result()
-                    got = len(data)
-                    if got == 0:
-                        raise SourceChangedError(f"{self._where} became shorter while it was being read")
-                    buf[pos : pos + got] = data
-                    if got < length:  # a short read is legal in SFTP: ask for the rest
-                        todo.append((pos + got, length - got))
+            await sliding_window(len(buf), self._block, self._window, one)
         except (TimeoutError, asyncssh.Error, OSError, EOFError) as exc:
             raise translate_error(exc, self._where) from exc
-        finally:
-            for task in running:
-                task.cancel()
-            if running:
-                await asyncio.gather(*running, return_exceptions=True)
 
 
 _DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
@@ -249,15 +271,18 @@ class SftpEndpoint:
         kwargs = await asyncio.to_thread(self._connect_kwargs, password)  # checks key / known_hosts paths
         host = self.location.host
         try:
+            # kwargs: one dict of options of mixed types, which no single value type describes
             conn, _ = await asyncssh.create_connection(lambda: client, host, **kwargs)  # type: ignore[arg-type]
         except asyncssh.HostKeyNotVerifiable as exc:
             raise await asyncio.to_thread(self._host_key_error, client) from exc
         except asyncssh.PermissionDenied as exc:
-            raise AuthError(f"authentication failed for {self._endpoint()}: wrong password or key not accepted") from exc
+            raise AuthError(f"authentication failed for {self._endpoint()}: wrong password or key not "
+                            "accepted") from exc
         except socket.gaierror as exc:
             raise UsageError(f"cannot resolve host {host!r}: {exc.strerror}") from exc
         except (TimeoutError, OSError, asyncssh.Error) as exc:
-            raise TransferError(f"cannot connect to {self._endpoint()}: {getattr(exc, 'reason', None) or exc}") from exc
+            reason = exc.reason if isinstance(exc, asyncssh.Error) else None
+            raise TransferError(f"cannot connect to {self._endpoint()}: {reason or exc}") from exc
         self._all.append(conn)
         try:
             sftp = await conn.start_sftp_client()
@@ -303,10 +328,8 @@ class SftpEndpoint:
         for conn in self._all:
             conn.close()
         for conn in self._all:
-            try:
+            with suppress(TimeoutError, asyncssh.Error, OSError):  # a dead connection: nothing to tell the user
                 await asyncio.wait_for(conn.wait_closed(), 5)
-            except (TimeoutError, asyncssh.Error, OSError):
-                pass  # closing a dead connection: nothing to tell the user
         self._all.clear()
         self._idle.clear()
 
@@ -525,7 +548,7 @@ class SftpWriter:
         block = min(self._sink.block, sftp.limits.max_write_len or self._sink.block)
         try:
             async with sftp.open(temp, "r+b", block_size=0) as file:
-                await _windowed_writes(file, part.offset, data, block, self._sink.window)
+                await sliding_window(len(data), block, self._sink.window, partial(_write, file, part.offset, data))
         except (TimeoutError, asyncssh.Error, OSError, EOFError) as exc:
             full = await _out_of_space(sftp, exc, temp, block, self._sink)
             raise (full or translate_error(exc, self._sink.where)) from exc
@@ -607,30 +630,6 @@ class SftpWriter:
         return await asyncio.to_thread(read_back, part.number, buf, self.algorithm)
 
 
-async def _windowed_writes(file: asyncssh.SFTPClientFile, offset: int, data: memoryview, block: int,
-                           window: int) -> None:
-    """Write ``data`` at ``offset`` as ``block``-sized requests, at most ``window`` in flight."""
-    started: list[asyncio.Task[int]] = []
-    pending: set[asyncio.Task[int]] = set()
-    try:
-        for pos in range(0, len(data), block):
-            if len(pending) >= window:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()  # the first failure stops the part
-            chunk = bytes(data[pos : pos + block])  # asyncssh packs bytes; one copy of one block
-            task = asyncio.ensure_future(file.write(chunk, offset + pos))
-            started.append(task)
-            pending.add(task)
-        if pending:
-            await asyncio.gather(*pending)
-    finally:
-        for task in pending:
-            task.cancel()
-        # Collect every outcome, so no failed sibling is left unretrieved.
-        await asyncio.gather(*started, return_exceptions=True)
-
-
 async def _out_of_space(sftp: asyncssh.SFTPClient, exc: BaseException, path: str, block: int,
                         sink: SftpSink) -> TransferError | None:
     """The no-space error when a failed write is explained by a full file system, else None.
@@ -649,6 +648,12 @@ async def _out_of_space(sftp: asyncssh.SFTPClient, exc: BaseException, path: str
     if free >= block and isinstance(exc, asyncssh.SFTPFailure):
         return None  # room for the request: not why it failed
     return no_space(sink.where, free, sink.size)
+
+
+def _write(file: asyncssh.SFTPClientFile, offset: int, data: memoryview, pos: int, length: int) -> Awaitable[int]:
+    """One write request of a part (``data`` at ``offset``): its block at ``pos``."""
+    # asyncssh packs bytes: one copy of one block, made only when its request is sent
+    return file.write(bytes(data[pos : pos + length]), offset + pos)
 
 
 def _utc(mtime: int | None) -> datetime | None:

@@ -30,19 +30,21 @@ All SQLite calls run in a worker thread: none blocks the event loop.
 from __future__ import annotations
 
 import asyncio
-import fcntl
-import hashlib
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar, cast
 
-from s3ferry.core.errors import JournalError, UsageError, UserError
+from s3ferry.core.errors import JournalError, UsageError
+from s3ferry.engine.locks import FileLock, pair_lock
 
 log = logging.getLogger("s3ferry")
+
+T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS transfers (
@@ -156,95 +158,6 @@ class TransferRecord:
     parts: tuple[PartRecord, ...] = ()
 
 
-class LockedError(UserError):
-    """Another process holds the lock (a job that finds its lock held is skipped, not failed)."""
-
-
-def try_flock(path: Path) -> int | None:
-    """An exclusive, non-blocking ``flock`` on ``path`` (created as needed): the open fd, or None if held.
-
-    Closing the fd releases it, and so does the kernel when the process ends,
-    however it ends: a SIGKILL never leaves a stale lock.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
-class PairLock:
-    """An exclusive, cross-process lock on one (source, destination) pair.
-
-    ``flock`` on a file under ``<state dir>/locks``: released by the kernel
-    when the process ends, however it ends, so a SIGKILL never leaves it stale.
-    ``kind`` separates locks of the same pair: a copy of one file, a pull or
-    push job, the object tags of one bucket.
-    """
-
-    def __init__(self, state_dir: Path, source: str, destination: str, kind: str = "") -> None:
-        digest = hashlib.sha256(f"{kind}\0{source}\0{destination}".encode()).hexdigest()[:32]
-        self.path = state_dir / "locks" / f"{kind + '-' if kind else ''}{digest}.lock"
-        self._source, self._destination, self._kind = source, destination, kind
-        self._fd: int | None = None
-
-    def _acquire(self) -> None:
-        self._fd = try_flock(self.path)
-        if self._fd is None:
-            doing = f"running `{self._kind}` of" if self._kind else "copying"
-            raise LockedError(f"another s3ferry process is {doing} {self._source} to {self._destination} "
-                              f"right now (lock {self.path})")
-
-    async def __aenter__(self) -> PairLock:
-        try:
-            await asyncio.to_thread(self._acquire)
-        except OSError as exc:
-            raise UsageError(f"cannot create the lock {self.path}: {exc.strerror}") from exc
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
-
-
-class TagLock:
-    """A blocking, cross-process lock around a short critical section (push's tag read-modify-write).
-
-    The asyncio lock orders this process's own tasks; the ``flock`` (taken in
-    a thread, as it blocks) orders processes. Released by the kernel if the
-    process dies, like every lock here.
-    """
-
-    def __init__(self, local: asyncio.Lock, path: Path) -> None:
-        self._local, self.path = local, path
-        self._fd: int | None = None
-
-    def _acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        self._fd = fd
-
-    async def __aenter__(self) -> TagLock:
-        await self._local.acquire()
-        try:
-            await asyncio.to_thread(self._acquire)
-        except BaseException:
-            self._local.release()
-            raise
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        self._local.release()
-
-
 class Journal:
     """Thread-confined SQLite access behind async methods."""
 
@@ -279,7 +192,7 @@ class Journal:
             self._db = db
         return self._db
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
         async with self._lock:  # one thread touches the connection at a time
             try:
                 return await asyncio.to_thread(fn, *args)
@@ -298,8 +211,9 @@ class Journal:
         """Open the database now: a damaged journal raises :class:`JournalError` here, not mid-transfer."""
         await self._run(self._connect)
 
-    def lock(self, source: str, destination: str, kind: str = "") -> PairLock:
-        return PairLock(self.state_dir, source, destination, kind)
+    def lock(self, source: str, destination: str, kind: str = "") -> FileLock:
+        """The lock on one (source, destination) pair in this state dir (see :func:`s3ferry.engine.locks.pair_lock`)."""
+        return pair_lock(self.state_dir, source, destination, kind)
 
     # -- queries -------------------------------------------------------------
 
@@ -311,10 +225,11 @@ class Journal:
     def _with_parts(self, db: sqlite3.Connection, row: Sequence[object]) -> TransferRecord:
         parts = db.execute("SELECT number, size, etag, digest FROM parts WHERE transfer_id=? ORDER BY number",
                            (row[0],)).fetchall()
-        return TransferRecord(*row, parts=tuple(PartRecord(*p) for p in parts))  # type: ignore[arg-type]
+        # a row holds the record's fields in order, which mypy cannot see in a Sequence[object]
+        return TransferRecord(*row, parts=tuple(PartRecord(*p) for p in parts))  # type: ignore[arg-type, misc]
 
     async def find(self, source: str, destination: str) -> TransferRecord | None:
-        return await self._run(self._find, source, destination)  # type: ignore[no-any-return]
+        return await self._run(self._find, source, destination)
 
     def _by_upload(self, upload_ids: Sequence[str]) -> dict[str, TransferRecord]:
         db = self._connect()
@@ -326,7 +241,7 @@ class Journal:
         return found
 
     async def by_upload(self, upload_ids: Sequence[str]) -> dict[str, TransferRecord]:
-        return await self._run(self._by_upload, list(upload_ids))  # type: ignore[no-any-return]
+        return await self._run(self._by_upload, list(upload_ids))
 
     # -- changes -------------------------------------------------------------
 
@@ -336,8 +251,8 @@ class Journal:
             db.execute("BEGIN IMMEDIATE")
             db.execute("DELETE FROM transfers WHERE source=? AND destination=?", (rec.source, rec.destination))
             cur = db.execute(
-                "INSERT INTO transfers (source, destination, size, mtime, etag, part_size, checksum, upload_id, created)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO transfers (source, destination, size, mtime, etag, part_size, checksum, upload_id,"
+                " created) VALUES (?,?,?,?,?,?,?,?,?)",
                 (rec.source, rec.destination, rec.size, rec.mtime, rec.etag, rec.part_size, rec.checksum,
                  rec.upload_id, rec.created),
             )
@@ -348,65 +263,47 @@ class Journal:
 
     async def start(self, rec: TransferRecord) -> int:
         """Record a transfer (replacing any earlier one for the same pair); returns its id."""
-        return await self._run(self._start, rec)  # type: ignore[no-any-return]
+        return await self._run(self._start, rec)
 
-    def _set_upload(self, transfer_id: int, upload_id: str) -> None:
+    def _write(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """One change statement, once per row, in one transaction."""
         db = self._connect()
         with db:
             db.execute("BEGIN IMMEDIATE")
-            db.execute("UPDATE transfers SET upload_id=? WHERE id=?", (upload_id, transfer_id))
+            db.executemany(sql, rows)
 
     async def set_upload(self, transfer_id: int, upload_id: str) -> None:
         """Fill in the upload id of a transfer started with an empty one."""
-        await self._run(self._set_upload, transfer_id, upload_id)
+        await self._run(self._write, "UPDATE transfers SET upload_id=? WHERE id=?", [(upload_id, transfer_id)])
 
     async def record_part(self, transfer_id: int, part: PartRecord) -> None:
         self._pending.append((transfer_id, part))
         if time.monotonic() - self._last_flush >= self.flush_interval:
             await self.flush()
 
-    def _flush(self, pending: list[tuple[int, PartRecord]]) -> None:
-        db = self._connect()
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany("INSERT OR REPLACE INTO parts VALUES (?,?,?,?,?)",
-                           [(tid, p.number, p.size, p.etag, p.digest) for tid, p in pending])
-
     async def flush(self) -> None:
         self._last_flush = time.monotonic()
         if self._pending:
             pending, self._pending = self._pending, []
-            await self._run(self._flush, pending)
-
-    def _forget(self, column: str, value: object) -> None:
-        db = self._connect()
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute(f"DELETE FROM transfers WHERE {column}=?", (value,))
+            await self._run(self._write, "INSERT OR REPLACE INTO parts VALUES (?,?,?,?,?)",
+                            [(tid, p.number, p.size, p.etag, p.digest) for tid, p in pending])
 
     async def forget(self, transfer_id: int) -> None:
         self._pending = [(tid, p) for tid, p in self._pending if tid != transfer_id]
-        await self._run(self._forget, "id", transfer_id)
+        await self._run(self._write, "DELETE FROM transfers WHERE id=?", [(transfer_id,)])
 
     async def forget_upload(self, upload_id: str) -> None:
-        await self._run(self._forget, "upload_id", upload_id)
+        await self._run(self._write, "DELETE FROM transfers WHERE upload_id=?", [(upload_id,)])
 
     # -- the push retry queue ------------------------------------------------
 
-    def _queue_failure(self, source: str, destination: str, key: str, etag: str, error: str) -> None:
-        db = self._connect()
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute(
-                "INSERT INTO push_queue VALUES (?,?,?,?,1,?,?) ON CONFLICT (source, destination, key) DO UPDATE"
-                " SET etag=excluded.etag, attempts=attempts + 1, last_error=excluded.last_error,"
-                " updated=excluded.updated",
-                (source, destination, key, etag, error, time.time()),
-            )
-
     async def queue_failure(self, source: str, destination: str, key: str, etag: str, error: str) -> None:
         """Add (or count again) a failed delivery of ``key`` at version ``etag``."""
-        await self._run(self._queue_failure, source, destination, key, etag, error)
+        await self._run(
+            self._write,
+            "INSERT INTO push_queue VALUES (?,?,?,?,1,?,?) ON CONFLICT (source, destination, key) DO UPDATE"
+            " SET etag=excluded.etag, attempts=attempts + 1, last_error=excluded.last_error, updated=excluded.updated",
+            [(source, destination, key, etag, error, time.time())])
 
     def _queued(self, source: str, destination: str) -> list[QueuedPush]:
         rows = self._connect().execute(
@@ -415,30 +312,19 @@ class Journal:
         return [QueuedPush(*row) for row in rows]
 
     async def queued(self, source: str, destination: str) -> list[QueuedPush]:
-        return await self._run(self._queued, source, destination)  # type: ignore[no-any-return]
-
-    def _dequeue(self, source: str, destination: str, key: str) -> None:
-        db = self._connect()
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("DELETE FROM push_queue WHERE source=? AND destination=? AND key=?", (source, destination, key))
+        return await self._run(self._queued, source, destination)
 
     async def dequeue(self, source: str, destination: str, key: str) -> None:
-        await self._run(self._dequeue, source, destination, key)
+        await self._run(self._write, "DELETE FROM push_queue WHERE source=? AND destination=? AND key=?",
+                        [(source, destination, key)])
 
     # -- pull: uploaded, not yet archived -----------------------------------
 
-    def _record_pulled(self, rec: PulledRecord) -> None:
-        db = self._connect()
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT OR REPLACE INTO pulled VALUES (?,?,?,?,?,?,?,?,?)",
-                       (rec.source, rec.destination, rec.size, rec.mtime, rec.checksum_algorithm, rec.part_size,
-                        rec.checksum, rec.etag, rec.uploaded))
-
     async def record_pulled(self, rec: PulledRecord) -> None:
         """Before archiving: the file's upload is verified (what a crash before the archive leaves to prove)."""
-        await self._run(self._record_pulled, rec)
+        await self._run(self._write, "INSERT OR REPLACE INTO pulled VALUES (?,?,?,?,?,?,?,?,?)",
+                        [(rec.source, rec.destination, rec.size, rec.mtime, rec.checksum_algorithm, rec.part_size,
+                          rec.checksum, rec.etag, rec.uploaded)])
 
     def _pulled(self, source: str, destination: str) -> PulledRecord | None:
         row = self._connect().execute("SELECT * FROM pulled WHERE source=? AND destination=?",
@@ -446,29 +332,17 @@ class Journal:
         return PulledRecord(*row) if row else None
 
     async def pulled(self, source: str, destination: str) -> PulledRecord | None:
-        return await self._run(self._pulled, source, destination)  # type: ignore[no-any-return]
-
-    def _forget_pulled(self, source: str, destination: str) -> None:
-        db = self._connect()
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("DELETE FROM pulled WHERE source=? AND destination=?", (source, destination))
+        return await self._run(self._pulled, source, destination)
 
     async def forget_pulled(self, source: str, destination: str) -> None:
-        await self._run(self._forget_pulled, source, destination)
+        await self._run(self._write, "DELETE FROM pulled WHERE source=? AND destination=?", [(source, destination)])
 
     # -- push: the delivery ledger -------------------------------------------
 
-    def _record_delivery(self, source: str, destination: str, key: str, etag: str) -> None:
-        db = self._connect()
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            db.execute("INSERT OR REPLACE INTO delivered VALUES (?,?,?,?,?)",
-                       (source, destination, key, etag, time.time()))
-
     async def record_delivery(self, source: str, destination: str, key: str, etag: str) -> None:
         """``key`` at version ``etag`` is delivered to ``destination`` (before its tag is written)."""
-        await self._run(self._record_delivery, source, destination, key, etag)
+        await self._run(self._write, "INSERT OR REPLACE INTO delivered VALUES (?,?,?,?,?)",
+                        [(source, destination, key, etag, time.time())])
 
     def _deliveries(self, source: str, destination: str) -> dict[str, str]:
         rows = self._connect().execute("SELECT key, etag FROM delivered WHERE source=? AND destination=?",
@@ -477,19 +351,13 @@ class Journal:
 
     async def deliveries(self, source: str, destination: str) -> dict[str, str]:
         """Key -> the ETag delivered, for one push (source prefix, destination folder)."""
-        return await self._run(self._deliveries, source, destination)  # type: ignore[no-any-return]
-
-    def _forget_deliveries(self, source: str, destination: str, keys: Sequence[str]) -> None:
-        db = self._connect()
-        with db:
-            db.execute("BEGIN IMMEDIATE")
-            db.executemany("DELETE FROM delivered WHERE source=? AND destination=? AND key=?",
-                           [(source, destination, k) for k in keys])
+        return await self._run(self._deliveries, source, destination)
 
     async def forget_deliveries(self, source: str, destination: str, keys: Sequence[str]) -> None:
         """Objects gone from the bucket: their records would only grow the journal."""
         if keys:
-            await self._run(self._forget_deliveries, source, destination, list(keys))
+            await self._run(self._write, "DELETE FROM delivered WHERE source=? AND destination=? AND key=?",
+                            [(source, destination, k) for k in keys])
 
     async def close(self) -> None:
         try:
@@ -512,8 +380,9 @@ class NoJournal(Journal):
     async def check(self) -> None:
         return None
 
-    async def _run(self, fn, *args):  # type: ignore[no-untyped-def]
-        return None  # find() -> None, queued() etc. are never used without a working journal
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        # find() -> None; queued() etc. are never used without a working journal
+        return cast(T, None)
 
     async def record_part(self, transfer_id: int, part: PartRecord) -> None:
         return None

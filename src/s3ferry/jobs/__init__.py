@@ -8,11 +8,14 @@ others, and :attr:`JobReport.exit_code` is the worst failure's exit code.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from s3ferry.core.errors import S3FerryError
 from s3ferry.core.redaction import printable
+from s3ferry.observe import metrics
+
+log = logging.getLogger("s3ferry")
 
 
 @dataclass
@@ -33,6 +36,11 @@ class JobReport:
     dry_run: bool = False  # the lists say what would have been done; nothing was
     #: another process was running this same job (its lock was held): nothing was done
     locked: str | None = None
+
+    def fail(self, path: str, exc: S3FerryError) -> None:
+        """One file's failure: said in the log, counted in the report (the run goes on with the others)."""
+        log.error("error: %s: %s", path, exc)
+        self.failed.append((path, exc))
 
     @property
     def exit_code(self) -> int:
@@ -66,8 +74,6 @@ class JobReport:
 
 def record(report: JobReport) -> None:
     """Count a finished run in the metrics (files by result, last success of the flow)."""
-    from s3ferry.observe import metrics
-
     if report.dry_run or report.locked is not None:
         return  # nothing was skipped, archived or deleted: it was only decided (or another run did it)
     flow = metrics.FLOW.get()
@@ -77,14 +83,3 @@ def record(report: JobReport) -> None:
             metrics.FILES.labels(result, flow).inc(len(items))
     if not report.failed:
         metrics.LAST_SUCCESS.labels(flow).set_to_current_time()
-
-
-async def close_all(journal: Any, source: Any, sink: Any) -> None:
-    """Close a job's journal and both ends, each even if the one before failed."""
-    try:
-        await journal.close()
-    finally:
-        try:
-            await source.close()
-        finally:
-            await sink.close()

@@ -29,7 +29,6 @@ the same way: the source is read again and compared part by part.)
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -40,17 +39,19 @@ from s3ferry.core import checksums
 from s3ferry.core.errors import S3FerryError, UsageError
 from s3ferry.core.options import TransferOptions
 from s3ferry.core.storage import Entry, Stat
-from s3ferry.core.urls import Location, parse, safe_relative
-from s3ferry.engine.journal import Journal, LockedError, PulledRecord, open_journal
+from s3ferry.core.urls import Location, safe_relative
+from s3ferry.engine.journal import Journal, PulledRecord
 from s3ferry.engine.transfer import ProgressListener, TransferResult, source_checksum
-from s3ferry.jobs import JobReport, close_all, record
-from s3ferry.operations.copy import copy_file
+from s3ferry.jobs import JobReport
+from s3ferry.jobs.base import location, run_job
+from s3ferry.operations.single import copy_file
 from s3ferry.operations.tree import Filter, child_path, for_each, selected
 
 # The S3 backend (aiobotocore: a large import) is loaded by the run itself, not with this module:
 # `s3ferry run --check` imports this module only to validate a flows file.
 if TYPE_CHECKING:
     from s3ferry.backends.s3.sink import S3Sink
+    from s3ferry.operations.distributed import DaskExecutor
 
 log = logging.getLogger("s3ferry")
 
@@ -80,7 +81,8 @@ def fingerprint(stat: Stat) -> dict[str, str]:
 
 class _Pull:
     def __init__(self, source: Any, sink: S3Sink, options: TransferOptions, settings: PullSettings,
-                 report: JobReport, journal: Journal, progress: ProgressListener | None, executor: Any = None) -> None:
+                 report: JobReport, journal: Journal, progress: ProgressListener | None,
+                 executor: DaskExecutor | None = None) -> None:
         self.source, self.sink, self.options, self.settings = source, sink, options, settings
         self.report, self.journal, self.progress = report, journal, progress
         self.executor = executor
@@ -96,6 +98,13 @@ class _Pull:
             self.report.skipped.append(entry.path)
             return False
         return True
+
+    async def one_of_many(self, entry: Entry) -> None:
+        """:meth:`one`, its failure recorded: one file's failure never stops the others."""
+        try:
+            await self.one(entry)
+        except S3FerryError as exc:
+            self.report.fail(entry.path, exc)
 
     async def one(self, entry: Entry) -> None:
         rel = safe_relative(entry.path)
@@ -169,10 +178,9 @@ class _Pull:
 
 
 async def pull(src: str | Location, dst: str | Location, options: TransferOptions, settings: PullSettings,
-               progress: ProgressListener | None = None, executor: Any = None) -> JobReport:
+               progress: ProgressListener | None = None, executor: DaskExecutor | None = None) -> JobReport:
     """One run of a pull (see the module docstring); never raises for one file's failure."""
-    src_loc = src if isinstance(src, Location) else parse(src)
-    dst_loc = dst if isinstance(dst, Location) else parse(dst)
+    src_loc, dst_loc = location(src), location(dst)
     if dst_loc.scheme != "s3":
         raise UsageError("pull copies into S3: the destination must be s3://bucket/prefix")
     source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
@@ -184,35 +192,15 @@ async def pull(src: str | Location, dst: str | Location, options: TransferOption
     report = JobReport("pull", str(src_loc), str(dst_loc), dry_run=options.dry_run)
     # The drop folder is the truth: a file in it is sent (healing covers re-runs), never "skipped".
     options = options.replace(overwrite="always", dry_run=False) if not options.dry_run else options
-    started, now = time.monotonic(), time.time()
-    journal = await open_journal(options.state_dir, required=True)
-    try:
-        # Two runs of one pull (cron lines overlapping, two hosts' timers on one state dir) never interleave.
-        async with journal.lock(str(src_loc), str(dst_loc), kind="pull"):
-            await sink.prepare()
-            entries = [e async for e in source.walk()]
-            job = _Pull(source, sink, options, settings, report, journal, progress, executor)
-            todo = [e for e in entries if not job.in_archive(e) and job.wanted(e, now)]
-            await _run_all(job, todo, settings.transfers)
-            if settings.retention_days > 0:
-                await job.expire([e for e in entries if job.in_archive(e)], now)
-    except LockedError as exc:
-        log.warning("%s: skipped", exc)
-        report.locked = str(exc)
-    finally:
-        await asyncio.shield(close_all(journal, source, sink))
-    report.seconds = time.monotonic() - started
-    record(report)
-    return report
+    now = time.time()
 
+    async def work(journal: Journal) -> None:
+        await sink.prepare()
+        entries = [e async for e in source.walk()]
+        job = _Pull(source, sink, options, settings, report, journal, progress, executor)
+        todo = [e for e in entries if not job.in_archive(e) and job.wanted(e, now)]
+        await for_each(todo, job.one_of_many, settings.transfers)
+        if settings.retention_days > 0:
+            await job.expire([e for e in entries if job.in_archive(e)], now)
 
-async def _run_all(job: _Pull, todo: list[Entry], transfers: int) -> None:
-    async def one(entry: Entry) -> None:
-        try:
-            await job.one(entry)
-        except S3FerryError as exc:  # one file's failure never stops the others
-            log.error("error: %s: %s", entry.path, exc)
-            job.report.failed.append((entry.path, exc))
-
-    await for_each(todo, one, transfers)
-
+    return await run_job(report, options.state_dir, source, sink, work)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -42,18 +42,21 @@ from s3ferry.backends import open_sink, open_source
 from s3ferry.core.errors import NotFoundError, S3FerryError, UsageError
 from s3ferry.core.options import TransferOptions
 from s3ferry.core.storage import Entry
-from s3ferry.core.urls import Location, parse, safe_relative
-from s3ferry.engine.journal import Journal, LockedError, TagLock, open_journal
+from s3ferry.core.urls import Location, safe_relative
+from s3ferry.engine.journal import Journal
+from s3ferry.engine.locks import TagLock
 from s3ferry.engine.transfer import ProgressListener
-from s3ferry.jobs import JobReport, close_all, record
+from s3ferry.jobs import JobReport
+from s3ferry.jobs.base import location, run_job
 from s3ferry.observe import metrics
-from s3ferry.operations.copy import copy_file
+from s3ferry.operations.single import copy_file
 from s3ferry.operations.tree import Filter, child_path, for_each, selected
 
 # The S3 backend (aiobotocore: a large import) is loaded by the run itself, not with this module:
 # `s3ferry run --check` imports this module only to validate a flows file.
 if TYPE_CHECKING:
     from s3ferry.backends.s3.source import S3Source
+    from s3ferry.operations.distributed import DaskExecutor
 
 log = logging.getLogger("s3ferry")
 
@@ -72,7 +75,7 @@ def mark_key(destination: str) -> str:
 
 class _Push:
     def __init__(self, source: S3Source, sink: Any, options: TransferOptions, report: JobReport,
-                 journal: Journal, progress: ProgressListener | None, executor: Any = None) -> None:
+                 journal: Journal, progress: ProgressListener | None, executor: DaskExecutor | None = None) -> None:
         self.source, self.sink, self.options = source, sink, options
         self.executor = executor
         self.report, self.journal, self.progress = report, journal, progress
@@ -120,8 +123,7 @@ class _Push:
                 etag, size = str(child.pinned_etag), done.size  # the version read (pinned by If-Match)
             await self._mark(key, etag, from_queue)
         except S3FerryError as exc:
-            log.error("error: %s: %s", rel, exc)
-            self.report.failed.append((rel, exc))
+            self.report.fail(rel, exc)
             await self.journal.queue_failure(self.src, self.dst, key, child.pinned_etag or "", str(exc))
             return
         self.report.copied.append(rel)
@@ -168,8 +170,7 @@ class _Push:
             try:
                 safe_relative(entry.path)  # a name from the bucket must stay inside the destination
             except UsageError as exc:
-                log.error("error: %s: %s", entry.path, exc)
-                self.report.failed.append((entry.path, exc))  # not queued: retrying cannot make it safe
+                self.report.fail(entry.path, exc)  # not queued: retrying cannot make it safe
                 continue
             key = self.key_of(entry.path)
             if await self.delivered(key, str(entry.etag)) or queued.get(key) == entry.etag:
@@ -213,7 +214,7 @@ def _tag_value(etag: str) -> str:
     return etag.strip('"')  # tag values may not hold quotes; an ETag is hex (and "-N")
 
 
-async def _objects(source: S3Source) -> Any:
+async def _objects(source: S3Source) -> AsyncIterator[Entry]:
     try:
         async for entry in source.walk():
             yield entry
@@ -222,10 +223,9 @@ async def _objects(source: S3Source) -> Any:
 
 
 async def push(src: str | Location, dst: str | Location, options: TransferOptions, settings: PushSettings,
-               progress: ProgressListener | None = None, executor: Any = None) -> JobReport:
+               progress: ProgressListener | None = None, executor: DaskExecutor | None = None) -> JobReport:
     """One run of a push (see the module docstring); never raises for one object's failure."""
-    src_loc = src if isinstance(src, Location) else parse(src)
-    dst_loc = dst if isinstance(dst, Location) else parse(dst)
+    src_loc, dst_loc = location(src), location(dst)
     if src_loc.scheme != "s3" or dst_loc.scheme not in ("sftp", "file"):
         raise UsageError("push delivers from s3://bucket/prefix to sftp://host/folder (or a local folder)")
     source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
@@ -235,26 +235,16 @@ async def push(src: str | Location, dst: str | Location, options: TransferOption
     report = JobReport("push", str(src_loc), str(dst_loc), dry_run=options.dry_run)
     # The marks decide what goes; an existing file at the destination is always replaced.
     options = options.replace(overwrite="always") if not options.dry_run else options
-    started = time.monotonic()
-    journal = await open_journal(options.state_dir, required=True)
-    try:
-        # Two runs of one push (overlapping cron lines) would deliver the same objects twice.
-        async with journal.lock(str(src_loc), str(dst_loc), kind="push"):
-            job = _Push(source, sink, options, report, journal, progress, executor)
-            if settings.retry_failed:
-                await job.retry(settings.transfers)
-            else:
-                await job.scan(settings.filters, settings.transfers)
-            metrics.QUEUE.labels(metrics.FLOW.get()).set(len(await journal.queued(job.src, job.dst)))
-    except LockedError as exc:
-        log.warning("%s: skipped", exc)
-        report.locked = str(exc)
-    finally:
-        await asyncio.shield(close_all(journal, source, sink))
-    report.seconds = time.monotonic() - started
-    record(report)
-    return report
 
+    async def work(journal: Journal) -> None:
+        job = _Push(source, sink, options, report, journal, progress, executor)
+        if settings.retry_failed:
+            await job.retry(settings.transfers)
+        else:
+            await job.scan(settings.filters, settings.transfers)
+        metrics.QUEUE.labels(metrics.FLOW.get()).set(len(await journal.queued(job.src, job.dst)))
+
+    return await run_job(report, options.state_dir, source, sink, work)
 
 
 __all__ = ["Entry", "PushSettings", "mark_key", "push"]

@@ -25,15 +25,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from s3ferry.core.errors import S3FerryError, UsageError
-from s3ferry.engine.journal import default_state_dir, try_flock
+from s3ferry.core.errors import S3FerryError
+from s3ferry.engine.journal import default_state_dir
+from s3ferry.engine.locks import FileLock
 from s3ferry.jobs import JobReport
 from s3ferry.jobs.flowfile import Flow
 from s3ferry.jobs.pull import PullSettings, pull
@@ -88,33 +88,10 @@ class Outcome:
 OnOutcome = Callable[[Outcome], None]
 
 
-class FlowLock:
-    """Non-blocking ``flock`` on ``<state dir>/locks/flow-<name>.lock`` (as :class:`s3ferry.journal.PairLock`)."""
-
-    def __init__(self, state_dir: Path, flow: Flow) -> None:
-        self.path = state_dir / "locks" / f"flow-{flow.lock_name}.lock"
-        self._fd: int | None = None
-
-    def _acquire(self) -> bool:
-        fd = try_flock(self.path)
-        if fd is None:
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())  # for people looking: who holds it
-        self._fd = fd
-        return True
-
-    async def acquire(self) -> bool:
-        """True when this process now holds the lock; False when another run holds it."""
-        try:
-            return await asyncio.to_thread(self._acquire)
-        except OSError as exc:
-            raise UsageError(f"cannot create the lock {self.path}: {exc.strerror}") from exc
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
+def flow_lock(state_dir: Path, flow: Flow) -> FileLock:
+    """The lock every run of ``flow`` holds (the file names the process holding it, for people looking)."""
+    return FileLock(state_dir / "locks" / f"flow-{flow.lock_name}.lock",
+                    f"another run of flow {flow.name} is running", note_pid=True)
 
 
 def with_state_dir(flows: Sequence[Flow], fallback: Path | None) -> list[Flow]:
@@ -142,7 +119,7 @@ async def run_flow(flow: Flow, on_outcome: OnOutcome) -> Outcome:
     ``on_outcome`` and returned."""
     metrics.FLOW.set(flow.name)  # this task's context: the flow's label on everything it counts
     outcome = Outcome(flow, _now())
-    lock = FlowLock(flow.options.state_dir or default_state_dir(), flow)
+    lock = flow_lock(flow.options.state_dir or default_state_dir(), flow)
     try:
         if not await lock.acquire():
             outcome.skipped = "locked"

@@ -66,7 +66,7 @@ def parse_duration(text: str) -> float:
     if not cleaned or not match:
         hint = f" (add a unit: {cleaned}s or {cleaned}m)" if re.fullmatch(r"\d+(\.\d+)?", cleaned) else ""
         raise UsageError(f"cannot read {text!r} as a duration{hint}; examples: 90s, 10m, 1h30m, 1d")
-    seconds = sum(float(v) * _UNITS[u] for v, u in zip(match.groups(), "dhms") if v is not None)
+    seconds = sum(float(v) * _UNITS[u] for v, u in zip(match.groups(), "dhms", strict=True) if v is not None)
     return seconds
 
 
@@ -136,7 +136,8 @@ class Cron:
         fields = expr.split()
         if len(fields) != 5:
             raise UsageError(f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}")
-        minutes, hours, days, months, weekdays = (_parse_field(f, spec) for f, spec in zip(fields, _FIELDS))
+        parsed = (_parse_field(f, spec) for f, spec in zip(fields, _FIELDS, strict=True))
+        minutes, hours, days, months, weekdays = parsed
         weekdays = frozenset(d % 7 for d in weekdays)
         cron = cls(text.strip(), minutes, hours, days, months, weekdays, fields[2].startswith("*"),
                    fields[4].startswith("*"))
