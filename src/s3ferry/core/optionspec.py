@@ -254,7 +254,9 @@ DECISIONS = (
        commands=TRANSFERS, targets=("require_verified",), **_flows("require_verified"),
        help="Refuse (exit 3) a copy that cannot be verified against an independent check, instead of completing "
             "it and saying 'NOT verified'.",
-       variants={PULL: Variant(default=True), PUSH: Variant(default=True)}),
+       variants={job: Variant("Refuse (exit 3, and retry later) a file that cannot be verified against an "
+                              "independent check; --no-require-verified delivers it saying 'NOT verified'.", True)
+                 for job in JOBS}),
 )
 
 JOB_SETTINGS = (

@@ -18,7 +18,11 @@
     identity = "~/.ssh/partner_ed25519"
     password_env = "PARTNER_SFTP_PASSWORD"
 
-Keys (all optional unless marked):
+Keys: those below say what a flow is; every other key is an option of the
+``pull`` / ``push`` command, spelled as the option table says (its
+``flows_key``: ``part_size``, ``identity``, ``tags``, ...; which kinds of flow
+take it: ``flows_kinds``), read and checked by the same rules (see
+:mod:`s3ferry.core.optionspec`; the README lists them all).
 
 =================  ==========================================================
 kind               ``"pull"`` (an sftp:// or local folder into s3://) or
@@ -30,39 +34,16 @@ schedule / every   a cron expression (UTC) or an interval (``"10m"``,
                    ``"1h30m"``); exactly one, required (may come from
                    [defaults]: a flow's own ``schedule`` or ``every`` replaces
                    whichever [defaults] has)
-archive            pull: folder beside each pulled file (``".done"``)
-settle             pull: leave files modified less than this long ago
-retention_days     pull: delete archived files older than this (0: never)
-retry_failed       push: work through the retry queue instead of new objects
-include, exclude   lists of globs on the path relative to the source folder
-                   (``*`` also matches ``/``). With ``include``, only matching
-                   paths are transferred; ``exclude`` then removes paths.
-transfers          files at a time (1-64)
-identity           SSH key file, or a list of them
-known_hosts        known_hosts file;  host_key: a pinned ``SHA256:...``
 password_env       name of the environment variable holding the SFTP
                    password (read at each run; unset is an error for ``run``
-                   and a warning for ``run --check``)
-password_file      file holding the SFTP password (a flow's own
+                   and a warning for ``run --check``); a flow's own
                    password_env or password_file replaces the other from
-                   [defaults])
-endpoint_url, profile, region    S3 settings (default: the AWS chain)
-sse_kms_key_id     pull: encrypt the objects with this KMS key
-storage_class, content_type, acl    pull: settings of the objects created
-                   (as the ``pull`` flags of the same name)
-metadata, tags     pull: tables of strings, ``{ owner = "etl" }``: the
-                   objects' user metadata and tags (as ``--metadata`` and
-                   ``--tag``, checked by the same rules; a flow's own table
-                   replaces the one in [defaults])
-bwlimit            bytes per second for this flow's run (e.g. "50M")
-jump               SFTP jump host, [user@]host[:port] (ProxyJump works too)
-part_size, max_memory, read_streams, upload_streams, checksum, retries
-                   transfer options, as the ``cp`` flags of the same name
-require_verified   refuse a delivery that cannot be verified (default true,
-                   as for ``pull`` and ``push``)
-state_dir          journal and locks (default: ``--state-dir``,
-                   ``S3FERRY_STATE_DIR``, ``~/.local/state/s3ferry``)
+                   [defaults]
 =================  ==========================================================
+
+With ``include``, only matching paths are transferred; ``exclude`` then
+removes paths (:func:`ordered_filters`). ``require_verified`` is on unless a
+flow turns it off, as for ``pull`` and ``push``.
 
 Pull-only and push-only keys in [defaults] apply to the flows of that kind and
 are ignored by the others; in a flow of the other kind they are an error (the
