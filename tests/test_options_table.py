@@ -139,3 +139,10 @@ def test_a_bad_key_file_is_named_by_its_flag(tmp_path: Path) -> None:
                                 env={"S3FERRY_CONFIG": "/dev/null"})
     assert result.exit_code == 2 and f"--sse-c-key-file {key} must hold a 256-bit key" in result.output
     assert isinstance(OptionError("s3.sse_c_key_file", "{option} x"), UsageError)
+
+
+def test_a_password_file_read_late_is_named_by_its_flag(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-password"
+    result = CliRunner().invoke(main, ["cp", "--password-file", str(missing), "sftp://me@127.0.0.1:1/x",
+                                       str(tmp_path / "y")], env={"S3FERRY_CONFIG": "/dev/null"})
+    assert result.exit_code == 2 and f"cannot read --password-file {missing}" in result.output
