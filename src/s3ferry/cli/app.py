@@ -1,4 +1,6 @@
-"""Command line: ``s3ferry cp``, ``s3ferry demo``.
+"""Command line: ``s3ferry cp``, ``pull``, ``push``, ``uploads``, ``cancel``, ``demo``.
+
+Their options come from the option table (:mod:`s3ferry.cli.flags`).
 
 Every failure prints one line ``s3ferry: error: ...`` on stderr and exits with
 the code of its error class (see :mod:`s3ferry.errors`); ``--debug`` adds
@@ -11,24 +13,15 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from s3ferry.cli.common import run_async, run_command, setup_logging
+from s3ferry.cli.flags import options, transfer_options
 from s3ferry.cli.settings import complete_location, location_callback
 from s3ferry.core.errors import UsageError
-from s3ferry.core.options import (
-    CHECKSUMS,
-    FtpOptions,
-    HttpOptions,
-    S3Options,
-    SftpOptions,
-    TransferOptions,
-    parse_size,
-    split_pairs,
-)
+from s3ferry.core.options import TransferOptions
 from s3ferry.core.redaction import printable
 
 # Start-up time: every run (--help, --version, each TAB of shell completion) imports this module,
@@ -36,8 +29,6 @@ from s3ferry.core.redaction import printable
 if TYPE_CHECKING:
     from s3ferry.operations.tree import Filter, TreeResult
 
-F = TypeVar("F", bound=Callable[..., Any])
-DEFAULTS = TransferOptions()
 EXAMPLES_CP = """
 \b
 Examples:
@@ -50,42 +41,18 @@ Examples:
 """
 
 
-class SizeType(click.ParamType):
-    name = "size"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        try:
-            return parse_size(value)
-        except UsageError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-def output_options(fn: F) -> F:
-    """-v/-q, --log-format, and the Prometheus exposition flags (every command that transfers)."""
-    for deco in reversed([
-        click.option("-v", "--verbose", count=True, help="More notes: -v retries and decisions, -vv debug."),
-        click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr."),
-        click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
-                     help="stderr notes as readable lines or as JSON lines."),
-        click.option("--metrics-port", type=int, metavar="PORT",
-                     help="Serve Prometheus metrics on http://ADDR:PORT/metrics while the command runs."),
-        click.option("--metrics-addr", default="127.0.0.1", show_default=True,
-                     help="Address for --metrics-port (0.0.0.0 to let another host scrape)."),
-        click.option("--pushgateway", metavar="URL", help="Push metrics to this Prometheus Pushgateway at the end."),
-        click.option("--push-interval", type=float, default=30.0, show_default=True, metavar="SECONDS",
-                     help="With --pushgateway: also push every SECONDS during the command (0: only at the end)."),
-    ]):
-        fn = deco(fn)
-    return fn
+def setup_output(params: dict[str, Any], debug: bool) -> None:
+    """Logging as the output options say (-v/-q/--log-format; taken out of ``params``)."""
+    setup_logging(debug, params.pop("verbose", 0), params.pop("quiet", False), params.pop("log_format", "text"))
 
 
 def observing(params: dict[str, Any], debug: bool, flow: str, body: Callable[[], Any]) -> Any:
-    """Set up logs and metrics from ``output_options``, then run ``body``; pushes metrics on the way out."""
+    """Set up logs and metrics from the output options, then run ``body``; pushes metrics on the way out."""
     from contextlib import ExitStack
 
     from s3ferry.observe import metrics
 
-    setup_logging(debug, params.pop("verbose", 0), params.pop("quiet", False), params.pop("log_format", "text"))
+    setup_output(params, debug)
     port, addr = params.pop("metrics_port", None), params.pop("metrics_addr", "127.0.0.1")
     gateway, interval = params.pop("pushgateway", None), params.pop("push_interval", 30.0)
     metrics.FLOW.set(flow)
@@ -99,42 +66,6 @@ def observing(params: dict[str, Any], debug: bool, flow: str, body: Callable[[],
             return body()
 
     return run_command(debug, run)
-
-
-def state_options(fn: F) -> F:
-    return click.option("--state-dir", type=click.Path(path_type=Path), envvar="S3FERRY_STATE_DIR",
-                        help="Where the resume journal lives (default: ~/.local/state/s3ferry).")(fn)
-
-
-def sftp_options(fn: F) -> F:
-    for deco in reversed([
-        click.option("--identity", "-i", multiple=True, type=click.Path(path_type=Path),
-                     help="SSH private key file (like ssh -i); default: ~/.ssh/config, default keys, agent."),
-        click.option("--known-hosts", type=click.Path(path_type=Path),
-                     help="known_hosts file (default: UserKnownHostsFile or ~/.ssh/known_hosts)."),
-        click.option("--host-key", metavar="SHA256:...", help="Pin the server's host key fingerprint."),
-        click.option("--jump", "-J", metavar="[USER@]HOST[:PORT]",
-                     help="Reach the SFTP server through this jump host (like ssh -J; ProxyJump in "
-                          "~/.ssh/config works too)."),
-        click.option("--password-file", type=click.Path(path_type=Path),
-                     help="File holding the SFTP or FTP password (or set S3FERRY_SFTP_PASSWORD / "
-                          "S3FERRY_FTP_PASSWORD)."),
-    ]):
-        fn = deco(fn)
-    return fn
-
-
-def s3_options(fn: F) -> F:
-    for deco in reversed([
-        click.option("--endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)."),
-        click.option("--profile", help="AWS profile (default: AWS_PROFILE)."),
-        click.option("--region", help="AWS region (default: AWS_REGION / config)."),
-        click.option("--sign-payload/--no-sign-payload", default=None,
-                     help="SHA-256 request bodies into the signature (default: only over plain http to a "
-                          "non-loopback host)."),
-    ]):
-        fn = deco(fn)
-    return fn
 
 
 def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -163,127 +94,13 @@ def main(ctx: click.Context) -> None:
     run_command(False, lambda: apply_to(ctx))  # [defaults] become every command's default_map
 
 
-def transfer_options(p: dict[str, Any]) -> TransferOptions:
-    """The typed options behind the transfer flags (click hands them over by name)."""
-    ca = p.get("ca_bundle")
-    options = TransferOptions(
-        part_size=p["part_size"], read_streams=p["read_streams"], upload_streams=p["upload_streams"],
-        max_memory=p["max_memory"], checksum=p["checksum"], retries=p["retries"],
-        resume=p.get("resume_mode") or "auto", state_dir=p.get("state_dir"),
-        sftp=SftpOptions(identity=p["identity"], known_hosts=p["known_hosts"], host_key=p["host_key"],
-                         password_file=p["password_file"], jump=p.get("jump")),
-        s3=S3Options(endpoint_url=p["endpoint_url"], profile=p["profile"], region=p["region"],
-                     sign_payload=p["sign_payload"], sse_c_key_file=p.get("sse_c_key_file"),
-                     source_sse_c_key_file=p.get("source_sse_c_key_file"), sse_kms_key_id=p.get("sse_kms_key_id"),
-                     ca_file=ca, storage_class=p.get("storage_class"), content_type=p.get("content_type"),
-                     acl=p.get("acl"), metadata=split_pairs(p.get("metadata", ()), "--metadata"),
-                     tags=split_pairs(p.get("tag", ()), "--tag")),  # S3Options checks them (options.check_*)
-        copy_part_size=p.get("copy_part_size") or DEFAULTS.copy_part_size,
-        bwlimit=p.get("bwlimit"),
-        overwrite=_overwrite_mode(p.get("no_clobber", False), p.get("overwrite", False)),
-        dry_run=p.get("dry_run", False),
-        require_verified=bool(p.get("require_verified", False)),
-        ftp=FtpOptions(password_file=p["password_file"], ca_file=ca),
-        http=HttpOptions(ca_file=ca),
-    )
-    options.s3.sse_c_key(), options.s3.sse_c_key(source=True)  # a bad key file fails before anything starts
-    return options
-
-
-def executor_options(fn: F) -> F:
-    for deco in reversed([
-        click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-                     help="Where the work runs: here, or on a Dask cluster (docs/distributed.md)."),
-        click.option("--scheduler", envvar="S3FERRY_DASK_SCHEDULER", metavar="tcp://HOST:8786",
-                     help="The Dask scheduler for --executor dask (or S3FERRY_DASK_SCHEDULER)."),
-    ]):
-        fn = deco(fn)
-    return fn
-
-
-def _overwrite_mode(no_clobber: bool, overwrite: bool) -> Any:
-    if no_clobber and overwrite:
-        raise UsageError("--no-clobber and --overwrite contradict each other")
-    return "never" if no_clobber else "always" if overwrite else "changed"
-
-
-DRY_RUN = click.option("--dry-run", is_flag=True,
-                       help="Print what would be copied, skipped, archived, deleted or marked; change nothing.")
-
-
-def existing_options(fn: F) -> F:
-    """What cp does with a destination that already exists."""
-    for deco in reversed([
-        click.option("--no-clobber", is_flag=True, help="Never replace an existing destination file."),
-        click.option("--overwrite", is_flag=True,
-                     help="Always copy, even when the destination already matches (default: skip matching "
-                          "files: same size, then same checksum where both sides have one, else same mtime)."),
-    ]):
-        fn = deco(fn)
-    return fn
-
-
-def object_options(fn: F) -> F:
-    """The settings of the S3 objects s3ferry creates."""
-    for deco in reversed([
-        click.option("--storage-class", metavar="CLASS", help="S3 storage class (STANDARD_IA, GLACIER_IR, ...)."),
-        click.option("--content-type", metavar="TYPE", help="Content-Type of the objects (default: from the name)."),
-        click.option("--metadata", multiple=True, metavar="KEY=VALUE", help="User metadata (repeatable)."),
-        click.option("--tag", multiple=True, metavar="KEY=VALUE", help="Object tag (repeatable)."),
-        click.option("--acl", metavar="ACL", help="Canned ACL (private, bucket-owner-full-control, ...)."),
-    ]):
-        fn = deco(fn)
-    return fn
-
-
-def engine_options(fn: F) -> F:
-    """The flags that shape one file's transfer (shared by cp, pull and push)."""
-    for deco in reversed([
-        click.option("--part-size", type=SizeType(), default=DEFAULTS.part_size, show_default="8MiB",
-                     help="Bytes per part (grown automatically to stay within 10,000 parts)."),
-        click.option("--read-streams", type=int, default=DEFAULTS.read_streams, show_default=True,
-                     help="Parallel reads from the source."),
-        click.option("--upload-streams", type=int, default=DEFAULTS.upload_streams, show_default=True,
-                     help="Parallel part uploads."),
-        click.option("--max-memory", type=SizeType(), default=DEFAULTS.max_memory, show_default="32MiB",
-                     help="Byte budget for payload buffers."),
-        click.option("--checksum", type=click.Choice(CHECKSUMS), default=DEFAULTS.checksum, show_default=True,
-                     help="Checksum verified per part by S3 and on the whole object."),
-        click.option("--resume", "resume_mode", flag_value="resume",
-                     help="Continue an earlier attempt; without a journal, adopt an upload found in S3 "
-                          "(parts verified)."),
-        click.option("--force", "resume_mode", flag_value="force", help="Discard any earlier attempt and start clean."),
-        click.option("--no-resume", "resume_mode", flag_value="never",
-                     help="Refuse to run if an earlier attempt exists; keep no journal, leave nothing behind on "
-                          "failure."),
-        click.option("--bwlimit", type=SizeType(), metavar="RATE",
-                     help="Bytes per second for the whole process, shared by all streams (e.g. 50M = 50 MiB/s)."),
-        click.option("--retries", type=int, default=DEFAULTS.retries, show_default=True,
-                     help="Retries per part and per request for errors that may pass (5xx, SlowDown, lost "
-                          "connection)."),
-    ]):
-        fn = deco(fn)
-    return fn
-
-
-def encryption_options(fn: F) -> F:
-    for deco in reversed([
-        click.option("--sse-c-key-file", type=click.Path(path_type=Path, dir_okay=False),
-                     help="Encrypt the S3 destination with this customer key (SSE-C; 32 bytes or their base64)."),
-        click.option("--source-sse-c-key-file", type=click.Path(path_type=Path, dir_okay=False),
-                     help="The SSE-C key the S3 source is encrypted with."),
-        click.option("--sse-kms-key-id", metavar="KEY", help="Encrypt the S3 destination with this KMS key (SSE-KMS)."),
-    ]):
-        fn = deco(fn)
-    return fn
-
-
 def filter_order(include: Sequence[str], exclude: Sequence[str], argv: Sequence[str]) -> list[Filter]:
     """--include/--exclude in command-line order (the last matching filter decides, as in the AWS CLI).
 
     click hands each option's values over separately, so the order between the
     two options is read back from argv; if that fails, excludes apply last.
     """
+    from s3ferry.jobs.flowfile import ordered_filters
     from s3ferry.operations.tree import Filter
 
     seen: list[Filter] = []
@@ -297,44 +114,13 @@ def filter_order(include: Sequence[str], exclude: Sequence[str], argv: Sequence[
     wanted = sorted([("i", p) for p in include] + [("e", p) for p in exclude])
     if sorted([("i" if f.include else "e", f.pattern) for f in seen]) != wanted:
         seen = [Filter(p, True) for p in include] + [Filter(p, False) for p in exclude]
-    if seen and seen[0].include:
-        # An --include that comes first means "only these" (as in rclone); the AWS CLI would
-        # copy everything, which is never what anyone who typed it meant.
-        seen.insert(0, Filter("*", include=False))
-    return seen
-
-
-def tls_options(fn: F) -> F:
-    return click.option("--ca-bundle", type=click.Path(path_type=Path, dir_okay=False),
-                        help="CA certificates (PEM) to verify FTPS/HTTPS servers with, instead of the system's.")(fn)
+    return list(ordered_filters(seen))  # the include-first rule
 
 
 @main.command(epilog=EXAMPLES_CP)
 @click.argument("src", callback=location_callback, shell_complete=complete_location)
 @click.argument("dst", callback=location_callback, shell_complete=complete_location)
-@engine_options
-@click.option("--recursive", "-r", is_flag=True, help="Copy every file below the SRC folder or prefix.")
-@click.option("--include", multiple=True, metavar="GLOB", help="With -r: copy paths matching GLOB (repeatable).")
-@click.option("--exclude", multiple=True, metavar="GLOB", help="With -r: skip paths matching GLOB (repeatable).")
-@click.option("--transfers", type=int, default=4, show_default=True, help="With -r: files copied at a time.")
-@click.option("--copy-part-size", type=SizeType(), default=DEFAULTS.copy_part_size, show_default="256MiB",
-              help="S3 to S3: larger objects are copied by S3 in parts of this size.")
-@executor_options
-@state_options
-@sftp_options
-@tls_options
-@encryption_options
-@s3_options
-@existing_options
-@DRY_RUN
-@object_options
-@output_options
-@click.option("--require-verified", is_flag=True,
-              help="Refuse (exit 3) a copy that cannot be verified against an independent check, instead of "
-                   "completing it and saying 'NOT verified'.")
-@click.option("--no-progress", is_flag=True, help="No progress bar (also off when stderr is not a terminal).")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@options("cp")
 def cp(src: str, dst: str, recursive: bool, include: tuple[str, ...], exclude: tuple[str, ...], transfers: int,
        no_progress: bool, as_json: bool, debug: bool, **params: Any) -> None:
     """Copy SRC to DST (a DST ending in / gets the source's file name); with -r, a whole folder.
@@ -474,35 +260,6 @@ def _job_output(report: Any, as_json: bool) -> None:
         sys.exit(report.exit_code)
 
 
-class AgeType(click.ParamType):
-    name = "age"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        from s3ferry.operations.uploads import parse_age
-
-        try:
-            return float(value) if isinstance(value, (int, float)) else parse_age(value).total_seconds()
-        except UsageError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-def job_options(fn: F) -> F:
-    for deco in reversed([
-        click.option("--include", multiple=True, metavar="GLOB", help="Only paths matching GLOB (repeatable)."),
-        click.option("--exclude", multiple=True, metavar="GLOB", help="Skip paths matching GLOB (repeatable)."),
-        click.option("--transfers", type=int, default=4, show_default=True, help="Files copied at a time."),
-        engine_options, executor_options, state_options, sftp_options, tls_options, encryption_options, s3_options,
-        DRY_RUN, output_options,
-        click.option("--require-verified/--no-require-verified", default=True, show_default=True,
-                     help="Refuse (exit 3, and retry later) a file that cannot be verified against an independent "
-                          "check; --no-require-verified delivers it saying 'NOT verified'."),
-        click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object."),
-        click.option("--debug", is_flag=True, help="Show tracebacks and debug logs."),
-    ]):
-        fn = deco(fn)
-    return fn
-
-
 @main.command(epilog="""
 \b
 Examples:
@@ -511,16 +268,10 @@ Examples:
 """)
 @click.argument("src", callback=location_callback, shell_complete=complete_location)
 @click.argument("dst", callback=location_callback, shell_complete=complete_location)
-@click.option("--archive", default=".done", show_default=True, metavar="NAME",
-              help="Folder beside each pulled file that receives it once it is verified in S3.")
-@click.option("--settle", type=AgeType(), default="0s", show_default=True,
-              help="Leave files modified more recently than this (still being written).")
-@click.option("--retention-days", type=float, default=0, show_default=True,
-              help="Delete archived files older than this many days (0: keep them).")
-@object_options
-@job_options
+@options("pull")
 def pull(src: str, dst: str, archive: str, settle: float, retention_days: float, include: tuple[str, ...],
-         exclude: tuple[str, ...], transfers: int, as_json: bool, debug: bool, **params: Any) -> None:
+         exclude: tuple[str, ...], transfers: int, no_progress: bool, as_json: bool, debug: bool,
+         **params: Any) -> None:
     """Copy every file below the SRC folder into S3, then move it into its .done archive.
 
     Run it from cron or `s3ferry run`: files already archived are never pulled
@@ -532,11 +283,14 @@ def pull(src: str, dst: str, archive: str, settle: float, retention_days: float,
 
     def body() -> None:
         settings = PullSettings(archive=archive, settle=settle, retention_days=retention_days,
-                                filters=tuple(filter_order(include, exclude, sys.argv)), transfers=transfers)
-        options = transfer_options({**params, "copy_part_size": None})
+                                filters=tuple(filter_order(include, exclude, sys.argv)),
+                                transfers=transfers)
+        options = transfer_options(params)
+        progress = _progress(no_progress)
         cluster = _cluster(params["executor"], params["scheduler"])
         _job_output(run_async(_with_cluster(cluster, lambda ex: run_pull(src, dst, options, settings,
-                                                                          executor=ex))), as_json)
+                                                                          progress=progress, executor=ex))),
+                    as_json)
 
     observing(params, debug, "pull", body)
 
@@ -549,11 +303,9 @@ Examples:
 """)
 @click.argument("src", callback=location_callback, shell_complete=complete_location)
 @click.argument("dst", callback=location_callback, shell_complete=complete_location)
-@click.option("--retry-failed", is_flag=True,
-              help="Work through the retry queue of failed deliveries (skipping objects delivered or deleted since).")
-@job_options
+@options("push")
 def push(src: str, dst: str, retry_failed: bool, include: tuple[str, ...], exclude: tuple[str, ...], transfers: int,
-         as_json: bool, debug: bool, **params: Any) -> None:
+         no_progress: bool, as_json: bool, debug: bool, **params: Any) -> None:
     """Deliver every object below the S3 prefix SRC that is not marked delivered yet to the folder DST.
 
     Delivered objects get a tag naming the ETag delivered; failures go to a
@@ -563,12 +315,15 @@ def push(src: str, dst: str, retry_failed: bool, include: tuple[str, ...], exclu
     from s3ferry.jobs.push import push as run_push
 
     def body() -> None:
-        settings = PushSettings(retry_failed=retry_failed, filters=tuple(filter_order(include, exclude, sys.argv)),
+        settings = PushSettings(retry_failed=retry_failed,
+                                filters=tuple(filter_order(include, exclude, sys.argv)),
                                 transfers=transfers)
-        options = transfer_options({**params, "copy_part_size": None})
+        options = transfer_options(params)
+        progress = _progress(no_progress)
         cluster = _cluster(params["executor"], params["scheduler"])
         _job_output(run_async(_with_cluster(cluster, lambda ex: run_push(src, dst, options, settings,
-                                                                          executor=ex))), as_json)
+                                                                          progress=progress, executor=ex))),
+                    as_json)
 
     observing(params, debug, "push", body)
 
@@ -580,23 +335,17 @@ Examples:
   s3ferry uploads s3://raw/partner/ --json
 """)
 @click.argument("location")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per upload.")
-@state_options
-@s3_options
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-def uploads(location: str, as_json: bool, state_dir: Path | None, endpoint_url: str | None, profile: str | None,
-            region: str | None, sign_payload: bool | None, debug: bool) -> None:
+@options("uploads")
+def uploads(location: str, as_json: bool, debug: bool, **params: Any) -> None:
     """List unfinished multipart uploads under s3://bucket[/prefix]."""
     from s3ferry.core.units import human_bytes
     from s3ferry.core.urls import parse
     from s3ferry.operations.uploads import list_uploads
 
-    setup_logging(debug)
+    setup_output(params, debug)
 
     def body() -> None:
-        options = TransferOptions(state_dir=state_dir,
-                                  s3=S3Options(endpoint_url=endpoint_url, profile=profile, region=region))
-        rows = run_async(list_uploads(parse(location), options))
+        rows = run_async(list_uploads(parse(location), transfer_options(params)))
         for row in rows:
             if as_json:
                 click.echo(json.dumps(row.as_dict()))
@@ -618,35 +367,31 @@ Examples:
   s3ferry cancel --prefix --older-than 7d s3://raw/
 """)
 @click.argument("location")
-@click.option("--prefix", is_flag=True, help="Every upload whose key starts with the given key.")
-@click.option("--older-than", metavar="AGE", help="Only uploads started longer ago than AGE (7d, 12h, 30m).")
-@state_options
-@s3_options
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-def cancel(location: str, prefix: bool, older_than: str | None, state_dir: Path | None, endpoint_url: str | None,
-           profile: str | None, region: str | None, sign_payload: bool | None, debug: bool) -> None:
+@options("cancel")
+def cancel(location: str, prefix: bool, older_than: str | None, as_json: bool, debug: bool, **params: Any) -> None:
     """Abort unfinished multipart uploads of s3://bucket/key (and forget their journal entries)."""
     from s3ferry.core.urls import parse
     from s3ferry.operations.uploads import cancel_uploads, parse_age
 
-    setup_logging(debug)
+    setup_output(params, debug)
 
     def body() -> None:
-        options = TransferOptions(state_dir=state_dir,
-                                  s3=S3Options(endpoint_url=endpoint_url, profile=profile, region=region))
         age = parse_age(older_than) if older_than else None
         loc = parse(location)
-        aborted = run_async(cancel_uploads(loc, options, prefix, age))
+        aborted = run_async(cancel_uploads(loc, transfer_options(params), prefix, age))
         for up in aborted:
-            click.echo(f"aborted {up.upload_id} s3://{loc.bucket}/{printable(up.key)}")
-        click.echo(f"{len(aborted)} upload(s) aborted", err=True)
+            if as_json:
+                click.echo(json.dumps({"bucket": loc.bucket, "key": up.key, "upload_id": up.upload_id}))
+            else:
+                click.echo(f"aborted {up.upload_id} s3://{loc.bucket}/{printable(up.key)}")
+        if not as_json:
+            click.echo(f"{len(aborted)} upload(s) aborted", err=True)
 
     run_command(debug, body)
 
 
 @main.command()
-@click.option("--size", type=SizeType(), default="1GiB", show_default=True, help="Size of the random demo file.")
-@click.option("--keep", is_flag=True, help="Leave the servers' folder in place (its path is printed).")
+@options("demo")
 def demo(size: int, keep: bool) -> None:
     """Start embedded sshd and SeaweedFS, copy a random file through s3ferry, verify it, stop.
 
@@ -657,6 +402,3 @@ def demo(size: int, keep: bool) -> None:
     from s3ferry.demo.walkthrough import run_demo
 
     run_command(False, lambda: run_demo(size, keep))
-
-
-

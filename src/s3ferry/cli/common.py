@@ -9,7 +9,10 @@ from typing import Any, NoReturn
 
 import click
 
+from s3ferry.cli.flags import FLAG_OF
 from s3ferry.core.errors import InterruptedError_, S3FerryError
+from s3ferry.core.options import OptionError
+from s3ferry.core.optionspec import named
 
 
 def fail(exc: BaseException, debug: bool) -> NoReturn:
@@ -21,6 +24,8 @@ def fail(exc: BaseException, debug: bool) -> NoReturn:
     if isinstance(exc, InterruptedError_):
         click.echo(final_error(str(exc), exc.exit_code), err=True)
         sys.exit(exc.exit_code)
+    if isinstance(exc, OptionError):  # read late (a password file at login): named as on the command line
+        exc = named(exc, FLAG_OF)
     if isinstance(exc, S3FerryError):
         hint = f"; {exc.hint}" if exc.hint else ""
         click.echo(final_error(f"error: {exc}{hint}", exc.exit_code), err=True)

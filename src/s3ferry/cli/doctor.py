@@ -12,15 +12,9 @@ from typing import Any
 
 import click
 
-from s3ferry.cli.app import (
-    DEFAULTS,
-    main,
-    s3_options,
-    sftp_options,
-    tls_options,
-    transfer_options,
-)
-from s3ferry.cli.common import run_async, run_command, setup_logging
+from s3ferry.cli.app import main, setup_output
+from s3ferry.cli.common import run_async, run_command
+from s3ferry.cli.flags import options, transfer_options
 from s3ferry.cli.settings import complete_location, location_callback
 from s3ferry.core.errors import UsageError
 from s3ferry.core.redaction import printable, scrub
@@ -38,13 +32,7 @@ Examples:
 @main.command(epilog=EXAMPLES_DOCTOR)
 @click.argument("targets", nargs=-1, metavar="[SFTP_URL] [S3_URL]", callback=location_callback,
                 shell_complete=complete_location)
-@sftp_options
-@tls_options
-@s3_options
-@click.option("--write-test", is_flag=True,
-              help="Also PutObject a small test object under the prefix and delete it again.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per check.")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@options("doctor")
 def doctor(targets: tuple[str, ...], write_test: bool, as_json: bool, debug: bool, **params: Any) -> None:
     """Check an SFTP server and/or an S3 bucket step by step, with what to do about each failure.
 
@@ -61,7 +49,7 @@ def doctor(targets: tuple[str, ...], write_test: bool, as_json: bool, debug: boo
     from s3ferry.observe.logs import final_error
     from s3ferry.operations.doctor import Check, diagnose, exit_code
 
-    setup_logging(debug)
+    setup_output(params, debug)
 
     def body() -> int:
         if not targets:
@@ -71,10 +59,7 @@ def doctor(targets: tuple[str, ...], write_test: bool, as_json: bool, debug: boo
         for loc in locations:
             if loc.scheme not in ("sftp", "s3"):
                 raise UsageError(f"doctor checks sftp:// and s3:// locations, not {loc.scheme}:// ({loc})")
-        engine = {"part_size": DEFAULTS.part_size, "read_streams": DEFAULTS.read_streams,
-                  "upload_streams": DEFAULTS.upload_streams, "max_memory": DEFAULTS.max_memory,
-                  "checksum": DEFAULTS.checksum, "retries": DEFAULTS.retries}
-        options = transfer_options({**engine, **params})  # exactly the options `cp` would build
+        options = transfer_options(params)  # exactly the options `cp` would build
 
         def show(check: Check) -> None:
             click.echo(json.dumps(check.as_dict()) if as_json else printable(scrub(check.line())))

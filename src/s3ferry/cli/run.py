@@ -13,8 +13,9 @@ from typing import Any
 
 import click
 
-from s3ferry.cli.app import main, observing, output_options
+from s3ferry.cli.app import main, observing
 from s3ferry.cli.common import run_async
+from s3ferry.cli.flags import options
 from s3ferry.core.errors import UsageError
 from s3ferry.core.redaction import printable
 
@@ -31,17 +32,7 @@ Examples:
 
 @main.command(epilog=EXAMPLES_RUN)
 @click.argument("flows_file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--once", is_flag=True, help="Run every selected flow once, concurrently, and exit with the worst "
-                                           "exit code.")
-@click.option("--check", is_flag=True, help="Only validate the file: list every problem, or one line per flow.")
-@click.option("--dry-run", is_flag=True, help="Run every selected flow once (as --once) but change nothing: print "
-                                              "what each would copy, skip, archive, delete or mark.")
-@click.option("--flow", "selected", multiple=True, metavar="NAME", help="Run only this flow (repeatable).")
-@click.option("--state-dir", type=click.Path(path_type=Path), envvar="S3FERRY_STATE_DIR",
-              help="Journal and locks of the flows that name no state_dir (default: ~/.local/state/s3ferry).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per run (with \"flow\": NAME).")
-@output_options
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@options("run")
 def run(flows_file: Path, once: bool, check: bool, dry_run: bool, selected: tuple[str, ...],
         state_dir: Path | None, as_json: bool, debug: bool, **params: Any) -> None:
     """Run the pull/push flows of FLOWS_FILE, each at its schedule (or each once with --once).

@@ -30,17 +30,20 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import click
 
 from s3ferry.cli.common import fail
+from s3ferry.core import optionspec
 from s3ferry.core.errors import UsageError
 
-#: the options a named endpoint may carry (besides ``url``)
-ENDPOINT_KEYS = ("identity", "known_hosts", "host_key", "password_file", "endpoint_url", "profile", "region",
-                 "ca_bundle")
+if TYPE_CHECKING:
+    from s3ferry.core.tomlfile import LineIndex
+
+#: the options a named endpoint may carry (besides ``url``): the option table's ``endpoint`` ones
+ENDPOINT_KEYS = optionspec.ENDPOINT_KEYS
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _REF_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*):(.*)$", re.DOTALL)
 _META_KEY = "s3ferry.cli.settings"
@@ -86,30 +89,6 @@ def config_path() -> tuple[Path | None, bool]:
     return Path(base) / "s3ferry" / "config.toml", False
 
 
-def _key_line(text: str, table: str, key: str) -> int:
-    """The line of ``key = ...`` inside ``[table]`` (0 when it cannot be found)."""
-    lines = text.splitlines()
-    header = re.compile(r"^\s*\[\s*" + r"\s*\.\s*".join(
-        r"(?:\"?" + re.escape(part) + r"\"?)" for part in table.split(".")) + r"\s*\]\s*(#.*)?$")
-    start = next((i for i, line in enumerate(lines) if header.match(line)), None)
-    if start is None:
-        return 0
-    key_re = re.compile(r"^\s*[\"']?" + re.escape(key) + r"[\"']?\s*=")
-    for i in range(start + 1, len(lines)):
-        if re.match(r"^\s*\[", lines[i]):
-            break
-        if key_re.match(lines[i]):
-            return i + 1
-    return start + 1
-
-
-def _table_line(text: str, table: str) -> int:
-    for i, line in enumerate(text.splitlines()):
-        if re.match(r"^\s*\[\[?\s*\"?" + re.escape(table) + r"\"?\s*[\].]", line):
-            return i + 1
-    return 0
-
-
 class _Problems:
     def __init__(self, path: Path) -> None:
         self.path, self.items = path, []  # type: ignore[var-annotated]
@@ -143,36 +122,35 @@ def load(path: Path | None = None, required: bool = False, problems: _Problems |
         return Config()
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
-    import tomllib  # here: most runs have no config file, and every run reads this module
+    # here: most runs have no config file, and every run reads this module
+    from s3ferry.core.tomlfile import LineIndex, TomlSyntax
+    from s3ferry.core.tomlfile import parse as parse_toml
 
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        message = str(exc)
-        found = re.search(r"\(at line (\d+), column \d+\)", message)
-        where = f"{path}:{found.group(1)}" if found else str(path)
-        raise UsageError(f"{where}: not valid TOML: {re.sub(r' ?[(]at line.*[)]', '', message)}") from exc
+        data = parse_toml(text)
+    except TomlSyntax as exc:
+        raise UsageError(f"{path}:{exc.line}: not valid TOML: {exc.message}") from exc
+    index = LineIndex(text)
     collect = problems is not None
     problems = problems if problems is not None else _Problems(path)
     problems.path = path
     for key in data:
         if key not in ("defaults", "endpoints"):
-            problems.add(_table_line(text, key) or _key_line(text, "", key),
-                         f"unknown section [{key}] (expected [defaults] or [endpoints.NAME])")
+            problems.add(index.table((key,)), f"unknown section [{key}] (expected [defaults] or [endpoints.NAME])")
     defaults: dict[str, tuple[Any, int]] = {}
     raw_defaults = data.get("defaults", {})
     if not isinstance(raw_defaults, dict):
         problems.add(0, "defaults must be a table: [defaults]")
         raw_defaults = {}
     for key, value in raw_defaults.items():
-        defaults[key.replace("-", "_")] = (value, _key_line(text, "defaults", key))
+        defaults[key.replace("-", "_")] = (value, index.key(("defaults",), key))
     endpoints: dict[str, Endpoint] = {}
     raw_endpoints = data.get("endpoints", {})
     if not isinstance(raw_endpoints, dict):
         problems.add(0, "endpoints must be tables: [endpoints.NAME]")
         raw_endpoints = {}
     for name, table in raw_endpoints.items():
-        endpoint = _endpoint(path, text, name, table, problems)
+        endpoint = _endpoint(path, index, name, table, problems)
         if endpoint is not None:
             endpoints[name] = endpoint
     if not collect:
@@ -180,13 +158,13 @@ def load(path: Path | None = None, required: bool = False, problems: _Problems |
     return Config(path, defaults, endpoints, text)
 
 
-def _endpoint(path: Path, text: str, name: str, table: Any, problems: _Problems) -> Endpoint | None:
+def _endpoint(path: Path, index: LineIndex, name: str, table: Any, problems: _Problems) -> Endpoint | None:
     from s3ferry.core.urls import parse
 
-    where = f"endpoints.{name}"
-    line = _table_line(text, where)
+    where, at = f"endpoints.{name}", ("endpoints", name)
+    line = index.table(at)
     if not isinstance(table, dict):
-        problems.add(_key_line(text, "endpoints", name), f"{where} must be a table: [endpoints.{name}]")
+        problems.add(index.key(("endpoints",), name), f"{where} must be a table: [endpoints.{name}]")
         return None
     if not _NAME_RE.match(name):
         problems.add(line, f"endpoint name {name!r}: use letters, digits, '-', '_' and '.'")
@@ -197,7 +175,7 @@ def _endpoint(path: Path, text: str, name: str, table: Any, problems: _Problems)
         try:
             parse(url)
         except UsageError as exc:
-            problems.add(_key_line(text, where, "url"), f"{where}: url: {exc}")
+            problems.add(index.key(at, "url"), f"{where}: url: {exc}")
         if "://" not in url:
             url = str(Path(url).expanduser() if url.startswith("~") else (path.parent / url))
     options: dict[str, Any] = {}
@@ -207,13 +185,13 @@ def _endpoint(path: Path, text: str, name: str, table: Any, problems: _Problems)
         norm = key.replace("-", "_")
         if norm not in ENDPOINT_KEYS:
             hint = _did_you_mean(norm, ("url", *ENDPOINT_KEYS))
-            problems.add(_key_line(text, where, key), f"{where}: unknown key {key!r}{hint} "
+            problems.add(index.key(at, key), f"{where}: unknown key {key!r}{hint} "
                                                       f"(allowed: url, {', '.join(ENDPOINT_KEYS)})")
             continue
-        options[norm] = (value, _key_line(text, where, key))
+        options[norm] = (value, index.key(at, key))
     if problems.items:
         return None  # the file is refused as a whole
-    return Endpoint(name, url, options)  # option values are checked against each command that uses them
+    return Endpoint(name, str(url), options)  # option values are checked against each command that uses them
 
 
 def _did_you_mean(key: str, known: Iterable[str]) -> str:
@@ -337,10 +315,10 @@ def apply_to(ctx: click.Context) -> None:
 def current(ctx: click.Context) -> Config:
     """The config loaded by the group (or loaded now, when a command runs on its own)."""
     root = ctx.find_root()
-    cfg = root.meta.get(_META_KEY)
+    cfg: Config | None = root.meta.get(_META_KEY)
     if cfg is None:
         cfg = root.meta[_META_KEY] = load()
-    return cfg  # type: ignore[no-any-return]
+    return cfg
 
 
 def expand(cfg: Config, text: str) -> tuple[str, Endpoint | None]:
@@ -401,4 +379,4 @@ def complete_location(ctx: click.Context, param: click.Parameter, incomplete: st
     if "://" not in incomplete and ":" not in incomplete:
         items = [CompletionItem(f"{name}:", help=ep.url) for name, ep in sorted(cfg.endpoints.items())
                  if name.startswith(incomplete)]
-    return items + [CompletionItem(incomplete, type="file")]
+    return [*items, CompletionItem(incomplete, type="file")]

@@ -72,6 +72,23 @@ MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE = 10, 128, 256
 _TAG_PUNCTUATION = "_.:/=+-@"  # with letters, digits and spaces: S3's pattern [\p{L}\p{Z}\p{N}_.:/=+\-@]
 
 
+class OptionError(UsageError):
+    """A bad value of one option, phrased so that each caller names the option as the user wrote it.
+
+    ``target`` is the option's field (``part_size``, ``s3.metadata``); ``template`` holds ``{option}``
+    where the name goes. ``str()`` uses the field's own name (the Python API); the command line says
+    ``--part-size`` and the flows file ``part_size`` through :meth:`named`, from the option table
+    (:mod:`s3ferry.core.optionspec`).
+    """
+
+    def __init__(self, target: str, template: str) -> None:
+        self.target, self.template = target, template
+        super().__init__(self.named(target.rpartition(".")[2]))
+
+    def named(self, name: str) -> str:
+        return self.template.replace("{option}", name)
+
+
 def split_pairs(values: Sequence[str], flag: str) -> Pairs:
     """``KEY=VALUE`` strings (the repeatable ``--metadata`` / ``--tag``) as (key, value) pairs."""
     pairs = []
@@ -83,49 +100,55 @@ def split_pairs(values: Sequence[str], flag: str) -> Pairs:
     return tuple(pairs)
 
 
-def check_metadata(pairs: Pairs, name: str) -> None:
-    """S3's rules for user metadata; ``name`` is how the user gave it (``--metadata``, ``metadata``).
+def check_metadata(pairs: Pairs) -> None:
+    """S3's rules for user metadata (:class:`OptionError` names the option as the user gave it).
 
-    Shared by the CLI (through :class:`S3Options`) and the flows file, so both
-    refuse the same things before a transfer starts, not at the first upload.
+    Checked by :class:`S3Options`, so the CLI and the flows file refuse the
+    same things before a transfer starts, not at the first upload.
     """
+    def bad(problem: str) -> OptionError:
+        return OptionError("s3.metadata", "{option} " + problem)
+
     seen: set[str] = set()
     for key, value in pairs:
         if not key:
-            raise UsageError(f"{name} key must not be empty")
+            raise bad("key must not be empty")
         if not _HEADER_TOKEN.match(key):
-            raise UsageError(f"{name} key {key!r} cannot be an HTTP header name (x-amz-meta-KEY): use letters, "
+            raise bad(f"key {key!r} cannot be an HTTP header name (x-amz-meta-KEY): use letters, "
                              "digits, - and _")
         if key.lower() in seen:  # S3 stores the keys in lower case: Owner and owner are one key
-            raise UsageError(f"{name} key {key!r} is given twice (S3 ignores the case of metadata keys)")
+            raise bad(f"key {key!r} is given twice (S3 ignores the case of metadata keys)")
         seen.add(key.lower())
         if any(unicodedata.category(c) == "Cc" for c in value):
-            raise UsageError(f"{name} {key!r}: the value holds a control character (it travels in an HTTP header)")
+            raise bad(f"{key!r}: the value holds a control character (it travels in an HTTP header)")
     size = sum(len(k.encode()) + len(v.encode()) for k, v in pairs)
     if size > MAX_METADATA_BYTES:
-        raise UsageError(f"{name} holds {size} bytes of keys and values; S3 allows 2KiB per object")
+        raise bad(f"holds {size} bytes of keys and values; S3 allows 2KiB per object")
 
 
-def check_tags(pairs: Pairs, name: str) -> None:
+def check_tags(pairs: Pairs) -> None:
     """S3's rules for object tags (count, lengths, characters, the reserved ``aws:`` prefix)."""
+    def bad(problem: str) -> OptionError:
+        return OptionError("s3.tags", "{option} " + problem)
+
     if len(pairs) > MAX_TAGS:
-        raise UsageError(f"{name} holds {len(pairs)} tags; S3 allows at most {MAX_TAGS} per object")
+        raise bad(f"holds {len(pairs)} tags; S3 allows at most {MAX_TAGS} per object")
     seen: set[str] = set()
     for key, value in pairs:
         if not key:
-            raise UsageError(f"{name} key must not be empty")
+            raise bad("key must not be empty")
         if key in seen:
-            raise UsageError(f"{name} key {key!r} is given twice")
+            raise bad(f"key {key!r} is given twice")
         seen.add(key)
         if len(key) > MAX_TAG_KEY or len(value) > MAX_TAG_VALUE:
-            raise UsageError(f"{name} {key!r}: S3 allows keys of up to {MAX_TAG_KEY} characters and values of up "
+            raise bad(f"{key!r}: S3 allows keys of up to {MAX_TAG_KEY} characters and values of up "
                              f"to {MAX_TAG_VALUE}")
         if key.lower().startswith("aws:"):
-            raise UsageError(f"{name} key {key!r}: the aws: prefix is reserved for AWS")
-        bad = "".join(sorted({c for c in key + value if not _tag_character(c)}))
-        if bad:
-            raise UsageError(f"{name} {key!r}: S3 allows letters, digits, spaces and {' '.join(_TAG_PUNCTUATION)} "
-                             f"in tags, not {bad!r}")
+            raise bad(f"key {key!r}: the aws: prefix is reserved for AWS")
+        wrong = "".join(sorted({c for c in key + value if not _tag_character(c)}))
+        if wrong:
+            raise bad(f"{key!r}: S3 allows letters, digits, spaces and {' '.join(_TAG_PUNCTUATION)} "
+                             f"in tags, not {wrong!r}")
 
 
 def _tag_character(c: str) -> bool:
@@ -146,19 +169,22 @@ class SftpOptions:
 
     def password(self) -> str | None:
         """The password from ``--password-file`` or ``S3FERRY_SFTP_PASSWORD``."""
-        return _secret_from(self.password_file, "S3FERRY_SFTP_PASSWORD", "--password-file")
+        return read_secret(self.password_file, "S3FERRY_SFTP_PASSWORD", "sftp.password_file")
 
 
-def _secret_from(path: Path | None, env: str, flag: str) -> str | None:
-    """A secret from a file named by ``flag`` or from the environment variable ``env``; registered, so no
-    output shows it (:mod:`s3ferry.redaction`)."""
+def read_secret(path: Path | None, env: str, target: str, *, required: bool = False) -> str | None:
+    """A password from the file ``path`` (the option ``target``), else from the environment variable ``env``
+    (``required``: unset or empty is an error, as for a flow's ``password_env``); registered, so no output
+    shows it (:mod:`s3ferry.core.redaction`). The only place s3ferry reads a password."""
     if path is not None:
         try:
             secret: str | None = path.read_text().rstrip("\r\n")
         except OSError as exc:
-            raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from exc
+            raise OptionError(target, f"cannot read {{option}} {path}: {exc.strerror}") from exc
     else:
         secret = os.environ.get(env) or None
+        if required and not secret:
+            raise UsageError(f"password_env {env} is not set (or empty)")
     if secret:
         register_secret(secret)
     return secret
@@ -180,7 +206,7 @@ class FtpOptions:
 
     def password(self) -> str | None:
         """``--password-file`` or ``S3FERRY_FTP_PASSWORD``; None means anonymous when no user is given."""
-        return _secret_from(self.password_file, "S3FERRY_FTP_PASSWORD", "--password-file")
+        return read_secret(self.password_file, "S3FERRY_FTP_PASSWORD", "ftp.password_file")
 
 
 @dataclass(frozen=True)
@@ -193,7 +219,7 @@ class HttpOptions:
 
 
 @functools.lru_cache(maxsize=8)
-def _read_key(path: Path, flag: str) -> bytes:
+def _read_key(path: Path, target: str) -> bytes:
     """A 256-bit key from a file of 32 raw bytes or their base64 (cached: every request needs it).
 
     Registered as a secret before it is used: botocore's DEBUG output prints
@@ -202,7 +228,7 @@ def _read_key(path: Path, flag: str) -> bytes:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise UsageError(f"cannot read {flag} {path}: {exc.strerror}") from exc
+        raise OptionError(target, f"cannot read {{option}} {path}: {exc.strerror}") from exc
     if len(raw) == 32:
         register_secret(raw)
         return raw
@@ -211,7 +237,7 @@ def _read_key(path: Path, flag: str) -> bytes:
     except ValueError:
         key = b""
     if len(key) != 32:
-        raise UsageError(f"{flag} {path} must hold a 256-bit key: 32 raw bytes or their base64")
+        raise OptionError(target, f"{{option}} {path} must hold a 256-bit key: 32 raw bytes or their base64")
     register_secret(key)
     register_secret(raw.strip().decode("ascii"))  # the file's own text: its base64 need not be the canonical one
     return key
@@ -245,15 +271,15 @@ class S3Options:
     tags: Pairs = ()
 
     def __post_init__(self) -> None:
-        check_metadata(self.metadata, "--metadata")
-        check_tags(self.tags, "--tag")
+        check_metadata(self.metadata)
+        check_tags(self.tags)
 
     def sse_c_key(self, *, source: bool = False) -> bytes | None:
         """The SSE-C key for the destination (or the source), read and checked once per process."""
         path = self.source_sse_c_key_file if source else self.sse_c_key_file
         if path is None:
             return None
-        return _read_key(path, "--source-sse-c-key-file" if source else "--sse-c-key-file")
+        return _read_key(path, "s3.source_sse_c_key_file" if source else "s3.sse_c_key_file")
 
     def resolved_endpoint(self) -> str | None:
         return (self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3")
@@ -323,28 +349,31 @@ class TransferOptions:
     http: HttpOptions = field(default_factory=HttpOptions)
 
     def __post_init__(self) -> None:
+        def bad(target: str, problem: str) -> OptionError:
+            return OptionError(target, "{option} " + problem)
+
         if not MIN_PART_SIZE <= self.part_size <= MAX_PART_SIZE:
-            raise UsageError(f"--part-size must be between 5MiB and 5GiB, not {self.part_size} bytes")
-        for name in ("read_streams", "upload_streams", "sftp_window"):
-            value = getattr(self, name)
+            raise bad("part_size", f"must be between 5MiB and 5GiB, not {self.part_size} bytes")
+        for name, value in (("read_streams", self.read_streams), ("upload_streams", self.upload_streams),
+                            ("sftp_window", self.sftp_window)):
             if not 1 <= value <= 256:
-                raise UsageError(f"--{name.replace('_', '-')} must be between 1 and 256, not {value}")
+                raise bad(name, f"must be between 1 and 256, not {value}")
         if self.max_memory < MIN_PART_SIZE:
-            raise UsageError("--max-memory must be at least 5MiB")
+            raise bad("max_memory", "must be at least 5MiB")
         if not 4 * KiB <= self.sftp_block <= 4 * MiB:
-            raise UsageError("sftp_block must be between 4KiB and 4MiB")
+            raise bad("sftp_block", "must be between 4KiB and 4MiB")
         if not MIN_PART_SIZE <= self.copy_part_size <= MAX_PART_SIZE:
-            raise UsageError("--copy-part-size must be between 5MiB and 5GiB")
+            raise bad("copy_part_size", "must be between 5MiB and 5GiB")
         if self.bwlimit is not None and self.bwlimit < 1024:
-            raise UsageError(f"--bwlimit must be at least 1KiB per second, not {self.bwlimit}")
+            raise bad("bwlimit", f"must be at least 1KiB per second, not {self.bwlimit}")
         if not 0 <= self.retries <= 100:
-            raise UsageError(f"--retries must be between 0 and 100, not {self.retries}")
+            raise bad("retries", f"must be between 0 and 100, not {self.retries}")
         if self.resume not in RESUME_MODES:
-            raise UsageError(f"resume must be one of {', '.join(RESUME_MODES)}, not {self.resume!r}")
+            raise bad("resume", f"must be one of {', '.join(RESUME_MODES)}, not {self.resume!r}")
         if self.overwrite not in ("changed", "never", "always"):
-            raise UsageError(f"overwrite must be changed, never or always, not {self.overwrite!r}")
+            raise bad("overwrite", f"must be changed, never or always, not {self.overwrite!r}")
         if self.checksum not in CHECKSUMS:
-            raise UsageError(f"--checksum must be one of {', '.join(CHECKSUMS)}, not {self.checksum!r}")
+            raise bad("checksum", f"must be one of {', '.join(CHECKSUMS)}, not {self.checksum!r}")
 
     def replace(self, **changes: object) -> TransferOptions:
         """A copy with some fields changed; unknown names raise :class:`UsageError`."""

@@ -18,7 +18,11 @@
     identity = "~/.ssh/partner_ed25519"
     password_env = "PARTNER_SFTP_PASSWORD"
 
-Keys (all optional unless marked):
+Keys: those below say what a flow is; every other key is an option of the
+``pull`` / ``push`` command, spelled as the option table says (its
+``flows_key``: ``part_size``, ``identity``, ``tags``, ...; which kinds of flow
+take it: ``flows_kinds``), read and checked by the same rules (see
+:mod:`s3ferry.core.optionspec`; the README lists them all).
 
 =================  ==========================================================
 kind               ``"pull"`` (an sftp:// or local folder into s3://) or
@@ -30,39 +34,16 @@ schedule / every   a cron expression (UTC) or an interval (``"10m"``,
                    ``"1h30m"``); exactly one, required (may come from
                    [defaults]: a flow's own ``schedule`` or ``every`` replaces
                    whichever [defaults] has)
-archive            pull: folder beside each pulled file (``".done"``)
-settle             pull: leave files modified less than this long ago
-retention_days     pull: delete archived files older than this (0: never)
-retry_failed       push: work through the retry queue instead of new objects
-include, exclude   lists of globs on the path relative to the source folder
-                   (``*`` also matches ``/``). With ``include``, only matching
-                   paths are transferred; ``exclude`` then removes paths.
-transfers          files at a time (1-64)
-identity           SSH key file, or a list of them
-known_hosts        known_hosts file;  host_key: a pinned ``SHA256:...``
 password_env       name of the environment variable holding the SFTP
                    password (read at each run; unset is an error for ``run``
-                   and a warning for ``run --check``)
-password_file      file holding the SFTP password (a flow's own
+                   and a warning for ``run --check``); a flow's own
                    password_env or password_file replaces the other from
-                   [defaults])
-endpoint_url, profile, region    S3 settings (default: the AWS chain)
-sse_kms_key_id     pull: encrypt the objects with this KMS key
-storage_class, content_type, acl    pull: settings of the objects created
-                   (as the ``pull`` flags of the same name)
-metadata, tags     pull: tables of strings, ``{ owner = "etl" }``: the
-                   objects' user metadata and tags (as ``--metadata`` and
-                   ``--tag``, checked by the same rules; a flow's own table
-                   replaces the one in [defaults])
-bwlimit            bytes per second for this flow's run (e.g. "50M")
-jump               SFTP jump host, [user@]host[:port] (ProxyJump works too)
-part_size, max_memory, read_streams, upload_streams, checksum, retries
-                   transfer options, as the ``cp`` flags of the same name
-require_verified   refuse a delivery that cannot be verified (default true,
-                   as for ``pull`` and ``push``)
-state_dir          journal and locks (default: ``--state-dir``,
-                   ``S3FERRY_STATE_DIR``, ``~/.local/state/s3ferry``)
+                   [defaults]
 =================  ==========================================================
+
+With ``include``, only matching paths are transferred; ``exclude`` then
+removes paths (:func:`ordered_filters`). ``require_verified`` is on unless a
+flow turns it off, as for ``pull`` and ``push``.
 
 Pull-only and push-only keys in [defaults] apply to the flows of that kind and
 are ignored by the others; in a flow of the other kind they are an error (the
@@ -86,16 +67,25 @@ import hashlib
 import json
 import os
 import re
-import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from s3ferry.core.errors import UsageError
-from s3ferry.core.options import Pairs, S3Options, SftpOptions, TransferOptions, check_metadata, check_tags, parse_size
-from s3ferry.core.redaction import register_secret
+from s3ferry.core.options import OptionError, Pairs, SftpOptions, TransferOptions, parse_size, read_secret
+from s3ferry.core.optionspec import (
+    BY_NAME,
+    OPTIONS,
+    WRITES_S3,
+    Option,
+    build_transfer_options,
+    flows_options,
+    named,
+)
+from s3ferry.core.tomlfile import LineIndex, TomlSyntax
+from s3ferry.core.tomlfile import parse as parse_toml
 from s3ferry.core.urls import Location, parse
 from s3ferry.jobs.pull import PullSettings
 from s3ferry.jobs.push import PushSettings
@@ -129,70 +119,6 @@ class Problem:
         return f"{filename}:{self.line}: {where}{level}{self.message}"
 
 
-_KEY_TOKEN = r'"(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_-]+'
-_HEADER_RE = re.compile(r"^\s*\[(?!\[)\s*(.+?)\s*\]\s*(?:#.*)?$")
-_KEY_LINE_RE = re.compile(rf"^\s*({_KEY_TOKEN})\s*[=.]")
-
-
-def _decode_key(token: str) -> str:
-    if token[:1] in "\"'":
-        try:
-            return str(next(iter(tomllib.loads(f"{token} = 0"))))
-        except (tomllib.TOMLDecodeError, StopIteration):
-            return token.strip("\"'")
-    return token
-
-
-def _dotted(text: str) -> tuple[str, ...] | None:
-    """``flows."partner drop"`` -> ("flows", "partner drop"), via tomllib itself."""
-    try:
-        doc: Any = tomllib.loads(f"{text} = 0")
-    except tomllib.TOMLDecodeError:
-        return None
-    path: list[str] = []
-    while isinstance(doc, dict) and len(doc) == 1:
-        key = next(iter(doc))
-        path.append(key)
-        doc = doc[key]
-    return tuple(path)
-
-
-class LineIndex:
-    """Lines of table headers and keys in the raw text."""
-
-    def __init__(self, text: str) -> None:
-        self.lines = text.splitlines()
-        self.spans: dict[tuple[str, ...], tuple[int, int]] = {}  # table -> [first line, end) (1-based)
-        headers: list[tuple[int, tuple[str, ...]]] = [(1, ())]
-        for number, line in enumerate(self.lines, 1):
-            match = _HEADER_RE.match(line)
-            if match:
-                path = _dotted(match.group(1))
-                if path is not None:
-                    headers.append((number, path))
-        for i, (start, path) in enumerate(headers):
-            end = headers[i + 1][0] if i + 1 < len(headers) else len(self.lines) + 1
-            self.spans.setdefault(path, (start, end))
-
-    def table(self, path: tuple[str, ...]) -> int:
-        """The line of a table's header; for a table without one, the line of its key in the parent."""
-        if path in self.spans:
-            return self.spans[path][0]
-        if not path:
-            return 1
-        return self.key(path[:-1], path[-1])
-
-    def key(self, table: tuple[str, ...], key: str) -> int:
-        """The first line of ``key = ...`` inside ``table``'s span (else the table's own line)."""
-        if table in self.spans:
-            start, end = self.spans[table]
-            for number in range(start + (1 if table else 0), end):
-                match = _KEY_LINE_RE.match(self.lines[number - 1])
-                if match and _decode_key(match.group(1)) == key:
-                    return number
-        return self.table(table)
-
-
 # -- typed values ------------------------------------------------------------------------------------------------
 
 
@@ -207,15 +133,7 @@ class EnvPasswordSftpOptions(SftpOptions):
     password_env: str = ""
 
     def password(self) -> str | None:
-        return _env_password(self.password_env)
-
-
-def _env_password(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        raise UsageError(f"password_env {name} is not set (or empty)")
-    register_secret(value)  # masked in every output from now on
-    return value
+        return read_secret(None, self.password_env, "sftp.password_file", required=True)
 
 
 @dataclass(frozen=True)
@@ -286,7 +204,7 @@ def _integer(low: int, high: int) -> Convert:
             raise UsageError(f"must be an integer, not {_type_name(value)}")
         if not low <= value <= high:
             raise UsageError(f"must be between {low} and {high}, not {value}")
-        return value
+        return int(value)
     return convert
 
 
@@ -343,15 +261,11 @@ def _string_table(value: Any, example: str) -> Pairs:
 
 
 def _metadata(value: Any, base: Path) -> Pairs:
-    pairs = _string_table(value, '{ owner = "etl" }')
-    check_metadata(pairs, "metadata")  # the rules of `pull --metadata`
-    return pairs
+    return _string_table(value, '{ owner = "etl" }')  # then S3's rules, as for `pull --metadata`
 
 
 def _tags(value: Any, base: Path) -> Pairs:
-    pairs = _string_table(value, '{ team = "data" }')
-    check_tags(pairs, "tags")  # the rules of `pull --tag`
-    return pairs
+    return _string_table(value, '{ team = "data" }')  # then S3's rules, as for `pull --tag`
 
 
 def _kind(value: Any, base: Path) -> str:
@@ -421,48 +335,42 @@ class Spec:
     in_defaults: bool = True
 
 
+#: how a value of each kind of option is read from TOML (the option table's kinds)
+_BY_KIND: dict[str, Convert] = {
+    "text": _string, "choice": _string, "int": _integer(-(2**31), 2**31), "float": _number, "size": _size,
+    "path": _path, "file": _path, "flag": _boolean, "switch": _boolean, "age": _seconds,
+}
+#: options whose flows-file value is read (or checked) more closely than their kind says
+_BY_NAME: dict[str, Convert] = {
+    "identity": _paths, "include": _globs, "exclude": _globs, "metadata": _metadata, "tag": _tags,
+    "transfers": _integer(1, 64), "host_key": _host_key, "endpoint_url": _endpoint, "archive": _archive,
+}
+#: the flows-file key of each option, from the option table
+OPTION_OF: dict[str, Option] = flows_options()
+KEY_OF: dict[str, str] = {o.name: o.flows_key for o in OPTIONS if o.flows_key is not None}
+
 SPECS: dict[str, Spec] = {
     "kind": Spec(_kind, in_defaults=False),
     "source": Spec(_location, in_defaults=False),
     "destination": Spec(_location, in_defaults=False),
     "schedule": Spec(_cron),
     "every": Spec(_every),
-    "archive": Spec(_archive, ("pull",)),
-    "settle": Spec(_seconds, ("pull",)),
-    "retention_days": Spec(_number, ("pull",)),
-    "sse_kms_key_id": Spec(_string, ("pull",)),
-    "storage_class": Spec(_string, ("pull",)),
-    "content_type": Spec(_string, ("pull",)),
-    "acl": Spec(_string, ("pull",)),
-    "metadata": Spec(_metadata, ("pull",)),
-    "tags": Spec(_tags, ("pull",)),
-    "bwlimit": Spec(_size),
-    "jump": Spec(_string),
-    "retry_failed": Spec(_boolean, ("push",)),
-    "include": Spec(_globs),
-    "exclude": Spec(_globs),
-    "transfers": Spec(_integer(1, 64)),
-    "identity": Spec(_paths),
-    "known_hosts": Spec(_path),
-    "host_key": Spec(_host_key),
     "password_env": Spec(_env_name),
-    "password_file": Spec(_path),
-    "endpoint_url": Spec(_endpoint),
-    "profile": Spec(_string),
-    "region": Spec(_string),
-    "part_size": Spec(_size),
-    "max_memory": Spec(_size),
-    "read_streams": Spec(_integer(-(2**31), 2**31)),  # range checked by TransferOptions
-    "upload_streams": Spec(_integer(-(2**31), 2**31)),
-    "checksum": Spec(_string),
-    "retries": Spec(_integer(-(2**31), 2**31)),
-    "require_verified": Spec(_boolean),
-    "state_dir": Spec(_path),
+    **{key: Spec(_BY_NAME.get(o.name) or _BY_KIND[o.kind], o.flows_kinds) for key, o in OPTION_OF.items()},
 }
 #: settings of the S3 objects a flow creates: only pull flows write to S3
-OBJECT_KEYS = ("sse_kms_key_id", "storage_class", "content_type", "acl", "metadata", "tags")
-TRANSFER_KEYS = ("part_size", "max_memory", "read_streams", "upload_streams", "checksum", "retries")
+OBJECT_KEYS = tuple(key for key, o in OPTION_OF.items() if o.commands == WRITES_S3)
 _FILE_KEYS = ("identity", "known_hosts", "password_file")
+
+
+def ordered_filters(filters: Iterable[Filter]) -> tuple[Filter, ...]:
+    """--include/--exclude (or a flow's include/exclude) in their order, with the include-first rule:
+    an include that comes first means "only these" (as in rclone); the AWS CLI would copy everything,
+    which is never what anyone who wrote it meant."""
+    given = tuple(filters)
+    if given and given[0].include:
+        return (Filter("*", include=False), *given)
+    return given
 
 
 def flow_where(name: str) -> str:
@@ -500,13 +408,10 @@ class _Loader:
 
     def load(self) -> FlowFile:
         try:
-            doc = tomllib.loads(self.text)
-        except tomllib.TOMLDecodeError as exc:
-            match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
-            line = int(match.group(1)) if match else 1
-            message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-            column = f" (column {match.group(2)})" if match else ""
-            self.problem(line, "", f"TOML syntax error: {message}{column}")
+            doc = parse_toml(self.text)
+        except TomlSyntax as exc:
+            column = f" (column {exc.column})" if exc.column is not None else ""
+            self.problem(exc.line, "", f"TOML syntax error: {exc.message}{column}")
             return self.result
         for key in doc:
             if key not in ("defaults", "flows"):
@@ -577,11 +482,14 @@ class _Loader:
                 continue
             try:
                 value = spec.convert(raw, self.base)
-                if key in TRANSFER_KEYS:
-                    TransferOptions(**{key: value})
+                option = OPTION_OF.get(key)
+                if option is not None and option.targets:
+                    build_transfer_options({option.param: value})  # the typed options' own checks
+            except OptionError as exc:  # "part_size must be ...": the option is named in the message
+                self.problem(line, where, str(named(exc, KEY_OF)))
+                continue
             except UsageError as exc:
-                message = re.sub(r"--([a-z]+(?:-[a-z]+)*)", lambda m: m.group(1).replace("-", "_"), str(exc))
-                self.problem(line, where, message if message.startswith(f"{key} ") else f"{key}: {message}")
+                self.problem(line, where, f"{key}: {exc}")
                 continue
             values[key] = _Value(value, line, where)
         return values
@@ -614,10 +522,11 @@ class _Loader:
             return None
         try:
             return self.build(name, header, values)
-        except UsageError as exc:  # a combination the typed settings refuse
-            self.problem(header, where, re.sub(r"--([a-z]+(?:-[a-z]+)*)", lambda m: m.group(1).replace("-", "_"),
-                                                str(exc)))
-            return None
+        except OptionError as exc:  # a combination the typed settings refuse
+            self.problem(header, where, str(named(exc, KEY_OF)))
+        except UsageError as exc:
+            self.problem(header, where, str(exc))
+        return None
 
     def check_direction(self, kind: str, source: _Value | None, destination: _Value | None, where: str) -> None:
         """pull: sftp/local -> s3://; push: s3:// -> sftp/local."""
@@ -651,27 +560,19 @@ class _Loader:
         v = {k: item.value for k, item in values.items()}
         kind = v["kind"]
         password_env = v.get("password_env")
-        sftp_args = {"identity": v.get("identity", ()), "known_hosts": v.get("known_hosts"),
-                     "host_key": v.get("host_key"), "password_file": v.get("password_file"), "jump": v.get("jump")}
-        sftp = EnvPasswordSftpOptions(**sftp_args, password_env=password_env) if password_env else SftpOptions(
-            **sftp_args)
-        options = TransferOptions(
-            **{k: v[k] for k in TRANSFER_KEYS if k in v}, state_dir=v.get("state_dir"), sftp=sftp,
-            bwlimit=v.get("bwlimit"), require_verified=v.get("require_verified", True),
-            s3=S3Options(endpoint_url=v.get("endpoint_url"), profile=v.get("profile"), region=v.get("region"),
-                         sse_kms_key_id=v.get("sse_kms_key_id"), storage_class=v.get("storage_class"),
-                         content_type=v.get("content_type"), acl=v.get("acl"), metadata=v.get("metadata", ()),
-                         tags=v.get("tags", ())),
-        )
-        include, exclude = v.get("include", ()), v.get("exclude", ())
-        filters = ((Filter("*", False), *(Filter(p, True) for p in include)) if include else ()) + tuple(
-            Filter(p, False) for p in exclude)
+        params = {OPTION_OF[k].param: value for k, value in v.items() if k in OPTION_OF}
+        params.setdefault("require_verified", BY_NAME["require_verified"].default_for(kind))  # on for jobs
+        options = (build_transfer_options(params, EnvPasswordSftpOptions, password_env=password_env)
+                   if password_env else build_transfer_options(params))
+        filters = ordered_filters([*(Filter(p, True) for p in v.get("include", ())),
+                                   *(Filter(p, False) for p in v.get("exclude", ()))])
+        transfers = v.get("transfers", BY_NAME["transfers"].default)
         settings: PullSettings | PushSettings
         if kind == "pull":
             extra = {k: v[k] for k in ("archive", "settle", "retention_days") if k in v}
-            settings = PullSettings(filters=filters, transfers=v.get("transfers", 4), **extra)
+            settings = PullSettings(filters=filters, transfers=transfers, **extra)
         else:
-            settings = PushSettings(filters=filters, transfers=v.get("transfers", 4),
+            settings = PushSettings(filters=filters, transfers=transfers,
                                     retry_failed=v.get("retry_failed", False))
         schedule = v["schedule"] if "schedule" in v else v["every"]
         return Flow(name, kind, v["source"], v["destination"], schedule, options, settings, line, password_env)
