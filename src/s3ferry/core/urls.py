@@ -20,6 +20,7 @@ need it) but never displayed: it often carries a signature.
 from __future__ import annotations
 
 import posixpath
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import SplitResult, quote, unquote, urlsplit
@@ -82,6 +83,7 @@ def parse(text: str) -> Location:
     if not text:
         raise UsageError("empty location")
     if "://" not in text:
+        _refuse_mistyped(text)
         return Location("file", str(Path(text).expanduser()) + ("/" if text.endswith("/") else ""))
     scheme, rest = text.split("://", 1)
     scheme = scheme.lower()
@@ -98,6 +100,35 @@ def parse(text: str) -> Location:
     if scheme == "s3":
         return _parse_s3(text, netloc, tail)
     return _parse_remote(text, scheme, netloc, slash + tail)
+
+
+#: ``s3:/b/k``, ``s3:b/k``, ``sftp:host:/path``, ``HTTPS:/x``: a scheme with its ``//`` lost (or scp's syntax).
+_MISTYPED_RE = re.compile(r"^(" + "|".join(SCHEMES) + r"):/?(?!/)(.*)$", re.IGNORECASE | re.DOTALL)
+
+
+def _refuse_mistyped(text: str) -> None:
+    """A local path that reads as a URL with a typo is refused: copying to ``./s3:`` succeeds silently and
+    fills a local disk. ``./s3:x`` (or an absolute path) is how to mean such a file.
+
+    The message does not repeat what was typed (it may hold a password): only the suggestion, redacted.
+    """
+    match = _MISTYPED_RE.match(text)
+    if match is None:
+        return
+    scheme, typed_scheme, rest = match.group(1).lower(), match.group(1), match.group(2)
+    note = ""
+    scp = _SCP_RE.match(rest) if scheme in ("sftp", "ftp", "ftps") else None
+    if scp is not None:  # scp's [user@]host:path
+        user, host, path = scp.group("user"), scp.group("host"), scp.group("path")
+        rest = f"{user + '@' if user is not None else ''}{host}/{path.lstrip('/')}"
+        note = "" if path.startswith("/") else "; the path of an sftp:// or ftp:// URL is absolute"
+    elif scheme == "file":
+        rest = "/" + rest.lstrip("/")
+    raise UsageError(f"this location looks like a mistyped URL: did you mean {redact(f'{scheme}://{rest}')!r}? "
+                     f"(for a local file whose name starts with {typed_scheme + ':'!r}, write ./ before it){note}")
+
+
+_SCP_RE = re.compile(r"^(?:(?P<user>[^/]*)@)?(?P<host>[^:/@]+):(?P<path>.*)$", re.DOTALL)
 
 
 def _parse_s3(text: str, bucket: str, key: str) -> Location:
