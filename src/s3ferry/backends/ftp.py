@@ -380,7 +380,7 @@ class _Pool:
         except aioftp.StatusCodeError as exc:
             raise self._refused(exc, step, given) from exc
         except _WIRE_ERRORS as exc:
-            reason = getattr(exc, "reason", None) or _reason(exc)
+            reason = (exc.reason if isinstance(exc, ssl.SSLError) else None) or _reason(exc)
             raise TransferError(f"cannot connect to {self.endpoint} ({step}): {reason}") from exc
 
     def _refused(self, exc: aioftp.StatusCodeError, step: str, given: bool) -> S3FerryError:

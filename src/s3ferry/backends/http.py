@@ -214,12 +214,15 @@ class HttpSource:
     def _translate(self, exc: BaseException) -> S3FerryError:
         """aiohttp / OS errors -> the s3ferry tree; the texts never include the URL's query."""
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-            reason = getattr(exc.certificate_error, "verify_message", None) or type(exc.certificate_error).__name__
+            cert = exc.certificate_error
+            reason = (cert.verify_message if isinstance(cert, ssl.SSLCertVerificationError) else None
+                      ) or type(cert).__name__
             error = UserError(f"the TLS certificate of {self._endpoint} is not trusted ({reason})")
             error.hint = "if you trust this server, pass the CA certificate that signed it with --ca-bundle FILE"
             return error
         if isinstance(exc, aiohttp.ClientConnectorSSLError):
-            reason = getattr(exc.os_error, "reason", None) or type(exc.os_error).__name__
+            failed = exc.os_error
+            reason = (failed.reason if isinstance(failed, ssl.SSLError) else None) or type(failed).__name__
             return UserError(f"TLS handshake with {self._endpoint} failed ({reason}); is it an https server?")
         if isinstance(exc, aiohttp.ClientConnectorDNSError):
             return UsageError(f"cannot resolve host {self.location.host!r}")
@@ -438,7 +441,8 @@ class _StreamReader:
                 log.debug("%s: the server ignores Range: reading and dropping %d bytes to reach offset %d",
                           self._source.where, offset - self._pos, offset)
                 await self._skip(offset - self._pos)
-            got = await self._source._fill(self._resp, buf)  # type: ignore[arg-type]
+            assert self._resp is not None  # opened above by _restart
+            got = await self._source._fill(self._resp, buf)
             self._pos += got
             if got < len(buf):
                 self._ended_early()

@@ -17,6 +17,7 @@ file over). Other failures remove it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -298,7 +299,8 @@ class LocalWriter:
         await asyncio.to_thread(self._final.unlink, True)
 
     def _check(self, parts: Sequence[Part]) -> dict[int, ListedPart]:
-        fd, found = self._opened(), {}
+        fd = self._opened()
+        found: dict[int, ListedPart] = {}
         if self.algorithm is None:
             return found  # nothing to check the bytes against: the journal's parts are not trusted
         for part in parts:
@@ -402,10 +404,8 @@ class LocalSink:
             except FileNotFoundError:
                 if not create:
                     return  # nothing below exists yet: no link to go through
-                try:
+                with contextlib.suppress(FileExistsError):  # made meanwhile by a sibling file: looked at below
                     os.mkdir(folder)
-                except FileExistsError:
-                    pass  # made meanwhile by a sibling file: looked at below
                 st = os.lstat(folder)
             if stat.S_ISLNK(st.st_mode):
                 raise UsageError(f"refusing to write {self.path} through the symbolic link {folder}: "

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Protocol
@@ -100,12 +100,13 @@ def crc_combine(width: int, poly: int, crc1: int, crc2: int, len2: int) -> int:
 class _Crc:
     full_object = True
 
-    def __init__(self, name: str, s3_name: str, width: int, poly: int, fn: object) -> None:
+    def __init__(self, name: str, s3_name: str, width: int, poly: int,
+                 fn: Callable[[bytes | bytearray | memoryview, int], int]) -> None:
         self.name, self.s3_name, self.width, self.poly = name, s3_name, width, poly
         self._fn = fn
 
     def value(self, data: bytes | bytearray | memoryview, previous: int = 0) -> int:
-        return int(self._fn(data, previous))  # type: ignore[operator]
+        return int(self._fn(data, previous))
 
     def part(self, data: bytes | bytearray | memoryview) -> bytes:
         return self.value(data).to_bytes(self.width // 8, "big")

@@ -3,8 +3,22 @@
 A :class:`Source` answers :meth:`Source.stat` and opens :class:`RangeReader`
 streams (one per parallel read stream); a :class:`Sink` opens a
 :class:`ChunkWriter` that takes numbered parts and then completes or aborts.
-Optional abilities are declared in :class:`Features`, never guessed from the
-class.
+
+Optional abilities are declared, never guessed from the class or probed
+with ``getattr`` (rclone's ``Features`` is the model). One rule per kind:
+
+- what the engine plans with before anything is opened (ranged reads,
+  resumable writes, streamed parts, ...) is a flag of :class:`Features`,
+  read from ``features``;
+- an ability every backend can answer, if only with "none", is a method of
+  the main protocol whose "none" answer is documented there
+  (:meth:`Sink.existing` returns None where nothing is known,
+  :meth:`Sink.note_source` keeps nothing);
+- an ability that brings methods of its own is a ``runtime_checkable``
+  sub-protocol (:class:`PartialFile`, :class:`ListingSink`,
+  :class:`MetadataSink`, :class:`PinnedSource`), fetched by one ``isinstance`` where it is used:
+  the type checker then sees the methods, and a backend without them is
+  simply not one.
 """
 
 from __future__ import annotations
@@ -14,7 +28,8 @@ import secrets
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from os import PathLike
+from typing import Protocol, runtime_checkable
 
 from s3ferry.core.checksums import Algorithm, PartDigest
 from s3ferry.core.errors import TransferError, UsageError
@@ -95,8 +110,9 @@ class Features:
     #: walk() reports size and mtime exactly as stat() does (a tree copy then
     #: skips one stat round trip per file; the check before completion stays)
     listing_is_stat: bool = False
-    #: the writer takes parts as they are read (``write_stream``), so a part
-    #: need not sit whole in memory (S3 with the checksum as a trailer)
+    #: the writer takes parts as they are read (``write_stream``, see
+    #: :class:`s3ferry.engine.streamed.StreamingWriter`), so a part need not
+    #: sit whole in memory (S3 with the checksum as a trailer)
     streamed_parts: bool = False
     #: seconds after a modification during which the source may be rewritten (same size) without
     #: stat() showing it: the mtime's granularity plus the server clock's tolerance. A file
@@ -235,6 +251,14 @@ class ArchivingSource(Source, Protocol):
     async def remove(self, path: str) -> None: ...
 
 
+@runtime_checkable
+class PinnedSource(Source, Protocol):
+    """A source whose reads are pinned to the version stat() saw (S3: If-Match its ETag)."""
+
+    #: that version (None before stat()); push marks it delivered
+    pinned_etag: str | None
+
+
 class ChunkWriter(Protocol):
     async def write_part(self, part: Part, data: memoryview, digest: PartDigest | None) -> Receipt: ...
 
@@ -261,9 +285,15 @@ class ChunkWriter(Protocol):
     def upload_id(self) -> str | None: ...
 
 
-class PartialFile(Protocol):
-    """The writer of a file destination (``features.offset_writes``) reads back what it wrote:
-    a resumed copy replays its stored parts through an in-order check (MD5, SHA)."""
+@runtime_checkable
+class PartialFile(ChunkWriter, Protocol):
+    """The writer of a file destination (``features.offset_writes``): a temporary file beside the
+    final name, which it reads back (a resumed copy replays its stored parts through an in-order
+    check: MD5, SHA)."""
+
+    @property
+    def partial(self) -> str | PathLike[str] | None:
+        """The temporary file (kept for a resume after a failure); None before it exists."""
 
     async def read_into(self, offset: int, buf: memoryview) -> None: ...
 
@@ -288,4 +318,29 @@ class Sink(Protocol):
     def child(self, path: str) -> Sink:
         """A sink for ``path`` on the same server, sharing this one's connections."""
 
+    def note_source(self, stat: Stat) -> None:
+        """The source about to be copied here: a sink that keeps its mtime (S3 metadata, a file's
+        mtime) records it; a sink that keeps nothing of it does nothing."""
+
+    async def existing(self) -> Stat | None:
+        """What is already at the destination (size, mtime, checksum where known); None when nothing
+        is there (a sink that cannot tell answers None: the file is then always copied)."""
+
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class MetadataSink(Sink, Protocol):
+    """A sink that writes user metadata on the object it creates (S3's ``x-amz-meta-*``)."""
+
+    #: metadata for this sink's object, besides the user's ``--metadata`` (pull's source fingerprint)
+    metadata: dict[str, str]
+
+
+@runtime_checkable
+class ListingSink(Sink, Protocol):
+    """A sink that lists everything below its folder / prefix in one request stream (S3): a tree
+    copy then asks once instead of once per file. File sinks are not: a stat is as cheap there."""
+
+    async def sizes_below(self) -> dict[str, int]:
+        """The size of every object below this prefix, by path relative to it ({} when none)."""

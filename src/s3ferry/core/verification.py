@@ -181,7 +181,7 @@ class Tally:
         if self.check.kind != "composite":
             return algorithm.whole(pieces, single=False)
         per_part = []
-        for low, high in zip((0, *self._bounds[:-1]), self._bounds):
+        for low, high in zip((0, *self._bounds[:-1]), self._bounds, strict=True):
             own = [self._crcs[o] for o in sorted(self._crcs) if low <= o < high]
             per_part.append(base64.b64decode(algorithm.whole(own, single=False)))
         return algorithm.composite(per_part)

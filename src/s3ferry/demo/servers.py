@@ -31,6 +31,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from asyncssh import SSHAcceptor  # asyncssh loads only when the fallback server starts
 
 ACCESS_KEY = "s3ferry-test"
 SECRET_KEY = "s3ferry-test-secret-key"
@@ -207,12 +211,12 @@ class AsyncsshServer:
         self.ssh = ssh
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._server: object | None = None
+        self._server: SSHAcceptor | None = None
 
     def start(self) -> None:
         import asyncssh
 
-        async def listen() -> object:
+        async def listen() -> SSHAcceptor:
             return await asyncssh.listen(
                 "127.0.0.1", self.ssh.port,
                 server_host_keys=[str(self.ssh.host_key)],
@@ -226,7 +230,7 @@ class AsyncsshServer:
     def stop(self) -> None:
         server = self._server
         if server is not None:
-            self._loop.call_soon_threadsafe(server.close)  # type: ignore[attr-defined]
+            self._loop.call_soon_threadsafe(server.close)
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
@@ -298,9 +302,9 @@ class SeaweedServer:
         self._wait_ready(60)
         return self
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> Any:  # boto3's clients are generated at run time: no static type to name
         """A plain boto3 client, for tests to look at what the server holds."""
-        import boto3
+        import boto3  # type: ignore[import-untyped]  # boto3 ships no type information (no stubs installed)
         from botocore.config import Config
 
         return boto3.client(

@@ -77,7 +77,8 @@ async def prepare(plan: Plan, sink: Sink, journal: Journal | None) -> Attempt:
         if plan.mode == "never":
             raise UserError(
                 f"an unfinished earlier attempt to copy to {plan.destination} exists ({len(prior.parts)} parts "
-                f"stored); continue it (drop --no-resume), discard it with --force, or `s3ferry cancel {plan.destination}`"
+                f"stored); continue it (drop --no-resume), discard it with --force, or "
+                f"`s3ferry cancel {plan.destination}`"
             )
         if not prior.upload_id:
             prior = await _recover_upload_id(sink, journal, prior)

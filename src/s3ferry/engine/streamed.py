@@ -17,16 +17,25 @@ own chunk (1 MiB), whatever the part size.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from s3ferry.core.checksums import MD5, Algorithm, Hasher, PartDigest
-from s3ferry.core.storage import Part
+from s3ferry.core.storage import ChunkWriter, Part, Receipt
 
 SLAB = 4 * 1024 * 1024
 
 
 class _Reader(Protocol):
     async def read_into(self, offset: int, buf: memoryview) -> None: ...
+
+
+@runtime_checkable
+class StreamingWriter(ChunkWriter, Protocol):
+    """A writer that takes a part as it is read (``Features.streamed_parts``; S3). The flag plans
+    the copy before the writer exists; this sub-protocol is how the engine then reaches
+    :meth:`write_stream` (one ``isinstance``, see :mod:`s3ferry.core.storage`)."""
+
+    async def write_stream(self, part: Part, body: StreamedPart) -> Receipt: ...
 
 
 class StreamedPart:
@@ -89,9 +98,8 @@ class StreamedPart:
 
     async def read(self, size: int | None = -1) -> memoryview | bytes:
         try:
-            if not self._current:
-                if self._served >= self.part.length or not await self._next_slab():
-                    return b""
+            if not self._current and (self._served >= self.part.length or not await self._next_slab()):
+                return b""
             n = len(self._current) if size is None or size < 0 else size
             chunk, self._current = self._current[:n], self._current[n:]
             self._hasher.update(chunk)

@@ -32,7 +32,6 @@ time, and each part's checksum compared, before anything is published.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import logging
 import time
@@ -40,7 +39,7 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol, cast
+from typing import Protocol
 
 from s3ferry.core import checksums
 from s3ferry.core.errors import IntegrityError, S3FerryError, SourceChangedError, TransferError, UsageError
@@ -51,39 +50,41 @@ from s3ferry.core.verification import StoredCheck, Tally, Verdict
 from s3ferry.engine.journal import Journal, PartRecord, open_journal
 from s3ferry.engine.resume import Attempt, Plan, prepare
 from s3ferry.engine.retry import AdaptiveLimit, RetryPolicy, is_throttle
-from s3ferry.engine.streamed import StreamedPart
+from s3ferry.engine.streamed import StreamedPart, StreamingWriter
 from s3ferry.engine.throttle import RateLimit, limit_for
 from s3ferry.observe import metrics
+from s3ferry.observe.progress import NoProgress
+from s3ferry.observe.progress import ProgressListener as ProgressListener  # re-exported: the engine's callers use it
 from s3ferry.observe.resources import ResourceMeter
 
 log = logging.getLogger("s3ferry")
 
 
-class ProgressListener(Protocol):
-    """Subscriber for progress events (the CLI's progress bar is one)."""
+class Executor(Protocol):
+    """Where a copy's bytes move: in this process (:class:`s3ferry.operations.single.LocalExecutor`)
+    or on a cluster (:class:`s3ferry.operations.distributed.DaskExecutor`).
 
-    def started(self, name: str, total: int) -> None: ...
+    A narrow interface, as s3transfer's executors are: callers hand it typed work and get typed
+    results back, whichever executor runs it. Two grains: :meth:`pump` moves the remaining parts of
+    one file the engine planned (stat, journal, completion and verification stay with the engine),
+    :meth:`copy_file` moves one whole file (trees, pull, push).
+    """
 
-    def advanced(self, nbytes: int) -> None: ...
+    #: parts are read and sent on other machines: the engine buffers and streams nothing itself, and
+    #: pumps here only what the workers cannot reach (a file destination, a single PutObject)
+    remote: bool
 
-    def finished(self) -> None: ...
+    async def pump(self, job: PartJob, options: TransferOptions, destination: Location) -> None:
+        """Store every part ``job`` still needs; each receipt is recorded with :meth:`PartJob.sent`."""
 
+    async def copy_file(self, source: Source, sink: Sink, options: TransferOptions,
+                        progress: ProgressListener | None = None, journal: Journal | None = None,
+                        known: Stat | None = None) -> FileCopied:
+        """One file, routed as :func:`s3ferry.operations.single.copy_file` routes it. ``journal`` and
+        ``known`` are hints a remote executor may drop (its workers stat and journal themselves)."""
 
-class PartExecutor(Protocol):
-    """Runs a job's remaining parts somewhere else and records each receipt with ``job._stored``."""
-
-    async def pump(self, job: PartJob, options: TransferOptions, destination: Location) -> None: ...
-
-
-class NoProgress:
-    def started(self, name: str, total: int) -> None:
-        return None
-
-    def advanced(self, nbytes: int) -> None:
-        return None
-
-    def finished(self) -> None:
-        return None
+    def files_at_once(self, transfers: int, files: int) -> int:
+        """How many of a tree's ``files`` run at once under ``--transfers`` ``transfers``."""
 
 
 @dataclass(frozen=True)
@@ -111,12 +112,6 @@ class TransferResult:
     #: an interrupted attempt had completed the object: proven against the source, nothing was sent
     recovered: bool = False
 
-    @classmethod
-    def from_dict(cls, data: dict[str, object]) -> TransferResult:
-        """The inverse of :meth:`as_dict` (results that come back from Dask workers)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
-
     @property
     def bytes_per_second(self) -> float:
         return self.size / self.seconds if self.seconds > 0 else 0.0
@@ -143,6 +138,16 @@ class TransferResult:
             "destination_etag": self.destination_etag,
             "recovered": self.recovered,
         }
+
+
+@dataclass(frozen=True)
+class FileCopied:
+    """One file an :class:`Executor` copied."""
+
+    result: TransferResult
+    #: the version that was read, where the source pins one (:class:`~s3ferry.core.storage.PinnedSource`:
+    #: S3's ETag, which push marks delivered); None for other sources
+    source_etag: str | None = None
 
 
 def plan_parts(size: int, part_size: int) -> list[Part]:
@@ -289,6 +294,8 @@ class PartJob:
     precheck: bool = False
     #: a file destination's writer, to read back stored parts an in-order tally must see again
     replay: PartialFile | None = None
+    #: the writer, when parts are streamed while read (``Features.streamed_parts``); else None
+    streamer: StreamingWriter | None = None
     uploaded_bytes: int = 0
     adopted: int = 0  # stored parts reused after checking their bytes
     receipts: dict[int, Receipt] = field(default_factory=dict)
@@ -365,16 +372,15 @@ class PartJob:
                 except S3FerryError:
                     metrics.PARTS.labels("failed").inc()
                     raise
-                self.uploaded_bytes += part.length
-                await self._stored(receipt, part.length)
+                await self.sent(receipt, part.length)
         finally:
             await slot.close()
 
     async def _stream(self, slot: ReaderSlot, part: Part) -> Receipt:
-        assert self.algorithm is not None
+        assert self.algorithm is not None and self.streamer is not None  # set together with streamed mode
         body = StreamedPart(slot, part, self.algorithm)  # a retry reads the range from the source again
         async with self.limit:
-            receipt = await self.attempt.writer.write_stream(part, body)  # type: ignore[attr-defined]
+            receipt = await self.streamer.write_stream(part, body)
         await self.limit.succeeded()
         return receipt
 
@@ -398,8 +404,7 @@ class PartJob:
                 metrics.PARTS.labels("failed").inc()
                 raise
             self.pool.put(buf)
-            self.uploaded_bytes += part.length
-            await self._stored(receipt, part.length)
+            await self.sent(receipt, part.length)
 
     async def _upload(self, part: Part, buf: bytearray, digest: checksums.PartDigest | None) -> Receipt:
         async with self.limit:
@@ -410,6 +415,11 @@ class PartJob:
     async def _on_retry(self, exc: S3FerryError) -> None:
         if is_throttle(exc):
             await self.limit.throttled()
+
+    async def sent(self, receipt: Receipt, length: int) -> None:
+        """A part this attempt sent is stored (by this process or an executor's worker)."""
+        self.uploaded_bytes += length
+        await self._stored(receipt, length)
 
     async def _stored(self, receipt: Receipt, length: int) -> None:
         metrics.PARTS.labels("stored").inc()
@@ -455,11 +465,12 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return ours[0] if ours else leaves[0]
 
 
-async def _pump(job: PartJob, options: TransferOptions, streamed: bool = False) -> None:
+async def pump_parts(job: PartJob, options: TransferOptions) -> None:
+    """Read and send the parts ``job`` still needs, here (streamed when ``job.streamer`` is set)."""
     uploads = len(job.parts) - len(job.attempt.done)
     if not job.to_read:
         return
-    if streamed:
+    if job.streamer is not None:
         await _pump_streamed(job, options, uploads)
         return
     # A source without ranged reads (an HTTP server ignoring Range) is read by
@@ -597,14 +608,15 @@ async def transfer(
     progress: ProgressListener | None = None,
     journal: Journal | None = None,
     known: Stat | None = None,
-    executor: PartExecutor | None = None,
+    executor: Executor | None = None,
 ) -> TransferResult:
     """Copy one file from ``source`` to ``sink``; see the module docstring.
 
     ``journal``: a journal shared by the files of a tree (else one is opened
     and closed here). ``known``: the source's stat from a listing, when the
     backend's listing is as good as a stat (the check before completion stays).
-    ``executor``: runs the parts elsewhere (Dask, :mod:`s3ferry.distributed`).
+    ``executor``: runs the parts elsewhere when it is ``remote`` (Dask, :mod:`s3ferry.operations.distributed`);
+    None: here.
     """
     own = journal is None
     # read even with --no-resume, to refuse an earlier attempt
@@ -617,14 +629,12 @@ async def transfer(
 
 
 async def _transfer(source: Source, sink: Sink, options: TransferOptions, progress: ProgressListener,
-                    journal: Journal, known: Stat | None, executor: PartExecutor | None) -> TransferResult:
+                    journal: Journal, known: Stat | None, executor: Executor | None) -> TransferResult:
     meter = ResourceMeter()
     retry = RetryPolicy(retries=options.retries)
-    stat = known or await retry.run(source.stat, "reading the source's size")
+    stat = known if known is not None else await retry.run(source.stat, "reading the source's size")
     await sink.prepare()
-    note = getattr(sink, "note_source", None)
-    if note is not None:
-        note(stat)  # the source's mtime goes with the copy (S3 metadata, a file's mtime)
+    sink.note_source(stat)  # the source's mtime goes with the copy (S3 metadata, a file's mtime)
     expected = await _expected_check(source, sink, options, retry)
     part_size = options.part_size_for(stat.size)
     if sink.features.offset_writes:
@@ -638,8 +648,8 @@ async def _transfer(source: Source, sink: Sink, options: TransferOptions, progre
     algorithm = checksums.get(options.checksum)
     # A single part is read twice before it is sent; a single part streamed while read cannot be, so
     # it goes as a multipart upload of one part, which completion publishes after the second read.
-    defer = age is not None and len(parts) == 1 and executor is None and _streams_parts(sink, options, part_size,
-                                                                                        algorithm)
+    defer = age is not None and len(parts) == 1 and not _remote(executor) and _streams_parts(sink, options,
+                                                                                             part_size, algorithm)
     plan = Plan(str(source.location), str(sink.location), stat, parts, part_size, algorithm, options.resume,
                 fresh=age is not None, defer=defer)
     if sink.features.resumable and len(parts) > 1:
@@ -672,34 +682,40 @@ def _no_check_reason(source: Source) -> str:
     return f"a {source.location.scheme} source stores no checksum and a file destination reports none"
 
 
+def _remote(executor: Executor | None) -> bool:
+    return executor is not None and executor.remote
+
+
 async def _run(source: Source, sink: Sink, options: TransferOptions, progress: ProgressListener, journal: Journal,
                plan: Plan, meter: ResourceMeter, expected: StoredCheck | None,
-               executor: PartExecutor | None = None) -> TransferResult:
+               executor: Executor | None = None) -> TransferResult:
     started = time.monotonic()
     retry = RetryPolicy(retries=options.retries)
     stat, parts, part_size, algorithm = plan.stat, plan.parts, plan.part_size, plan.algorithm
     attempt = await prepare(plan, sink, journal if journal.working else None)
-    # With an executor the parts are read on the workers: nothing is buffered here.
-    streamed = executor is None and _streams_parts(sink, options, part_size, algorithm)
+    writer = attempt.writer
+    # With a remote executor the parts are read on the workers: nothing is buffered or streamed here.
+    streams = not _remote(executor) and _streams_parts(sink, options, part_size, algorithm)
+    streamer = writer if streams and isinstance(writer, StreamingWriter) else None
     # A file smaller than a part gets a buffer of its own size: a tree of small
     # files must not cost a full part buffer each. Streamed parts need none.
-    pool = BufferPool(0 if streamed else min(options.buffer_count(part_size), len(parts) + 1),
+    pool = BufferPool(0 if streamer else min(options.buffer_count(part_size), len(parts) + 1),
                       min(part_size, stat.size))
-    # A file destination's writer can read back what it stored (``features.offset_writes``).
-    replay = cast(PartialFile, attempt.writer) if sink.features.offset_writes else None
+    # A file destination's writer can read back what it stored.
+    replay = writer if isinstance(writer, PartialFile) else None
     job = PartJob(source, attempt, parts, pool, algorithm, progress, retry, AdaptiveLimit(options.upload_streams),
                journal, limit_for(options.bwlimit), tally=Tally(expected, stat.size) if expected else None,
-               recheck=plan.fresh or attempt.prove, replay=replay)
-    job.precheck = job.recheck and len(parts) == 1 and not streamed
+               recheck=plan.fresh or attempt.prove, replay=replay, streamer=streamer)
+    job.precheck = job.recheck and len(parts) == 1 and streamer is None
     progress.started(source.location.name, stat.size)
     progress.advanced(sum(p.length for p in parts if p.number in attempt.done))
     try:
         # Parts go to other machines only for an object store every worker reaches: a file destination
         # (a local disk, one shared SFTP connection) is written by this process.
-        if executor is not None and attempt.writer.upload_id and not sink.features.offset_writes:
+        if executor is not None and executor.remote and writer.upload_id and not sink.features.offset_writes:
             await executor.pump(job, options, sink.location)  # parts on other machines; receipts come back
         else:
-            await _pump(job, options, streamed)
+            await pump_parts(job, options)
         receipts = job.ordered_receipts()
         await retry.run(lambda: _check_unchanged(source, stat), "checking the source again")
         if job.recheck and not job.precheck:
@@ -751,7 +767,8 @@ def _keep_for_resume(exc: BaseException, attempt: Attempt) -> bool:
 async def _after_failure(exc: BaseException, attempt: Attempt, journal: Journal | None, where: str) -> None:
     if _keep_for_resume(exc, attempt) and journal is not None:
         await journal.flush()
-        partial = getattr(attempt.writer, "partial", None)  # a file destination's temporary file
+        writer = attempt.writer
+        partial = writer.partial if isinstance(writer, PartialFile) else None  # a file destination's temporary file
         hint = (f"the partial file {partial} is kept: run the same command again to resume, or delete it"
                 if partial is not None else
                 f"the upload is kept: run the same command again to resume, or `s3ferry cancel {where}`")

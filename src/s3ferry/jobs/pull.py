@@ -41,17 +41,16 @@ from s3ferry.core.options import TransferOptions
 from s3ferry.core.storage import Entry, Stat
 from s3ferry.core.urls import Location, safe_relative
 from s3ferry.engine.journal import Journal, PulledRecord
-from s3ferry.engine.transfer import ProgressListener, TransferResult, source_checksum
+from s3ferry.engine.transfer import Executor, ProgressListener, TransferResult, source_checksum
 from s3ferry.jobs import JobReport
 from s3ferry.jobs.base import location, run_job
-from s3ferry.operations.single import copy_file
+from s3ferry.operations.single import LocalExecutor
 from s3ferry.operations.tree import Filter, child_path, for_each, selected
 
 # The S3 backend (aiobotocore: a large import) is loaded by the run itself, not with this module:
 # `s3ferry run --check` imports this module only to validate a flows file.
 if TYPE_CHECKING:
     from s3ferry.backends.s3.sink import S3Sink
-    from s3ferry.operations.distributed import DaskExecutor
 
 log = logging.getLogger("s3ferry")
 
@@ -82,10 +81,10 @@ def fingerprint(stat: Stat) -> dict[str, str]:
 class _Pull:
     def __init__(self, source: Any, sink: S3Sink, options: TransferOptions, settings: PullSettings,
                  report: JobReport, journal: Journal, progress: ProgressListener | None,
-                 executor: DaskExecutor | None = None) -> None:
+                 executor: Executor | None = None) -> None:
         self.source, self.sink, self.options, self.settings = source, sink, options, settings
         self.report, self.journal, self.progress = report, journal, progress
-        self.executor = executor
+        self.executor = executor or LocalExecutor()
 
     def in_archive(self, entry: Entry) -> bool:
         return self.settings.archive in entry.path.split("/")[:-1]
@@ -132,12 +131,8 @@ class _Pull:
     async def _upload(self, source: Any, sink: S3Sink, stat: Stat) -> TransferResult:
         """Upload and verify one file, then record it as uploaded-not-archived (what healing proves against)."""
         sink.metadata = fingerprint(stat)
-        if self.executor is not None:  # the file is one task on a Dask worker
-            done = TransferResult.from_dict(await self.executor.copy_one(source.location, sink.location,
-                                                                         self.options, fingerprint(stat)))
-        else:
-            done = await copy_file(source, sink, self.options, self.progress, self.journal,
-                                   stat if self.source.features.listing_is_stat else None)
+        done = (await self.executor.copy_file(source, sink, self.options, self.progress, self.journal,
+                                              stat if self.source.features.listing_is_stat else None)).result
         if done.checksum and done.destination_etag:
             await self.journal.record_pulled(PulledRecord(
                 str(source.location), str(sink.location), done.size, stat.mtime, done.checksum_algorithm,
@@ -178,7 +173,7 @@ class _Pull:
 
 
 async def pull(src: str | Location, dst: str | Location, options: TransferOptions, settings: PullSettings,
-               progress: ProgressListener | None = None, executor: DaskExecutor | None = None) -> JobReport:
+               progress: ProgressListener | None = None, executor: Executor | None = None) -> JobReport:
     """One run of a pull (see the module docstring); never raises for one file's failure."""
     src_loc, dst_loc = location(src), location(dst)
     if dst_loc.scheme != "s3":

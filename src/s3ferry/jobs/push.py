@@ -45,18 +45,17 @@ from s3ferry.core.storage import Entry
 from s3ferry.core.urls import Location, safe_relative
 from s3ferry.engine.journal import Journal
 from s3ferry.engine.locks import TagLock
-from s3ferry.engine.transfer import ProgressListener
+from s3ferry.engine.transfer import Executor, ProgressListener
 from s3ferry.jobs import JobReport
 from s3ferry.jobs.base import location, run_job
 from s3ferry.observe import metrics
-from s3ferry.operations.single import copy_file
+from s3ferry.operations.single import LocalExecutor
 from s3ferry.operations.tree import Filter, child_path, for_each, selected
 
 # The S3 backend (aiobotocore: a large import) is loaded by the run itself, not with this module:
 # `s3ferry run --check` imports this module only to validate a flows file.
 if TYPE_CHECKING:
     from s3ferry.backends.s3.source import S3Source
-    from s3ferry.operations.distributed import DaskExecutor
 
 log = logging.getLogger("s3ferry")
 
@@ -75,9 +74,9 @@ def mark_key(destination: str) -> str:
 
 class _Push:
     def __init__(self, source: S3Source, sink: Any, options: TransferOptions, report: JobReport,
-                 journal: Journal, progress: ProgressListener | None, executor: DaskExecutor | None = None) -> None:
+                 journal: Journal, progress: ProgressListener | None, executor: Executor | None = None) -> None:
         self.source, self.sink, self.options = source, sink, options
-        self.executor = executor
+        self.executor = executor or LocalExecutor()
         self.report, self.journal, self.progress = report, journal, progress
         self.src, self.dst = str(source.location), str(sink.location)
         self.tag = mark_key(self.dst)
@@ -115,12 +114,8 @@ class _Push:
         try:
             safe_relative(rel)
             target = self.sink.child(child_path(self.sink.location.path, rel))
-            if self.executor is not None:  # the object is one task on a Dask worker
-                result = await self.executor.copy_one(child.location, target.location, self.options)
-                etag, size = str(result["source_etag"]), int(result["size"])  # type: ignore[call-overload]
-            else:
-                done = await copy_file(child, target, self.options, self.progress, self.journal)
-                etag, size = str(child.pinned_etag), done.size  # the version read (pinned by If-Match)
+            copied = await self.executor.copy_file(child, target, self.options, self.progress, self.journal)
+            etag, size = str(copied.source_etag), copied.result.size  # the version read (pinned by If-Match)
             await self._mark(key, etag, from_queue)
         except S3FerryError as exc:
             self.report.fail(rel, exc)
@@ -223,7 +218,7 @@ async def _objects(source: S3Source) -> AsyncIterator[Entry]:
 
 
 async def push(src: str | Location, dst: str | Location, options: TransferOptions, settings: PushSettings,
-               progress: ProgressListener | None = None, executor: DaskExecutor | None = None) -> JobReport:
+               progress: ProgressListener | None = None, executor: Executor | None = None) -> JobReport:
     """One run of a push (see the module docstring); never raises for one object's failure."""
     src_loc, dst_loc = location(src), location(dst)
     if src_loc.scheme != "s3" or dst_loc.scheme not in ("sftp", "file"):

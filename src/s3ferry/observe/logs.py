@@ -22,7 +22,7 @@ import threading
 import time
 import traceback
 from types import TracebackType
-from typing import Any
+from typing import TextIO
 
 from s3ferry.core.redaction import json_printable, printable, scrub
 
@@ -81,7 +81,7 @@ class JsonFormatter(logging.Formatter):
         return json_printable(json.dumps(entry, ensure_ascii=False))
 
 
-class _SafeStderr(logging.StreamHandler):  # type: ignore[type-arg]
+class _SafeStderr(logging.StreamHandler[TextIO]):
     """The handlers :func:`setup` installs (told apart from anyone else's when it runs again)."""
 
     def handleError(self, record: logging.LogRecord) -> None:
@@ -166,7 +166,7 @@ def _excepthook(exc_type: type[BaseException], exc: BaseException, tb: Traceback
     _write(_safe_lines(traceback.format_exception(exc_type, exc, tb)))
 
 
-def _thread_excepthook(args: Any) -> None:
+def _thread_excepthook(args: threading.ExceptHookArgs) -> None:
     if args.exc_type is SystemExit:  # as threading's own hook: a thread calling sys.exit() is no error
         return
     name = args.thread.name if args.thread is not None else threading.get_ident()
@@ -174,7 +174,7 @@ def _thread_excepthook(args: Any) -> None:
                         *traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)]))
 
 
-def _unraisablehook(unraisable: Any) -> None:
+def _unraisablehook(unraisable: sys.UnraisableHookArgs) -> None:
     head = unraisable.err_msg or "Exception ignored in"
     if unraisable.object is not None:
         try:

@@ -27,6 +27,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from s3ferry.observe.progress import ProgressListener
 from s3ferry.observe.resources import disk_writes, peak_rss
 
 log = logging.getLogger("s3ferry")
@@ -61,7 +62,8 @@ def direction(source_scheme: str, dest_scheme: str) -> str:
 def retry_reason(code: str | None, message: str) -> str:
     if code in ("SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "503"):
         return "throttled"
-    if code is not None and ((code.isdigit() and code.startswith("5")) or code in ("InternalError", "ServiceUnavailable")):
+    server = code is not None and code.isdigit() and code.startswith("5")
+    if server or code in ("InternalError", "ServiceUnavailable"):
         return "server_error"
     if "connection" in message.lower() or "lost" in message.lower():
         return "connection"
@@ -131,23 +133,23 @@ REGISTRY.register(_ProcessCollector())
 class Metered:
     """A progress listener that also counts bytes (wraps the caller's listener, if any)."""
 
-    def __init__(self, inner: object | None, direction_label: str) -> None:
+    def __init__(self, inner: ProgressListener | None, direction_label: str) -> None:
         self._inner = inner
         self._bytes = BYTES.labels(direction_label, FLOW.get())
 
     def started(self, name: str, total: int) -> None:
         if self._inner is not None:
-            self._inner.started(name, total)  # type: ignore[attr-defined]
+            self._inner.started(name, total)
 
     def advanced(self, nbytes: int) -> None:
         self._bytes.inc(nbytes)
         THROUGHPUT.add(nbytes)
         if self._inner is not None:
-            self._inner.advanced(nbytes)  # type: ignore[attr-defined]
+            self._inner.advanced(nbytes)
 
     def finished(self) -> None:
         if self._inner is not None:
-            self._inner.finished()  # type: ignore[attr-defined]
+            self._inner.finished()
 
 
 # -- exposition -------------------------------------------------------------------

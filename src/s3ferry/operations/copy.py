@@ -13,9 +13,10 @@ from typing import Any
 from s3ferry.backends import open_sink, open_source
 from s3ferry.core.errors import NotFoundError, UsageError
 from s3ferry.core.options import TransferOptions
-from s3ferry.core.storage import Entry, Source
+from s3ferry.core.storage import Entry, Sink, Source
 from s3ferry.core.urls import Location, join_name, parse, safe_relative
-from s3ferry.engine.transfer import PartExecutor, ProgressListener, TransferResult
+from s3ferry.engine.transfer import Executor, TransferResult
+from s3ferry.observe.progress import ProgressListener
 from s3ferry.operations.globs import Glob, expand, glob_of
 from s3ferry.operations.single import copy_file
 from s3ferry.operations.tree import Filter, TreeResult
@@ -48,7 +49,7 @@ async def acopy(
     options: TransferOptions | None = None,
     *,
     progress: ProgressListener | None = None,
-    executor: PartExecutor | None = None,
+    executor: Executor | None = None,
     **overrides: Any,
 ) -> TransferResult:
     """Copy one file; ``overrides`` are :class:`TransferOptions` fields (checked by name).
@@ -74,7 +75,7 @@ async def acopy_tree(
     filters: Sequence[Filter] = (),
     transfers: int = 4,
     progress: ProgressListener | None = None,
-    executor: Any = None,
+    executor: Executor | None = None,
     **overrides: Any,
 ) -> TreeResult:
     """Copy every file below the folder / prefix ``src`` to the same relative paths below ``dst``.
@@ -88,7 +89,7 @@ async def acopy_tree(
     sink = open_sink(dest_loc, opts)
     try:
         return await _copy_tree(source, sink, opts, filters=filters, transfers=transfers, progress=progress,
-                                copy_one=copy_file, executor=executor)
+                                executor=executor)
     finally:
         await asyncio.shield(_close_both(source, sink))
 
@@ -100,7 +101,7 @@ async def acopy_glob(
     *,
     transfers: int = 4,
     progress: ProgressListener | None = None,
-    executor: Any = None,
+    executor: Executor | None = None,
     **overrides: Any,
 ) -> TransferResult | TreeResult:
     """``cp`` with a pattern in the source's last component (rules in :mod:`s3ferry.globs`).
@@ -130,7 +131,7 @@ async def acopy_glob(
         try:
             if dest_loc.is_dir_like:
                 return await _copy_tree(folder, sink, opts, transfers=transfers, progress=progress,
-                                        copy_one=copy_file, executor=executor, listed=found)
+                                        executor=executor, listed=found)
             one = folder.child(glob.folder.path + safe_relative(found[0].path))  # a name from the listing
             return await copy_file(one, sink, opts, progress, executor=executor)
         finally:
@@ -150,7 +151,7 @@ async def _glob_matches(folder: Source, glob: Glob, shown: Location) -> list[Ent
     return found
 
 
-async def _close_both(source: Any, sink: Any) -> None:
+async def _close_both(source: Source, sink: Sink) -> None:
     try:
         await source.close()
     finally:

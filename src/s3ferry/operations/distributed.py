@@ -28,23 +28,31 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Generator
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from s3ferry.backends import open_sink, open_source
 from s3ferry.core import checksums
 from s3ferry.core.errors import S3FerryError, TransferError, UsageError
 from s3ferry.core.options import TransferOptions
-from s3ferry.core.storage import Part, Receipt
+from s3ferry.core.storage import MetadataSink, Part, PinnedSource, Receipt, Sink, Source, Stat
 from s3ferry.core.urls import Location
+from s3ferry.engine.journal import Journal
 from s3ferry.engine.retry import RetryPolicy
+from s3ferry.engine.transfer import FileCopied, PartJob
+from s3ferry.observe.progress import ProgressListener
+from s3ferry.operations.single import copy_file
+
+R = TypeVar("R")
 
 # -- worker side -------------------------------------------------------------------
 
 _LOOP: asyncio.AbstractEventLoop | None = None
 _LOOP_LOCK = threading.Lock()
-_ENDPOINTS: dict[tuple[str, Location, TransferOptions], Any] = {}
+_SOURCES: dict[tuple[Location, TransferOptions], Source] = {}
+_SINKS: dict[tuple[Location, TransferOptions], Sink] = {}
 log = logging.getLogger(__name__)
 
 # glibc mallopt() parameters (malloc.h)
@@ -94,13 +102,25 @@ def _loop() -> asyncio.AbstractEventLoop:
     return _LOOP
 
 
-def _endpoint(kind: str, location: Location, options: TransferOptions) -> Any:
-    """A source or sink kept open in this process, one per server and options (children share it)."""
-    root = location.with_path("/") if location.scheme != "s3" else location.with_path("")
-    key = (kind, root, options)
-    if key not in _ENDPOINTS:
-        _ENDPOINTS[key] = open_source(root, options) if kind == "source" else open_sink(root, options)
-    return _ENDPOINTS[key].child(location.path)
+def _root(location: Location, options: TransferOptions) -> tuple[Location, TransferOptions]:
+    """The key of the endpoint a location's server shares in this process (its root, and the options)."""
+    return (location.with_path("/") if location.scheme != "s3" else location.with_path(""), options)
+
+
+def _source_at(location: Location, options: TransferOptions) -> Source:
+    """A source kept open in this process, one per server and options (children share it)."""
+    key = _root(location, options)
+    if key not in _SOURCES:
+        _SOURCES[key] = open_source(key[0], options)
+    return _SOURCES[key].child(location.path)
+
+
+def _sink_at(location: Location, options: TransferOptions) -> Sink:
+    """A sink kept open in this process, one per server and options (children share it)."""
+    key = _root(location, options)
+    if key not in _SINKS:
+        _SINKS[key] = open_sink(key[0], options)
+    return _SINKS[key].child(location.path)
 
 
 def _where() -> str:
@@ -119,10 +139,26 @@ class PartTask:
     part: Part
 
 
-async def _run_part(task: PartTask) -> tuple[Receipt, str]:
+@dataclass(frozen=True)
+class PartDone:
+    """What a part's task returns: its receipt, and the worker that ran it."""
+
+    receipt: Receipt
+    worker: str
+
+
+@dataclass(frozen=True)
+class FileDone:
+    """What a file's task returns: the copy, and the worker that ran it."""
+
+    copied: FileCopied
+    worker: str
+
+
+async def _run_part(task: PartTask) -> PartDone:
     algorithm = checksums.get(task.checksum)
-    source = _endpoint("source", task.source, task.options)
-    sink = _endpoint("sink", task.destination, task.options)
+    source = _source_at(task.source, task.options)
+    sink = _sink_at(task.destination, task.options)
     # The same backoff as the local engine: Dask's own retries come at once, which S3's SlowDown punishes.
     retry = RetryPolicy(retries=task.options.retries)
     view = memoryview(bytearray(task.part.length))
@@ -137,52 +173,84 @@ async def _run_part(task: PartTask) -> tuple[Receipt, str]:
         digest = checksums.PartDigest(await asyncio.to_thread(algorithm.part, view), task.part.length)
     writer = sink.resume_writer(task.upload_id, algorithm)
     receipt = await retry.run(partial(writer.write_part, task.part, view, digest), f"uploading part {task.part.number}")
-    return receipt, _where()
+    return PartDone(receipt, _where())
 
 
-def run_part(task: PartTask) -> tuple[Receipt, str]:
+def run_part(task: PartTask) -> PartDone:
     """Dask task: read, checksum and upload one part; returns its receipt and where it ran."""
     return asyncio.run_coroutine_threadsafe(_run_part(task), _loop()).result()
 
 
-def run_file(source: Location, destination: Location, options: TransferOptions,
-             metadata: dict[str, str] | None = None) -> tuple[dict[str, object], str]:
-    """Dask task: one file through the whole local engine on this worker.
+@dataclass(frozen=True)
+class FileTask:
+    """Everything a worker needs for one file: no secret, no payload."""
 
-    ``metadata`` goes on the object (pull's source fingerprint); the result
-    carries ``source_etag``, the version that was read (push marks it).
-    """
-    from s3ferry.operations.copy import copy_file
+    source: Location
+    destination: Location
+    options: TransferOptions
+    #: user metadata for the object (pull's source fingerprint), as the coordinator's sink holds it
+    metadata: tuple[tuple[str, str], ...] = ()
 
-    async def go() -> dict[str, object]:
-        src = _endpoint("source", source, options)
-        sink = _endpoint("sink", destination, options)
-        if metadata:
-            sink.metadata = dict(metadata)
-        result = await copy_file(src, sink, options)
-        return {**result.as_dict(), "source_etag": getattr(src, "pinned_etag", None)}
 
-    return asyncio.run_coroutine_threadsafe(go(), _loop()).result(), _where()
+async def _run_file(task: FileTask) -> FileDone:
+    source = _source_at(task.source, task.options)
+    sink = _sink_at(task.destination, task.options)
+    if task.metadata and isinstance(sink, MetadataSink):
+        sink.metadata = dict(task.metadata)
+    result = await copy_file(source, sink, task.options)
+    etag = source.pinned_etag if isinstance(source, PinnedSource) else None
+    return FileDone(FileCopied(result, etag), _where())
+
+
+def run_file(task: FileTask) -> FileDone:
+    """Dask task: one file through the whole local engine on this worker; the result carries the
+    version that was read (push marks it)."""
+    return asyncio.run_coroutine_threadsafe(_run_file(task), _loop()).result()
 
 
 # -- coordinator side ------------------------------------------------------------------
 
+class _Future(Protocol):
+    """What s3ferry uses of a ``distributed.Future`` (distributed leaves most of it unannotated)."""
+
+    key: str
+
+    def done(self) -> bool: ...
+
+    def __await__(self) -> Generator[Any, None, object]: ...
+
+
+class _Client(Protocol):
+    """What s3ferry uses of an asynchronous ``distributed.Client``."""
+
+    def submit(self, func: Any, *args: Any, key: str | None = None, retries: int | None = None,
+               pure: bool | None = None) -> _Future: ...
+
+    async def cancel(self, futures: list[_Future]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class DaskExecutor:
-    """Runs parts (or files) on a Dask cluster; used by the engine through :meth:`pump`."""
+    """The :class:`~s3ferry.engine.transfer.Executor` on a Dask cluster: parts of one file
+    (:meth:`pump`), or whole files (:meth:`copy_file`), as Dask tasks."""
+
+    remote = True
 
     def __init__(self, scheduler: str, retries: int = 1) -> None:
         self.scheduler = scheduler
         self.retries = retries
         self.workers_used: set[str] = set()
-        self._client: Any = None
+        self._client: _Client | None = None
 
     async def __aenter__(self) -> DaskExecutor:
         try:
-            from distributed import Client
+            from distributed import Client  # a heavy import, only for --executor dask
         except ImportError as exc:
             raise UsageError("--executor dask needs dask.distributed: pip install 's3ferry[dask]'") from exc
         try:
-            self._client = await Client(self.scheduler, asynchronous=True, timeout="20s")
+            client = Client(self.scheduler, asynchronous=True, timeout="20s")  # type: ignore[no-untyped-call]  # unannotated
+            self._client = await client
         except (OSError, TimeoutError) as exc:
             raise TransferError(f"cannot reach the Dask scheduler at {self.scheduler}: {exc}",
                                 retryable=False) from exc
@@ -192,66 +260,70 @@ class DaskExecutor:
         if self._client is not None:
             await self._client.close()
 
-    async def pump(self, job: Any, options: TransferOptions, destination: Location) -> None:
-        """Submit every part not yet stored; journal each receipt as its task finishes."""
-        from distributed import as_completed
+    @property
+    def client(self) -> _Client:
+        if self._client is None:
+            raise UsageError("the Dask executor is used outside its `async with` block")
+        return self._client
 
-        writer = job.attempt.writer
-        todo = list(job.next_part)
-        tasks = [PartTask(job.source.location, destination, options, writer.upload_id, options.checksum, part)
-                 for part in todo]
-        futures = [self._client.submit(run_part, task, retries=self.retries, pure=False,
-                                       key=f"s3ferry-part-{writer.upload_id[:16]}-{task.part.number}")
+    async def pump(self, job: PartJob, options: TransferOptions, destination: Location) -> None:
+        """Submit every part not yet stored; journal each receipt as its task finishes."""
+        from distributed import as_completed  # a heavy import, only for --executor dask
+
+        upload_id = job.attempt.writer.upload_id
+        assert upload_id is not None  # the engine hands out only multipart uploads
+        tasks = [PartTask(job.source.location, destination, options, upload_id, options.checksum, part)
+                 for part in job.next_part]
+        futures = [self.client.submit(run_part, task, retries=self.retries, pure=False,
+                                      key=f"s3ferry-part-{upload_id[:16]}-{task.part.number}")
                    for task in tasks]
-        lengths = {f.key: t.part.length for f, t in zip(futures, tasks)}
+        lengths = {f.key: t.part.length for f, t in zip(futures, tasks, strict=True)}
         try:
-            async for future in as_completed(futures):
-                receipt, where = await self._result(future)
-                self.workers_used.add(where)
-                job.uploaded_bytes += lengths[future.key]
-                await job._stored(receipt, lengths[future.key])
+            async for future in as_completed(futures):  # type: ignore[no-untyped-call]  # unannotated in distributed
+                done = await self._result(future, PartDone)
+                self.workers_used.add(done.worker)
+                await job.sent(done.receipt, lengths[future.key])
         finally:
             await self._cancel(futures)
 
-    async def _cancel(self, futures: list[Any]) -> None:
+    async def _cancel(self, futures: list[_Future]) -> None:
         """Stop the tasks still queued or running (after a failure, Ctrl-C): their parts are not wanted now."""
         pending = [f for f in futures if not f.done()]
         if not pending:
             return
         try:
             # shielded: this runs while the pump itself may be being cancelled
-            await asyncio.shield(self._client.cancel(pending))
+            await asyncio.shield(self.client.cancel(pending))
         except (OSError, TimeoutError) as exc:
             log.debug("could not cancel %d Dask tasks: %s", len(pending), exc)
 
-    async def _result(self, future: Any) -> Any:
+    async def _result(self, future: _Future, kind: type[R]) -> R:
+        """A task's result, of the type its task function returns; a lost connection or worker is a
+        (retryable) transfer error."""
         try:
-            return await future
+            result = await future
         except S3FerryError:
             raise
         except (OSError, TimeoutError) as exc:
             raise TransferError(f"a Dask task failed: {exc}") from exc
+        if not isinstance(result, kind):
+            raise TypeError(f"a Dask task returned {type(result).__name__}, not {kind.__name__}")
+        return result
 
-    async def copy_one(self, source: Location, destination: Location, options: TransferOptions,
-                       metadata: dict[str, str] | None = None) -> dict[str, object]:
-        """One file as one task (pull and push): the result dict, with ``source_etag``."""
-        future = self._client.submit(run_file, source, destination, options, metadata, retries=self.retries,
-                                     pure=False)
-        result, where = await self._result(future)
-        self.workers_used.add(where)
-        return dict(result)
+    async def copy_file(self, source: Source, sink: Sink, options: TransferOptions,
+                        progress: ProgressListener | None = None, journal: Journal | None = None,
+                        known: Stat | None = None) -> FileCopied:
+        """One file as one task: the worker stats and journals it itself (``journal`` and ``known``
+        are not used); ``progress`` hears of its bytes when it is done."""
+        metadata = tuple(sorted(sink.metadata.items())) if isinstance(sink, MetadataSink) else ()
+        task = FileTask(source.location, sink.location, options, metadata)
+        done = await self._result(self.client.submit(run_file, task, retries=self.retries, pure=False), FileDone)
+        self.workers_used.add(done.worker)
+        if progress is not None:
+            progress.started(source.location.name, done.copied.result.size)
+            progress.advanced(done.copied.result.size)
+            progress.finished()
+        return done.copied
 
-    async def copy_files(self, pairs: list[tuple[Location, Location]], options: TransferOptions) -> Any:
-        """Submit one task per file; yields (index, result dict or S3FerryError) as they finish."""
-        from distributed import as_completed
-
-        futures = {self._client.submit(run_file, src, dst, options, None, retries=self.retries, pure=False): i
-                   for i, (src, dst) in enumerate(pairs)}
-        async for future in as_completed(list(futures)):
-            try:
-                result, where = await future
-            except S3FerryError as exc:
-                yield futures[future], exc
-                continue
-            self.workers_used.add(where)
-            yield futures[future], result
+    def files_at_once(self, transfers: int, files: int) -> int:
+        return files  # every file is submitted at once: the cluster schedules them

@@ -21,6 +21,7 @@ and with ``write_test`` a small PutObject + DeleteObject.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import socket
 import stat as statmod
@@ -71,7 +72,8 @@ class _Failed(Exception):
 
 class _Report:
     def __init__(self, area: str, out: Callable[[Check], None]) -> None:
-        self.area, self.out, self.checks = area, out, []  # type: ignore[var-annotated]
+        self.area, self.out = area, out
+        self.checks: list[Check] = []
 
     def ok(self, name: str, detail: str) -> None:
         self._add(Check(self.area, name, True, detail))
@@ -148,10 +150,8 @@ async def _tcp_connect(host: str, port: int, report: _Report, service: str) \
 
 async def _close(writer: asyncio.StreamWriter) -> None:
     writer.close()
-    try:
+    with contextlib.suppress(TimeoutError, OSError):  # a probe connection: nothing to tell
         await asyncio.wait_for(writer.wait_closed(), 2)
-    except (TimeoutError, OSError):
-        pass  # a probe connection: nothing to tell
 
 
 # -- SFTP ------------------------------------------------------------------------------------------

@@ -33,7 +33,8 @@ from s3ferry.core.options import MAX_PARTS, TransferOptions
 from s3ferry.core.storage import Stat
 from s3ferry.core.verification import Verdict, etag_is_md5
 from s3ferry.engine.retry import RetryPolicy
-from s3ferry.engine.transfer import NoProgress, ProgressListener, TransferResult
+from s3ferry.engine.transfer import TransferResult
+from s3ferry.observe.progress import NoProgress, ProgressListener
 from s3ferry.observe.resources import ResourceMeter
 
 log = logging.getLogger("s3ferry")

@@ -5,18 +5,32 @@ here, so a file is routed by one rule whatever asked for it."""
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 from s3ferry.core.errors import S3FerryError
 from s3ferry.core.options import TransferOptions
-from s3ferry.core.storage import Sink, Source, Stat
+from s3ferry.core.storage import PinnedSource, Sink, Source, Stat
+from s3ferry.core.urls import Location
 from s3ferry.engine.journal import Journal, open_journal
-from s3ferry.engine.transfer import PartExecutor, ProgressListener, TransferResult, transfer
+from s3ferry.engine.transfer import (
+    Executor,
+    FileCopied,
+    PartJob,
+    TransferResult,
+    pump_parts,
+    transfer,
+)
 from s3ferry.observe import metrics
+from s3ferry.observe.progress import ProgressListener
+
+if TYPE_CHECKING:
+    from s3ferry.backends.s3.sink import S3Sink
+    from s3ferry.backends.s3.source import S3Source
 
 
 async def copy_file(source: Source, sink: Sink, options: TransferOptions,
                     progress: ProgressListener | None = None, journal: Journal | None = None,
-                    known: Stat | None = None, executor: PartExecutor | None = None) -> TransferResult:
+                    known: Stat | None = None, executor: Executor | None = None) -> TransferResult:
     """One file: S3 -> S3 is copied by S3 itself, everything else streams through the engine.
 
     ``journal``: shared by the files of a tree; otherwise one is opened here for this file.
@@ -36,10 +50,11 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
             metrics.FILES.labels("skipped" if decided.skipped else "planned", metrics.FLOW.get()).inc()
             return decided
     try:
-        if _s3_to_s3(source, sink):
-            from s3ferry.operations.server_copy import server_side_copy
+        pair = _s3_pair(source, sink)
+        if pair is not None:
+            from s3ferry.operations.server_copy import server_side_copy  # aiobotocore: only S3 copies load it
 
-            result = await server_side_copy(source, sink, options, metered)
+            result = await server_side_copy(*pair, options, metered)
         else:
             result = await transfer(source, sink, options, metered, journal, known, executor)
     except S3FerryError:
@@ -50,14 +65,14 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
     return result
 
 
-def _s3_to_s3(source: Source, sink: Sink) -> bool:
-    """Both ends are S3 objects (S3 copies them itself)."""
+def _s3_pair(source: Source, sink: Sink) -> tuple[S3Source, S3Sink] | None:
+    """Both ends as S3 objects, when they are (S3 copies them itself); else None."""
     if source.location.scheme != "s3" or sink.location.scheme != "s3":
-        return False  # checked first: the S3 backends import aiobotocore, which other copies never need
-    from s3ferry.backends.s3.sink import S3Sink
+        return None  # checked first: the S3 backends import aiobotocore, which other copies never need
+    from s3ferry.backends.s3.sink import S3Sink  # aiobotocore: loaded only for S3
     from s3ferry.backends.s3.source import S3Source
 
-    return isinstance(source, S3Source) and isinstance(sink, S3Sink)
+    return (source, sink) if isinstance(source, S3Source) and isinstance(sink, S3Sink) else None
 
 
 async def _journaled(source: Source, sink: Sink, journal: Journal) -> bool:
@@ -77,11 +92,28 @@ def matches(src: Stat, dst: Stat) -> bool:
 
 async def _skip_or_plan(source: Source, sink: Sink, options: TransferOptions, stat: Stat) -> TransferResult | None:
     """A result without a transfer: skipped (already there / --no-clobber) or planned (--dry-run); else None."""
-    existing_of = getattr(sink, "existing", None)
-    existing = await existing_of() if existing_of is not None and options.overwrite != "always" else None
+    existing = await sink.existing() if options.overwrite != "always" else None
     skip = existing is not None and (options.overwrite == "never" or matches(stat, existing))
     if not skip and not options.dry_run:
         return None
     return TransferResult(source=str(source.location), destination=str(sink.location), size=stat.size, seconds=0.0,
                           parts=0, part_size=0, checksum_algorithm=options.checksum, checksum=None,
                           peak_rss_bytes=0, disk_write_bytes=0, skipped=skip, dry_run=options.dry_run)
+
+
+class LocalExecutor:
+    """The :class:`~s3ferry.engine.transfer.Executor` that moves every byte in this process (the default)."""
+
+    remote = False
+
+    async def pump(self, job: PartJob, options: TransferOptions, destination: Location) -> None:
+        await pump_parts(job, options)
+
+    async def copy_file(self, source: Source, sink: Sink, options: TransferOptions,
+                        progress: ProgressListener | None = None, journal: Journal | None = None,
+                        known: Stat | None = None) -> FileCopied:
+        result = await copy_file(source, sink, options, progress, journal, known)
+        return FileCopied(result, source.pinned_etag if isinstance(source, PinnedSource) else None)
+
+    def files_at_once(self, transfers: int, files: int) -> int:
+        return transfers  # a sliding window: each file holds connections and a share of the byte budget

@@ -24,23 +24,20 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import TypeVar
 
-from s3ferry.core.errors import NotFoundError, S3FerryError, UsageError
+from s3ferry.core.errors import S3FerryError, UsageError
 from s3ferry.core.options import TransferOptions
-from s3ferry.core.storage import Entry, Sink, Source, Stat
+from s3ferry.core.storage import Entry, ListingSink, Sink, Source, Stat
 from s3ferry.core.urls import safe_relative
 from s3ferry.engine.journal import Journal, open_journal
-from s3ferry.engine.transfer import ProgressListener, TransferResult
+from s3ferry.engine.transfer import Executor, TransferResult
+from s3ferry.observe.progress import FileBars, ProgressListener
 from s3ferry.observe.resources import ResourceMeter
-from s3ferry.operations.single import copy_file
+from s3ferry.operations.single import LocalExecutor
 
 log = logging.getLogger("s3ferry")
 T = TypeVar("T")
-
-#: :func:`s3ferry.operations.single.copy_file`'s signature: one file, through the engine or S3's own copy
-CopyOne = Callable[[Source, Sink, TransferOptions, "ProgressListener | None", "Journal | None", "Stat | None"],
-                   Awaitable[TransferResult]]
 
 
 @dataclass(frozen=True)
@@ -119,39 +116,11 @@ class _FileProgress:
         return None
 
 
-async def _on_cluster(executor: Any, source: Source, sink: Sink, options: TransferOptions, entries: list[Entry],
-                      progress: ProgressListener | None, result: TreeResult) -> None:
-    """Each file is one task on the cluster (the whole engine runs on a worker)."""
-    pairs, names = [], []
-    for entry in entries:
-        try:
-            rel = safe_relative(entry.path)
-        except S3FerryError as exc:
-            result.failures.append((entry.path, exc))
-            continue
-        pairs.append((source.location.with_path(child_path(source.location.path, rel)),
-                      sink.location.with_path(child_path(sink.location.path, rel))))
-        names.append(entry)
-    try:
-        async for index, outcome in executor.copy_files(pairs, options):
-            if isinstance(outcome, S3FerryError):
-                log.error("error: %s: %s", names[index].path, outcome)
-                result.failures.append((names[index].path, outcome))
-                continue
-            result.files.append(TransferResult.from_dict(outcome))
-            if progress is not None:
-                progress.advanced(names[index].size)
-    finally:
-        if progress is not None:
-            progress.finished()
-
-
 def _file_listener(progress: ProgressListener | None, entry: Entry) -> ProgressListener | None:
     """A per-file bar where the display has them (rich), else bytes forwarded to the total."""
     if progress is None:
         return None
-    for_file = getattr(progress, "for_file", None)
-    return for_file(entry.path, entry.size) if for_file is not None else _FileProgress(progress)
+    return progress.for_file(entry.path, entry.size) if isinstance(progress, FileBars) else _FileProgress(progress)
 
 
 def child_path(base: str, rel: str) -> str:
@@ -161,10 +130,10 @@ def child_path(base: str, rel: str) -> str:
 
 async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, filters: Sequence[Filter] = (),
                     transfers: int = 4, progress: ProgressListener | None = None,
-                    copy_one: CopyOne | None = None, executor: Any = None,
-                    listed: Sequence[Entry] | None = None) -> TreeResult:
+                    executor: Executor | None = None, listed: Sequence[Entry] | None = None) -> TreeResult:
     """Copy every selected file below ``source`` into ``sink`` (both folders / prefixes).
 
+    ``executor``: where each file is copied (default: here, ``transfers`` at a time).
     ``listed``: the files to copy, already listed (a glob's matches in one folder); then
     ``source`` is not walked and ``filters`` are not applied.
     """
@@ -172,23 +141,18 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
         raise UsageError(f"{source.location.scheme}:// sources cannot be listed: copy their files one by one")
     if not 1 <= transfers <= 64:
         raise UsageError(f"--transfers must be between 1 and 64, not {transfers}")
-    run_one = copy_one or copy_file
+    run = executor or LocalExecutor()
     meter, started = ResourceMeter(), time.monotonic()
     result = TreeResult(str(source.location), str(sink.location))
     entries = list(listed) if listed is not None else await _selected_entries(source, filters, result)
     if progress is not None:
         progress.started(f"{len(entries)} files", sum(e.size for e in entries))
     per_file = options.replace(max_memory=max(options.max_memory // transfers, 5 * 1024 * 1024))
-    if executor is not None:
-        await _on_cluster(executor, source, sink, per_file, entries, progress, result)
-        result.seconds = time.monotonic() - started
-        result.peak_rss_bytes, result.disk_write_bytes = meter.peak_rss(), meter.disk_writes()
-        return result
     present = await _destination_sizes(sink, options)
     journal = await open_journal(options.state_dir, required=False)
     try:
-        await for_each(entries, partial(_copy_entry, source, sink, per_file, journal, progress, run_one, result,
-                                        present), transfers)
+        await for_each(entries, partial(_copy_entry, source, sink, per_file, journal, progress, run, result,
+                                        present), run.files_at_once(transfers, len(entries)))
     finally:
         await asyncio.shield(journal.close())
         if progress is not None:
@@ -212,18 +176,12 @@ async def _selected_entries(source: Source, filters: Sequence[Filter], result: T
 async def _destination_sizes(sink: Sink, options: TransferOptions) -> dict[str, int] | None:
     """Sizes of what is already under an S3 destination prefix (one listing instead of a HEAD per file).
 
-    None when not worth it: files are always copied (--overwrite) or the destination is not S3 (a
-    file's stat is as cheap as a listing).
+    None when not worth it: files are always copied (--overwrite) or the destination cannot list
+    in one go (a file's stat is as cheap as a listing: see :class:`ListingSink`).
     """
-    if options.overwrite == "always" or sink.location.scheme != "s3":
+    if options.overwrite == "always" or not isinstance(sink, ListingSink):
         return None
-    from s3ferry.backends.s3.source import S3Source
-
-    lister = S3Source(sink.location, options.s3, parent=sink)  # type: ignore[arg-type]
-    try:
-        return {entry.path: entry.size async for entry in lister.walk()}
-    except NotFoundError:
-        return {}
+    return await sink.sizes_below()
 
 
 def _options_for(entry: Entry, rel: str, options: TransferOptions, present: dict[str, int] | None) -> TransferOptions:
@@ -249,15 +207,15 @@ async def for_each(items: Sequence[T], action: Callable[[T], Awaitable[object]],
 
 
 async def _copy_entry(source: Source, sink: Sink, options: TransferOptions, journal: Journal,
-                      progress: ProgressListener | None, run_one: CopyOne, result: TreeResult,
+                      progress: ProgressListener | None, executor: Executor, result: TreeResult,
                       present: dict[str, int] | None, entry: Entry) -> None:
     listener = _file_listener(progress, entry)
     try:
         rel = safe_relative(entry.path)
         known = Stat(entry.size, entry.mtime, entry.etag) if source.features.listing_is_stat else None
-        done = await run_one(source.child(child_path(source.location.path, rel)),
-                             sink.child(child_path(sink.location.path, rel)),
-                             _options_for(entry, rel, options, present), listener, journal, known)
+        done = await executor.copy_file(source.child(child_path(source.location.path, rel)),
+                                        sink.child(child_path(sink.location.path, rel)),
+                                        _options_for(entry, rel, options, present), listener, journal, known)
     except S3FerryError as exc:
         log.error("error: %s: %s", entry.path, exc)
         result.failures.append((entry.path, exc))
@@ -265,4 +223,4 @@ async def _copy_entry(source: Source, sink: Sink, options: TransferOptions, jour
     finally:
         if listener is not None:
             listener.finished()
-    result.files.append(done)
+    result.files.append(done.result)

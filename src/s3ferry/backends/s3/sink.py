@@ -18,8 +18,9 @@ import asyncio
 import logging
 import mimetypes
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -40,7 +41,7 @@ from s3ferry.core.errors import (
     UsageError,
 )
 from s3ferry.core.options import S3Options
-from s3ferry.core.storage import Completed, Features, ListedPart, Part, Receipt, Stat, UploadInfo
+from s3ferry.core.storage import Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo
 from s3ferry.core.urls import Location, redact
 from s3ferry.core.verification import checksum_of, multipart_etag
 from s3ferry.engine.retry import RetryPolicy
@@ -51,7 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("s3ferry")
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidClientTokenId"}
-_RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling", "RequestTimeTooSkewed"}
+_RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling",
+                "RequestTimeTooSkewed"}
 _DIGEST_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"}
 
 
@@ -76,9 +78,11 @@ def translate(exc: BaseException, where: str) -> S3FerryError:
             return TransferError(f"the multipart upload for {where} no longer exists", retryable=False, code=code)
         if code in _RETRY_CODES or status >= 500:
             return TransferError(f"S3 error at {where}: {code or status} {message}", code=code)
-        return TransferError(f"S3 refused a request for {where}: {code or status} {message}", retryable=False, code=code)
+        return TransferError(f"S3 refused a request for {where}: {code or status} {message}", retryable=False,
+                             code=code)
     if isinstance(exc, (bexc.NoCredentialsError, bexc.PartialCredentialsError)):
-        return AuthError("no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or --profile")
+        return AuthError("no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+                         "--profile")
     if isinstance(exc, bexc.ProfileNotFound):
         return UsageError(f"AWS profile not found: {exc.kwargs.get('profile')}")
     if isinstance(exc, (bexc.EndpointConnectionError, bexc.ConnectionClosedError, bexc.ReadTimeoutError,
@@ -212,6 +216,29 @@ class S3Client:
         self._client = None
         await self._stack.aclose()
 
+    async def objects_below(self) -> AsyncIterator[Entry]:
+        """Every object below this prefix (recursively), paths relative to it; folder markers skipped.
+
+        Raises :class:`NotFoundError` when there is none.
+        """
+        prefix = self.location.path.rstrip("/")
+        prefix = f"{prefix}/" if prefix else ""
+        args: dict[str, Any] = {"Bucket": self.location.bucket, "Prefix": prefix}
+        found = False
+        while True:
+            page = await self.call("list_objects_v2", **args)
+            for obj in page.get("Contents", []):
+                key = str(obj["Key"])
+                if key.endswith("/"):
+                    continue  # a "folder" marker, not a file
+                found = True
+                yield Entry(key[len(prefix):], int(obj["Size"]), epoch(obj.get("LastModified")), obj.get("ETag"))
+            if not page.get("IsTruncated"):
+                break
+            args["ContinuationToken"] = page["NextContinuationToken"]
+        if not found:
+            raise NotFoundError(f"nothing found under {self.location.with_path(prefix)}")
+
     def _root(self) -> S3Client:
         return self._parent._root() if self._parent is not None else self
 
@@ -250,6 +277,11 @@ def _is_md5(etag: str) -> bool:
     return _MD5_HEX.match(etag) is not None
 
 
+def epoch(when: object) -> float | None:
+    """A listing's or HeadObject's ``LastModified`` (a datetime) as seconds since the epoch."""
+    return when.timestamp() if isinstance(when, datetime) else None
+
+
 def head_stat(head: dict[str, Any]) -> Stat:
     """A HeadObject answer as a :class:`Stat`: the mtime recorded from the source where there is one."""
     recorded = (head.get("Metadata") or {}).get(MTIME_KEY)
@@ -258,8 +290,7 @@ def head_stat(head: dict[str, Any]) -> Stat:
     except ValueError:
         mtime = None
     if mtime is None:
-        modified = head.get("LastModified")
-        mtime = modified.timestamp() if hasattr(modified, "timestamp") else None
+        mtime = epoch(head.get("LastModified"))
     return Stat(size=int(head["ContentLength"]), mtime=mtime, etag=head.get("ETag"),
                 checksum=full_object_checksum(head))
 
@@ -287,6 +318,8 @@ class S3Sink(S3Client):
         self.features = Features(server_side_copy=True, resumable=True, verifies_checksum=True,
                                  streamed_parts=options.can_stream_parts())
         self._checked: asyncio.Future[None] | None = None
+        #: the sink this one is a child of: the bucket is checked once, by the root
+        self._parent_sink = parent if isinstance(parent, S3Sink) else None
         #: user metadata (x-amz-meta-*) for the object this sink creates
         self.metadata: dict[str, str] = {}
 
@@ -321,6 +354,13 @@ class S3Sink(S3Client):
         if stat.mtime is not None:
             self.metadata[MTIME_KEY] = repr(float(stat.mtime))
 
+    async def sizes_below(self) -> dict[str, int]:
+        """The size of every object below this prefix, by relative path (:class:`ListingSink`)."""
+        try:
+            return {entry.path: entry.size async for entry in self.objects_below()}
+        except NotFoundError:
+            return {}
+
     async def existing(self) -> Stat | None:
         """What is already at the destination key (None if nothing): size, recorded mtime, checksum."""
         try:
@@ -343,8 +383,8 @@ class S3Sink(S3Client):
             raise AuthError(f"access to s3://{bucket} denied: check the credentials and bucket policy") from exc
 
     async def prepare(self) -> None:
-        if self._parent is not None:  # files of a tree: the bucket is checked once for all
-            await self._parent.prepare()  # type: ignore[attr-defined]
+        if self._parent_sink is not None:  # files of a tree: the bucket is checked once for all
+            await self._parent_sink.prepare()
             return
         if self._checked is None:  # one check, however many files ask at once
             self._checked = asyncio.ensure_future(self.check_bucket())
@@ -543,7 +583,8 @@ class S3Writer:
             await self.sink.call("complete_multipart_upload", **args)
         except TransferError as exc:
             if exc.code in _DIGEST_CODES:
-                raise IntegrityError(f"S3 computed a different checksum for {self.sink.where} than the source's") from exc
+                raise IntegrityError(f"S3 computed a different checksum for {self.sink.where} than the "
+                                     "source's") from exc
             raise
 
     async def abort(self) -> None:

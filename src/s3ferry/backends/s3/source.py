@@ -16,13 +16,12 @@ import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import datetime
 from typing import Any
 
 import aiohttp
 import botocore.exceptions as bexc
 
-from s3ferry.backends.s3.sink import S3Client, head_stat, sse_c_args
+from s3ferry.backends.s3.sink import S3Client, epoch, head_stat, sse_c_args
 from s3ferry.core.errors import (
     NotFoundError,
     PermissionError_,
@@ -36,10 +35,6 @@ from s3ferry.core.verification import StoredCheck, stored_check
 
 _SLICE = 256 * 1024
 log = logging.getLogger("s3ferry")
-
-
-def _epoch(when: object) -> float | None:
-    return when.timestamp() if isinstance(when, datetime) else None
 
 
 class S3Reader:
@@ -225,28 +220,12 @@ class S3Source(S3Client):
             for obj in page.get("Contents", []):
                 key = str(obj["Key"])
                 if key != prefix:  # the folder's own marker object ("dir/") is no file of it
-                    yield Entry(key[len(prefix):], int(obj["Size"]), _epoch(obj.get("LastModified")), obj.get("ETag"))
+                    yield Entry(key[len(prefix):], int(obj["Size"]), epoch(obj.get("LastModified")), obj.get("ETag"))
             if not page.get("IsTruncated"):
                 break
             args["ContinuationToken"] = page["NextContinuationToken"]
         if not found:
             raise NotFoundError(f"nothing found under {self.location.with_path(prefix)}")
 
-    async def walk(self) -> AsyncIterator[Entry]:
-        prefix = self.location.path.rstrip("/")
-        prefix = f"{prefix}/" if prefix else ""
-        args: dict[str, Any] = {"Bucket": self.location.bucket, "Prefix": prefix}
-        found = False
-        while True:
-            page = await self.call("list_objects_v2", **args)
-            for obj in page.get("Contents", []):
-                key = str(obj["Key"])
-                if key.endswith("/"):
-                    continue  # a "folder" marker, not a file
-                found = True
-                yield Entry(key[len(prefix):], int(obj["Size"]), _epoch(obj.get("LastModified")), obj.get("ETag"))
-            if not page.get("IsTruncated"):
-                break
-            args["ContinuationToken"] = page["NextContinuationToken"]
-        if not found:
-            raise NotFoundError(f"nothing found under {self.location.with_path(prefix)}")
+    def walk(self) -> AsyncIterator[Entry]:
+        return self.objects_below()
