@@ -62,6 +62,7 @@ class TreeSpec(NamedTuple):
 
     count: int
     size: int
+    folders: int = TREE_FOLDERS  # spread over this many subfolders (--tree-folders)
 
 
 Verify = Callable[["tools.Command", "measure.ChildResult"], "dict[str, Any] | None"]
@@ -129,15 +130,18 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     which.add_argument("--size", type=parse_size, default=parse_size("2GiB"), help="file size (default 2GiB)")
     which.add_argument("--sizes", type=parse_sizes, help="s3ferry-only peak-RSS check at these sizes, e.g. 1GiB,2GiB")
     which.add_argument("--tree", type=parse_tree,
-                       help=f"many files: COUNTxSIZE random files in {TREE_FOLDERS} folders, copied with "
+                       help="many files: COUNTxSIZE random files in --tree-folders folders, copied with "
                             "s3ferry cp -r / rclone copy (/ s5cmd cp from the local folder), e.g. 1000x64KiB")
+    p.add_argument("--tree-folders", type=int, default=TREE_FOLDERS, metavar="N",
+                   help=f"--tree spreads its files over N subfolders (default {TREE_FOLDERS})")
     p.add_argument("--rounds", type=int, help="rounds of all tools (default 3; in WAN mode 1)")
     p.add_argument("--tools", type=parse_tools,
                    help=f"comma list from {','.join(tools.ALL_TOOLS)} (default s3ferry,rclone,s5cmd; "
-                        "with --tree s3ferry,rclone)")
+                        "with --tree s3ferry,rclone); WAN mode: from " + ",".join(wan.ALL_TOOLS))
     p.add_argument("--with-ssh-cat", action="store_true", help="also time `ssh ... cat FILE >/dev/null`")
     p.add_argument("--s3ferry-args", default="", help='extra s3ferry cp flags, e.g. "--upload-streams 8"')
-    p.add_argument("--rclone-args", default="", help='extra rclone flags (default none: rclone\'s defaults)')
+    p.add_argument("--rclone-args", default="", help="extra rclone flags (default none: rclone's defaults); in WAN "
+                                                       "mode they make the extra tool rclone-tuned")
     p.add_argument("--baseline", type=Path, metavar="SRC",
                    help="also run s3ferry from this source folder (another checkout's src/) as s3ferry-base: "
                         "before/after ratios of a change in one run")
@@ -152,6 +156,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--json", type=Path, help="also write every run's raw figures as JSON to this file")
     args = p.parse_args(glue_pass_through(argv))
     args.rounds = args.rounds if args.rounds is not None else 1 if args.rtt else 3
+    if args.tree is not None:
+        if args.tree_folders < 1:
+            p.error("--tree-folders must be at least 1")
+        args.tree = args.tree._replace(folders=args.tree_folders)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
     if args.rtt:
@@ -215,7 +223,7 @@ def write_tree(folder: Path, spec: TreeSpec) -> dict[str, int]:
     """``spec.count`` random files spread over subfolders of ``folder``; returns {relative path: size}."""
     log(f"writing {spec.count} files of {report.human_size(spec.size)} of random data below {folder}")
     expected: dict[str, int] = {}
-    folders = min(TREE_FOLDERS, spec.count)
+    folders = min(spec.folders, spec.count)
     for n in range(spec.count):
         rel = f"d{n % folders:02d}/f{n:05d}.bin"
         path = folder / rel
@@ -516,7 +524,7 @@ def notes(bed: tools.Bed, ran: set[str], tree: TreeSpec | None = None) -> list[s
 def tree_notes(bed: tools.Bed, ran: set[str], tree: TreeSpec) -> list[str]:
     out = [
         (f"The tree: {tree.count} random files of {report.human_size(tree.size)} in "
-         f"{min(TREE_FOLDERS, tree.count)} folders (`d00/f00000.bin` ...), written and synced once before the "
+         f"{min(tree.folders, tree.count)} folders (`d00/f00000.bin` ...), written and synced once before the "
          "first round; they stay in the page cache. MB/s = all files' bytes / wall time; files/s = files / wall "
          "time; wall time spans the whole child process (start-up, listing, connecting, transfers, exit)."),
         ("Every run copies into a new prefix (`<tool>-<round>/`), so nothing is skipped as already there. After "
