@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import re
@@ -60,7 +61,7 @@ class S3Client(Protocol):
 class TreeSpec(NamedTuple):
     """``--tree 1000x64KiB``: that many files of that size."""
 
-    count: int
+    files: int
     size: int
     folders: int = TREE_FOLDERS  # spread over this many subfolders (--tree-folders)
 
@@ -220,11 +221,11 @@ def write_random(path: Path, size: int) -> None:
 
 
 def write_tree(folder: Path, spec: TreeSpec) -> dict[str, int]:
-    """``spec.count`` random files spread over subfolders of ``folder``; returns {relative path: size}."""
-    log(f"writing {spec.count} files of {report.human_size(spec.size)} of random data below {folder}")
+    """``spec.files`` random files spread over subfolders of ``folder``; returns {relative path: size}."""
+    log(f"writing {spec.files} files of {report.human_size(spec.size)} of random data below {folder}")
     expected: dict[str, int] = {}
-    folders = min(spec.folders, spec.count)
-    for n in range(spec.count):
+    folders = min(spec.folders, spec.files)
+    for n in range(spec.files):
         rel = f"d{n % folders:02d}/f{n:05d}.bin"
         path = folder / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -325,7 +326,7 @@ def run_one(cmd: tools.Command, verify: Verify, logs: Path, round_no: int, *, la
     run = Run(cmd.tool, round_no, size, result.wall_s, result.peak_rss_bytes, result.hwm_bytes,
               result.disk_write_bytes, reported, cmd.argv, files)
     per_file = f" {run.files_per_s:7.1f} files/s" if files > 1 else ""
-    log(f"  {cmd.tool:8} {label + ':':9} {run.wall_s:7.2f} s {run.mb_per_s:8.1f} MB/s{per_file}  "
+    log(f"  {cmd.tool:13} {label + ':':9} {run.wall_s:7.2f} s {run.mb_per_s:8.1f} MB/s{per_file}  "
         f"peak RSS {report.mb(run.peak_rss_bytes):>6} MB  disk writes {report.human_bytes(run.disk_write_bytes)}")
     for line in result.stderr.strip().splitlines()[-3:]:
         log(f"    {cmd.tool} stderr: {line}")
@@ -437,8 +438,8 @@ def sizes_check(bed: tools.Bed, client: S3Client, args: argparse.Namespace, logs
     for n, size in enumerate(args.sizes, start=1):
         write_random(bed.source, size)
         cmd = tools.command("s3ferry", bed, report.human_size(size))
-        runs.append(run_one(cmd, lambda c, r: check(c, r, client, size), logs, n, label=report.human_size(size),
-                            size=size))
+        runs.append(run_one(cmd, functools.partial(check, client=client, size=size), logs, n,
+                            label=report.human_size(size), size=size))
         delete_objects(client, [cmd])
         bed.source.unlink()
     return runs
@@ -454,7 +455,7 @@ def markdown(args: argparse.Namespace, bed: tools.Bed, facts: list[tuple[str, st
              sections: list[Section]) -> str:
     now = datetime.datetime.now(datetime.UTC)
     rounds = f"{args.rounds} round{'s' if args.rounds > 1 else ''}"
-    what = f"{args.tree.count} x {report.human_size(args.tree.size)} files (cp -r)" if args.tree else \
+    what = f"{args.tree.files} x {report.human_size(args.tree.size)} files (cp -r)" if args.tree else \
         report.human_size(args.size)
     if args.rtt:
         title = f"WAN: {what} sftp ⇄ s3 across {', '.join(map(wan.rtt_label, args.rtt))} RTT at " \
@@ -462,7 +463,7 @@ def markdown(args: argparse.Namespace, bed: tools.Bed, facts: list[tuple[str, st
     elif args.sizes:
         title = f"s3ferry peak RSS by file size ({now:%Y-%m-%d})"
     elif args.tree:
-        title = f"Many small files (cp -r): {args.tree.count} x {report.human_size(args.tree.size)} " \
+        title = f"Many small files (cp -r): {args.tree.files} x {report.human_size(args.tree.size)} " \
                 f"over SFTP into S3, {rounds} ({now:%Y-%m-%d})"
     else:
         title = f"{report.human_size(args.size)} over SFTP into S3, {rounds} ({now:%Y-%m-%d})"
@@ -474,7 +475,10 @@ def markdown(args: argparse.Namespace, bed: tools.Bed, facts: list[tuple[str, st
     preamble += [f"{t}{' ' + d if args.rtt else ''}: {shown(r.argv, bed)}" for (d, t), r in reversed(firsts.items())]
     preamble += ["```"]
     ran = {r.tool for r in runs}
-    extra = wan.notes(bed, args.link, ran, bool(args.tree)) if args.rtt else []
+    if args.rtt:  # WAN notes first; the loopback notes on ssh-cat do not apply
+        extra, ran = wan.notes(bed, args.link, ran, bool(args.tree)), ran - {"ssh-cat"}
+    else:
+        extra = []
     return report.markdown_report(title, preamble, sections, extra + notes(bed, ran, args.tree))
 
 
@@ -523,8 +527,8 @@ def notes(bed: tools.Bed, ran: set[str], tree: TreeSpec | None = None) -> list[s
 
 def tree_notes(bed: tools.Bed, ran: set[str], tree: TreeSpec) -> list[str]:
     out = [
-        (f"The tree: {tree.count} random files of {report.human_size(tree.size)} in "
-         f"{min(tree.folders, tree.count)} folders (`d00/f00000.bin` ...), written and synced once before the "
+        (f"The tree: {tree.files} random files of {report.human_size(tree.size)} in "
+         f"{min(tree.folders, tree.files)} folders (`d00/f00000.bin` ...), written and synced once before the "
          "first round; they stay in the page cache. MB/s = all files' bytes / wall time; files/s = files / wall "
          "time; wall time spans the whole child process (start-up, listing, connecting, transfers, exit)."),
         ("Every run copies into a new prefix (`<tool>-<round>/`), so nothing is skipped as already there. After "

@@ -24,7 +24,7 @@ import tools
 from report import Run, Section, Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the delay line lives with the tests
-from servers.delay_line import DelayLine, link_rate
+from servers.delay_line import DelayLine, known_hosts_via, link_rate
 from servers.delay_line import LinkSpec as LinkSpec  # re-exported: run.py builds the links
 
 MiB = 1024 * 1024
@@ -90,9 +90,7 @@ def ordered(chosen: list[str], tree: bool) -> list[str]:
 def through_link(bed: tools.Bed, spec: LinkSpec, folder: Path) -> Iterator[tools.Bed]:
     """The test bed with its SFTP server behind a delay line of ``spec``: the tools connect to the line."""
     with DelayLine(bed.ssh.port, spec.rtt, spec.rate, slack=spec.slack) as line:
-        key = bed.ssh.known_hosts.read_text().split(maxsplit=1)[1]  # "ssh-ed25519 AAAA…" of [127.0.0.1]:sshd
-        known_hosts = folder / f"known_hosts_{line.port}"
-        known_hosts.write_text(f"[127.0.0.1]:{line.port} {key}")
+        known_hosts = known_hosts_via(bed.ssh.known_hosts, line.port, folder / f"known_hosts_{line.port}")
         yield replace(bed, via_port=line.port, via_known_hosts=known_hosts)
 
 
@@ -101,7 +99,7 @@ def measure_link(spec: LinkSpec, size: int, round_no: int, direction: str) -> Ru
     start = time.monotonic()
     rate = link_rate(spec, size)
     report_line = f"{rate / MiB:.1f} MiB/s in {time.monotonic() - start:.1f} s"
-    print(f"  link     {direction:4} raw TCP through a delay line of the same settings: {report_line}",
+    print(f"  link          {direction:4} raw TCP through a delay line of the same settings: {report_line}",
           file=sys.stderr, flush=True)
     return Run("link", round_no, size, size / rate, 0, 0, 0, direction=direction, rtt=spec.rtt)
 
@@ -155,14 +153,16 @@ def summary_table(runs: list[Run], rtt: float | None, link: float) -> Table:
     """Per direction and tool: median wall time, MiB/s, % of the link, files/s, peak RSS, ratio to rclone."""
     groups = _medians(runs)
     tree = report.is_tree(runs)
-    headers = ["direction", "tool", "runs", "wall s", "MiB/s", "% of link", "peak RSS MB", "wall / rclone"]
+    # Wall-time ratios to rclone at its defaults, and for trees to rclone without its md5sum per file too.
+    baselines = [t for t in ("rclone", "rclone-nohash") if any(r.tool == t for r in runs)]
+    headers = ["direction", "tool", "runs", "wall s", "MiB/s", "% of link", "peak RSS MB",
+               *(f"wall / {t}" for t in baselines)]
     if tree:
         headers.insert(5, "files/s")
     rows = []
     for direction in DIRECTIONS:
         measured_link = groups.get((rtt, direction, "link"))
         reference = runs[0].size / _median_wall(measured_link) if measured_link else link
-        rclone = groups.get((rtt, direction, "rclone"))
         for tool in ALL_TOOLS:
             rs = groups.get((rtt, direction, tool))
             if not rs:
@@ -170,9 +170,10 @@ def summary_table(runs: list[Run], rtt: float | None, link: float) -> Table:
             wall = _median_wall(rs)
             rate = rs[0].size / wall
             rss = max(r.peak_rss_bytes for r in rs)
+            others = [groups.get((rtt, direction, t)) for t in baselines]
             row = [ARROW[direction], tool, str(len(rs)), f"{wall:.2f}", f"{rate / MiB:.1f}",
                    f"{rate / reference * 100:.0f}%", report.mb(rss) if rss else "-",
-                   f"{wall / _median_wall(rclone):.2f}" if rclone else "-"]
+                   *(f"{wall / _median_wall(other):.2f}" if other else "-" for other in others)]
             if tree:
                 row.insert(5, f"{rs[0].files / wall:.1f}")
             rows.append(row)
@@ -197,7 +198,8 @@ def sections(runs: list[Run], link: float) -> list[Section]:
                  else f"the nominal link rate, {link / MiB:.1f} MiB/s")
         out.append(Section(f"{rtt_label(rtt or 0)} RTT, {link / 1e6:g} MB/s link (medians)",
                            summary_table(of_rtt, rtt, link),
-                           f"% of link: of {basis}. wall / rclone: below 1, faster than rclone at its defaults."))
+                           f"% of link: of {basis}. wall / rclone: below 1, faster than rclone at its defaults "
+                           "(rclone-nohash: with --sftp-disable-hashcheck)."))
     out.append(Section("Every run", every_run_table(runs)))
     return out
 
@@ -220,8 +222,8 @@ def notes(bed: tools.Bed, link: float, ran: set[str], tree: bool) -> list[str]:
                    "(connect to the receiver's last-byte acknowledgement, minus those two round trips): what the "
                    "link carries.")
     if "ssh-cat" in ran:
-        out.append("ssh-cat: `ssh … cat FILE > /dev/null` (down: the server sends) and `ssh … 'cat >/dev/null' "
-                   "< FILE` (up: the server receives) through the delay line: the SSH side alone, no S3.")
+        out.append("ssh-cat: `ssh … cat FILE > /dev/null` (sftp → s3: the server sends) and `ssh … 'cat >/dev/null' "
+                   "< FILE` (s3 → sftp: the server receives) through the delay line: the SSH side alone, no S3.")
     if "rclone-nohash" in ran:
         out.append("rclone-nohash: rclone with `--sftp-disable-hashcheck` (no md5sum per file on the server).")
     if "rclone-tuned" in ran:

@@ -20,7 +20,7 @@ import pytest
 
 from conftest import MiB, object_sha256, run_cli, write_random
 from s3ferry.demo import servers as testbed
-from servers.delay_line import DelayLine, LinkSpec, link_rate
+from servers.delay_line import DelayLine, LinkSpec, known_hosts_via, link_rate
 
 RTT = 0.050
 
@@ -154,9 +154,7 @@ def test_close_ends_open_connections(echo_port: int) -> None:
 def sftp_50ms(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[tuple[DelayLine, list[str]]]:
     """The test sshd behind a 50 ms, 125 MB/s link; and the cp flags that trust its key on the proxy's port."""
     with DelayLine(ssh.port, rtt=RTT, rate=125e6) as link:
-        key = ssh.known_hosts.read_text().split(maxsplit=1)[1]
-        known_hosts = tmp_path / "known_hosts_wan"
-        known_hosts.write_text(f"[127.0.0.1]:{link.port} {key}")
+        known_hosts = known_hosts_via(ssh.known_hosts, link.port, tmp_path / "known_hosts_wan")
         yield link, ["--identity", str(ssh.user_key), "--known-hosts", str(known_hosts)]
 
 

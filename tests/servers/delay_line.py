@@ -24,17 +24,24 @@ End-of-file is forwarded in order, after the bytes.
 
 The proxy runs its own event loop in a thread (the clients under test are
 usually subprocesses): a context manager for tests and ``bench/``.
-``link_rate()`` measures what the link itself carries (a raw TCP bulk copy).
+``link_rate()`` measures what the link itself carries (a raw TCP bulk copy);
+``known_hosts_via()`` lets an SSH client trust the server's key on the
+proxy's port. By hand, in front of a server on port 2222::
+
+    PYTHONPATH=tests python -m servers.delay_line 2222 --rtt 0.05 --rate 125e6
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import socket
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Self
 
 CHUNK = 256 * 1024  # reads and writes of the raw-copy helpers
@@ -246,8 +253,10 @@ class LinkServer:
     async def close(self) -> None:
         if self.server is not None:
             self.server.close()
+        tasks = [task for conn in self.connections for task in conn.tasks]
         for conn in list(self.connections):
             conn.close()
+        await asyncio.gather(*tasks, return_exceptions=True)  # let the cancelled ones finish before the loop stops
         if self.server is not None:
             await self.server.wait_closed()
 
@@ -256,9 +265,9 @@ class DelayLine:
     """The proxy in a thread of its own: ``with DelayLine(port, rtt=0.05, rate=125e6) as link: link.port``."""
 
     def __init__(self, target_port: int, rtt: float, rate: float | None = None, *,
-                 target_host: str = "127.0.0.1", slack: int = DEFAULT_SLACK) -> None:
+                 target_host: str = "127.0.0.1", slack: int = DEFAULT_SLACK, port: int = 0) -> None:
         self.spec = LinkSpec(rtt, rate, slack)
-        self.server = LinkServer(target_port, self.spec, target_host)
+        self.server = LinkServer(target_port, self.spec, target_host, port)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="delay-line", daemon=True)
 
@@ -283,25 +292,23 @@ class DelayLine:
         self.loop.close()
 
 
-def _discard(listener: socket.socket, done: threading.Event) -> None:
+def _discard(listener: socket.socket) -> None:
     """Accept one connection, read it to its end, then answer one byte (the sender's 'all received')."""
     conn, _ = listener.accept()
     with conn:
         while conn.recv(CHUNK):
             pass
         conn.sendall(b"!")
-    done.set()
 
 
 def link_rate(spec: LinkSpec, nbytes: int) -> float:
     """Bytes/s of a raw TCP bulk copy of ``nbytes`` through a link of ``spec``: what the link carries.
 
-    Timed from the connect to the receiver's acknowledgement of the last byte, minus
-    the one RTT of that acknowledgement and the handshake's RTT of the connection.
+    Timed from the connect to the receiver's acknowledgement of the last byte, minus two
+    round trips: the handshake's, and the first byte's way there with the acknowledgement's back.
     """
     with socket.create_server(("127.0.0.1", 0)) as listener:
-        done = threading.Event()
-        reader = threading.Thread(target=_discard, args=(listener, done), daemon=True)
+        reader = threading.Thread(target=_discard, args=(listener,), daemon=True)
         reader.start()
         with DelayLine(listener.getsockname()[1], spec.rtt, spec.rate, slack=spec.slack) as link:
             block = bytes(CHUNK)
@@ -316,3 +323,28 @@ def link_rate(spec: LinkSpec, nbytes: int) -> float:
             elapsed = time.monotonic() - start - 2 * spec.rtt
         reader.join(timeout=10)
     return nbytes / max(elapsed, 1e-9)
+
+
+def known_hosts_via(known_hosts: Path, port: int, dest: Path) -> Path:
+    """Write ``dest``: the host key of ``known_hosts``'s first line, for ``[127.0.0.1]:port`` (the proxy)."""
+    key = known_hosts.read_text().split(maxsplit=1)[1]  # "ssh-ed25519 AAAA..." after the host pattern
+    dest.write_text(f"[127.0.0.1]:{port} {key}")
+    return dest
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="A delay-line TCP proxy in front of 127.0.0.1:PORT (Ctrl-C stops it).")
+    p.add_argument("target_port", type=int)
+    p.add_argument("--rtt", type=float, default=0.05, help="round-trip time in seconds (default 0.05)")
+    p.add_argument("--rate", type=float, help="bytes/s per direction (default: unlimited)")
+    p.add_argument("--port", type=int, default=0, help="port to listen on (default: a free one)")
+    args = p.parse_args()
+    with DelayLine(args.target_port, args.rtt, args.rate, port=args.port) as line:
+        print(f"127.0.0.1:{line.port} -> 127.0.0.1:{args.target_port}, RTT {args.rtt * 1000:g} ms, "
+              f"rate {args.rate or 'unlimited'} B/s", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: the with block closes the line
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
