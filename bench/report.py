@@ -30,6 +30,8 @@ class Run:
     reported: dict[str, Any] | None = None  # s3ferry's own --json output
     argv: list[str] = field(default_factory=list)
     files: int = 1  # files copied (a --tree run: all of the tree's)
+    direction: str = "up"  # up: sftp -> s3; down: s3 -> sftp (WAN mode)
+    rtt: float | None = None  # WAN mode: the delay line's round-trip time in seconds; None: loopback
 
     @property
     def mb_per_s(self) -> float:
@@ -67,7 +69,7 @@ def human_size(n: int) -> str:
     return f"{n}B"
 
 
-def _notes(run: Run) -> str:
+def notes_of(run: Run) -> str:
     rep = run.reported
     if not rep:
         return ""
@@ -85,7 +87,7 @@ def is_tree(runs: list[Run]) -> bool:
 def runs_table(runs: list[Run]) -> Table:
     headers = ["tool", "round", "wall s", "MB/s", "peak RSS MB", "disk writes", "notes"]
     rows = [[r.tool, str(r.round), f"{r.wall_s:.2f}", f"{r.mb_per_s:.1f}", mb(r.peak_rss_bytes),
-             human_bytes(r.disk_write_bytes), _notes(r)] for r in runs]
+             human_bytes(r.disk_write_bytes), notes_of(r)] for r in runs]
     if is_tree(runs):
         headers.insert(4, "files/s")
         for row, r in zip(rows, runs, strict=True):
@@ -145,7 +147,7 @@ def sizes_sections(runs: list[Run]) -> list[Section]:
     headers = ["file size", "wall s", "MB/s", "peak RSS MB", "RSS vs smallest", "disk writes", "notes"]
     rows = [[human_size(r.size), f"{r.wall_s:.2f}", f"{r.mb_per_s:.1f}", mb(r.peak_rss_bytes),
              f"{(r.peak_rss_bytes / base.peak_rss_bytes - 1) * 100:+.1f}%", human_bytes(r.disk_write_bytes),
-             _notes(r)] for r in runs]
+             notes_of(r)] for r in runs]
     rss = [r.peak_rss_bytes for r in runs]
     spread = (max(rss) - min(rss)) / base.peak_rss_bytes * 100
     after = (f"Peak RSS spread: (max - min) / RSS at {human_size(base.size)} = {spread:.1f}% "

@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py --size 128MiB --rounds 1 --with-ssh-cat --markdown /tmp/bench.md
     .venv/bin/python bench/run.py --sizes 1GiB,2GiB,4GiB   # s3ferry's peak RSS per file size
     .venv/bin/python bench/run.py --tree 1000x64KiB        # many small files: s3ferry cp -r vs rclone copy
+    .venv/bin/python bench/run.py --rtt 50ms,150ms --link 125MB/s --size 512MiB   # WAN: SFTP behind a delay line
 
 See bench/README.md for what is measured and how.
 """
@@ -13,10 +14,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import re
 import shlex
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -29,6 +32,7 @@ import machine
 import measure
 import report
 import tools
+import wan
 from report import Run, Section
 from s3ferry.demo import servers as testbed
 
@@ -51,12 +55,15 @@ class S3Client(Protocol):
 
     def get_paginator(self, operation_name: str) -> Any: ...
 
+    def upload_file(self, Filename: str, Bucket: str, Key: str) -> None: ...
+
 
 class TreeSpec(NamedTuple):
     """``--tree 1000x64KiB``: that many files of that size."""
 
-    count: int
+    files: int
     size: int
+    folders: int = TREE_FOLDERS  # spread over this many subfolders (--tree-folders)
 
 
 Verify = Callable[["tools.Command", "measure.ChildResult"], "dict[str, Any] | None"]
@@ -92,10 +99,18 @@ def parse_tree(text: str) -> TreeSpec:
 
 def parse_tools(text: str) -> list[str]:
     chosen = [t.strip() for t in text.split(",") if t.strip()]
-    unknown = sorted(set(chosen) - set(tools.ALL_TOOLS))
+    known = dict.fromkeys(tools.ALL_TOOLS + wan.ALL_TOOLS)
+    unknown = sorted(set(chosen) - set(known))
     if unknown or not chosen:
-        raise argparse.ArgumentTypeError(f"unknown tools {unknown}; choose from {','.join(tools.ALL_TOOLS)}")
+        raise argparse.ArgumentTypeError(f"unknown tools {unknown}; choose from {','.join(known)}")
     return chosen
+
+
+def parse_directions(text: str) -> list[str]:
+    chosen = [d.strip() for d in text.split(",") if d.strip()]
+    if not chosen or set(chosen) - set(wan.DIRECTIONS):
+        raise argparse.ArgumentTypeError(f"directions are up (sftp -> s3) and down (s3 -> sftp), not {text!r}")
+    return [d for d in wan.DIRECTIONS if d in chosen]
 
 
 def glue_pass_through(argv: list[str]) -> list[str]:
@@ -116,23 +131,40 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     which.add_argument("--size", type=parse_size, default=parse_size("2GiB"), help="file size (default 2GiB)")
     which.add_argument("--sizes", type=parse_sizes, help="s3ferry-only peak-RSS check at these sizes, e.g. 1GiB,2GiB")
     which.add_argument("--tree", type=parse_tree,
-                       help=f"many files: COUNTxSIZE random files in {TREE_FOLDERS} folders, copied with "
+                       help="many files: COUNTxSIZE random files in --tree-folders folders, copied with "
                             "s3ferry cp -r / rclone copy (/ s5cmd cp from the local folder), e.g. 1000x64KiB")
-    p.add_argument("--rounds", type=int, default=3, help="rounds of all tools (default 3)")
+    p.add_argument("--tree-folders", type=int, default=TREE_FOLDERS, metavar="N",
+                   help=f"--tree spreads its files over N subfolders (default {TREE_FOLDERS})")
+    p.add_argument("--rounds", type=int, help="rounds of all tools (default 3; in WAN mode 1)")
     p.add_argument("--tools", type=parse_tools,
                    help=f"comma list from {','.join(tools.ALL_TOOLS)} (default s3ferry,rclone,s5cmd; "
-                        "with --tree s3ferry,rclone)")
+                        "with --tree s3ferry,rclone); WAN mode: from " + ",".join(wan.ALL_TOOLS))
     p.add_argument("--with-ssh-cat", action="store_true", help="also time `ssh ... cat FILE >/dev/null`")
     p.add_argument("--s3ferry-args", default="", help='extra s3ferry cp flags, e.g. "--upload-streams 8"')
-    p.add_argument("--rclone-args", default="", help='extra rclone flags (default none: rclone\'s defaults)')
+    p.add_argument("--rclone-args", default="", help="extra rclone flags (default none: rclone's defaults); in WAN "
+                                                       "mode they make the extra tool rclone-tuned")
     p.add_argument("--baseline", type=Path, metavar="SRC",
                    help="also run s3ferry from this source folder (another checkout's src/) as s3ferry-base: "
                         "before/after ratios of a change in one run")
+    wan_mode = p.add_argument_group("WAN mode: the SFTP server behind a delay-line proxy (bench/wan.py)")
+    wan_mode.add_argument("--rtt", type=wan.parse_rtts, metavar="RTTS",
+                          help="round-trip times, e.g. 50ms or 50ms,150ms: runs every tool at each")
+    wan_mode.add_argument("--link", type=wan.parse_rate, default=wan.parse_rate("125MB/s"), metavar="RATE",
+                          help="the link's rate per direction (default 125MB/s, a 1 Gbit/s link; also 1Gbit/s)")
+    wan_mode.add_argument("--direction", type=parse_directions, default=list(wan.DIRECTIONS), metavar="DIRS",
+                          help="up (sftp -> s3), down (s3 -> sftp) or up,down (default both)")
     p.add_argument("--markdown", type=Path, help="also write the results as a Markdown section to this file")
     p.add_argument("--json", type=Path, help="also write every run's raw figures as JSON to this file")
     args = p.parse_args(glue_pass_through(argv))
+    args.rounds = args.rounds if args.rounds is not None else 1 if args.rtt else 3
+    if args.tree is not None:
+        if args.tree_folders < 1:
+            p.error("--tree-folders must be at least 1")
+        args.tree = args.tree._replace(folders=args.tree_folders)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    if args.rtt:
+        return wan_args(p, args)
     if args.tools is None:
         args.tools = list(TREE_DEFAULT_TOOLS if args.tree else tools.UPLOADERS)
     if args.with_ssh_cat and "ssh-cat" not in args.tools:
@@ -143,7 +175,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         p.error("s3ferry-base needs --baseline SRC")
     if args.tree and set(args.tools) - set(tools.TREE_TOOLS):
         p.error(f"--tree runs only {','.join(tools.TREE_TOOLS)}")
+    unknown = sorted(set(args.tools) - set(tools.ALL_TOOLS))
+    if unknown:
+        p.error(f"{','.join(unknown)}: only in WAN mode (--rtt)")
     args.tools = [t for t in tools.ALL_TOOLS if t in args.tools]  # fixed order within a round
+    return args
+
+
+def wan_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """--rtt: the tools of WAN mode (rclone-tuned when --rclone-args is given, s3ferry-base with --baseline)."""
+    if args.sizes:
+        p.error("--sizes is not a WAN scenario; use --size or --tree with --rtt")
+    tree = args.tree is not None
+    chosen = args.tools or wan.default_tools(tree, bool(args.rclone_args), args.baseline is not None)
+    if args.with_ssh_cat:
+        chosen.append("ssh-cat")
+    try:
+        args.tools = wan.ordered(chosen, tree)
+    except ValueError as exc:
+        p.error(str(exc))
+    if "s3ferry-base" in args.tools and args.baseline is None:
+        p.error("s3ferry-base needs --baseline SRC")
+    if "rclone-tuned" in args.tools and not args.rclone_args:
+        p.error("rclone-tuned needs --rclone-args")
     return args
 
 
@@ -167,11 +221,11 @@ def write_random(path: Path, size: int) -> None:
 
 
 def write_tree(folder: Path, spec: TreeSpec) -> dict[str, int]:
-    """``spec.count`` random files spread over subfolders of ``folder``; returns {relative path: size}."""
-    log(f"writing {spec.count} files of {report.human_size(spec.size)} of random data below {folder}")
+    """``spec.files`` random files spread over subfolders of ``folder``; returns {relative path: size}."""
+    log(f"writing {spec.files} files of {report.human_size(spec.size)} of random data below {folder}")
     expected: dict[str, int] = {}
-    folders = min(TREE_FOLDERS, spec.count)
-    for n in range(spec.count):
+    folders = min(spec.folders, spec.files)
+    for n in range(spec.files):
         rel = f"d{n % folders:02d}/f{n:05d}.bin"
         path = folder / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +280,10 @@ def check(cmd: tools.Command, result: measure.ChildResult, client: S3Client, siz
             raise failure(cmd, result, f"object s3://{BUCKET}/{cmd.key} is missing")
         if got != size:
             raise failure(cmd, result, f"object s3://{BUCKET}/{cmd.key} has {got} bytes, expected {size}")
+    if cmd.dest is not None:
+        got = cmd.dest.stat().st_size if cmd.dest.is_file() else None
+        if got != size:
+            raise failure(cmd, result, f"file {cmd.dest} on the SFTP server has {got} bytes, expected {size}")
     return reported
 
 
@@ -240,26 +298,35 @@ def check_tree(cmd: tools.Command, result: measure.ChildResult, client: S3Client
             count, total, 0):
         raise failure(cmd, result, f"reported {reported.get('copied')} files / {reported.get('bytes')} bytes / "
                                    f"{reported.get('failed')} failed, expected {count} / {total} / 0")
-    prefix = cmd.key or ""
-    got = {obj["Key"].removeprefix(prefix): int(obj["Size"]) for obj in listed(client, prefix)}
+    if cmd.dest is not None:
+        where, got = str(cmd.dest), local_tree(cmd.dest)
+    else:
+        prefix = cmd.key or ""
+        where = f"s3://{BUCKET}/{prefix}"
+        got = {obj["Key"].removeprefix(prefix): int(obj["Size"]) for obj in listed(client, prefix)}
     if got != expected:
         wrong = sorted(k for k in expected.keys() | got.keys() if got.get(k) != expected.get(k))
-        raise failure(cmd, result, f"s3://{BUCKET}/{prefix} holds {len(got)} objects, {sum(got.values())} bytes; "
+        raise failure(cmd, result, f"{where} holds {len(got)} files, {sum(got.values())} bytes; "
                                    f"expected {count}, {total} bytes; {len(wrong)} differ, e.g. {wrong[:3]}")
     return reported
 
 
+def local_tree(folder: Path) -> dict[str, int]:
+    """{relative path: size} of the files below ``folder`` (a tree copied onto the SFTP server)."""
+    return {p.relative_to(folder).as_posix(): p.stat().st_size for p in folder.rglob("*") if p.is_file()}
+
+
 def run_one(cmd: tools.Command, verify: Verify, logs: Path, round_no: int, *, label: str, size: int,
-            files: int = 1) -> Run:
+            files: int = 1, log_name: str = "") -> Run:
     for path in cmd.emptied:
         path.write_text("")
     os.sync()  # no dirty pages of the previous run are written back during this one
-    result = measure.run_measured(cmd.argv, cmd.env, logs, f"{cmd.tool}-{round_no}", cmd.stdout_path)
+    result = measure.run_measured(cmd.argv, cmd.env, logs, log_name or f"{cmd.tool}-{round_no}", cmd.stdout_path)
     reported = verify(cmd, result)
     run = Run(cmd.tool, round_no, size, result.wall_s, result.peak_rss_bytes, result.hwm_bytes,
               result.disk_write_bytes, reported, cmd.argv, files)
     per_file = f" {run.files_per_s:7.1f} files/s" if files > 1 else ""
-    log(f"  {cmd.tool:8} {label + ':':9} {run.wall_s:7.2f} s {run.mb_per_s:8.1f} MB/s{per_file}  "
+    log(f"  {cmd.tool:13} {label + ':':9} {run.wall_s:7.2f} s {run.mb_per_s:8.1f} MB/s{per_file}  "
         f"peak RSS {report.mb(run.peak_rss_bytes):>6} MB  disk writes {report.human_bytes(run.disk_write_bytes)}")
     for line in result.stderr.strip().splitlines()[-3:]:
         log(f"    {cmd.tool} stderr: {line}")
@@ -310,14 +377,69 @@ def tree_compare(bed: tools.Bed, client: S3Client, args: argparse.Namespace, log
     return runs
 
 
+def wan_compare(bed: tools.Bed, client: S3Client, args: argparse.Namespace, logs: Path) -> list[Run]:
+    """WAN mode: at each RTT, rounds of every tool in each direction, the SFTP server behind a delay line."""
+    tree = args.tree is not None
+    expected = write_wan_source(bed, client, args)
+    size, files = sum(expected.values()), len(expected)
+    (bed.ssh.root / "down").mkdir(exist_ok=True)
+    runs: list[Run] = []
+    for rtt in args.rtt:
+        spec = wan.LinkSpec(rtt, args.link)
+        with wan.through_link(bed, spec, bed.ssh.base.parent) as wan_bed:
+            log(f"link: {wan.rtt_label(rtt)} RTT, {args.link / 1e6:g} MB/s, delay line on port {wan_bed.sftp_port}")
+            for n in range(1, args.rounds + 1):
+                log(f"round {n}/{args.rounds} at {wan.rtt_label(rtt)}")
+                for direction in args.direction:
+                    for tool in args.tools:
+                        if tool == "link":
+                            runs.append(wan.measure_link(spec, size, n, direction))
+                            continue
+                        label = f"{n}-{rtt * 1000:g}ms"
+                        cmd = wan.command(tool, wan_bed, direction, tree, label)
+                        verify: Verify = ((lambda c, r: check_tree(c, r, client, expected)) if tree
+                                          else (lambda c, r: check(c, r, client, size)))
+                        run = run_one(cmd, verify, logs, n, label=direction, size=size, files=files,
+                                      log_name=f"{tool}-{direction}-{label}")
+                        runs.append(dataclasses.replace(run, direction=direction, rtt=rtt))
+                        remove_copy(client, cmd, tree)
+    return runs
+
+
+def write_wan_source(bed: tools.Bed, client: S3Client, args: argparse.Namespace) -> dict[str, int]:
+    """The file (or tree) on the SFTP server and, for s3 -> sftp, in S3; returns {relative path: size}."""
+    if args.tree:
+        expected = write_tree(bed.source, args.tree)
+    else:
+        write_random(bed.source, args.size)
+        expected = {bed.source.name: args.size}
+    if "down" in args.direction:
+        log("uploading the source to S3 for the s3 -> sftp runs")
+        for rel in expected:
+            path = bed.source / rel if args.tree else bed.source
+            client.upload_file(str(path), BUCKET, wan.SOURCE_PREFIX + rel if args.tree else wan.SOURCE_KEY)
+    return expected
+
+
+def remove_copy(client: S3Client, cmd: tools.Command, tree: bool) -> None:
+    """Delete what one run wrote: its object or prefix in S3, or its file or folder on the SFTP server."""
+    if cmd.dest is not None:
+        if cmd.dest.is_dir():
+            shutil.rmtree(cmd.dest)
+        else:
+            cmd.dest.unlink(missing_ok=True)
+    elif cmd.key is not None:
+        (delete_prefixes if tree else delete_objects)(client, [cmd])
+
+
 def sizes_check(bed: tools.Bed, client: S3Client, args: argparse.Namespace, logs: Path) -> list[Run]:
     """One s3ferry run per file size; each file is removed before the next is written."""
     runs: list[Run] = []
     for n, size in enumerate(args.sizes, start=1):
         write_random(bed.source, size)
         cmd = tools.command("s3ferry", bed, report.human_size(size))
-        runs.append(run_one(cmd, lambda c, r: check(c, r, client, size), logs, n, label=report.human_size(size),
-                            size=size))
+        runs.append(run_one(cmd, functools.partial(check, client=client, size=size), logs, n,
+                            label=report.human_size(size), size=size))
         delete_objects(client, [cmd])
         bed.source.unlink()
     return runs
@@ -333,19 +455,36 @@ def markdown(args: argparse.Namespace, bed: tools.Bed, facts: list[tuple[str, st
              sections: list[Section]) -> str:
     now = datetime.datetime.now(datetime.UTC)
     rounds = f"{args.rounds} round{'s' if args.rounds > 1 else ''}"
-    if args.sizes:
+    what = f"{args.tree.files} x {report.human_size(args.tree.size)} files (cp -r)" if args.tree else \
+        report.human_size(args.size)
+    if args.rtt:
+        title = f"WAN: {what} sftp ⇄ s3 across {', '.join(map(wan.rtt_label, args.rtt))} RTT at " \
+                f"{args.link / 1e6:g} MB/s, {rounds} ({now:%Y-%m-%d})"
+    elif args.sizes:
         title = f"s3ferry peak RSS by file size ({now:%Y-%m-%d})"
     elif args.tree:
-        title = f"Many small files (cp -r): {args.tree.count} x {report.human_size(args.tree.size)} " \
+        title = f"Many small files (cp -r): {args.tree.files} x {report.human_size(args.tree.size)} " \
                 f"over SFTP into S3, {rounds} ({now:%Y-%m-%d})"
     else:
         title = f"{report.human_size(args.size)} over SFTP into S3, {rounds} ({now:%Y-%m-%d})"
     preamble = [f"Command: `{command_line()}`", "", f"Date: {now:%Y-%m-%d %H:%M} UTC", "", "Machine:", ""]
     preamble += [f"- {name}: {value}" for name, value in facts]
+    preamble += [f"- load average at the end: {load_average()}"]
     preamble += ["", "Commands of the first run of each tool ($TESTBED: the servers' temporary folder):", "", "```"]
-    firsts = {r.tool: r for r in reversed(runs)}
-    preamble += [f"{t}: {shown(firsts[t].argv, bed)}" for t in tools.ALL_TOOLS if t in firsts] + ["```"]
-    return report.markdown_report(title, preamble, sections, notes(bed, set(firsts), args.tree))
+    firsts = {(r.direction, r.tool): r for r in reversed(runs) if r.argv}
+    preamble += [f"{t}{' ' + d if args.rtt else ''}: {shown(r.argv, bed)}" for (d, t), r in reversed(firsts.items())]
+    preamble += ["```"]
+    ran = {r.tool for r in runs}
+    if args.rtt:  # WAN notes first; the loopback notes on ssh-cat do not apply
+        extra, ran = wan.notes(bed, args.link, ran, bool(args.tree)), ran - {"ssh-cat"}
+    else:
+        extra = []
+    return report.markdown_report(title, preamble, sections, extra + notes(bed, ran, args.tree))
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load average: other work on the machine during the run shows here."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def shown(argv: list[str], bed: tools.Bed) -> str:
@@ -388,8 +527,8 @@ def notes(bed: tools.Bed, ran: set[str], tree: TreeSpec | None = None) -> list[s
 
 def tree_notes(bed: tools.Bed, ran: set[str], tree: TreeSpec) -> list[str]:
     out = [
-        (f"The tree: {tree.count} random files of {report.human_size(tree.size)} in "
-         f"{min(TREE_FOLDERS, tree.count)} folders (`d00/f00000.bin` ...), written and synced once before the "
+        (f"The tree: {tree.files} random files of {report.human_size(tree.size)} in "
+         f"{min(tree.folders, tree.files)} folders (`d00/f00000.bin` ...), written and synced once before the "
          "first round; they stay in the page cache. MB/s = all files' bytes / wall time; files/s = files / wall "
          "time; wall time spans the whole child process (start-up, listing, connecting, transfers, exit)."),
         ("Every run copies into a new prefix (`<tool>-<round>/`), so nothing is skipped as already there. After "
@@ -411,6 +550,8 @@ def tree_notes(bed: tools.Bed, ran: set[str], tree: TreeSpec) -> list[str]:
 
 
 def sections_for(args: argparse.Namespace, runs: list[Run]) -> list[Section]:
+    if args.rtt:
+        return wan.sections(runs, args.link)
     return report.sizes_sections(runs) if args.sizes else report.compare_sections(runs)
 
 
@@ -422,14 +563,15 @@ def execute(args: argparse.Namespace, home: Path) -> list[Run]:
     with testbed.servers(None) as (ssh, s3):
         client = s3.client()
         client.create_bucket(Bucket=BUCKET)
-        provider = tools.rclone_provider() if "rclone" in args.tools and not args.sizes else "-"
+        uses_rclone = any(t.startswith("rclone") for t in args.tools)
+        provider = tools.rclone_provider() if uses_rclone and not args.sizes else "-"
         source = ssh.root / ("tree" if args.tree else "bench.bin")
         bed = tools.Bed(ssh, s3, BUCKET, source, home, shlex.split(args.s3ferry_args),
                         shlex.split(args.rclone_args), provider, args.baseline)
         log(f"servers up: sftp 127.0.0.1:{ssh.port} ({'OpenSSH' if ssh.proc else 'asyncssh fallback'}), "
             f"S3 {s3.endpoint}; rclone S3 provider: {provider}")
         facts = machine.facts(testbed.weed_binary()) if args.markdown else []
-        scenario = sizes_check if args.sizes else tree_compare if args.tree else compare
+        scenario = wan_compare if args.rtt else sizes_check if args.sizes else tree_compare if args.tree else compare
         runs = scenario(bed, client, args, logs)
         text = markdown(args, bed, facts, runs, sections_for(args, runs)) if args.markdown else ""
     if args.markdown:

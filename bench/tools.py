@@ -13,7 +13,7 @@ import shlex
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from s3ferry.demo.servers import SeaweedServer, SshServer
@@ -39,6 +39,22 @@ class Bed:
     rclone_provider: str = "SeaweedFS"
     #: --baseline: another checkout's src folder, run as "s3ferry-base" (the same command, that code)
     baseline: Path | None = None
+    #: WAN mode: the delay line's port in front of sshd and a known_hosts naming the key on that port
+    via_port: int | None = None
+    via_known_hosts: Path | None = None
+
+    @property
+    def sftp_port(self) -> int:
+        """The port the tools connect to for SFTP: sshd's own, or the delay line's in front of it."""
+        return self.via_port or self.ssh.port
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.via_known_hosts or self.ssh.known_hosts
+
+    def sftp_url(self, path: Path) -> str:
+        """An ``sftp://`` URL of an absolute path on the test sshd, through :attr:`sftp_port`."""
+        return f"sftp://{self.ssh.user}@127.0.0.1:{self.sftp_port}{path}"
 
 
 @dataclass(frozen=True)
@@ -49,6 +65,7 @@ class Command:
     key: str | None  # the object it writes (a prefix ending in / for a tree), None for ssh-cat
     stdout_path: Path | None = None  # None: captured to a log file
     emptied: tuple[Path, ...] = ()  # files truncated right before every run
+    dest: Path | None = None  # s3 -> sftp: the file (or folder) it writes on the SFTP server, else None
 
     def shell(self) -> str:
         return shlex.join(self.argv)
@@ -66,24 +83,33 @@ def base_env(bed: Bed) -> dict[str, str]:
     return env
 
 
-def s3ferry(bed: Bed, key: str) -> Command:
+def s3ferry_cp(bed: Bed, source: str, dest: str, *flags: str) -> tuple[list[str], dict[str, str]]:
+    """``s3ferry cp SOURCE DEST`` with the test bed's SFTP key and known_hosts: argv and environment."""
     argv = [
-        tool_path("s3ferry"), "cp", bed.ssh.url(bed.source), f"s3://{bed.bucket}/{key}",
-        "--identity", str(bed.ssh.user_key), "--known-hosts", str(bed.ssh.known_hosts), "--json",
+        tool_path("s3ferry"), "cp", *flags, source, dest,
+        "--identity", str(bed.ssh.user_key), "--known-hosts", str(bed.known_hosts), "--json",
         *bed.s3ferry_args,
     ]
     # The resume journal goes to real disk (the testbed folder), not to the
     # tmpfs HOME: its writes are part of what s3ferry writes to disk.
     state = {"S3FERRY_STATE_DIR": str(bed.ssh.base.parent / "s3ferry-state")}
-    return Command("s3ferry", argv, base_env(bed) | bed.s3.env() | state, key)
+    env = base_env(bed) | bed.s3.env() | state
+    if bed.baseline is not None:
+        env["PYTHONPATH"] = str(bed.baseline)
+    return argv, env
+
+
+def s3ferry(bed: Bed, key: str) -> Command:
+    argv, env = s3ferry_cp(replace(bed, baseline=None), bed.sftp_url(bed.source), f"s3://{bed.bucket}/{key}")
+    return Command("s3ferry", argv, env, key)
 
 
 def s3ferry_base(bed: Bed, key: str) -> Command:
     """s3ferry from the --baseline source tree: before/after figures of a change, in one run."""
     if bed.baseline is None:
         raise ValueError("s3ferry-base needs --baseline SRC")
-    cmd = s3ferry(bed, key)
-    return Command("s3ferry-base", cmd.argv, cmd.env | {"PYTHONPATH": str(bed.baseline)}, key)
+    argv, env = s3ferry_cp(bed, bed.sftp_url(bed.source), f"s3://{bed.bucket}/{key}")
+    return Command("s3ferry-base", argv, env, key)
 
 
 def rclone_config(bed: Bed) -> Path:
@@ -102,10 +128,10 @@ def rclone_env(bed: Bed) -> dict[str, str]:
         "RCLONE_CONFIG": str(rclone_config(bed)),
         "RCLONE_CONFIG_SRC_TYPE": "sftp",
         "RCLONE_CONFIG_SRC_HOST": "127.0.0.1",
-        "RCLONE_CONFIG_SRC_PORT": str(bed.ssh.port),
+        "RCLONE_CONFIG_SRC_PORT": str(bed.sftp_port),
         "RCLONE_CONFIG_SRC_USER": bed.ssh.user,
         "RCLONE_CONFIG_SRC_KEY_FILE": str(bed.ssh.user_key),
-        "RCLONE_CONFIG_SRC_KNOWN_HOSTS_FILE": str(bed.ssh.known_hosts),
+        "RCLONE_CONFIG_SRC_KNOWN_HOSTS_FILE": str(bed.known_hosts),
         "RCLONE_CONFIG_DST_TYPE": "s3",
         "RCLONE_CONFIG_DST_PROVIDER": bed.rclone_provider,
         "RCLONE_CONFIG_DST_ENDPOINT": bed.s3.endpoint,
@@ -125,13 +151,25 @@ def s5cmd(bed: Bed, key: str) -> Command:
     return Command("s5cmd", argv, base_env(bed) | bed.s3.env(), key)
 
 
-def ssh_cat(bed: Bed, key: str) -> Command:
-    argv = [
+def ssh_argv(bed: Bed, *remote: str) -> list[str]:
+    """``ssh`` to the test sshd (through the delay line in WAN mode) running ``remote``, no user config."""
+    return [
         "ssh", "-F", "/dev/null", "-i", str(bed.ssh.user_key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-        "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={bed.ssh.known_hosts}",
-        "-p", str(bed.ssh.port), f"{bed.ssh.user}@127.0.0.1", "cat", shlex.quote(str(bed.source)),
+        "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={bed.known_hosts}",
+        "-p", str(bed.sftp_port), f"{bed.ssh.user}@127.0.0.1", *remote,
     ]
+
+
+def ssh_cat(bed: Bed, key: str) -> Command:
+    argv = ssh_argv(bed, "cat", shlex.quote(str(bed.source)))
     return Command("ssh-cat", argv, base_env(bed), None, stdout_path=Path("/dev/null"))
+
+
+def ssh_cat_to_server(bed: Bed, key: str) -> Command:
+    """The file into ``cat > /dev/null`` on the server: the SSH side alone, towards the server."""
+    # sh execs ssh (the measured process stays ssh) with the file as its stdin.
+    script = f"exec {shlex.join(ssh_argv(bed, 'cat', '>/dev/null'))} < {shlex.quote(str(bed.source))}"
+    return Command("ssh-cat", ["/bin/sh", "-c", script], base_env(bed), None)
 
 
 BUILDERS: dict[str, Callable[[Bed, str], Command]] = {
@@ -143,18 +181,14 @@ def s3ferry_base_tree(bed: Bed, prefix: str) -> Command:
     """s3ferry cp -r from the --baseline source tree."""
     if bed.baseline is None:
         raise ValueError("s3ferry-base needs --baseline SRC")
-    cmd = s3ferry_tree(bed, prefix)
-    return Command("s3ferry-base", cmd.argv, cmd.env | {"PYTHONPATH": str(bed.baseline)}, prefix)
+    argv, env = s3ferry_cp(bed, bed.sftp_url(bed.source), f"s3://{bed.bucket}/{prefix}", "-r", "--no-progress")
+    return Command("s3ferry-base", argv, env, prefix)
 
 
 def s3ferry_tree(bed: Bed, prefix: str) -> Command:
-    argv = [
-        tool_path("s3ferry"), "cp", "-r", bed.ssh.url(bed.source), f"s3://{bed.bucket}/{prefix}",
-        "--identity", str(bed.ssh.user_key), "--known-hosts", str(bed.ssh.known_hosts), "--no-progress", "--json",
-        *bed.s3ferry_args,
-    ]
-    state = {"S3FERRY_STATE_DIR": str(bed.ssh.base.parent / "s3ferry-state")}
-    return Command("s3ferry", argv, base_env(bed) | bed.s3.env() | state, prefix)
+    argv, env = s3ferry_cp(replace(bed, baseline=None), bed.sftp_url(bed.source), f"s3://{bed.bucket}/{prefix}",
+                           "-r", "--no-progress")
+    return Command("s3ferry", argv, env, prefix)
 
 
 def rclone_tree(bed: Bed, prefix: str) -> Command:

@@ -1,0 +1,186 @@
+"""The delay-line proxy (a WAN link on loopback), then s3ferry through it in both directions.
+
+The proxy's own tests use plain sockets against an echo server; the last two
+copy a few MiB sftp -> s3 and s3 -> sftp with the OpenSSH sshd 50 ms away,
+and check the bytes, not the speed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import MiB, object_sha256, run_cli, write_random
+from s3ferry.demo import servers as testbed
+from servers.delay_line import DelayLine, LinkSpec, known_hosts_via, link_rate
+
+RTT = 0.050
+
+
+def _echo(conn: socket.socket) -> None:
+    with conn:
+        while data := conn.recv(256 * 1024):
+            conn.sendall(data)
+
+
+def _serve(listener: socket.socket, handler: Callable[[socket.socket], None]) -> None:
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return  # the listener was closed: the test is over
+        threading.Thread(target=handler, args=(conn,), daemon=True).start()
+
+
+@pytest.fixture
+def echo_port() -> Iterator[int]:
+    """A TCP echo server on loopback, one thread per connection."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        threading.Thread(target=_serve, args=(listener, _echo), daemon=True).start()
+        yield listener.getsockname()[1]
+        listener.shutdown(socket.SHUT_RDWR)
+
+
+def exchange(sock: socket.socket, payload: bytes) -> bytes:
+    """Send ``payload`` while reading its echo back (a second thread, so neither side blocks the other)."""
+    sender = threading.Thread(target=sock.sendall, args=(payload,), daemon=True)
+    sender.start()
+    got = bytearray()
+    while len(got) < len(payload):
+        chunk = sock.recv(256 * 1024)
+        assert chunk, "connection closed early"
+        got += chunk
+    sender.join()
+    return bytes(got)
+
+
+def test_round_trip_takes_the_rtt(echo_port: int) -> None:
+    with DelayLine(echo_port, rtt=RTT, rate=125e6) as link, \
+            socket.create_connection(("127.0.0.1", link.port)) as sock:
+        start = time.monotonic()
+        assert exchange(sock, b"hello") == b"hello"
+        first = time.monotonic() - start  # includes the handshake's round trip: 2 RTT
+        times = []
+        for _ in range(5):
+            start = time.monotonic()
+            assert exchange(sock, b"ping") == b"ping"
+            times.append(time.monotonic() - start)
+    assert 2 * RTT <= first < 2 * RTT + 0.1
+    assert min(times) >= RTT
+    assert min(times) < RTT + 0.025  # a busy 2-core machine still answers within a few ms of the RTT
+
+
+def test_bulk_rate_stays_under_the_cap() -> None:
+    cap = 20e6
+    rate = link_rate(LinkSpec(RTT, cap), 16 * MiB)
+    assert 0.8 * cap <= rate <= 1.05 * cap
+
+
+def test_bytes_arrive_intact_and_in_order_both_ways(echo_port: int) -> None:
+    payload = os.urandom(8 * MiB)
+    with DelayLine(echo_port, rtt=RTT, rate=100e6) as link, \
+            socket.create_connection(("127.0.0.1", link.port)) as sock:
+        assert hashlib.sha256(exchange(sock, payload)).digest() == hashlib.sha256(payload).digest()
+
+
+def test_many_connections_at_once(echo_port: int) -> None:
+    results: dict[int, bool] = {}
+
+    def client(n: int, port: int) -> None:
+        payload = os.urandom(128 * 1024)
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            results[n] = exchange(sock, payload) == payload
+
+    with DelayLine(echo_port, rtt=RTT, rate=125e6) as link:
+        start = time.monotonic()
+        threads = [threading.Thread(target=client, args=(n, link.port)) for n in range(50)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        elapsed = time.monotonic() - start
+    assert results == dict.fromkeys(range(50), True)
+    assert elapsed < 20 * RTT  # concurrent: 50 connections one after another would take >= 100 RTT
+
+
+def _swallow_nothing(conn: socket.socket, stop: threading.Event) -> None:
+    with conn:
+        stop.wait(30)
+
+
+def test_a_receiver_that_does_not_read_back_pressures_the_sender() -> None:
+    """The proxy holds at most rate x RTT + slack (+ one read); the rest waits in the kernel, then blocks."""
+    stop = threading.Event()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        threading.Thread(target=_serve, args=(listener, lambda c: _swallow_nothing(c, stop)), daemon=True).start()
+        spec = LinkSpec(RTT, 10e6)
+        with DelayLine(listener.getsockname()[1], spec.rtt, spec.rate) as link, \
+                socket.create_connection(("127.0.0.1", link.port)) as sock:
+            sock.settimeout(1.0)
+            sent = 0
+            with pytest.raises(TimeoutError):
+                while sent < 200 * MiB:
+                    sent += sock.send(bytes(256 * 1024))
+            (conn,) = link.server.connections
+            assert conn.client.outgoing is not None
+            peak = conn.client.outgoing.peak_queued
+            stop.set()
+    assert spec.queue_limit <= peak <= spec.queue_limit + 512 * 1024
+    assert sent < 64 * MiB  # the sender was stopped, not buffered for without bound
+
+
+def test_close_ends_open_connections(echo_port: int) -> None:
+    link = DelayLine(echo_port, rtt=RTT, rate=125e6)
+    with link, socket.create_connection(("127.0.0.1", link.port)) as sock:
+        assert exchange(sock, b"x") == b"x"
+        link.close()
+        sock.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):  # an abort: as good as an end of file here
+            assert sock.recv(1) == b""
+        assert not link.thread.is_alive()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", link.port), timeout=5).close()
+
+
+@pytest.fixture
+def sftp_50ms(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[tuple[DelayLine, list[str]]]:
+    """The test sshd behind a 50 ms, 125 MB/s link; and the cp flags that trust its key on the proxy's port."""
+    with DelayLine(ssh.port, rtt=RTT, rate=125e6) as link:
+        known_hosts = known_hosts_via(ssh.known_hosts, link.port, tmp_path / "known_hosts_wan")
+        yield link, ["--identity", str(ssh.user_key), "--known-hosts", str(known_hosts)]
+
+
+def wan_url(ssh: testbed.SshServer, link: DelayLine, path: Path) -> str:
+    return ssh.url(path).replace(f"@127.0.0.1:{ssh.port}/", f"@127.0.0.1:{link.port}/")
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_sftp_to_s3_across_a_wan(ssh: testbed.SshServer, s3: testbed.SeaweedServer, bucket: str,
+                                 sftp_50ms: tuple[DelayLine, list[str]]) -> None:
+    link, flags = sftp_50ms
+    src = ssh.root / f"wan-up-{bucket}.bin"
+    digest = write_random(src, 5 * MiB + 123)
+    result = run_cli("cp", wan_url(ssh, link, src), f"s3://{bucket}/wan.bin", "--no-progress", *flags)
+    assert result.code == 0, result.stderr
+    assert object_sha256(s3, bucket, "wan.bin") == digest
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_s3_to_sftp_across_a_wan(ssh: testbed.SshServer, bucket: str, tmp_path: Path,
+                                 sftp_50ms: tuple[DelayLine, list[str]]) -> None:
+    link, flags = sftp_50ms
+    local = tmp_path / "wan-down.bin"
+    digest = write_random(local, 5 * MiB + 321)
+    assert run_cli("cp", str(local), f"s3://{bucket}/wan.bin", "--no-progress").code == 0
+    dest = ssh.root / f"wan-down-{bucket}.bin"
+    result = run_cli("cp", f"s3://{bucket}/wan.bin", wan_url(ssh, link, dest), "--no-progress", *flags)
+    assert result.code == 0, result.stderr
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == digest
