@@ -1,6 +1,6 @@
 """SFTP source and destination over asyncssh, with OpenSSH's defaults and trust rules.
 
-* Settings come from ``~/.ssh/config`` (Host, HostName, Port, User,
+* Settings come from ``~/.ssh/config`` (Host, HostName, Port, User, HostKeyAlias,
   IdentityFile, UserKnownHostsFile), default key files and the agent, as with
   ``ssh``; ``--identity``, ``--known-hosts``, ``--host-key`` override them.
 * Host keys are always verified: against known_hosts, or against one pinned
@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import posixpath
+import shlex
 import socket
 import stat as statmod
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -87,14 +89,20 @@ def _cipher_order() -> list[str]:
 
 
 class _TrustingClient(asyncssh.SSHClient):
-    """Records the host key offered; accepts it only when it matches the pin."""
+    """Records the host key offered, and the name it was looked up as; accepts it only when it matches the pin.
+
+    asyncssh asks only after known_hosts did not vouch for the key, with the name it looked up there
+    (``HostKeyAlias`` or the host after ``HostName``), the peer's address and the port.
+    """
 
     def __init__(self, pinned: str | None) -> None:
         self.pinned = pinned
         self.offered: asyncssh.SSHKey | None = None
+        self.looked_up: tuple[str, str, int] = ("", "", 22)
 
     def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
         self.offered = key
+        self.looked_up = (host, addr, port)
         return self.pinned is not None and key.get_fingerprint("sha256") == self.pinned
 
 
@@ -187,33 +195,79 @@ def _jump_address(jump: str) -> tuple[str, int]:
     return host, int(port) if port.isdigit() else 22
 
 
-def _unverified_key_error(who: str, host: str, port: int, known_hosts: Path,
-                          offered: str | None = None) -> HostKeyError:
-    """Unknown or changed, with the command that fixes it (as OpenSSH words it)."""
-    target = f"[{host}]:{port}" if port != 22 else host
-    if _known_hosts_lists_host(known_hosts, host, port, target):
-        now = f" (now {offered})" if offered else ""
-        return HostKeyError(f"host key of {who} has CHANGED{now}; if that is expected, "
-                            f"remove the old entry with: ssh-keygen -R '{target}'")
-    keyscan = f"ssh-keyscan -p {port} {host}" if port != 22 else f"ssh-keyscan {host}"
-    shown = "~/.ssh/known_hosts" if known_hosts == _DEFAULT_KNOWN_HOSTS.expanduser() else str(known_hosts)
-    fix = f"check it, then add it with `{keyscan} >> {shown}`"
+@dataclass(frozen=True)
+class SshTarget:
+    """Where :meth:`SftpEndpoint.connect` really goes, once ``~/.ssh/config`` is applied."""
+
+    host: str  #: after HostName
+    port: int  #: after Port
+    via: str | None  #: "ProxyJump …" or "ProxyCommand …" when the host is not reached directly
+    known_hosts: tuple[Path, ...]  #: the files its host key is looked up in (none when a key is pinned)
+
+
+@dataclass(frozen=True)
+class _KeyLookup:
+    """A host key check as asyncssh made it: known_hosts lines for ``name`` (HostKeyAlias, or the host
+    after HostName) or the peer's address, written ``[name]:port`` (or bare, also tried) in ``files``."""
+
+    host: str  # the host reached, for ssh-keyscan
+    port: int
+    name: str
+    addr: str
+    files: tuple[Path, ...]
+
+    def patterns(self) -> list[str]:
+        """The names known_hosts lines may carry for this check, the most specific first."""
+        found: list[str] = []
+        for name in dict.fromkeys(n for n in (self.name, self.addr) if n):
+            found += [f"[{name}]:{self.port}", name] if self.port != 22 else [name]
+        return found
+
+    def entry(self) -> tuple[str, Path] | None:
+        """The first (pattern, file) with a key recorded for this host: its key has changed."""
+        for path in self.files:
+            try:
+                known = asyncssh.import_known_hosts(path.expanduser().read_text())
+            except (OSError, ValueError, asyncssh.Error):
+                continue  # unreadable or damaged: asyncssh did not take a key from it either
+            for pattern in self.patterns():
+                # Matched as written, port included: one pattern per call (match() would also try bare names)
+                if known.match(pattern, "", None)[0]:
+                    return pattern, path
+        return None
+
+
+def _shown(path: Path) -> str:
+    """A known_hosts path as a shell command line takes it."""
+    return "~/.ssh/known_hosts" if path.expanduser() == _DEFAULT_KNOWN_HOSTS.expanduser() else shlex.quote(str(path))
+
+
+def _unverified_key_error(who: str, lookup: _KeyLookup, offered: str | None = None) -> HostKeyError:
+    """Unknown or changed, with the command that fixes it (as OpenSSH words it).
+
+    A changed key is never answered with "add the new one": that would trust an impostor beside the
+    real key. It is removed (``ssh-keygen -R``) only once the change is known to be expected.
+    """
+    found = lookup.entry()
+    if found:
+        pattern, path = found
+        now = f"it now offers {offered}, " if offered else ""
+        return HostKeyError(
+            f"REMOTE HOST IDENTIFICATION HAS CHANGED for {who}: {now}not the key {_shown(path)} holds for "
+            f"{pattern}. Someone may be intercepting the connection, or the server's key was replaced: ask its "
+            f"administrators; only if the change is expected, remove the old key with "
+            f"`ssh-keygen -R {shlex.quote(pattern)} -f {_shown(path)}` and connect again")
+    pin = f"pin it with --host-key {offered}" if offered else "pin it with --host-key"
+    if not lookup.files:
+        return HostKeyError(f"host key of {who} is not known ({offered}) and no known_hosts file is read "
+                            f"(UserKnownHostsFile none); {pin}")
+    keyscan = f"ssh-keyscan -p {lookup.port} {lookup.host}" if lookup.port != 22 else f"ssh-keyscan {lookup.host}"
+    if lookup.name != lookup.host:  # HostKeyAlias: the line must carry the name that is looked up
+        keyscan += f" | sed 's/^[^ ]*/{lookup.patterns()[0]}/'"
+    fix = f"check it, then add it with `{keyscan} >> {_shown(lookup.files[0])}`"
     if offered:
-        return HostKeyError(f"host key of {who} is not known ({offered}); {fix} or pin it with --host-key {offered}")
+        return HostKeyError(f"host key of {who} is not known ({offered}); {fix} or {pin}")
     return HostKeyError(f"host key of {who} is not known; {fix}")
-
-
-def _known_hosts_lists_host(path: Path, host: str, port: int, target: str) -> bool:
-    try:
-        text = path.read_text()
-    except OSError:
-        return False
-    try:
-        known = asyncssh.import_known_hosts(text)
-        trusted, _, _, _, _, _, _ = known.match(host, "", port)
-    except (ValueError, asyncssh.Error):
-        return False
-    return bool(trusted) or any(target in line.split(" ", 1)[0].split(",") for line in text.splitlines())
 
 
 class SftpEndpoint:
@@ -234,8 +288,11 @@ class SftpEndpoint:
         return str(self.location)
 
     def _connect_kwargs(self, password: str | None) -> dict[str, object]:
+        """asyncssh's options for :meth:`connect` and :meth:`target` (which must agree on where they go)."""
         opts = self.options
         kwargs: dict[str, object] = {
+            "host": self.location.host,
+            "config": (),  # ~/.ssh/config, as ssh reads it (asyncssh's default in connect() only)
             "encryption_algs": _cipher_order(),
             "connect_timeout": opts.connect_timeout,
             "keepalive_interval": 15,
@@ -272,9 +329,9 @@ class SftpEndpoint:
         host = self.location.host
         try:
             # kwargs: one dict of options of mixed types, which no single value type describes
-            conn, _ = await asyncssh.create_connection(lambda: client, host, **kwargs)  # type: ignore[arg-type]
+            conn, _ = await asyncssh.create_connection(lambda: client, **kwargs)  # type: ignore[arg-type]
         except asyncssh.HostKeyNotVerifiable as exc:
-            raise await asyncio.to_thread(self._host_key_error, client) from exc
+            raise await self._host_key_error(client) from exc
         except asyncssh.PermissionDenied as exc:
             raise AuthError(f"authentication failed for {self._endpoint()}: wrong password or key not "
                             "accepted") from exc
@@ -290,22 +347,51 @@ class SftpEndpoint:
             raise translate_error(exc, self.where) from exc
         return conn, sftp
 
+    async def target(self) -> SshTarget:
+        """Where :meth:`connect` goes: its own options, resolved by asyncssh as the connection resolves them."""
+        kwargs = await asyncio.to_thread(self._connect_kwargs, None)  # checks key / known_hosts paths
+        try:
+            opts = await asyncssh.SSHClientConnectionOptions.construct(None, **kwargs)
+        except (asyncssh.Error, OSError, ValueError) as exc:  # ValueError: a bad key file or config line
+            raise UsageError(f"cannot use the SSH settings for {self.location.host}: {exc}") from exc
+        via = None
+        if opts.tunnel:
+            via = f"ProxyJump {opts.tunnel}"
+        elif opts.proxy_command:
+            via = f"ProxyCommand {' '.join(opts.proxy_command)}"
+        return SshTarget(str(opts.host), int(opts.port or 22), via, self._known_hosts_files(opts.known_hosts))
+
+    def _known_hosts_files(self, configured: object) -> tuple[Path, ...]:
+        """The files asyncssh reads host keys from: --known-hosts, else UserKnownHostsFile (and
+        GlobalKnownHostsFile) from ~/.ssh/config, else ~/.ssh/known_hosts."""
+        if self.options.host_key:
+            return ()
+        if self.options.known_hosts is not None:
+            return (self.options.known_hosts,)
+        if configured is None:  # UserKnownHostsFile none
+            return ()
+        if isinstance(configured, list) and configured:
+            return tuple(Path(str(name)).expanduser() for name in configured)
+        return (_DEFAULT_KNOWN_HOSTS.expanduser(),)
+
     def _endpoint(self) -> str:
         user = f"{self.location.user}@" if self.location.user else ""
         return f"{user}{self.location.host}:{self.location.port or 22}"
 
-    def _host_key_error(self, client: _TrustingClient) -> HostKeyError:
+    async def _host_key_error(self, client: _TrustingClient) -> HostKeyError:
         if client.offered is None:
             # The target never offered a key: the check that failed was the jump host's.
             return self._jump_host_key_error()
-        host, port = self.location.host, self.location.port or 22
+        target = await self.target()
+        # The host and port really reached, and the name typed when that differs (a Host alias)
+        who = f"{target.host}:{target.port}"
+        if self.location.host != target.host:
+            who += f" ({self.location.host} in ~/.ssh/config)"
         offered = client.offered.get_fingerprint("sha256")
         if self.options.host_key:
-            return HostKeyError(
-                f"host key of {host}:{port} is {offered}, not the pinned {self.options.host_key}"
-            )
-        known_hosts = self.options.known_hosts or _DEFAULT_KNOWN_HOSTS.expanduser()
-        return _unverified_key_error(f"{host}:{port}", host, port, known_hosts, offered)
+            return HostKeyError(f"host key of {who} is {offered}, not the pinned {self.options.host_key}")
+        name, addr, port = client.looked_up
+        return _unverified_key_error(who, _KeyLookup(target.host, port, name, addr, target.known_hosts), offered)
 
     def _jump_host_key_error(self) -> HostKeyError:
         """The jump host is checked against ~/.ssh/known_hosts, like OpenSSH's ProxyJump."""
@@ -313,7 +399,8 @@ class SftpEndpoint:
             return HostKeyError("host key of the jump host (ProxyJump in ~/.ssh/config) is not known or has "
                                 "changed; check it, then fix its entry in ~/.ssh/known_hosts")
         host, port = _jump_address(self.options.jump)
-        return _unverified_key_error(f"jump host {host}:{port}", host, port, _DEFAULT_KNOWN_HOSTS.expanduser())
+        lookup = _KeyLookup(host, port, host, "", (_DEFAULT_KNOWN_HOSTS.expanduser(),))
+        return _unverified_key_error(f"jump host {host}:{port}", lookup)
 
     async def _checkout(self) -> _Conn:
         while self._idle:

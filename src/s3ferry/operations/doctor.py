@@ -156,23 +156,6 @@ async def _close(writer: asyncio.StreamWriter) -> None:
 
 # -- SFTP ------------------------------------------------------------------------------------------
 
-async def _ssh_target(location: Location) -> tuple[str, int, str | None]:
-    """Host and port after ~/.ssh/config (HostName, Port), and the ProxyJump/ProxyCommand if any."""
-    import asyncssh
-
-    try:
-        opts = await asyncssh.SSHClientConnectionOptions.construct(
-            None, host=location.host, port=location.port or (), username=location.user or ())
-    except (asyncssh.Error, OSError, ValueError):
-        return location.host, location.port or 22, None  # the connection below reports the real problem
-    via = None
-    if opts.tunnel:
-        via = f"ProxyJump {opts.tunnel}"
-    elif opts.proxy_command:
-        via = f"ProxyCommand {' '.join(opts.proxy_command)}"
-    return str(opts.host), int(opts.port or 22), via
-
-
 async def _greeting(reader: asyncio.StreamReader, host: str, port: int, report: _Report) -> str:
     """The server's SSH identification line (RFC 4253 allows other lines before it)."""
     try:
@@ -192,11 +175,16 @@ async def _greeting(reader: asyncio.StreamReader, host: str, port: int, report: 
 async def check_sftp(location: Location, options: TransferOptions, report: _Report) -> None:
     from s3ferry.backends.sftp import SftpSource
 
-    host, port, via = await _ssh_target(location)
+    source = SftpSource(location, options.sftp, options.sftp_block, options.sftp_window)
+    try:
+        target = await source.target()  # host, port and proxy after ~/.ssh/config, as cp's connection has them
+    except UsageError as exc:
+        raise report.fail(_usage_step(exc), exc) from exc
     version = ""
-    if via:
-        report.ok("connect", f"{location.host} is reached through {via}: not probed directly")
+    if target.via:
+        report.ok("connect", f"{location.host} is reached through {target.via}: not probed directly")
     else:
+        host, port = target.host, target.port
         await _resolve(host, port, report, "in the URL, or HostName in ~/.ssh/config")
         reader, writer = await _tcp_connect(host, port, report, "SSH server")
         try:
@@ -204,7 +192,6 @@ async def check_sftp(location: Location, options: TransferOptions, report: _Repo
         finally:
             await _close(writer)
 
-    source = SftpSource(location, options.sftp, options.sftp_block, options.sftp_window)
     try:
         try:
             conn, sftp = await source.connect()  # the transfer's own connection code and trust rules
@@ -218,10 +205,7 @@ async def check_sftp(location: Location, options: TransferOptions, report: _Repo
                                             "(--identity, IdentityFile) or the password (--password-file, "
                                             "S3FERRY_SFTP_PASSWORD); the server's log says which") from exc
         except UsageError as exc:
-            text = str(exc)
-            step = "login" if text.startswith(("--identity", "cannot read --password-file")) else (
-                "host key" if text.startswith(("--known-hosts", "--host-key")) else "handshake")
-            raise report.fail(step, exc) from exc
+            raise report.fail(_usage_step(exc), exc) from exc
         except TransferError as exc:
             raise report.fail("handshake", exc, "the server ended the SSH handshake: its log says why (no shared "
                                                 "algorithm, too many connections, a ban)") from exc
@@ -234,6 +218,16 @@ async def check_sftp(location: Location, options: TransferOptions, report: _Repo
         await _check_path(sftp, location, report)
     finally:
         await source.close()
+
+
+def _usage_step(exc: UsageError) -> str:
+    """The check a bad SFTP option belongs to."""
+    text = str(exc)
+    if text.startswith(("--identity", "cannot read --password-file")):
+        return "login"
+    if text.startswith(("--known-hosts", "--host-key")):
+        return "host key"
+    return "resolve" if text.startswith("cannot use the SSH settings") else "handshake"
 
 
 def _trust_detail(options: TransferOptions, fingerprint: str | None) -> str:
