@@ -1,4 +1,4 @@
-"""The local and SFTP sources run the shared conformance suite (tests/conformance.py)."""
+"""The local and SFTP sources run the shared conformance suite (tests/support/conformance.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from conformance import SourceConformance, TreeConformance
 from s3ferry.backends.local import LocalSource
 from s3ferry.backends.sftp import SftpSource
 from s3ferry.core.options import SftpOptions
 from s3ferry.core.storage import Source
 from s3ferry.core.urls import parse
+from support.conformance import SourceConformance, TreeConformance
 
 
 class TestLocalSource(SourceConformance, TreeConformance):

@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-from conformance import SinkConformance, SourceConformance, TreeConformance
-from conftest import empty_and_delete
 from s3ferry.backends.local import LocalSink
 from s3ferry.backends.s3.sink import S3Sink
 from s3ferry.backends.s3.source import S3Source
@@ -18,6 +16,8 @@ from s3ferry.core.options import S3Options, SftpOptions
 from s3ferry.core.storage import Source
 from s3ferry.core.urls import parse
 from s3ferry.demo import servers as testbed
+from support.conformance import SinkConformance, SourceConformance, TreeConformance
+from support.helpers import empty_and_delete
 
 
 class TestLocalSink(SinkConformance):

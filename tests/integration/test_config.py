@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MiB, object_sha256, run_cli, write_random
 from s3ferry.cli.settings import Config, Endpoint, expand
 from s3ferry.core.urls import parse
 from s3ferry.demo import servers as testbed
+from support.helpers import MiB, object_sha256, run_cli, write_random
 
 
 @pytest.fixture

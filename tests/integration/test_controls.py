@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MiB, object_sha256, run_cli, sftp_flags, write_random
 from s3ferry.demo import servers as testbed
+from support.helpers import MiB, object_sha256, run_cli, sftp_flags, write_random
 
 
 @pytest.mark.usefixtures("s3_env")

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, sftp_flags
 from s3ferry.core.storage import below_root, tree_root
 from s3ferry.demo import servers as testbed
+from support.helpers import run_cli, sftp_flags
 
 OBJECTS = {"a.csv": b"a" * 100, "sub/x.bin": b"x" * 2000, "sub/deep/y.bin": b"y" * 300, "other/z.csv": b"z" * 50}
 BELOW_LINK = {"sub/x.bin", "sub/deep/y.bin"}

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MiB, object_sha256, run_cli, sftp_flags, uploads_for, write_random
 from s3ferry.demo import servers as testbed
+from support.helpers import MiB, object_sha256, run_cli, sftp_flags, uploads_for, write_random
 
 
 def sha256_of(path: Path) -> str:

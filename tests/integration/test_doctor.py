@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_cli, sftp_flags, uploads_for
 from s3ferry.demo import servers as testbed
+from support.helpers import run_cli, sftp_flags, uploads_for
 
 
 def lines(stdout: str) -> dict[str, str]:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MiB, run_cli, sftp_flags, write_random
-from proxy import CuttingProxy
 from s3ferry.demo import servers as testbed
+from servers.proxy import CuttingProxy
+from support.helpers import MiB, run_cli, sftp_flags, write_random
 
 SIZE = 96 * MiB
 PART = 8 * MiB  # a file destination's part size at the defaults (max_memory / 4)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MiB, object_exists, object_sha256, run_cli, sftp_flags, uploads_for, write_random
-from proxy import CuttingProxy
 from s3ferry.core.errors import SourceChangedError
 from s3ferry.demo import servers as testbed
+from servers.proxy import CuttingProxy
+from support.helpers import MiB, object_exists, object_sha256, run_cli, sftp_flags, uploads_for, write_random
 
 
 def assert_one_line_error(stderr: str, *needles: str) -> None:

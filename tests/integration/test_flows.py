@@ -18,16 +18,16 @@ from typing import Any
 
 import pytest
 
-from conftest import MiB, object_sha256, run_cli, sftp_flags, write_random
 from s3ferry.core.errors import UsageError
 from s3ferry.demo import servers as testbed
 from s3ferry.jobs import flowfile
 from s3ferry.jobs.pull import PullSettings
 from s3ferry.jobs.schedule import Cron, Every, parse_duration
 from s3ferry.operations.tree import selected
-from s3proxy import S3FaultProxy
+from servers.s3proxy import S3FaultProxy
+from support.helpers import MiB, object_sha256, run_cli, sftp_flags, write_random
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
 def utc(*args: int) -> datetime:

@@ -19,9 +19,6 @@ from typing import Any
 
 import pytest
 
-from conformance import SourceConformance, TreeConformance
-from conftest import MiB, object_sha256, run_cli, write_random
-from proxy import CuttingProxy
 from s3ferry.backends import ftp
 from s3ferry.backends.ftp import FtpSource
 from s3ferry.core.errors import AuthError, NotFoundError, TransferError, UsageError, UserError
@@ -29,6 +26,9 @@ from s3ferry.core.options import FtpOptions
 from s3ferry.core.storage import Entry, Stat
 from s3ferry.core.urls import parse
 from servers.ftp_server import FtpServer
+from servers.proxy import CuttingProxy
+from support.conformance import SourceConformance, TreeConformance
+from support.helpers import MiB, object_sha256, run_cli, write_random
 
 
 def _serve(factory: pytest.TempPathFactory, name: str, **kwargs: Any) -> Iterator[FtpServer]:

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MiB, run_cli, sftp_flags, write_random
 from s3ferry.demo import servers as testbed
+from support.helpers import MiB, run_cli, sftp_flags, write_random
 
 DISK = 8 * MiB
 BIG = 20 * MiB

@@ -1,6 +1,6 @@
 """Names from an SFTP listing: hostile ones refused by name, ones that are not UTF-8 skipped, the rest copied.
 
-Two servers: a lying one (tests/hostile_sftp.py) that lists names no file
+Two servers: a lying one (tests/servers/hostile_sftp.py) that lists names no file
 system holds -- ``../evil``, ``a/b``, ``/abs``, ``.`` and ``..`` as files, an
 empty name, a NUL, a folder ``../outside`` -- and the real OpenSSH server,
 whose folders hold names that are not UTF-8 (any bytes but ``/`` and NUL are
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, sftp_flags, write_random
-from hostile_sftp import HostileSftpServer, hostile_listing
 from s3ferry.demo import servers as testbed
+from servers.hostile_sftp import HostileSftpServer, hostile_listing
+from support.helpers import run_cli, sftp_flags, write_random
 
 #: what each listed name becomes as a path below the copied folder (refused, all of them)
 HOSTILE_PATHS = {"../evil", "a/b", "/abs", ".", "..", "", "nul\x00name", "../outside", "sub/../evil"}

@@ -10,9 +10,6 @@ from typing import Any
 
 import pytest
 
-from conformance import SourceConformance, read_range, run, stat_of
-from conftest import MiB, Run, object_exists, object_sha256, run_cli, uploads_for, write_random
-from proxy import CuttingProxy
 from s3ferry.backends.http import HttpSource
 from s3ferry.core.errors import (
     AuthError,
@@ -29,6 +26,9 @@ from s3ferry.core.storage import Source
 from s3ferry.core.urls import parse
 from s3ferry.demo.servers import SeaweedServer, free_port
 from servers.http_server import HttpServer
+from servers.proxy import CuttingProxy
+from support.conformance import SourceConformance, read_range, run, stat_of
+from support.helpers import MiB, Run, object_exists, object_sha256, run_cli, uploads_for, write_random
 
 SECRET = "secret123"
 

@@ -3,7 +3,7 @@ flight, a check that fails never touching the file already there, stores without
 
 The objects are written the way other tools write them (a plain SDK put_object stores CRC32; multipart
 uploads with CRC32/SHA-256 COMPOSITE or FULL_OBJECT checksums, or none at all: then only the MD5 ETag),
-and read back through tests/s3proxy.py, which flips one byte of one ranged GET body.
+and read back through tests/servers/s3proxy.py, which flips one byte of one ranged GET body.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from botocore.config import Config
 
-from conftest import MiB, object_exists, object_sha256, run_cli, sftp_flags, write_random
 from s3ferry.demo import servers as testbed
-from s3proxy import S3FaultProxy
+from servers.s3proxy import S3FaultProxy
+from support.helpers import MiB, object_exists, object_sha256, run_cli, sftp_flags, write_random
 
 
 def plain_client(s3: testbed.SeaweedServer, checksums: bool = True) -> Any:

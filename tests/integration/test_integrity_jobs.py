@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from conftest import MiB, object_sha256, run_cli, sftp_flags, write_random
-from proxy import CuttingProxy
 from s3ferry.demo import servers as testbed
 from s3ferry.jobs.push import mark_key
-from s3proxy import S3FaultProxy
+from servers.proxy import CuttingProxy
+from servers.s3proxy import S3FaultProxy
+from support.helpers import MiB, object_sha256, run_cli, sftp_flags, write_random
 
 
 def pull(ssh: testbed.SshServer, folder: Path, bucket: str, *extra: str,

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, sftp_flags
 from s3ferry.core.urls import parse, redact
 from s3ferry.demo import servers as testbed
 from s3ferry.observe.logs import scrub
 from servers.ftp_server import FtpServer
+from support.helpers import run_cli, sftp_flags
 
 #: each name is a trap for one reading or another: a query, a fragment, a percent escape (valid,
 #: invalid), a form-encoded space, and the three wildcards

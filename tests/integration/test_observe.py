@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import MiB, run_cli, sftp_flags, write_random
 from s3ferry.demo import servers as testbed
 from s3ferry.observe.logs import scrub
+from support.helpers import MiB, run_cli, sftp_flags, write_random
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MiB, object_sha256, run_cli, sftp_flags, write_random
 from s3ferry.demo import servers as testbed
-from s3proxy import S3FaultProxy
+from servers.s3proxy import S3FaultProxy
+from support.helpers import MiB, object_sha256, run_cli, sftp_flags, write_random
 
 
 def listing(s3: testbed.SeaweedServer, bucket: str) -> list[str]:

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from conftest import run_cli, sftp_flags
 from s3ferry.core.options import SftpOptions, TransferOptions
 from s3ferry.demo import servers as testbed
 from s3ferry.jobs import JobReport
 from s3ferry.jobs.push import PushSettings, mark_key, push
+from support.helpers import run_cli, sftp_flags
 
 
 class Outbox:

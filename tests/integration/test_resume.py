@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MiB, object_exists, object_sha256, run_cli, sftp_flags, uploads_for, write_random
-from proxy import CuttingProxy
 from s3ferry.demo import servers as testbed
-from s3proxy import S3FaultProxy
+from servers.proxy import CuttingProxy
+from servers.s3proxy import S3FaultProxy
+from support.helpers import MiB, object_exists, object_sha256, run_cli, sftp_flags, uploads_for, write_random
 
 SIZE = 300 * MiB
 PARTS = -(-SIZE // (8 * MiB))  # 38 at the default part size

@@ -1,4 +1,4 @@
-"""Self-test of the S3 fault proxy (tests/s3proxy.py) against the real SeaweedFS."""
+"""Self-test of the S3 fault proxy (tests/servers/s3proxy.py) against the real SeaweedFS."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from conftest import MiB, object_exists, object_sha256, uploads_for
 from s3ferry.demo import servers as testbed
-from s3proxy import S3FaultProxy, operation_name
+from servers.s3proxy import S3FaultProxy, operation_name
+from support.helpers import MiB, object_exists, object_sha256, uploads_for
 
 
 def proxied(s3: testbed.SeaweedServer, proxy: S3FaultProxy) -> Any:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MiB, Run, run_cli, write_random
 from s3ferry.core.redaction import MASK, forms_of, json_printable, printable, register_secret, scrub
 from s3ferry.demo import servers as testbed
 from s3ferry.observe.logs import JsonFormatter, SafeFormatter
 from servers.http_server import HttpServer
+from support.helpers import MiB, Run, run_cli, write_random
 
 
 def shown(run: Run) -> str:

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MiB, object_exists, object_sha256, run_cli, uploads_for, write_random
-from proxy import CuttingProxy
 from s3ferry.core.errors import SourceChangedError
 from s3ferry.demo import servers as testbed
-from s3proxy import S3FaultProxy
+from servers.proxy import CuttingProxy
+from servers.s3proxy import S3FaultProxy
+from support.helpers import MiB, object_exists, object_sha256, run_cli, uploads_for, write_random
 
 # 16 MiB parts and a 16 MiB budget: two whole parts do not fit, so parts stream.
 STREAM = ("--part-size", "16MiB", "--max-memory", "16MiB", "--no-progress")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import object_sha256, run_cli
 from s3ferry.demo import servers as testbed
+from support.helpers import object_sha256, run_cli
 
 
 def test_demo_falls_back_to_an_asyncssh_server(tmp_path: Path, s3: testbed.SeaweedServer, s3_env: dict[str, str],

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import object_sha256, run_cli, sftp_flags
 from s3ferry.demo import servers as testbed
 from s3ferry.operations.tree import Filter, selected
+from support.helpers import object_sha256, run_cli, sftp_flags
 
 TREE = {"a.csv": 1000, "b.tmp": 10, "sub/c.csv": 70_000, "sub/deep/d e.bin": 5 * 1024 * 1024 + 3,
         "sub/ünï.csv": 0, "z/.hidden": 5}

@@ -3,7 +3,7 @@
 A backend joins by subclassing :class:`SourceConformance` in its own test
 module (class name starting with ``Test``) and providing ``root`` (a local
 folder whose files the backend's server serves) and ``make_source(path)``.
-The local and SFTP backends run it in tests/test_conformance.py.
+The local and SFTP backends run it in tests/conformance/test_conformance.py.
 """
 
 from __future__ import annotations

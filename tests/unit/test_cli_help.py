@@ -8,8 +8,8 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from conftest import run_cli
 from s3ferry.cli.app import main
+from support.helpers import run_cli
 
 COMMANDS = sorted(main.commands)
 

@@ -12,7 +12,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from s3ferry.observe import metrics
 
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "s3ferry.json"
 #: labels Prometheus itself attaches (scrape target, Pushgateway grouping) and the histogram's bucket label
 TARGET_LABELS = {"job", "instance", "le"}
