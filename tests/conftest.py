@@ -71,3 +71,13 @@ def trusted_home(clean_env: Path, ssh: testbed.SshServer) -> Path:
     shutil.copy(ssh.user_key, dot / "id_ed25519")
     (dot / "id_ed25519").chmod(0o600)
     return clean_env
+
+
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The config file path s3ferry reads (through S3FERRY_CONFIG); the test writes it."""
+    path = tmp_path / "cfg" / "config.toml"
+    path.parent.mkdir()
+    monkeypatch.setenv("S3FERRY_CONFIG", str(path))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    return path

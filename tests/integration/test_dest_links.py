@@ -14,22 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from s3ferry.core.storage import below_root, tree_root
 from s3ferry.demo import servers as testbed
 from support.helpers import run_cli, sftp_flags
 
 OBJECTS = {"a.csv": b"a" * 100, "sub/x.bin": b"x" * 2000, "sub/deep/y.bin": b"y" * 300, "other/z.csv": b"z" * 50}
 BELOW_LINK = {"sub/x.bin", "sub/deep/y.bin"}
-
-
-def test_the_folders_checked_are_those_below_the_root_given() -> None:
-    assert tree_root("dest/", "dest/sub/x.bin") == "dest"
-    assert below_root("dest", "dest/sub/deep/x.bin") == ["dest/sub", "dest/sub/deep"]
-    assert below_root(".", "./sub/x.bin") == ["./sub"]
-    assert below_root("/srv/in", "/srv/in/x.bin") == []
-    # Nothing is outside "/" (Dask workers root their endpoints there), and an unrelated path has no root.
-    assert tree_root("/", "/srv/in/x.bin") is None and tree_root("dest", "other/x.bin") is None
-    assert below_root(None, "dest/sub/x.bin") == []
 
 
 def upload(s3: testbed.SeaweedServer, bucket: str) -> None:

@@ -142,10 +142,3 @@ def test_first_failure_decides_the_exit_code(ssh: testbed.SshServer, s3_env: dic
     result = run_cli("doctor", f"sftp://me@127.0.0.1:{port}/x", "s3://no-such-bucket-doctor/")
     assert result.code == 1
     assert "2 checks failed: sftp connect, s3 bucket" in result.stderr
-
-
-def test_usage_errors() -> None:
-    result = run_cli("doctor")
-    assert result.code == 2 and "name what to check" in result.stderr
-    result = run_cli("doctor", "https://example.com/x")
-    assert result.code == 2 and "sftp:// and s3://" in result.stderr

@@ -16,7 +16,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from s3ferry.demo import servers as testbed
-from servers.s3proxy import S3FaultProxy, operation_name
+from servers.s3proxy import S3FaultProxy
 from support.helpers import MiB, object_exists, object_sha256, uploads_for
 
 
@@ -45,35 +45,6 @@ def multipart(client: Any, bucket: str, key: str, parts: list[bytes]) -> None:
         etag = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=data)["ETag"]
         done.append({"PartNumber": number, "ETag": etag})
     client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done})
-
-
-@pytest.mark.parametrize(
-    ("method", "target", "headers", "expected"),
-    [
-        ("PUT", "/b/k?partNumber=1&uploadId=u", {}, "UploadPart"),
-        ("PUT", "/b/k?partNumber=1&uploadId=u", {"X-Amz-Copy-Source": "/b/o"}, "UploadPartCopy"),
-        ("PUT", "/b/dir/k%20x", {}, "PutObject"),
-        ("PUT", "/b", {}, "CreateBucket"),
-        ("POST", "/b/k?uploads", {}, "CreateMultipartUpload"),
-        ("POST", "/b/k?uploadId=u", {}, "CompleteMultipartUpload"),
-        ("DELETE", "/b/k?uploadId=u", {}, "AbortMultipartUpload"),
-        ("GET", "/b/k?uploadId=u", {}, "ListParts"),
-        ("GET", "/b?uploads", {}, "ListMultipartUploads"),
-        ("HEAD", "/b/k", {}, "HeadObject"),
-        ("HEAD", "/b", {}, "HeadBucket"),
-        ("GET", "/b/k", {}, "GetObject"),
-        ("GET", "/b?list-type=2&prefix=x", {}, "ListObjects"),
-        ("GET", "/b/", {}, "ListObjects"),
-        ("DELETE", "/b/k", {}, "DeleteObject"),
-        ("DELETE", "/b", {}, "Other"),
-        ("POST", "/b?delete", {}, "Other"),
-        ("GET", "/", {}, "Other"),
-    ],
-)
-def test_operation_names(method: str, target: str, headers: dict[str, str], expected: str) -> None:
-    from multidict import CIMultiDict
-
-    assert operation_name(method, target, CIMultiDict(headers)) == expected
 
 
 def test_requests_pass_through_unchanged(s3: testbed.SeaweedServer, bucket: str) -> None:

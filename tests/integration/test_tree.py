@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from s3ferry.demo import servers as testbed
-from s3ferry.operations.tree import Filter, selected
 from support.helpers import object_sha256, run_cli, sftp_flags
 
 TREE = {"a.csv": 1000, "b.tmp": 10, "sub/c.csv": 70_000, "sub/deep/d e.bin": 5 * 1024 * 1024 + 3,
@@ -35,23 +34,6 @@ def listing(s3: testbed.SeaweedServer, bucket: str, prefix: str = "") -> list[st
 def local_files(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def test_an_include_first_means_only_these() -> None:
-    from s3ferry.cli.app import filter_order
-
-    filters = filter_order(["*.csv"], [], ["cp", "-r", "--include", "*.csv", "a", "b"])
-    assert selected("x.csv", filters) and not selected("x.tmp", filters)
-    both = filter_order(["*.csv"], ["skip*"], ["cp", "--include", "*.csv", "--exclude", "skip*"])
-    assert selected("a.csv", both) and not selected("skip.csv", both) and not selected("a.txt", both)
-
-
-def test_filters_last_match_decides() -> None:
-    only_csv = [Filter("*", include=False), Filter("*.csv", include=True)]
-    assert selected("sub/x.csv", only_csv) and not selected("a.tmp", only_csv)
-    no_tmp = [Filter("*.tmp", include=False)]
-    assert selected("a.csv", no_tmp) and not selected("deep/a.tmp", no_tmp)
-    assert selected("anything", [])
 
 
 @pytest.mark.usefixtures("s3_env")
@@ -141,10 +123,3 @@ def test_tree_of_a_missing_folder(tmp_path: Path, bucket: str) -> None:
     result = run_cli("cp", "-r", str(tmp_path / "nope"), f"s3://{bucket}/x/", "--no-progress")
     assert result.code == 2
     assert "not found" in result.stderr
-
-
-def test_filters_need_recursive(tmp_path: Path) -> None:
-    (tmp_path / "f").write_bytes(b"x")
-    result = run_cli("cp", str(tmp_path / "f"), str(tmp_path / "g"), "--exclude", "*.tmp")
-    assert result.code == 2
-    assert "add -r" in result.stderr

@@ -1,9 +1,11 @@
 """Plain helpers of the tests (no fixtures): files of random bytes, what the test S3 server holds,
-running the installed ``s3ferry`` as a user would."""
+running the installed ``s3ferry`` as a user would and reading what it showed, hostile names."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -76,3 +78,39 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
 
 def sftp_flags(ssh: testbed.SshServer) -> list[str]:
     return ["--identity", str(ssh.user_key), "--known-hosts", str(ssh.known_hosts)]
+
+
+def shown(run: Run) -> str:
+    return run.stdout + run.stderr
+
+
+def key_forms(key: bytes) -> list[str]:
+    """How botocore and Python print an SSE-C key: base64 (header), base64 MD5 (header), repr, hex."""
+    return [base64.b64encode(key).decode(), base64.b64encode(hashlib.md5(key).digest()).decode(),
+            repr(key)[2:-1], key.hex()]
+
+
+#: each name is a trap for one reading or another: a query, a fragment, a percent escape (valid,
+#: invalid), a form-encoded space, and the three wildcards
+HOSTILE = ("q?mark.bin", "a%41.bin", "100%.csv", "hash#tag.bin", "sp ace.bin", "star*.bin", "br[1].bin",
+           "plus+sign.bin")
+
+
+def assert_one_line_error(stderr: str, *needles: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got: {stderr!r}"
+    assert lines[0].startswith("s3ferry: error: ")
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+def pull_flow(name: str, source: str, bucket: str, endpoint: str, ssh: testbed.SshServer | None = None,
+              every: str = "1h") -> str:
+    keys = (f'identity = "{ssh.user_key}"\nknown_hosts = "{ssh.known_hosts}"\n' if ssh else "")
+    return (f'[flows.{name}]\nkind = "pull"\nsource = "{source}"\ndestination = "s3://{bucket}/in/"\n'
+            f'every = "{every}"\nendpoint_url = "{endpoint}"\n{keys}')
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
