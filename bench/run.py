@@ -316,8 +316,8 @@ def sizes_check(bed: tools.Bed, client: S3Client, args: argparse.Namespace, logs
     for n, size in enumerate(args.sizes, start=1):
         write_random(bed.source, size)
         cmd = tools.command("s3ferry", bed, report.human_size(size))
-        runs.append(run_one(cmd, lambda c, r: check(c, r, client, size), logs, n, label=report.human_size(size),
-                            size=size))
+        runs.append(run_one(cmd, lambda c, r, size=size: check(c, r, client, size), logs, n,
+                            label=report.human_size(size), size=size))
         delete_objects(client, [cmd])
         bed.source.unlink()
     return runs

@@ -127,7 +127,7 @@ def test_worker_killed_mid_transfer(cluster: Cluster, ssh: testbed.SshServer, bu
     killer = threading.Thread(target=kill_once_parts_are_stored, daemon=True)
     killer.start()
     try:
-        out, err = proc.communicate(timeout=300)
+        _, err = proc.communicate(timeout=300)
     finally:
         stop.set()
         killer.join(10)

@@ -59,7 +59,8 @@ def test_failed_download_leaves_nothing(tmp_path: Path, bucket: str) -> None:
 
 
 @pytest.mark.usefixtures("s3_env")
-def test_download_of_object_overwritten_midway_is_refused(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer) -> None:
+def test_download_of_object_overwritten_midway_is_refused(tmp_path: Path, bucket: str,
+                                                          s3: testbed.SeaweedServer) -> None:
     import asyncio
 
     from s3ferry.core.errors import SourceChangedError

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -44,13 +45,11 @@ def test_metrics_scraped_during_a_transfer(ssh: testbed.SshServer, bucket: str) 
     try:
         deadline = time.time() + 60
         while proc.poll() is None and time.time() < deadline:
-            try:
+            with contextlib.suppress(OSError):  # not listening yet, or the process just ended
                 seen.append(scrape(f"http://127.0.0.1:{port}/metrics"))
-            except OSError:
-                pass  # not listening yet, or the process just ended
             time.sleep(0.1)
     finally:
-        out, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     moving = [s for s in seen if 0 < value(s, "s3ferry_transferred_bytes_total", direction="sftp_to_s3") < 160 * MiB]
     assert moving, "no scrape caught the transfer in flight"

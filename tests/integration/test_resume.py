@@ -298,7 +298,7 @@ def test_two_processes_never_copy_the_same_pair_at_once(ssh: testbed.SshServer, 
         wait_until(lambda: proxy.complete_seen.is_set(), first)  # the first one is busy completing
         second = run_cli(*args, env={"AWS_ENDPOINT_URL_S3": proxy.url})
         proxy.hold_complete.set()
-        out, err = first.communicate(timeout=120)
+        _, err = first.communicate(timeout=120)
     assert second.code == 2 and "another s3ferry process is copying" in second.stderr
     assert first.returncode == 0, err
     assert object_sha256(s3, bucket, "locked.bin") == expected

@@ -284,14 +284,14 @@ def test_forwards_request_bytes_exactly() -> None:
     ]
     request = b"PUT " + target.encode() + b" HTTP/1.1\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in headers)
     request += b"Connection: keep-alive\r\n\r\n" + body
-    with S3FaultProxy(upstream.port) as proxy:
-        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-            sock.sendall(request)
-            answer = b""
-            while not answer.endswith(b"de"):
-                chunk = sock.recv(65536)
-                assert chunk, answer
-                answer += chunk
+    with S3FaultProxy(upstream.port) as proxy, \
+            socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while not answer.endswith(b"de"):
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
     upstream.thread.join(10)
     first, got_headers, got_body = parse(upstream.received)
     assert first == b"PUT " + target.encode() + b" HTTP/1.1"

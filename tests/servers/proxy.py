@@ -12,6 +12,7 @@ can drive the CLI as a subprocess.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from typing import Self
@@ -45,10 +46,9 @@ class CuttingProxy:
 
     def close(self) -> None:
         self.cut.set()
-        try:
-            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
-        except OSError:
-            pass  # not connected: fine for a listener on some kernels
+        # shutdown wakes the thread blocked in accept(); not connected (OSError) is fine for a listener on some kernels
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         self._thread.join(timeout=5)
         self._close_all()
@@ -57,10 +57,8 @@ class CuttingProxy:
         with self._lock:
             socks, self._socks = self._socks, []
         for sock in socks:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the other side
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already closed by the other side
             sock.close()
 
     def _accept_loop(self) -> None:
@@ -91,10 +89,8 @@ class CuttingProxy:
             pass  # the other pump or close() tore the connection down
         finally:
             for sock in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def _count(self, n: int) -> None:
         with self._lock:

@@ -42,6 +42,7 @@ so tests can drive a client synchronously or as a subprocess::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import re
 import threading
@@ -266,10 +267,8 @@ class S3FaultProxy:
             return
         stop = self._stop_event
         if stop is not None and thread.is_alive() and not loop.is_closed():
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop already finished
                 loop.call_soon_threadsafe(stop.set)
-            except RuntimeError:
-                pass  # the loop already finished
         thread.join(30)
         self._thread = None
 
@@ -357,7 +356,8 @@ class S3FaultProxy:
         ) as upstream:
             payload = await upstream.read()
             rewrite = self.rewrite_listing
-            if rewrite is not None and upstream.status == 200 and operation_name(request.method, raw_path) == "ListObjects":
+            listing = operation_name(request.method, raw_path) == "ListObjects"
+            if rewrite is not None and upstream.status == 200 and listing:
                 payload = rewrite(payload)
             with self._lock:
                 self.body_bytes += len(body) + len(payload)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -129,7 +129,8 @@ class TreeConformance:
     Subclasses provide the same ``root`` / ``make_source`` as :class:`SourceConformance`.
     """
 
-    FILES = {"a.txt": 10, "sub/b.bin": 1000, "sub/deeper/c": 0, "name with space.txt": 3, "sub/ünï.csv": 7}
+    FILES: ClassVar[dict[str, int]] = {"a.txt": 10, "sub/b.bin": 1000, "sub/deeper/c": 0, "name with space.txt": 3,
+                                       "sub/ünï.csv": 7}
 
     @pytest.fixture
     def root(self, tmp_path: Path) -> Path:

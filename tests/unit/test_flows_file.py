@@ -200,7 +200,7 @@ def test_check_reports_every_error_with_its_line(tmp_path: Path) -> None:
     lines = result.stderr.splitlines()
     errors = [line for line in lines if ": warning: " not in line and not line.startswith("s3ferry: ")]
     assert len(errors) == len(EXPECTED), "\n".join(lines)
-    for (number, message), line in zip(EXPECTED, errors):
+    for (number, message), line in zip(EXPECTED, errors, strict=True):
         assert line.startswith(f"{path}:{number}: {message}"), (number, message, line)
     # --check only warns about what may exist on the machine the flows run on
     assert f"{path}:27: flows.\"no dest\": warning: password_env FLOWS_TEST_UNSET_VARIABLE is not set" in lines
@@ -263,7 +263,7 @@ def test_examples_are_valid(name: str) -> None:
     assert result.code == 0, result.stderr
     flows = flowfile.load(EXAMPLES / name, require_env=False).flows
     assert len(flows) == 2 and len(result.stdout.splitlines()) == 2
-    for flow, line in zip(flows.values(), result.stdout.splitlines()):
+    for flow, line in zip(flows.values(), result.stdout.splitlines(), strict=True):
         assert line.startswith(f"{flow.name}: {flow.kind} {flow.source} -> {flow.destination}, ")
     # the key files and password variables they name do not exist here: warnings, not errors
     assert all(": warning: " in line for line in result.stderr.splitlines())
