@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from s3ferry.demo import servers as testbed
+from servers.s3proxy import S3FaultProxy
 from support.helpers import MiB, object_sha256, run_cli, sftp_flags, write_random
 
 
@@ -36,8 +37,6 @@ def _mk(path: Path) -> Path:
 @pytest.mark.usefixtures("s3_env")
 def test_second_tree_copy_sends_nothing_and_reports_every_file_skipped(tmp_path: Path, bucket: str,
                                                                       s3: testbed.SeaweedServer) -> None:
-    from s3proxy import S3FaultProxy
-
     _tree(tmp_path / "src")
     first = run_cli("cp", "-r", str(tmp_path / "src"), f"s3://{bucket}/t/", "--json", "--no-progress")
     assert first.code == 0 and json.loads(first.stdout)["copied"] == 4

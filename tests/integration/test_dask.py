@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from s3ferry.demo import servers as testbed
+from servers.s3proxy import S3FaultProxy
 from support.helpers import MiB, object_sha256, run_cli, sftp_flags, uploads_for, write_random
 
 BIN = Path(sys.executable).parent
@@ -181,8 +182,6 @@ def test_slowdown_on_the_workers_is_retried_with_backoff(cluster: Cluster, tmp_p
                                                          s3: testbed.SeaweedServer) -> None:
     # 60% of the uploads answered 503 SlowDown: Dask's own retry (one, at once) could not carry 16 parts through;
     # the workers back off and retry like the local engine.
-    from s3proxy import S3FaultProxy
-
     src = tmp_path / "slow.bin"
     digest = write_random(src, 16 * 5 * MiB)
     with S3FaultProxy(s3.s3_port, slowdown_rate=0.6, seed=3) as proxy:
@@ -197,8 +196,6 @@ def test_slowdown_on_the_workers_is_retried_with_backoff(cluster: Cluster, tmp_p
 
 def test_a_part_refused_on_a_worker_fails_with_one_line(cluster: Cluster, tmp_path: Path, bucket: str,
                                                         s3: testbed.SeaweedServer) -> None:
-    from s3proxy import S3FaultProxy
-
     src = tmp_path / "refused.bin"
     write_random(src, 12 * 5 * MiB)
     with S3FaultProxy(s3.s3_port) as proxy:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from s3ferry.demo import servers as testbed
+from servers.s3proxy import S3FaultProxy
 from support.helpers import MiB, object_sha256, run_cli, sftp_flags, uploads_for, write_random
 
 
@@ -136,8 +137,6 @@ def test_sftp_destination_under_a_file_is_refused(tmp_path: Path, ssh: testbed.S
 @pytest.mark.parametrize("size,copy_part", [(12 * MiB, "256MiB"), (23 * MiB + 1, "5MiB")])
 def test_s3_to_s3_is_server_side(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer, size: int,
                                  copy_part: str) -> None:
-    from s3proxy import S3FaultProxy
-
     digest = upload(tmp_path, bucket, "orig.bin", size)
     with S3FaultProxy(s3.s3_port) as proxy:
         result = run_cli("cp", f"s3://{bucket}/orig.bin", f"s3://{bucket}/copies/", "--no-progress",

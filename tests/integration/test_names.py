@@ -16,6 +16,7 @@ import pytest
 
 from s3ferry.demo import servers as testbed
 from servers.ftp_server import FtpServer
+from servers.s3proxy import S3FaultProxy
 from support.helpers import HOSTILE, run_cli, sftp_flags
 
 
@@ -195,8 +196,6 @@ def test_one_match_goes_to_a_file_destination_and_many_into_a_folder(tmp_path: P
 
 @pytest.mark.usefixtures("s3_env")
 def test_s3_pattern_lists_only_its_own_folder(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer) -> None:
-    from s3proxy import S3FaultProxy
-
     written = put_all(s3, bucket, "wide/", ("a.csv", "b.txt"))
     client = s3.client()
     with ThreadPoolExecutor(8) as pool:  # more keys below than one listing page holds (1000)

@@ -287,7 +287,7 @@ def test_push_of_an_empty_outbox(box: Outbox) -> None:
 
 
 def test_hostile_key_refused_on_push(box: Outbox, s3: testbed.SeaweedServer, ssh: testbed.SshServer) -> None:
-    from s3proxy import S3FaultProxy
+    from servers.s3proxy import S3FaultProxy
 
     box.put("f.csv", b"fine")
     box.put("g.csv", b"also fine")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from s3ferry.demo import servers as testbed
+from servers.s3proxy import S3FaultProxy
 from support.helpers import object_sha256, run_cli, sftp_flags
 
 TREE = {"a.csv": 1000, "b.tmp": 10, "sub/c.csv": 70_000, "sub/deep/d e.bin": 5 * 1024 * 1024 + 3,
@@ -55,8 +56,6 @@ def test_sftp_tree_to_s3_and_back_to_local(tmp_path: Path, bucket: str, s3: test
 
 @pytest.mark.usefixtures("s3_env")
 def test_include_exclude_in_command_line_order(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer) -> None:
-    from s3proxy import S3FaultProxy
-
     make_tree(tmp_path / "src")
     with S3FaultProxy(s3.s3_port) as proxy:
         result = run_cli("cp", "-r", str(tmp_path / "src"), f"s3://{bucket}/", "--exclude", "*", "--include",
@@ -80,8 +79,6 @@ def test_local_tree_to_sftp(tmp_path: Path, ssh: testbed.SshServer) -> None:
 
 @pytest.mark.usefixtures("s3_env")
 def test_s3_prefix_to_s3_prefix_server_side(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer) -> None:
-    from s3proxy import S3FaultProxy
-
     digests = make_tree(tmp_path / "src")
     assert run_cli("cp", "-r", str(tmp_path / "src"), f"s3://{bucket}/a/", "--no-progress").code == 0
     with S3FaultProxy(s3.s3_port) as proxy:
@@ -98,8 +95,6 @@ def test_s3_prefix_to_s3_prefix_server_side(tmp_path: Path, bucket: str, s3: tes
 @pytest.mark.parametrize("to_sftp", [False, True], ids=["to-local", "to-sftp"])
 def test_hostile_names_from_a_listing_are_refused(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer,
                                                   ssh: testbed.SshServer, to_sftp: bool) -> None:
-    from s3proxy import S3FaultProxy
-
     make_tree(tmp_path / "src")
     assert run_cli("cp", "-r", str(tmp_path / "src"), f"s3://{bucket}/p/", "--no-progress").code == 0
     # SeaweedFS itself refuses such keys; a hostile server would list them.
