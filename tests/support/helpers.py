@@ -11,6 +11,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from s3ferry.demo import servers as testbed
 
@@ -112,5 +113,5 @@ def pull_flow(name: str, source: str, bucket: str, endpoint: str, ssh: testbed.S
             f'every = "{every}"\nendpoint_url = "{endpoint}"\n{keys}')
 
 
-def json_lines(text: str) -> list[dict]:
+def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -21,8 +21,8 @@ from support.helpers import MiB, json_lines, pull_flow, run_cli
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def nexts(expr: str, start: datetime, count: int = 3) -> list[datetime]:
@@ -315,7 +315,7 @@ password_file = "secret.txt"
     assert flow_in.options.sftp.jump == "me@bastion.example.com"
     assert isinstance(flow_in.settings, PullSettings)
     assert (flow_in.settings.settle, flow_in.settings.retention_days) == (120.0, 7.5)
-    assert flow_out.settings.retry_failed and not isinstance(flow_out.settings, PullSettings)
+    assert not isinstance(flow_out.settings, PullSettings) and flow_out.settings.retry_failed
     # include = only these; exclude removes from them
     assert [selected(p, flow_in.settings.filters) for p in ("a.csv.gz", "x/b.json", "tmp/c.csv.gz", "d.txt")] == [
         True, True, False, False]
