@@ -1,13 +1,18 @@
 # make demo  -- install, start embedded sshd + SeaweedFS, run a real 1 GiB transfer
-# make test  -- install what the tests need (sshd via apt when root), run the suite
+# make test  -- install what the tests need (sshd via apt when root), run every tier: unit, conformance, integration
+#              (make test-unit: no server at all, seconds; test-conformance, test-integration: real servers)
+# make lint  -- the gates: ruff, mypy --strict, lint-imports (make -k lint runs all of them whatever fails)
 # make bench -- s3ferry vs rclone vs s5cmd on the same 2 GiB file (docs/benchmarks.md)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.s3ferry-installed
 PYTEST_ARGS ?=
+# the tests and gates read this checkout's sources, whatever an editable install of the venv points at
+export PYTHONPATH := $(CURDIR)/src$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: demo test bench sysdeps install clean
+.PHONY: demo test test-unit test-conformance test-integration lint lint-ruff lint-mypy lint-imports bench sysdeps \
+	install clean
 
 install: $(STAMP)
 
@@ -35,8 +40,28 @@ sysdeps:
 demo: $(STAMP) sysdeps
 	$(BIN)/s3ferry demo
 
+# every tier, unit first (testpaths in pyproject.toml): it fails in seconds when something basic is broken
 test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/unit
+
+test-conformance test-integration: test-%: $(STAMP) sysdeps
+	$(BIN)/python -m pytest $(PYTEST_ARGS) tests/$*
+
+lint: lint-ruff lint-mypy lint-imports
+
+lint-ruff: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+# files and strictness from [tool.mypy] in pyproject.toml
+lint-mypy: $(STAMP)
+	$(BIN)/mypy --strict
+
+# the layer contracts of [tool.importlinter]
+lint-imports: $(STAMP)
+	$(BIN)/lint-imports
 
 bench: $(STAMP) sysdeps
 	$(BIN)/python bench/run.py

@@ -96,7 +96,7 @@ def run_rounds(args: argparse.Namespace, size: int, base: Path) -> None:
                     rss[mode].append(res.peak_rss_bytes)
                     print(f"round {r + 1} {mode:5s} {res.wall_s:7.2f} s  {size / res.wall_s / 1e6:6.1f} MB/s  "
                           f"coordinator peak RSS {res.peak_rss_bytes / 1e6:6.1f} MB", flush=True)
-            ratios = [d / loc for d, loc in zip(walls["dask"], walls["local"])]
+            ratios = [d / loc for d, loc in zip(walls["dask"], walls["local"], strict=True)]
             print(f"\nmedian wall: local {statistics.median(walls['local']):.2f} s, dask "
                   f"{statistics.median(walls['dask']):.2f} s; dask/local per round "
                   f"{' '.join(f'{x:.3f}' for x in ratios)}, median {statistics.median(ratios):.3f}")

@@ -1,4 +1,5 @@
-"""Real servers for the whole session: OpenSSH sshd and SeaweedFS on loopback.
+"""Fixtures only (helpers are in support/helpers.py). Real servers for the whole session: OpenSSH sshd and
+SeaweedFS on loopback, started only by the tests that ask for them (no server fixture is autouse).
 
 Every test runs with HOME pointing at an empty folder and without ssh-agent
 or AWS variables from the outside, so nothing from the developer's own
@@ -7,21 +8,16 @@ or AWS variables from the outside, so nothing from the developer's own
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from s3ferry.demo import servers as testbed
-
-MiB = 1024 * 1024
+from support.helpers import empty_and_delete
 
 
 @pytest.fixture(scope="session")
@@ -47,17 +43,6 @@ def bucket(s3: testbed.SeaweedServer) -> Iterator[str]:
     client.create_bucket(Bucket=name)
     yield name
     empty_and_delete(client, name)
-
-
-def empty_and_delete(client: object, name: str) -> None:
-    """Remove a test bucket: SeaweedFS gives each bucket its own volumes, a finite supply."""
-    for up in client.list_multipart_uploads(Bucket=name).get("Uploads", []):  # type: ignore[attr-defined]
-        client.abort_multipart_upload(Bucket=name, Key=up["Key"], UploadId=up["UploadId"])  # type: ignore[attr-defined]
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=name)  # type: ignore[attr-defined]
-    for page in pages:
-        for obj in page.get("Contents", []):
-            client.delete_object(Bucket=name, Key=obj["Key"])  # type: ignore[attr-defined]
-    client.delete_bucket(Bucket=name)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(autouse=True)
@@ -88,53 +73,11 @@ def trusted_home(clean_env: Path, ssh: testbed.SshServer) -> Path:
     return clean_env
 
 
-def write_random(path: Path, size: int) -> str:
-    """Write ``size`` random bytes; return their SHA-256."""
-    digest = hashlib.sha256()
-    with open(path, "wb") as fh:
-        left = size
-        while left:
-            block = os.urandom(min(8 * MiB, left))
-            digest.update(block)
-            fh.write(block)
-            left -= len(block)
-    return digest.hexdigest()
-
-
-def object_sha256(s3: testbed.SeaweedServer, bucket: str, key: str) -> str:
-    body = s3.client().get_object(Bucket=bucket, Key=key)["Body"]
-    digest = hashlib.sha256()
-    for chunk in iter(lambda: body.read(8 * MiB), b""):
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def uploads_for(s3: testbed.SeaweedServer, bucket: str, key: str | None = None) -> list[dict[str, object]]:
-    found = s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
-    return [u for u in found if key is None or u["Key"] == key]
-
-
-def object_exists(s3: testbed.SeaweedServer, bucket: str, key: str) -> bool:
-    listing = s3.client().list_objects_v2(Bucket=bucket, Prefix=key)
-    return any(o["Key"] == key for o in listing.get("Contents", []))
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Run:
-    """Run the installed ``s3ferry`` as a user would (a separate process)."""
-    script = Path(sys.executable).with_name("s3ferry")
-    proc = subprocess.run(
-        [str(script), *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
-    )
-    return Run(proc.returncode, proc.stdout, proc.stderr)
-
-
-def sftp_flags(ssh: testbed.SshServer) -> list[str]:
-    return ["--identity", str(ssh.user_key), "--known-hosts", str(ssh.known_hosts)]
+@pytest.fixture
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The config file path s3ferry reads (through S3FERRY_CONFIG); the test writes it."""
+    path = tmp_path / "cfg" / "config.toml"
+    path.parent.mkdir()
+    monkeypatch.setenv("S3FERRY_CONFIG", str(path))
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    return path

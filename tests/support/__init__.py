@@ -1,0 +1,1 @@
+"""Helpers the tests import (``support.helpers``) and the shared conformance suites (``support.conformance``)."""

@@ -1,0 +1,117 @@
+"""Plain helpers of the tests (no fixtures): files of random bytes, what the test S3 server holds,
+running the installed ``s3ferry`` as a user would and reading what it showed, hostile names."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from s3ferry.demo import servers as testbed
+
+MiB = 1024 * 1024
+
+
+def empty_and_delete(client: object, name: str) -> None:
+    """Remove a test bucket: SeaweedFS gives each bucket its own volumes, a finite supply."""
+    for up in client.list_multipart_uploads(Bucket=name).get("Uploads", []):  # type: ignore[attr-defined]
+        client.abort_multipart_upload(Bucket=name, Key=up["Key"], UploadId=up["UploadId"])  # type: ignore[attr-defined]
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=name)  # type: ignore[attr-defined]
+    for page in pages:
+        for obj in page.get("Contents", []):
+            client.delete_object(Bucket=name, Key=obj["Key"])  # type: ignore[attr-defined]
+    client.delete_bucket(Bucket=name)  # type: ignore[attr-defined]
+
+
+def write_random(path: Path, size: int) -> str:
+    """Write ``size`` random bytes; return their SHA-256."""
+    digest = hashlib.sha256()
+    with open(path, "wb") as fh:
+        left = size
+        while left:
+            block = os.urandom(min(8 * MiB, left))
+            digest.update(block)
+            fh.write(block)
+            left -= len(block)
+    return digest.hexdigest()
+
+
+def object_sha256(s3: testbed.SeaweedServer, bucket: str, key: str) -> str:
+    body = s3.client().get_object(Bucket=bucket, Key=key)["Body"]
+    digest = hashlib.sha256()
+    for chunk in iter(lambda: body.read(8 * MiB), b""):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def uploads_for(s3: testbed.SeaweedServer, bucket: str, key: str | None = None) -> list[dict[str, object]]:
+    found = s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    return [u for u in found if key is None or u["Key"] == key]
+
+
+def object_exists(s3: testbed.SeaweedServer, bucket: str, key: str) -> bool:
+    listing = s3.client().list_objects_v2(Bucket=bucket, Prefix=key)
+    return any(o["Key"] == key for o in listing.get("Contents", []))
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Run:
+    """Run the installed ``s3ferry`` as a user would (a separate process)."""
+    script = Path(sys.executable).with_name("s3ferry")
+    proc = subprocess.run(
+        [str(script), *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+    )
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def sftp_flags(ssh: testbed.SshServer) -> list[str]:
+    return ["--identity", str(ssh.user_key), "--known-hosts", str(ssh.known_hosts)]
+
+
+def shown(run: Run) -> str:
+    return run.stdout + run.stderr
+
+
+def key_forms(key: bytes) -> list[str]:
+    """How botocore and Python print an SSE-C key: base64 (header), base64 MD5 (header), repr, hex."""
+    return [base64.b64encode(key).decode(), base64.b64encode(hashlib.md5(key).digest()).decode(),
+            repr(key)[2:-1], key.hex()]
+
+
+#: each name is a trap for one reading or another: a query, a fragment, a percent escape (valid,
+#: invalid), a form-encoded space, and the three wildcards
+HOSTILE = ("q?mark.bin", "a%41.bin", "100%.csv", "hash#tag.bin", "sp ace.bin", "star*.bin", "br[1].bin",
+           "plus+sign.bin")
+
+
+def assert_one_line_error(stderr: str, *needles: str) -> None:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line, got: {stderr!r}"
+    assert lines[0].startswith("s3ferry: error: ")
+    assert "Traceback" not in stderr
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
+
+
+def pull_flow(name: str, source: str, bucket: str, endpoint: str, ssh: testbed.SshServer | None = None,
+              every: str = "1h") -> str:
+    keys = (f'identity = "{ssh.user_key}"\nknown_hosts = "{ssh.known_hosts}"\n' if ssh else "")
+    return (f'[flows.{name}]\nkind = "pull"\nsource = "{source}"\ndestination = "s3://{bucket}/in/"\n'
+            f'every = "{every}"\nendpoint_url = "{endpoint}"\n{keys}')
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
