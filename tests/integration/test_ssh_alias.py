@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, write_random
 from s3ferry.demo import servers as testbed
+from support.helpers import run_cli, write_random
 
 #: where the known_hosts file comes from: "flag" (--known-hosts), "config" (UserKnownHostsFile), "default"
 SOURCES = ("flag", "config", "default")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MiB, object_sha256, run_cli, write_random
 from s3ferry.demo import servers as testbed
 from servers.delay_line import DelayLine, LinkSpec, known_hosts_via, link_rate
+from support.helpers import MiB, object_sha256, run_cli, write_random
 
 RTT = 0.050
 

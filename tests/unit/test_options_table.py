@@ -17,7 +17,7 @@ from s3ferry.core.options import OptionError, TransferOptions
 from s3ferry.core.optionspec import COMMANDS, OPTIONS, flows_options, options_of
 from s3ferry.jobs.flowfile import SPECS, flow_where, load
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 #: flows-file keys that are not options: what a flow is, where it goes, when, and whose password
 FLOW_STRUCTURE = {"kind", "source", "destination", "schedule", "every", "password_env"}
 OUTPUT = {"--json", "-q", "--quiet", "-v", "--verbose", "--log-format", "--debug"}
