@@ -25,7 +25,7 @@ to ``push --retry-failed`` unless they have changed since (a new version is
 a new delivery); ``--retry-failed`` works through the queue, dropping
 objects deleted or delivered since. Two runs of one push never overlap: the
 second finds the job's lock held and is skipped. Every transition of the
-sftp-lambda push state table is covered by tests/test_push.py.
+sftp-lambda push state table is covered by tests/integration/test_push.py.
 """
 
 from __future__ import annotations
