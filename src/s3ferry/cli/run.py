@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # loaded by the command itself: `s3ferry --help` stays fast
     from s3ferry.jobs.flowfile import Flow, FlowFile
     from s3ferry.jobs.runner import Scheduler
 
+log = logging.getLogger("s3ferry")
 #: what the service says it does (the plan on start, reloads): shown unless -q, in the log format chosen
 service_log = logging.getLogger("s3ferry.service")
 
@@ -157,8 +158,7 @@ def reload_flows(scheduler: Scheduler, flows_file: Path, selected: Sequence[str]
         flows = runner.with_state_dir(chosen(loaded, selected, flows_file), state_dir)
     except UsageError as exc:
         first = f" (first: {loaded.errors[0].format(str(flows_file))})" if loaded and loaded.errors else ""
-        logging.getLogger("s3ferry").error(printable(f"reload refused: {exc}{first}; the flows loaded before "
-                                                     "keep running"))
+        log.error(printable(f"reload refused: {exc}{first}; the flows loaded before keep running"))
         return
     added, changed, removed = scheduler.replace(flows)
     news = ", ".join(f"{word}: {', '.join(names)}" for word, names in
