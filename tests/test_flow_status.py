@@ -93,6 +93,12 @@ def test_a_push_to_an_unreachable_host_stays_failed_while_objects_wait(
     assert third.code == 1
     summary = next(line for line in third.stdout.splitlines() if line.startswith("out: "))
     assert "3 WAITING" in summary and "skipped" not in summary
+    # a plain push of the same outbox and destination says the same, without a flow name
+    plain = run_cli("push", "--state-dir", str(failing.state), "--endpoint-url", s3.endpoint,
+                    f"s3://{bucket}/outbox/", f"sftp://etl@127.0.0.1:{failing.port}/inbox/")
+    assert plain.code == 1 and "3 WAITING" in plain.stdout, plain.stderr
+    (line,) = error_lines(plain)
+    assert line.startswith("s3ferry: error: 3 objects wait in the retry queue")
     # the last-success metric does not move for the failing flow (the good one shows it does for a good run)
     flows = runner.with_state_dir(list(flowfile.load(failing.path).flows.values()), failing.state)
     outcomes: list[runner.Outcome] = []
