@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,13 +111,17 @@ def next_run(flow: Flow, last: RunRecord | None) -> float:
     return flow.schedule.next_after(datetime.fromtimestamp(last.started, UTC)).timestamp()
 
 
-async def open_existing(state_dir: Path) -> Journal | None:
-    """The journal of ``state_dir`` if there is one (reading never creates one)."""
+@asynccontextmanager
+async def existing_journal(state_dir: Path) -> AsyncIterator[Journal | None]:
+    """The journal of ``state_dir`` if there is one (reading never creates one), closed on the way out."""
     from s3ferry.engine.journal import Journal, open_journal
 
-    if not Journal(state_dir).path.exists():
-        return None
-    return await open_journal(state_dir, required=True)
+    journal = await open_journal(state_dir, required=True) if Journal(state_dir).path.exists() else None
+    try:
+        yield journal
+    finally:
+        if journal is not None:
+            await journal.close()
 
 
 async def flow_status(journal: Journal | None, name: str, kind: str, source: str, destination: str,
@@ -134,26 +139,19 @@ async def statuses(flows: Sequence[Flow] | None, selected: Sequence[str], state_
     found: list[FlowStatus] = []
     if flows is not None:
         for flow in flows:
-            journal = await open_existing(flow.options.state_dir or state_dir)
-            try:
+            async with existing_journal(flow.options.state_dir or state_dir) as journal:
                 found.append(await flow_status(journal, flow.name, flow.kind, str(flow.source),
                                                str(flow.destination), flow))
-            finally:
-                if journal is not None:
-                    await journal.close()
         return found
-    journal = await open_existing(state_dir)
-    if journal is None:
-        return found
-    try:
+    async with existing_journal(state_dir) as journal:
+        if journal is None:
+            return found
         for name in await journal.flows():
             if selected and name not in selected:
                 continue
             last = await journal.last_run(name)
             assert last is not None  # the name comes from a recorded run
             found.append(await flow_status(journal, name, last.kind, last.source, last.destination, None))
-    finally:
-        await journal.close()
     return found
 
 
@@ -204,13 +202,10 @@ def event_dict(event: HistoryEvent) -> dict[str, object]:
 
 async def read_history(state_dir: Path, selected: Sequence[str], since: float | None, failed: bool,
                        limit: int) -> list[HistoryEvent]:
-    journal = await open_existing(state_dir)
-    if journal is None:
-        return []
-    try:
+    async with existing_journal(state_dir) as journal:
+        if journal is None:
+            return []
         return await journal.history(selected, None if since is None else time.time() - since, failed, limit)
-    finally:
-        await journal.close()
 
 
 @main.command(epilog=EXAMPLES_HISTORY)
