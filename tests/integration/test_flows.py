@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -18,57 +15,20 @@ import pytest
 
 from s3ferry.demo import servers as testbed
 from servers.s3proxy import S3FaultProxy
-from support.helpers import MiB, json_lines, object_sha256, pull_flow, run_cli, sftp_flags, write_random
+from support.helpers import (
+    LineReader,
+    MiB,
+    json_lines,
+    object_sha256,
+    pull_flow,
+    run_cli,
+    sftp_flags,
+    start_run,
+    stop,
+    write_random,
+)
 
 # -- running ----------------------------------------------------------------------------------------------------
-
-
-class LineReader:
-    """Lines of a child's stream, read by a thread, so the test can wait for them with a deadline."""
-
-    def __init__(self, stream: object) -> None:
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-
-        def pump() -> None:
-            for line in stream:  # type: ignore[attr-defined]
-                self.seen.append(line)
-                self.lines.put(line)
-
-        threading.Thread(target=pump, daemon=True).start()
-
-    def next_json(self, timeout: float) -> dict:
-        return json.loads(self.lines.get(timeout=timeout))
-
-    def next_report(self, timeout: float) -> dict:
-        """The next JSON line of a run that ran (skipped times are passed over)."""
-        for _ in range(100):
-            if (found := self.next_json(timeout))["status"] != "skipped":
-                return found
-        raise AssertionError(f"only skipped runs: {self.seen[-3:]}")
-
-    def wait_for(self, text: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if text in line:
-                return line
-        raise AssertionError(f"no line with {text!r} in {timeout} s: {self.seen}")
-
-
-def start_run(*args: str) -> subprocess.Popen[str]:
-    script = Path(sys.executable).with_name("s3ferry")
-    return subprocess.Popen([str(script), "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
-
-
-def stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.mark.usefixtures("s3_env")

@@ -50,6 +50,7 @@ from s3ferry.core.errors import (
     S3FerryError,
     SourceChangedError,
     TransferError,
+    UnreachableError,
     UsageError,
 )
 from s3ferry.core.options import SftpOptions
@@ -339,7 +340,7 @@ class SftpEndpoint:
             raise UsageError(f"cannot resolve host {host!r}: {exc.strerror}") from exc
         except (TimeoutError, OSError, asyncssh.Error) as exc:
             reason = exc.reason if isinstance(exc, asyncssh.Error) else None
-            raise TransferError(f"cannot connect to {self._endpoint()}: {reason or exc}") from exc
+            raise UnreachableError(f"cannot connect to {self._endpoint()}: {reason or exc}") from exc
         self._all.append(conn)
         try:
             sftp = await conn.start_sftp_client()

@@ -256,7 +256,7 @@ def _copy_glob_cli(src: str, dst: str, options: TransferOptions, transfers: int,
 
 def _job_output(report: Any, as_json: bool) -> None:
     click.echo(json.dumps(report.as_dict()) if as_json else report.summary())
-    if report.failed:
+    if report.exit_code:  # files failed, the run failed, or objects wait in the retry queue
         sys.exit(report.exit_code)
 
 

@@ -10,7 +10,8 @@ asyncssh, OS errors) are translated at the backend boundary with
 
     S3FerryError                      exit 1
     ├── TransferError                 exit 1   (connection lost, server 5xx; retryable)
-    │   └── SourceChangedError        exit 1   (size or mtime changed mid-transfer)
+    │   ├── SourceChangedError        exit 1   (size or mtime changed mid-transfer)
+    │   └── UnreachableError          exit 1   (no connection to the endpoint at all)
     ├── UserError                     exit 2
     │   ├── UsageError                         (bad URL or option)
     │   ├── NotFoundError                      (source, bucket)
@@ -51,6 +52,10 @@ class SourceChangedError(TransferError):
     """The source changed while it was being read."""
 
     retryable = False
+
+
+class UnreachableError(TransferError):
+    """No connection to the endpoint at all (refused, timed out): every file of a run would fail the same way."""
 
 
 class UserError(S3FerryError):

@@ -36,7 +36,8 @@ Kind = Literal["text", "int", "float", "size", "path", "file", "choice", "flag",
                "age"]
 
 CP, PULL, PUSH, RUN, DOCTOR, UPLOADS, CANCEL, DEMO = "cp", "pull", "push", "run", "doctor", "uploads", "cancel", "demo"
-COMMANDS = (CP, PULL, PUSH, RUN, DOCTOR, UPLOADS, CANCEL, DEMO)
+STATUS, HISTORY = "status", "history"
+COMMANDS = (CP, PULL, PUSH, RUN, STATUS, HISTORY, DOCTOR, UPLOADS, CANCEL, DEMO)
 JOBS = frozenset({PULL, PUSH})
 TRANSFERS = frozenset({CP, PULL, PUSH})  # the commands that copy files
 #: every command that does work against an endpoint: they share the output options
@@ -46,6 +47,8 @@ TO_S3 = frozenset({CP, PULL, PUSH, DOCTOR, UPLOADS, CANCEL})
 #: commands that write S3 objects (push reads S3 and writes files)
 WRITES_S3 = frozenset({CP, PULL})
 FLOW_KINDS = ("pull", "push")
+#: the commands that read what the jobs recorded in the journal
+READERS = frozenset({STATUS, HISTORY})
 
 
 @dataclass(frozen=True)
@@ -128,14 +131,17 @@ OUTPUT = (
        help="With --pushgateway: also push every SECONDS during the command (0: only at the end)."),
     _o("no_progress", "--no-progress", kind="flag", commands=TRANSFERS,
        help="No progress bar (also off when stderr is not a terminal)."),
-    _o("json", "--json", kind="flag", dest="as_json", commands=WORKERS, help="Print the result as one JSON object.",
+    _o("json", "--json", kind="flag", dest="as_json", commands=WORKERS | READERS,
+       help="Print the result as one JSON object.",
        variants={PULL: Variant("Print the report as one JSON object."),
                  PUSH: Variant("Print the report as one JSON object."),
                  RUN: Variant('One JSON object per run (with "flow": NAME).'),
                  DOCTOR: Variant("One JSON object per check."),
                  UPLOADS: Variant("One JSON object per upload."),
-                 CANCEL: Variant("One JSON object per aborted upload.")}),
-    _o("debug", "--debug", kind="flag", commands=WORKERS, help="Show tracebacks and debug logs."),
+                 CANCEL: Variant("One JSON object per aborted upload."),
+                 STATUS: Variant("One JSON object per flow."),
+                 HISTORY: Variant("One JSON object per file copied or failed.")}),
+    _o("debug", "--debug", kind="flag", commands=WORKERS | READERS, help="Show tracebacks and debug logs."),
 )
 
 ENGINE = (
@@ -186,11 +192,14 @@ TREES = (
        commands=TRANSFERS, help="Where the work runs: here, or on a Dask cluster (docs/distributed.md)."),
     _o("scheduler", "--scheduler", envvar="S3FERRY_DASK_SCHEDULER", metavar="tcp://HOST:8786", commands=TRANSFERS,
        help="The Dask scheduler for --executor dask (or S3FERRY_DASK_SCHEDULER)."),
-    _o("state_dir", "--state-dir", kind="path", envvar="S3FERRY_STATE_DIR", commands=TRANSFERS | {RUN, UPLOADS, CANCEL},
+    _o("state_dir", "--state-dir", kind="path", envvar="S3FERRY_STATE_DIR",
+       commands=TRANSFERS | READERS | {RUN, UPLOADS, CANCEL},
        targets=("state_dir",), **_flows("state_dir"),
        help="Where the resume journal lives (default: ~/.local/state/s3ferry).",
        variants={RUN: Variant("Journal and locks of the flows that name no state_dir "
-                              "(default: ~/.local/state/s3ferry).")}),
+                              "(default: ~/.local/state/s3ferry)."),
+                 **dict.fromkeys(READERS, Variant("The journal to read, of the flows that name no state_dir "
+                                                  "(default: ~/.local/state/s3ferry)."))}),
 )
 
 SFTP = (
@@ -275,8 +284,15 @@ OTHERS = (
        help="Run every selected flow once, concurrently, and exit with the worst exit code."),
     _o("check", "--check", kind="flag", commands=frozenset({RUN}),
        help="Only validate the file: list every problem, or one line per flow."),
-    _o("flow", "--flow", multiple=True, dest="selected", metavar="NAME", commands=frozenset({RUN}),
-       help="Run only this flow (repeatable)."),
+    _o("flow", "--flow", multiple=True, dest="selected", metavar="NAME", commands=frozenset({RUN}) | READERS,
+       help="Run only this flow (repeatable).",
+       variants={STATUS: Variant("Only this flow (repeatable)."),
+                 HISTORY: Variant("Only the runs of this flow (repeatable).")}),
+    _o("since", "--since", kind="age", metavar="AGE", commands=frozenset({HISTORY}),
+       help="Only runs that ended in the last AGE (7d, 12h, 30m)."),
+    _o("failed", "--failed", kind="flag", commands=frozenset({HISTORY}), help="Only failures."),
+    _o("limit", "--limit", kind="int", default=50, show_default=True, commands=frozenset({HISTORY}),
+       help="At most this many lines, newest first."),
     _o("write_test", "--write-test", kind="flag", commands=frozenset({DOCTOR}),
        help="Also PutObject a small test object under the prefix and delete it again."),
     _o("prefix", "--prefix", kind="flag", commands=frozenset({CANCEL}),

@@ -18,7 +18,15 @@ It also keeps what the recurring jobs must not forget: pull's record of an
 upload verified but not yet archived (``pulled``: healing after a crash needs
 proof, not a guess from metadata), push's ledger of deliveries
 (``delivered``: the object tags are a cache of it that concurrent flows may
-overwrite) and push's retry queue.
+overwrite) and push's retry queue; and, for people, each run of a job
+(``runs``: when, what came of it, its counts) with what it copied or failed
+(``events``), which ``s3ferry status`` and ``s3ferry history`` read. Runs
+older than :data:`HISTORY_DAYS` are dropped as new ones are recorded.
+
+The schema grows by :data:`MIGRATIONS`, numbered by SQLite's
+``user_version``: a journal written by an older s3ferry is brought up to date
+when it is opened (each step once, in one transaction), and keeps every
+record it had.
 
 A damaged journal is named with what to do (:class:`JournalError`); a plain
 copy goes on without resume (:func:`open_journal`), a job that needs its
@@ -30,6 +38,7 @@ All SQLite calls run in a worker thread: none blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -100,6 +109,55 @@ CREATE TABLE IF NOT EXISTS push_queue (
 );
 """
 
+#: schema steps after SCHEMA (the tables of version 0), applied in order; step N leaves ``user_version`` = N
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (  # 1: runs and their events (status, history); when a queued object first failed
+        """CREATE TABLE IF NOT EXISTS runs (
+            id INTEGER PRIMARY KEY,
+            flow TEXT,
+            kind TEXT NOT NULL,
+            source TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            started REAL NOT NULL,
+            ended REAL NOT NULL,
+            status TEXT NOT NULL,
+            exit_code INTEGER NOT NULL,
+            copied INTEGER NOT NULL,
+            failed INTEGER NOT NULL,
+            waiting INTEGER NOT NULL,
+            skipped INTEGER NOT NULL,
+            bytes INTEGER NOT NULL,
+            error TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS runs_by_time ON runs (flow, started)",
+        """CREATE TABLE IF NOT EXISTS events (
+            run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            path TEXT NOT NULL,
+            result TEXT NOT NULL,
+            error TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id)",
+        "ALTER TABLE push_queue ADD COLUMN first_failed REAL",
+    ),
+)
+
+#: runs (and their events) older than this are dropped when a new run is recorded
+HISTORY_DAYS = 30
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Bring the schema to the last version, each step once (two processes opening one journal: the second
+    finds the step done inside its own transaction)."""
+    for version, statements in enumerate(MIGRATIONS, 1):
+        if db.execute("PRAGMA user_version").fetchone()[0] >= version:
+            continue
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            if db.execute("PRAGMA user_version").fetchone()[0] < version:
+                for statement in statements:
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={version}")
+
 
 def default_state_dir() -> Path:
     """``S3FERRY_STATE_DIR``, else ``$XDG_STATE_HOME/s3ferry``, else ``~/.local/state/s3ferry``."""
@@ -126,6 +184,63 @@ class QueuedPush:
     attempts: int
     last_error: str
     updated: float
+    first_failed: float | None = None  # None: queued by an s3ferry that did not record it
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run of a job: what ``s3ferry status`` shows of a flow's last run."""
+
+    flow: str | None  # None: a plain pull or push
+    kind: str
+    source: str
+    destination: str
+    started: float
+    ended: float
+    status: str  # ok, failed
+    exit_code: int
+    copied: int
+    failed: int
+    waiting: int
+    skipped: int
+    bytes: int
+    error: str | None
+    #: (path, result, error) of each file copied or failed; path "" for the run as a whole
+    events: tuple[tuple[str, str, str | None], ...] = ()
+
+    def as_dict(self) -> dict[str, object]:
+        return {name: value for name, value in dataclasses.asdict(self).items() if name != "events"}
+
+    @property
+    def row(self) -> tuple[object, ...]:
+        """The values of :data:`_RUN_COLUMNS`, in their order."""
+        return dataclasses.astuple(self)[:len(_RUN_COLUMNS)]
+
+
+_RUN_COLUMNS = ("flow", "kind", "source", "destination", "started", "ended", "status", "exit_code", "copied",
+                "failed", "waiting", "skipped", "bytes", "error")
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One file copied or failed (or a run failed as a whole: ``path`` empty), with its run."""
+
+    time: float  # the end of its run
+    flow: str | None
+    kind: str
+    source: str
+    destination: str
+    path: str
+    result: str  # copied, failed
+    error: str | None
+
+
+@dataclass(frozen=True)
+class QueueSummary:
+    """A push's retry queue: its depth and the failure waiting longest."""
+
+    depth: int
+    oldest: QueuedPush | None
 
 
 @dataclass(frozen=True)
@@ -185,6 +300,7 @@ class Journal:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA foreign_keys=ON")
                 db.executescript(SCHEMA)
+                migrate(db)
                 db.execute("SELECT count(*) FROM transfers").fetchone()  # reads a page: damage shows here
             except sqlite3.Error:
                 db.close()
@@ -301,18 +417,81 @@ class Journal:
         """Add (or count again) a failed delivery of ``key`` at version ``etag``."""
         await self._run(
             self._write,
-            "INSERT INTO push_queue VALUES (?,?,?,?,1,?,?) ON CONFLICT (source, destination, key) DO UPDATE"
+            "INSERT INTO push_queue (source, destination, key, etag, attempts, last_error, updated, first_failed)"
+            " VALUES (?,?,?,?,1,?,?,?) ON CONFLICT (source, destination, key) DO UPDATE"
             " SET etag=excluded.etag, attempts=attempts + 1, last_error=excluded.last_error, updated=excluded.updated",
-            [(source, destination, key, etag, error, time.time())])
+            [(source, destination, key, etag, error, now := time.time(), now)])
 
     def _queued(self, source: str, destination: str) -> list[QueuedPush]:
         rows = self._connect().execute(
-            "SELECT key, etag, attempts, last_error, updated FROM push_queue WHERE source=? AND destination=?"
-            " ORDER BY key", (source, destination)).fetchall()
+            "SELECT key, etag, attempts, last_error, updated, first_failed FROM push_queue"
+            " WHERE source=? AND destination=? ORDER BY key", (source, destination)).fetchall()
         return [QueuedPush(*row) for row in rows]
 
     async def queued(self, source: str, destination: str) -> list[QueuedPush]:
         return await self._run(self._queued, source, destination)
+
+    def _queue_summary(self, source: str, destination: str) -> QueueSummary:
+        queued = self._queued(source, destination)
+        oldest = min(queued, key=lambda q: q.first_failed or q.updated, default=None)
+        return QueueSummary(len(queued), oldest)
+
+    async def queue_summary(self, source: str, destination: str) -> QueueSummary:
+        return await self._run(self._queue_summary, source, destination)
+
+    # -- runs and their events (status, history) -----------------------------
+
+    def _record_run(self, run: RunRecord) -> None:
+        db = self._connect()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            cur = db.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * 14)})",
+                             run.row)
+            db.executemany("INSERT INTO events VALUES (?,?,?,?)", [(cur.lastrowid, *e) for e in run.events])
+            db.execute("DELETE FROM runs WHERE ended < ?", (time.time() - HISTORY_DAYS * 86400,))
+
+    async def record_run(self, run: RunRecord) -> None:
+        await self._run(self._record_run, run)
+
+    def _last_run(self, flow: str) -> RunRecord | None:
+        row = self._connect().execute(f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs WHERE flow=?"
+                                      " ORDER BY started DESC, id DESC LIMIT 1", (flow,)).fetchone()
+        return RunRecord(*row) if row else None
+
+    async def last_run(self, flow: str) -> RunRecord | None:
+        """The latest run recorded for the flow named ``flow``."""
+        return await self._run(self._last_run, flow)
+
+    def _flows(self) -> list[str]:
+        rows = self._connect().execute("SELECT DISTINCT flow FROM runs WHERE flow IS NOT NULL ORDER BY flow")
+        return [str(name) for (name,) in rows.fetchall()]
+
+    async def flows(self) -> list[str]:
+        """The names of the flows that have runs recorded."""
+        return await self._run(self._flows)
+
+    def _history(self, flows: Sequence[str], since: float | None, failed_only: bool,
+                 limit: int) -> list[HistoryEvent]:
+        where: list[str] = ["1"]
+        args: list[object] = []
+        if flows:
+            where.append(f"r.flow IN ({', '.join('?' * len(flows))})")
+            args.extend(flows)
+        if since is not None:
+            where.append("r.ended>=?")
+            args.append(since)
+        if failed_only:
+            where.append("e.result='failed'")
+        rows = self._connect().execute(
+            "SELECT r.ended, r.flow, r.kind, r.source, r.destination, e.path, e.result, e.error FROM events e"
+            f" JOIN runs r ON r.id = e.run_id WHERE {' AND '.join(where)} ORDER BY r.ended DESC, e.rowid DESC"
+            " LIMIT ?", (*args, limit)).fetchall()
+        return [HistoryEvent(*row) for row in rows]
+
+    async def history(self, flows: Sequence[str] = (), since: float | None = None, failed_only: bool = False,
+                      limit: int = 50) -> list[HistoryEvent]:
+        """The latest files copied or failed (of the runs of ``flows``, or all), newest first."""
+        return await self._run(self._history, list(flows), since, failed_only, limit)
 
     async def dequeue(self, source: str, destination: str, key: str) -> None:
         await self._run(self._write, "DELETE FROM push_queue WHERE source=? AND destination=? AND key=?",

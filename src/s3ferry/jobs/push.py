@@ -22,8 +22,11 @@ one, so a mark that races with an overwrite can never hide the new version.
 A delivery that fails goes into the retry queue in the journal (the key,
 the ETag that failed, attempts, last error). ``push`` leaves queued objects
 to ``push --retry-failed`` unless they have changed since (a new version is
-a new delivery); ``--retry-failed`` works through the queue, dropping
-objects deleted or delivered since. Two runs of one push never overlap: the
+a new delivery), and reports them as *waiting* (the run is not ok while any
+wait); ``--retry-failed`` works through the queue, dropping objects deleted
+or delivered since. A destination that cannot be reached at all is one
+error for the run: the objects not delivered wait in the queue, and are not
+each tried (and reported) again. Two runs of one push never overlap: the
 second finds the job's lock held and is skipped. Every transition of the
 sftp-lambda push state table is covered by tests/integration/test_push.py.
 """
@@ -35,18 +38,19 @@ import hashlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from s3ferry.backends import open_sink, open_source
-from s3ferry.core.errors import NotFoundError, S3FerryError, UsageError
+from s3ferry.core.errors import NotFoundError, S3FerryError, UnreachableError, UsageError
 from s3ferry.core.options import TransferOptions
 from s3ferry.core.storage import Entry
 from s3ferry.core.urls import Location, safe_relative
-from s3ferry.engine.journal import Journal
+from s3ferry.engine.journal import Journal, QueuedPush
 from s3ferry.engine.locks import TagLock
 from s3ferry.engine.transfer import Executor, ProgressListener
-from s3ferry.jobs import JobReport
+from s3ferry.jobs import JobReport, flow_prefix
 from s3ferry.jobs.base import location, run_job
 from s3ferry.observe import metrics
 from s3ferry.operations.single import LocalExecutor
@@ -81,6 +85,7 @@ class _Push:
         self.src, self.dst = str(source.location), str(sink.location)
         self.tag = mark_key(self.dst)
         self.ledger: dict[str, str] = {}  # key -> ETag delivered (the journal's record, loaded per run)
+        self.etags: dict[str, str] = {}  # rel -> the ETag listed (what a delivery not even tried is queued at)
 
     def key_of(self, rel: str) -> str:
         return child_path(self.source.location.path, rel)
@@ -110,6 +115,9 @@ class _Push:
         if self.options.dry_run:
             self.report.copied.append(rel)  # would be delivered and marked
             return
+        if self.report.error is not None:  # the destination is down: queued without trying again
+            await self._wait(rel, key, self.etags.get(rel, ""), self.report.error)
+            return
         child = self.source.child(key)
         try:
             safe_relative(rel)
@@ -117,12 +125,20 @@ class _Push:
             copied = await self.executor.copy_file(child, target, self.options, self.progress, self.journal)
             etag, size = str(copied.source_etag), copied.result.size  # the version read (pinned by If-Match)
             await self._mark(key, etag, from_queue)
+        except UnreachableError as exc:  # not this object's failure: the run's, said once
+            self.report.fail_run(exc)
+            await self._wait(rel, key, child.pinned_etag or self.etags.get(rel, ""), exc)
+            return
         except S3FerryError as exc:
             self.report.fail(rel, exc)
             await self.journal.queue_failure(self.src, self.dst, key, child.pinned_etag or "", str(exc))
             return
         self.report.copied.append(rel)
         self.report.bytes += size
+
+    async def _wait(self, rel: str, key: str, etag: str, exc: S3FerryError) -> None:
+        self.report.waiting.append(rel)
+        await self.journal.queue_failure(self.src, self.dst, key, etag, str(exc))
 
     async def _mark(self, key: str, etag: str, dequeue: bool) -> None:
         if await self.current_etag(key) != etag:
@@ -168,9 +184,12 @@ class _Push:
                 self.report.fail(entry.path, exc)  # not queued: retrying cannot make it safe
                 continue
             key = self.key_of(entry.path)
-            if await self.delivered(key, str(entry.etag)) or queued.get(key) == entry.etag:
-                self.report.skipped.append(entry.path)  # delivered, or failed and left to --retry-failed
+            if await self.delivered(key, str(entry.etag)):
+                self.report.skipped.append(entry.path)
+            elif queued.get(key) == entry.etag:
+                self.report.waiting.append(entry.path)  # failed before, left to --retry-failed
             else:
+                self.etags[entry.path] = entry.etag or ""
                 todo.append(entry.path)
         # Records of objects deleted from the bucket would only grow the journal.
         await self.journal.forget_deliveries(self.src, self.dst, [k for k in self.ledger if k not in listed])
@@ -189,6 +208,7 @@ class _Push:
                     await self.journal.dequeue(self.src, self.dst, item.key)
                 self.report.skipped.append(rel)
             else:
+                self.etags[rel] = etag
                 todo.append(rel)
         await for_each(todo, partial(self.deliver, from_queue=True), transfers)
 
@@ -217,6 +237,15 @@ async def _objects(source: S3Source) -> AsyncIterator[Entry]:
         return  # an empty outbox is not an error
 
 
+def _say_waiting(report: JobReport, oldest: QueuedPush) -> None:
+    """The one line that says why a run with nothing new failing still exits non-zero."""
+    count = len(report.waiting)
+    since = datetime.fromtimestamp(oldest.first_failed or oldest.updated, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    log.error("error: %s%d object%s wait%s in the retry queue (oldest: %s, failing since %s: %s); "
+              "push --retry-failed (retry_failed = true in a flow) delivers them", flow_prefix(), count,
+              "s" if count > 1 else "", "" if count > 1 else "s", oldest.key, since, oldest.last_error)
+
+
 async def push(src: str | Location, dst: str | Location, options: TransferOptions, settings: PushSettings,
                progress: ProgressListener | None = None, executor: Executor | None = None) -> JobReport:
     """One run of a push (see the module docstring); never raises for one object's failure."""
@@ -237,7 +266,10 @@ async def push(src: str | Location, dst: str | Location, options: TransferOption
             await job.retry(settings.transfers)
         else:
             await job.scan(settings.filters, settings.transfers)
-        metrics.QUEUE.labels(metrics.FLOW.get()).set(len(await journal.queued(job.src, job.dst)))
+        queue = await journal.queue_summary(job.src, job.dst)
+        metrics.QUEUE.labels(metrics.FLOW.get()).set(queue.depth)
+        if report.waiting and report.error is None and queue.oldest is not None and not options.dry_run:
+            _say_waiting(report, queue.oldest)
 
     return await run_job(report, options.state_dir, source, sink, work)
 

@@ -18,6 +18,12 @@
   (A real run that comes due during a dry run is skipped as ``locked``.)
 * Cancelling (SIGINT/SIGTERM through :func:`s3ferry.cli.run_async`) cancels
   the runs in flight: their own clean-ups run, and locks are released.
+* The flows of a running scheduler can be replaced (:meth:`Scheduler.replace`,
+  ``s3ferry run`` on SIGHUP): flows that are gone or changed stop being
+  scheduled, new and changed ones start on their schedule; runs in flight
+  finish undisturbed, and a flow still running is not started twice by its
+  new schedule. An unchanged flow keeps its schedule (an ``every`` flow does
+  not run again at once).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ from pathlib import Path
 from s3ferry.core.errors import S3FerryError
 from s3ferry.engine.journal import default_state_dir
 from s3ferry.engine.locks import FileLock
-from s3ferry.jobs import JobReport
+from s3ferry.jobs import FLOW_NAME, JobReport
 from s3ferry.jobs.flowfile import Flow
 from s3ferry.jobs.pull import PullSettings, pull
 from s3ferry.jobs.push import push
@@ -118,6 +124,7 @@ async def run_flow(flow: Flow, on_outcome: OnOutcome) -> Outcome:
     """One run of ``flow`` under its lock (dry runs too: see the module docstring); the outcome is handed to
     ``on_outcome`` and returned."""
     metrics.FLOW.set(flow.name)  # this task's context: the flow's label on everything it counts
+    FLOW_NAME.set(flow.name)  # ... and the name its error lines and journal records carry
     outcome = Outcome(flow, _now())
     lock = flow_lock(flow.options.state_dir or default_state_dir(), flow)
     try:
@@ -159,27 +166,61 @@ async def _sleep_until(due: datetime, clock: Callable[[], datetime]) -> None:
         await asyncio.sleep(min(left, 30.0))
 
 
-async def _schedule(flow: Flow, on_outcome: OnOutcome, group: asyncio.TaskGroup,
-                    clock: Callable[[], datetime]) -> None:
-    running: asyncio.Task[Outcome] | None = None
-    due = flow.schedule.first_after(clock())
-    while True:
-        await _sleep_until(due, clock)
-        if running is not None and not running.done():
-            log.warning("flow %s: still running at its next time %s; that run is skipped", flow.name,
-                        due.strftime("%Y-%m-%d %H:%M:%S UTC"))
-            on_outcome(Outcome(flow, due, skipped="running"))
-        else:
-            running = group.create_task(run_flow(flow, on_outcome), name=f"flow {flow.name}")
-        now = clock()
-        due = flow.schedule.next_after(due)
-        if due <= now:  # late (a long pause): skip the times already past
-            due = flow.schedule.next_after(now)
+class Scheduler:
+    """Runs each flow at its schedule until cancelled; its flows can be replaced while it runs."""
+
+    def __init__(self, flows: Sequence[Flow], on_outcome: OnOutcome, clock: Callable[[], datetime] = _now) -> None:
+        self.flows = {flow.name: flow for flow in flows}
+        self.on_outcome, self.clock = on_outcome, clock
+        self.running: dict[str, asyncio.Task[Outcome]] = {}  # the latest run of each flow (by name)
+        self.loops: dict[str, asyncio.Task[None]] = {}  # each flow's schedule loop
+        self.group: asyncio.TaskGroup | None = None
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            self.group = group
+            for flow in self.flows.values():
+                self._start(flow)
+            await asyncio.Event().wait()  # until cancelled (the loops may be replaced, so not awaited)
+
+    def replace(self, flows: Sequence[Flow]) -> tuple[list[str], list[str], list[str]]:
+        """Schedule ``flows`` instead; the names (added, changed, removed)."""
+        new = {flow.name: flow for flow in flows}
+        added = [name for name in new if name not in self.flows]
+        removed = [name for name in self.flows if name not in new]
+        changed = [name for name in new if name in self.flows  # where it stands in the file is no change
+                   and dataclasses.replace(new[name], line=self.flows[name].line) != self.flows[name]]
+        for name in removed + changed:
+            self.loops.pop(name).cancel()  # its schedule only: a run in flight is its own task
+        self.flows = new
+        for name in added + changed:
+            self._start(new[name])
+        return added, changed, removed
+
+    def _start(self, flow: Flow) -> None:
+        assert self.group is not None
+        self.loops[flow.name] = self.group.create_task(self._loop(flow), name=f"schedule {flow.name}")
+
+    async def _loop(self, flow: Flow) -> None:
+        assert self.group is not None
+        due = flow.schedule.first_after(self.clock())
+        while True:
+            await _sleep_until(due, self.clock)
+            running = self.running.get(flow.name)
+            if running is not None and not running.done():
+                log.warning("flow %s: still running at its next time %s; that run is skipped", flow.name,
+                            due.strftime("%Y-%m-%d %H:%M:%S UTC"))
+                self.on_outcome(Outcome(flow, due, skipped="running"))
+            else:
+                self.running[flow.name] = self.group.create_task(run_flow(flow, self.on_outcome),
+                                                                 name=f"flow {flow.name}")
+            now = self.clock()
+            due = flow.schedule.next_after(due)
+            if due <= now:  # late (a long pause): skip the times already past
+                due = flow.schedule.next_after(now)
 
 
 async def run_forever(flows: Sequence[Flow], on_outcome: OnOutcome,
                       clock: Callable[[], datetime] = _now) -> None:
     """Run each flow at its schedule until cancelled."""
-    async with asyncio.TaskGroup() as group:
-        for flow in flows:
-            group.create_task(_schedule(flow, on_outcome, group, clock), name=f"schedule {flow.name}")
+    await Scheduler(flows, on_outcome, clock).run()
