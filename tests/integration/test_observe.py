@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from s3ferry.demo import servers as testbed
-from support.helpers import MiB, run_cli, sftp_flags, write_random
+from support.helpers import MiB, pull_flow, run_cli, sftp_flags, write_random
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -67,7 +67,10 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
         pytest.fail("prometheus-pushgateway is required: run `make test` (installs it through apt as root)")
     port = testbed.free_port()
     log = open(tmp_path / "pushgateway.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=log)
+    # Its own persistence file: Debian's build persists to a shared default file, so a fresh gateway would
+    # otherwise start with every earlier test run's series.
+    proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}",
+                             f"--persistence.file={tmp_path / 'pushgateway.data'}"], stdout=log, stderr=log)
     try:
         testbed.wait_for_port(port, 20, proc)  # type: ignore[arg-type]
         yield f"http://127.0.0.1:{port}"
@@ -87,6 +90,27 @@ def test_metrics_pushed_to_a_pushgateway(tmp_path: Path, bucket: str, pushgatewa
     assert value(samples, "s3ferry_transferred_bytes_total", job="s3ferry", direction="local_to_s3") == 20 * MiB + 5
     assert value(samples, "s3ferry_files_total", job="s3ferry", result="copied") == 1
     assert value(samples, "s3ferry_disk_written_bytes", job="s3ferry") < 1 * MiB
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_run_pushes_each_flows_own_series(tmp_path: Path, bucket: str, s3: testbed.SeaweedServer,
+                                          pushgateway: str) -> None:
+    """Under `run`, every series keeps its flow's name at the Pushgateway (the grouping key must not
+    replace it with "run"): the per-flow alerts tell flows apart."""
+    flows = []
+    for name in ("alpha", "beta"):
+        drop = tmp_path / f"drop-{name}"
+        drop.mkdir()
+        write_random(drop / f"{name}.csv", 1000)
+        flows.append(pull_flow(name, str(drop) + "/", bucket, s3.endpoint).replace("/in/", f"/in-{name}/"))
+    path = tmp_path / "flows.toml"
+    path.write_text("\n".join(flows))
+    result = run_cli("run", "--once", "--pushgateway", pushgateway, "--push-interval", "0", str(path))
+    assert result.code == 0, result.stderr
+    samples = scrape(f"{pushgateway}/metrics")
+    for name in ("alpha", "beta"):
+        assert value(samples, "s3ferry_files_total", job="s3ferry", result="copied", flow=name) == 1
+        assert value(samples, "s3ferry_flow_last_success_timestamp_seconds", job="s3ferry", flow=name) > 0
 
 
 @pytest.mark.usefixtures("s3_env")

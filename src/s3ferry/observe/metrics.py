@@ -173,7 +173,9 @@ class Pusher:
         self.url, self.interval, self.job = url, interval, job
         # One group per host and flow: a push replaces its whole group, so two cron lines
         # (say a pull and a push) on one host must not overwrite each other's series.
-        self.grouping = {"instance": socket.gethostname(), "flow": FLOW.get()}
+        # One group per host and command. Not "flow": a grouping label replaces the series' own label of that
+        # name, and under `run` each series carries its own flow's name, which the alerts need.
+        self.grouping = {"instance": socket.gethostname(), "command": FLOW.get()}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="s3ferry-pushgateway", daemon=True)
 
@@ -192,7 +194,7 @@ class Pusher:
             self.push()
 
     def __enter__(self) -> Pusher:
-        self.grouping["flow"] = FLOW.get()  # set by the command by now
+        self.grouping["command"] = FLOW.get()  # set by the command by now
         if self.interval > 0:
             self._thread.start()
         return self
