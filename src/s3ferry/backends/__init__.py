@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Protocol
 
 from s3ferry.core.errors import UsageError
 from s3ferry.core.options import TransferOptions
 from s3ferry.core.storage import Sink, Source
-from s3ferry.core.urls import Location
+from s3ferry.core.urls import Location, parse
 
 if TYPE_CHECKING:
     from s3ferry.engine.retry import RetryPolicy
@@ -57,3 +60,32 @@ def _retry(options: TransferOptions) -> RetryPolicy:
     from s3ferry.engine.retry import RetryPolicy
 
     return RetryPolicy(retries=options.retries)
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+async def close_all(*ends: Closable) -> None:
+    """Close each of ``ends`` (a journal, a source, a sink), even when one before it failed to close."""
+    if not ends:
+        return
+    try:
+        await ends[0].close()
+    finally:
+        await close_all(*ends[1:])
+
+
+def as_location(where: str | Location) -> Location:
+    return where if isinstance(where, Location) else parse(where)
+
+
+@asynccontextmanager
+async def opened(source: Location, dest: Location, options: TransferOptions) -> AsyncIterator[tuple[Source, Sink]]:
+    """A source and a sink for one operation, both closed after it, however it ends (Ctrl-C included)."""
+    src, sink = open_source(source, options), open_sink(dest, options)
+    try:
+        yield src, sink
+    finally:
+        await asyncio.shield(close_all(src, sink))
+

@@ -19,9 +19,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from s3ferry.backends import close_all
 from s3ferry.core.errors import S3FerryError
 from s3ferry.core.storage import Sink, Source
-from s3ferry.core.urls import Location, parse
 from s3ferry.engine.journal import Journal, RunRecord, open_journal
 from s3ferry.engine.locks import LockedError
 from s3ferry.jobs import FLOW_NAME, JobReport, record
@@ -30,10 +30,6 @@ log = logging.getLogger("s3ferry")
 
 #: a job's own work, under its lock, with the journal open; it fills in the report
 Work = Callable[[Journal], Awaitable[None]]
-
-
-def location(where: str | Location) -> Location:
-    return where if isinstance(where, Location) else parse(where)
 
 
 async def run_job(report: JobReport, state_dir: Path | None, source: Source, sink: Sink, work: Work) -> JobReport:
@@ -77,14 +73,3 @@ async def save_run(journal: Journal, report: JobReport, started: float, error: S
         await journal.record_run(run)
     except S3FerryError as exc:
         log.warning("the run was not recorded in the journal: %s", exc)
-
-
-async def close_all(journal: Journal, source: Source, sink: Sink) -> None:
-    """Close a job's journal and both ends, each even if the one before failed."""
-    try:
-        await journal.close()
-    finally:
-        try:
-            await source.close()
-        finally:
-            await sink.close()

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from s3ferry.backends import open_sink, open_source
+from s3ferry.backends import as_location, open_sink, open_source
 from s3ferry.core import checksums
 from s3ferry.core.errors import S3FerryError, UsageError
 from s3ferry.core.options import TransferOptions
@@ -43,7 +43,7 @@ from s3ferry.core.urls import Location, safe_relative
 from s3ferry.engine.journal import Journal, PulledRecord
 from s3ferry.engine.transfer import Executor, ProgressListener, TransferResult, source_checksum
 from s3ferry.jobs import JobReport
-from s3ferry.jobs.base import location, run_job
+from s3ferry.jobs.base import run_job
 from s3ferry.operations.single import LocalExecutor
 from s3ferry.operations.tree import Filter, child_path, for_each, selected
 
@@ -175,7 +175,7 @@ class _Pull:
 async def pull(src: str | Location, dst: str | Location, options: TransferOptions, settings: PullSettings,
                progress: ProgressListener | None = None, executor: Executor | None = None) -> JobReport:
     """One run of a pull (see the module docstring); never raises for one file's failure."""
-    src_loc, dst_loc = location(src), location(dst)
+    src_loc, dst_loc = as_location(src), as_location(dst)
     if dst_loc.scheme != "s3":
         raise UsageError("pull copies into S3: the destination must be s3://bucket/prefix")
     source, sink = open_source(src_loc, options), open_sink(dst_loc, options)

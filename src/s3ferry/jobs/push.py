@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from s3ferry.backends import open_sink, open_source
+from s3ferry.backends import as_location, open_sink, open_source
 from s3ferry.core.errors import NotFoundError, S3FerryError, UnreachableError, UsageError
 from s3ferry.core.options import TransferOptions
 from s3ferry.core.storage import Entry
@@ -51,7 +51,7 @@ from s3ferry.engine.journal import Journal, QueuedPush
 from s3ferry.engine.locks import TagLock
 from s3ferry.engine.transfer import Executor, ProgressListener
 from s3ferry.jobs import JobReport, flow_prefix
-from s3ferry.jobs.base import location, run_job
+from s3ferry.jobs.base import run_job
 from s3ferry.observe import metrics
 from s3ferry.operations.single import LocalExecutor
 from s3ferry.operations.tree import Filter, child_path, for_each, selected
@@ -249,7 +249,7 @@ def _say_waiting(report: JobReport, oldest: QueuedPush) -> None:
 async def push(src: str | Location, dst: str | Location, options: TransferOptions, settings: PushSettings,
                progress: ProgressListener | None = None, executor: Executor | None = None) -> JobReport:
     """One run of a push (see the module docstring); never raises for one object's failure."""
-    src_loc, dst_loc = location(src), location(dst)
+    src_loc, dst_loc = as_location(src), as_location(dst)
     if src_loc.scheme != "s3" or dst_loc.scheme not in ("sftp", "file"):
         raise UsageError("push delivers from s3://bucket/prefix to sftp://host/folder (or a local folder)")
     source, sink = open_source(src_loc, options), open_sink(dst_loc, options)

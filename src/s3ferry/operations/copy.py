@@ -10,11 +10,11 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from s3ferry.backends import open_sink, open_source
+from s3ferry.backends import as_location, open_sink, open_source, opened
 from s3ferry.core.errors import NotFoundError, UsageError
 from s3ferry.core.options import TransferOptions
-from s3ferry.core.storage import Entry, Sink, Source
-from s3ferry.core.urls import Location, join_name, parse, safe_relative
+from s3ferry.core.storage import Entry, Source
+from s3ferry.core.urls import Location, join_name, safe_relative
 from s3ferry.engine.transfer import Executor, TransferResult
 from s3ferry.observe.progress import ProgressListener
 from s3ferry.operations.globs import Glob, expand, glob_of
@@ -25,8 +25,7 @@ from s3ferry.operations.tree import copy_tree as _copy_tree
 
 def resolve(src: str | Location, dst: str | Location) -> tuple[Location, Location]:
     """Parse both ends; a destination ending in ``/`` gets the source's file name."""
-    source = src if isinstance(src, Location) else parse(src)
-    dest = dst if isinstance(dst, Location) else parse(dst)
+    source, dest = as_location(src), as_location(dst)
     if dest.scheme == "file" and not dest.is_dir_like and _is_dir(dest.path):
         dest = dest.with_path(dest.path + "/")  # like cp: an existing folder receives the file
     if dest.is_dir_like:
@@ -59,12 +58,8 @@ async def acopy(
     """
     opts = (options or TransferOptions()).replace(**overrides)
     source_loc, dest_loc = resolve(src, dst)
-    source = open_source(source_loc, opts)
-    sink = open_sink(dest_loc, opts)
-    try:
+    async with opened(source_loc, dest_loc, opts) as (source, sink):
         return await copy_file(source, sink, opts, progress, executor=executor)
-    finally:
-        await asyncio.shield(_close_both(source, sink))
 
 
 async def acopy_tree(
@@ -83,15 +78,9 @@ async def acopy_tree(
     >>> await acopy_tree("sftp://me@host/out", "s3://raw/partner/", filters=[Filter("*.tmp", include=False)])
     """
     opts = (options or TransferOptions()).replace(**overrides)
-    source_loc = src if isinstance(src, Location) else parse(src)
-    dest_loc = dst if isinstance(dst, Location) else parse(dst)
-    source = open_source(source_loc, opts)
-    sink = open_sink(dest_loc, opts)
-    try:
+    async with opened(as_location(src), as_location(dst), opts) as (source, sink):
         return await _copy_tree(source, sink, opts, filters=filters, transfers=transfers, progress=progress,
                                 executor=executor)
-    finally:
-        await asyncio.shield(_close_both(source, sink))
 
 
 async def acopy_glob(
@@ -114,8 +103,7 @@ async def acopy_glob(
     before anything is written.
     """
     opts = (options or TransferOptions()).replace(**overrides)
-    source_loc = src if isinstance(src, Location) else parse(src)
-    dest_loc = dst if isinstance(dst, Location) else parse(dst)
+    source_loc, dest_loc = as_location(src), as_location(dst)
     glob = glob_of(source_loc)
     if glob is None:
         raise UsageError(f"{source_loc} holds no pattern (*, ? or [...]) in its last name")
@@ -149,13 +137,6 @@ async def _glob_matches(folder: Source, glob: Glob, shown: Location) -> list[Ent
     if not found:
         raise NotFoundError(f"no such file: {shown}")
     return found
-
-
-async def _close_both(source: Source, sink: Sink) -> None:
-    try:
-        await source.close()
-    finally:
-        await sink.close()
 
 
 def copy(

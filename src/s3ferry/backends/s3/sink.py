@@ -216,23 +216,35 @@ class S3Client:
         self._client = None
         await self._stack.aclose()
 
-    async def objects_below(self) -> AsyncIterator[Entry]:
+    def objects_below(self) -> AsyncIterator[Entry]:
         """Every object below this prefix (recursively), paths relative to it; folder markers skipped.
 
         Raises :class:`NotFoundError` when there is none.
         """
         prefix = self.location.path.rstrip("/")
-        prefix = f"{prefix}/" if prefix else ""
+        return self.entries(f"{prefix}/" if prefix else "", folder_only=False)
+
+    async def entries(self, prefix: str, *, folder_only: bool) -> AsyncIterator[Entry]:
+        """The objects whose keys start with ``prefix``, as entries relative to it, page by page.
+
+        ``folder_only``: only the keys directly in the folder (``Delimiter='/'``: S3 rolls every key below a
+        deeper "/" into one CommonPrefix, so the pages hold this folder's own keys however many objects lie
+        below it); the folder then exists if it holds anything, even only subfolders or its own marker.
+        Otherwise every key below, and the prefix exists if it holds a file. Folder markers ("dir/") are
+        never files. Raises :class:`NotFoundError` when the prefix does not exist.
+        """
         args: dict[str, Any] = {"Bucket": self.location.bucket, "Prefix": prefix}
+        if folder_only:
+            args["Delimiter"] = "/"
         found = False
         while True:
             page = await self.call("list_objects_v2", **args)
+            found = found or (folder_only and bool(page.get("Contents") or page.get("CommonPrefixes")))
             for obj in page.get("Contents", []):
                 key = str(obj["Key"])
-                if key.endswith("/"):
-                    continue  # a "folder" marker, not a file
-                found = True
-                yield Entry(key[len(prefix):], int(obj["Size"]), epoch(obj.get("LastModified")), obj.get("ETag"))
+                if not key.endswith("/"):
+                    found = True
+                    yield Entry(key[len(prefix):], int(obj["Size"]), epoch(obj.get("LastModified")), obj.get("ETag"))
             if not page.get("IsTruncated"):
                 break
             args["ContinuationToken"] = page["NextContinuationToken"]

@@ -21,7 +21,7 @@ from typing import Any
 import aiohttp
 import botocore.exceptions as bexc
 
-from s3ferry.backends.s3.sink import S3Client, epoch, head_stat, sse_c_args
+from s3ferry.backends.s3.sink import S3Client, head_stat, sse_c_args
 from s3ferry.core.errors import (
     NotFoundError,
     PermissionError_,
@@ -207,25 +207,9 @@ class S3Source(S3Client):
             await self.stat()
         yield S3Reader(self, self.pinned_etag)
 
-    async def list_folder(self) -> AsyncIterator[Entry]:
-        # Delimiter='/': S3 rolls every key below a deeper "/" into one CommonPrefix, so the
-        # pages hold this folder's own keys however many objects lie below it.
+    def list_folder(self) -> AsyncIterator[Entry]:
         path = self.location.path
-        prefix = path if not path or path.endswith("/") else f"{path}/"
-        args: dict[str, Any] = {"Bucket": self.location.bucket, "Prefix": prefix, "Delimiter": "/"}
-        found = False
-        while True:
-            page = await self.call("list_objects_v2", **args)
-            found = found or bool(page.get("Contents") or page.get("CommonPrefixes"))
-            for obj in page.get("Contents", []):
-                key = str(obj["Key"])
-                if key != prefix:  # the folder's own marker object ("dir/") is no file of it
-                    yield Entry(key[len(prefix):], int(obj["Size"]), epoch(obj.get("LastModified")), obj.get("ETag"))
-            if not page.get("IsTruncated"):
-                break
-            args["ContinuationToken"] = page["NextContinuationToken"]
-        if not found:
-            raise NotFoundError(f"nothing found under {self.location.with_path(prefix)}")
+        return self.entries(path if not path or path.endswith("/") else f"{path}/", folder_only=True)
 
     def walk(self) -> AsyncIterator[Entry]:
         return self.objects_below()
