@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import time
@@ -44,7 +45,7 @@ from typing import Protocol, cast
 
 from s3ferry.core import checksums
 from s3ferry.core.errors import IntegrityError, S3FerryError, SourceChangedError, TransferError, UsageError
-from s3ferry.core.options import MIN_PART_SIZE, TransferOptions
+from s3ferry.core.options import TransferOptions
 from s3ferry.core.storage import ChunkWriter, Completed, Part, PartialFile, RangeReader, Receipt, Sink, Source, Stat
 from s3ferry.core.urls import Location
 from s3ferry.core.verification import StoredCheck, Tally, Verdict
@@ -118,8 +119,14 @@ class TransferResult:
         return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
 
     @property
+    def moved_bytes(self) -> int:
+        """The bytes this run moved: a resumed copy sent only the parts it lacked (``uploaded_bytes``)."""
+        return self.uploaded_bytes if self.resumed_parts or self.recovered else self.size
+
+    @property
     def bytes_per_second(self) -> float:
-        return self.size / self.seconds if self.seconds > 0 else 0.0
+        """The rate of this run: the bytes it moved, not the whole file's size, over its time."""
+        return self.moved_bytes / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -143,6 +150,12 @@ class TransferResult:
             "destination_etag": self.destination_etag,
             "recovered": self.recovered,
         }
+
+
+@functools.cache
+def _note_once(text: str) -> None:
+    """A note said once per process (the files of a tree would each repeat it)."""
+    log.warning("%s", text)
 
 
 def plan_parts(size: int, part_size: int) -> list[Part]:
@@ -628,8 +641,10 @@ async def _transfer(source: Source, sink: Sink, options: TransferOptions, progre
     expected = await _expected_check(source, sink, options, retry)
     part_size = options.part_size_for(stat.size)
     if sink.features.offset_writes:
-        # A file destination has no part-count limit: parts sized to the budget.
-        part_size = min(part_size, max(MIN_PART_SIZE, options.max_memory // 4))
+        # A file destination has no part-count limit: parts as asked, as far as the memory budget allows.
+        part_size, why = options.file_part_size()
+        if why is not None:
+            _note_once(why)
     parts = plan_parts(stat.size, part_size)
     age = recently_modified(source, stat)
     if age is not None:
