@@ -22,7 +22,7 @@ import pytest
 
 from s3ferry.demo import servers as testbed
 from servers.proxy import CuttingProxy
-from support.helpers import MiB, run_cli, sftp_flags, write_random
+from support.helpers import MiB, journaled_parts, partials, run_cli, sftp_flags, write_random
 
 SIZE = 96 * MiB
 PART = 8 * MiB  # a file destination's part size at the defaults (max_memory / 4)
@@ -43,21 +43,6 @@ def source(ssh: testbed.SshServer) -> tuple[Path, str]:
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def partials(folder: Path) -> list[Path]:
-    return sorted(folder.glob(".*.s3ferry-*.tmp"))
-
-
-def journaled_parts(state: Path) -> int:
-    db = state / "journal.sqlite3"
-    if not db.exists():
-        return 0
-    try:
-        with sqlite3.connect(db, timeout=0.1) as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM parts").fetchone()[0])
-    except sqlite3.OperationalError:  # created but not yet set up, or locked for a moment
-        return 0
 
 
 def kill_after_two_journaled_parts(args: list[str], state: Path) -> None:

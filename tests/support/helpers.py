@@ -8,6 +8,8 @@ import hashlib
 import json
 import os
 import queue
+import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -19,6 +21,8 @@ from typing import Any
 from s3ferry.demo import servers as testbed
 
 MiB = 1024 * 1024
+#: the installed command, next to this Python (what a user runs)
+S3FERRY = str(Path(sys.executable).with_name("s3ferry"))
 
 
 def empty_and_delete(client: object, name: str) -> None:
@@ -166,3 +170,35 @@ def stop(proc: subprocess.Popen[str]) -> None:
     if proc.poll() is None:
         proc.kill()
         proc.wait()
+
+
+def partials(folder: Path) -> list[Path]:
+    return sorted(folder.glob(".*.s3ferry-*.tmp"))
+
+
+def journaled_parts(state: Path) -> int:
+    db = state / "journal.sqlite3"
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db, timeout=0.1) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM parts").fetchone()[0])
+    except sqlite3.OperationalError:  # created but not yet set up, or locked for a moment
+        return 0
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([S3FERRY, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ), stdin=subprocess.DEVNULL)
+
+
+def stop_after_journaled_parts(proc: subprocess.Popen[str], state: Path, sig: signal.Signals,
+                               parts: int = 2) -> tuple[str, str]:
+    """Send ``sig`` once the journal holds ``parts`` parts (the copy must be slowed with --bwlimit)."""
+    deadline = time.monotonic() + 60
+    while journaled_parts(state) < parts:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no part was journaled in time"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    return proc.communicate(timeout=60)

@@ -107,12 +107,18 @@ class _TrustingClient(asyncssh.SSHClient):
         return self.pinned is not None and key.get_fingerprint("sha256") == self.pinned
 
 
+#: why an SFTP path is most often "not found" (doctor gives the same advice)
+PATH_HINT = "the path in an sftp:// URL is absolute: sftp://host/home/me/x, not ~/x or x"
+
+
 def translate_error(exc: BaseException, where: str) -> S3FerryError:
     """Map asyncssh / OS errors on an open connection to the s3ferry tree."""
     if isinstance(exc, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection)):
         return TransferError(f"SFTP connection lost at {where}: {exc.reason}")
     if isinstance(exc, asyncssh.SFTPNoSuchFile):
-        return NotFoundError(f"source not found: {where}")
+        missing = NotFoundError(f"source not found: {where}")
+        missing.hint = PATH_HINT
+        return missing
     if isinstance(exc, asyncssh.SFTPPermissionDenied):
         return PermissionError_(f"permission denied: {where}")
     if isinstance(exc, asyncssh.SFTPError):

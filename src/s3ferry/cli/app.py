@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from s3ferry.cli.common import run_async, run_command, setup_logging
+from s3ferry.cli.common import run_async, run_command, say, set_quiet, setup_logging
 from s3ferry.cli.flags import options, transfer_options
-from s3ferry.cli.settings import complete_location, location_callback
+from s3ferry.cli.settings import check_loaded, complete_location, location_callback
 from s3ferry.core.errors import UsageError
 from s3ferry.core.options import TransferOptions
 from s3ferry.core.redaction import printable
@@ -27,6 +27,7 @@ from s3ferry.core.redaction import printable
 # Start-up time: every run (--help, --version, each TAB of shell completion) imports this module,
 # so asyncio, logging, the engine, the backends and rich are imported inside the code that uses them.
 if TYPE_CHECKING:
+    from s3ferry.core.urls import Location
     from s3ferry.operations.tree import Filter, TreeResult
 
 EXAMPLES_CP = """
@@ -42,8 +43,10 @@ Examples:
 
 
 def setup_output(params: dict[str, Any], debug: bool) -> None:
-    """Logging as the output options say (-v/-q/--log-format; taken out of ``params``)."""
-    setup_logging(debug, params.pop("verbose", 0), params.pop("quiet", False), params.pop("log_format", "text"))
+    """Logging and result lines as the output options say (-v/-q/--log-format; taken out of ``params``)."""
+    quiet = params.pop("quiet", False)
+    set_quiet(quiet)
+    setup_logging(debug, params.pop("verbose", 0), quiet, params.pop("log_format", "text"))
 
 
 def observing(params: dict[str, Any], debug: bool, flow: str, body: Callable[[], Any]) -> Any:
@@ -79,7 +82,20 @@ def _show_version(ctx: click.Context, param: click.Parameter, value: bool) -> No
     ctx.exit()
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Command(click.Command):
+    """A subcommand: it runs only with a usable config file. Its --help, the group's --version and shell
+    completion never get here, so a broken file cannot stop them."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        check_loaded(ctx)
+        return super().invoke(ctx)
+
+
+class _Group(click.Group):
+    command_class = _Command
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_show_version,
               help="Show the version and exit.")
 @click.pass_context
@@ -91,7 +107,8 @@ def main(ctx: click.Context) -> None:
     """
     from s3ferry.cli.settings import apply_to
 
-    run_command(False, lambda: apply_to(ctx))  # [defaults] become every command's default_map
+    # [defaults] become every command's default_map; a broken file is reported when a command runs
+    run_command(False, lambda: apply_to(ctx))
 
 
 def filter_order(include: Sequence[str], exclude: Sequence[str], argv: Sequence[str]) -> list[Filter]:
@@ -145,23 +162,32 @@ def cp(src: str, dst: str, recursive: bool, include: tuple[str, ...], exclude: t
             return
         if include or exclude:
             raise UsageError("--include/--exclude select files of a folder: add -r")
-        if glob_of(parse(src)) is not None:  # 'sftp://host/out/*.csv.gz': the matching files of that one folder
+        source = parse(src)
+        if source.scheme == "s3" and source.is_dir_like:  # s3://b and s3://b/ alike, whatever DST is
+            raise UsageError(f"{source} is a prefix (use cp -r to copy everything under it)")
+        if glob_of(source) is not None:  # 'sftp://host/out/*.csv.gz': the matching files of that one folder
             _copy_glob_cli(src, dst, options, transfers, progress, as_json, cluster)
             return
         _, dest = resolve(src, dst)
-        kept = "interrupted" if options.resume == "never" else (
-            f"interrupted: the upload is kept; run the same command again to resume, or `s3ferry cancel {dest}`")
         result = run_async(_with_cluster(cluster, lambda ex: acopy(src, dst, options, progress=progress,
-                                                                   executor=ex)), kept)
-        if as_json:
-            data = result.as_dict()
-            if cluster is not None:
-                data["workers"] = sorted(cluster.workers_used)
-            click.echo(json.dumps(data))
-        else:
-            click.echo(summary_line(result))
+                                                                   executor=ex)),
+                           interrupted_line(dest, options))
+        _print_result(result.as_dict(), as_json, summary_line(result), cluster)
 
     observing(params, debug, "cp", body)
+
+
+def interrupted_line(dest: Location, options: TransferOptions) -> str:
+    """What Ctrl-C on one file says: how to go on from what the interrupted copy kept."""
+    if options.resume == "never":
+        return "interrupted"
+    if dest.scheme == "s3":
+        return f"interrupted: the upload is kept; run the same command again to resume, or `s3ferry cancel {dest}`"
+    if dest.scheme in ("file", "sftp"):  # `cancel` is for S3 uploads: a file destination's "upload" is a file
+        folder, _, name = str(dest).rpartition("/")
+        return (f"interrupted: the partial file {folder}/.{name}.s3ferry-*.tmp is kept; run the same command "
+                f"again to resume, or delete it to start over")
+    return "interrupted"
 
 
 def _progress(disabled: bool) -> Any:
@@ -224,13 +250,20 @@ def _copy_tree_cli(src: str, dst: str, options: TransferOptions, filters: list[F
     _print_tree_result(result, as_json, cluster)
 
 
+def _print_result(data: dict[str, Any], as_json: bool, line: str, cluster: Any = None) -> None:
+    """A result as JSON (asked for: printed even with -q) or as its summary line (not printed with -q)."""
+    if cluster is not None:
+        data["workers"] = sorted(cluster.workers_used)
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        say(line)
+
+
 def _print_tree_result(result: TreeResult, as_json: bool, cluster: Any) -> None:
     from s3ferry.cli.progress import tree_summary_line
 
-    data = result.as_dict()
-    if cluster is not None:
-        data["workers"] = sorted(cluster.workers_used)
-    click.echo(json.dumps(data) if as_json else tree_summary_line(result))
+    _print_result(result.as_dict(), as_json, tree_summary_line(result), cluster)
     if result.failures:
         sys.exit(result.exit_code)
 
@@ -248,14 +281,11 @@ def _copy_glob_cli(src: str, dst: str, options: TransferOptions, transfers: int,
     if isinstance(result, TreeResult):
         _print_tree_result(result, as_json, cluster)
         return
-    data = result.as_dict()
-    if cluster is not None:
-        data["workers"] = sorted(cluster.workers_used)
-    click.echo(json.dumps(data) if as_json else summary_line(result))
+    _print_result(result.as_dict(), as_json, summary_line(result), cluster)
 
 
 def _job_output(report: Any, as_json: bool) -> None:
-    click.echo(json.dumps(report.as_dict()) if as_json else report.summary())
+    _print_result(report.as_dict(), as_json, report.summary())
     if report.exit_code:  # files failed, the run failed, or objects wait in the retry queue
         sys.exit(report.exit_code)
 
@@ -355,7 +385,7 @@ def uploads(location: str, as_json: bool, debug: bool, **params: Any) -> None:
                 click.echo(f"{printable(row.key)}\t{row.upload_id}\t{started}\t{row.parts} parts"
                            f"\t{human_bytes(row.bytes)}\t{known}")
         if not as_json:
-            click.echo(f"{len(rows)} unfinished upload(s)", err=True)
+            say(f"{len(rows)} unfinished upload(s)", err=True)
 
     run_command(debug, body)
 
@@ -369,7 +399,12 @@ Examples:
 @click.argument("location")
 @options("cancel")
 def cancel(location: str, prefix: bool, older_than: str | None, as_json: bool, debug: bool, **params: Any) -> None:
-    """Abort unfinished multipart uploads of s3://bucket/key (and forget their journal entries)."""
+    """Abort unfinished multipart uploads of s3://bucket/key (and forget their journal entries).
+
+    A location ending in / (or a bucket alone) names a folder: it is refused
+    unless --prefix says to abort every upload below it, as `aws s3 rm` wants
+    --recursive for a prefix (aborting loses the parts already sent).
+    """
     from s3ferry.core.urls import parse
     from s3ferry.operations.uploads import cancel_uploads, parse_age
 
@@ -383,9 +418,9 @@ def cancel(location: str, prefix: bool, older_than: str | None, as_json: bool, d
             if as_json:
                 click.echo(json.dumps({"bucket": loc.bucket, "key": up.key, "upload_id": up.upload_id}))
             else:
-                click.echo(f"aborted {up.upload_id} s3://{loc.bucket}/{printable(up.key)}")
+                say(f"aborted {up.upload_id} s3://{loc.bucket}/{printable(up.key)}")
         if not as_json:
-            click.echo(f"{len(aborted)} upload(s) aborted", err=True)
+            say(f"{len(aborted)} upload(s) aborted", err=True)
 
     run_command(debug, body)
 

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from s3ferry.cli.app import main, setup_output
-from s3ferry.cli.common import run_async, run_command
+from s3ferry.cli.common import run_async, run_command, say
 from s3ferry.cli.flags import options, transfer_options
 from s3ferry.cli.settings import complete_location, location_callback
 from s3ferry.core.errors import UsageError
@@ -62,7 +62,12 @@ def doctor(targets: tuple[str, ...], write_test: bool, as_json: bool, debug: boo
         options = transfer_options(params)  # exactly the options `cp` would build
 
         def show(check: Check) -> None:
-            click.echo(json.dumps(check.as_dict()) if as_json else printable(scrub(check.line())))
+            if as_json:
+                click.echo(json.dumps(check.as_dict()))
+            elif check.ok:
+                say(printable(scrub(check.line())))  # -q: only the failed checks
+            else:
+                click.echo(printable(scrub(check.line())))
 
         checks = run_async(diagnose(locations, options, show, write_test=write_test))
         failed = [c for c in checks if not c.ok]
@@ -73,7 +78,7 @@ def doctor(targets: tuple[str, ...], write_test: bool, as_json: bool, debug: boo
                                    code), err=True)
             return code
         if not as_json:
-            click.echo(f"all {len(checks)} checks passed", err=True)
+            say(f"all {len(checks)} checks passed", err=True)
         return 0
 
     code = run_command(debug, body)

@@ -1,4 +1,8 @@
-"""Progress display (a subscriber of the engine) and the human summary line."""
+"""Progress display (a subscriber of the engine) and the human summary line.
+
+Sizes and rates shown to people are in one unit family, powers of 1024 (MiB with MiB/s:
+:func:`s3ferry.core.units.human_bytes` and :func:`~s3ferry.core.units.human_rate`); JSON keeps bytes.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +11,13 @@ import time
 from typing import TYPE_CHECKING
 
 from s3ferry.core.redaction import printable
-from s3ferry.core.units import human_bytes
+from s3ferry.core.units import human_bytes, human_rate
 
 # rich (~30 ms to import) only when a bar is drawn: the summary lines and LogProgress (cron,
 # pipes) do without it. The engine and tree types are for type hints only.
 if TYPE_CHECKING:
     from rich.console import Console
-    from rich.progress import TaskID
+    from rich.progress import ProgressColumn, Task, TaskID
 
     from s3ferry.engine.transfer import TransferResult
     from s3ferry.operations.tree import TreeResult
@@ -31,14 +35,13 @@ class RichProgress:
             Progress,
             TextColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
 
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            _rate_column(),
             TimeRemainingColumn(),
             console=console,
             transient=False,
@@ -59,6 +62,20 @@ class RichProgress:
     def for_file(self, name: str, total: int) -> _FileBar:
         """A listener for one file of a tree: its own (transient) bar, and the total's."""
         return _FileBar(self, self._progress.add_task(f"  {_shown(name)}", total=total))
+
+
+def _rate_column() -> ProgressColumn:
+    """A bar's rate in MiB/s, like its sizes (rich's TransferSpeedColumn says MB/s: powers of 1000).
+    The class is made here because rich is imported only when a bar is drawn."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text("?" if speed is None else human_rate(speed), style="progress.data.speed")
+
+    return RateColumn()
 
 
 def _shown(name: str) -> str:
@@ -104,8 +121,8 @@ class LogProgress:
             rate = self._done / (now - self._started) if now > self._started else 0.0
             left = (self._total - self._done) / rate if rate > 0 else 0.0
             share = 100 * self._done / self._total if self._total else 100.0
-            log.warning("progress: %s %s of %s (%.0f%%), %.1f MB/s, about %.0f s left", self._name,
-                        human_bytes(self._done), human_bytes(self._total), share, rate / 1e6, left)
+            log.warning("progress: %s %s of %s (%.0f%%), %s, about %.0f s left", self._name,
+                        human_bytes(self._done), human_bytes(self._total), share, human_rate(rate), left)
 
     def finished(self) -> None:
         return None
@@ -126,11 +143,19 @@ def _summary(result: TransferResult) -> str:
     check = f"verified {result.verification}" if result.verified else f"NOT verified: {result.verification}"
     return (
         f"copied {human_bytes(result.size)} {result.source} -> {result.destination} "
-        f"in {result.seconds:.2f} s ({result.bytes_per_second / 1e6:.1f} MB/s), "
+        f"in {result.seconds:.2f} s ({_moved(result)}), "
         f"{result.parts} part(s) of {human_bytes(result.part_size)}; "
-        f"peak RSS {result.peak_rss_bytes / 1e6:.0f} MB; disk writes {human_bytes(result.disk_write_bytes)}; "
+        f"peak RSS {human_bytes(result.peak_rss_bytes)}; disk writes {human_bytes(result.disk_write_bytes)}; "
         f"{check}"
     )
+
+
+def _moved(result: TransferResult) -> str:
+    """The rate of what this run moved; a resumed copy says how much that was (the rest was there)."""
+    rate = human_rate(result.bytes_per_second)
+    if result.moved_bytes == result.size:
+        return rate
+    return f"{human_bytes(result.moved_bytes)} sent this run at {rate}"
 
 
 def tree_summary_line(result: TreeResult) -> str:
@@ -139,7 +164,8 @@ def tree_summary_line(result: TreeResult) -> str:
 
 
 def _tree_summary(result: TreeResult) -> str:
-    rate = result.size / result.seconds / 1e6 if result.seconds > 0 else 0.0
+    moved = sum(f.moved_bytes for f in result.copied)
+    rate = human_rate(moved / result.seconds if result.seconds > 0 else 0.0)
     failed = f", {len(result.failures)} FAILED" if result.failures else ""
     excluded = f", {result.excluded} excluded" if result.excluded else ""
     skipped = f", {len(result.skipped)} skipped (already there)" if result.skipped else ""
@@ -150,7 +176,8 @@ def _tree_summary(result: TreeResult) -> str:
     checked = (f", {len(unverified)} NOT verified ({unverified[0].verification})" if unverified
                else ", all verified" if result.copied else "")
     return (
-        f"copied {len(result.copied)} file(s){skipped}, {human_bytes(result.size)} {result.source} -> {result.destination} "
-        f"in {result.seconds:.2f} s ({rate:.1f} MB/s){checked}{failed}{excluded}; "
-        f"peak RSS {result.peak_rss_bytes / 1e6:.0f} MB; disk writes {human_bytes(result.disk_write_bytes)}"
+        f"copied {len(result.copied)} file(s){skipped}, {human_bytes(result.size)} "
+        f"{result.source} -> {result.destination} "
+        f"in {result.seconds:.2f} s ({rate}){checked}{failed}{excluded}; "
+        f"peak RSS {human_bytes(result.peak_rss_bytes)}; disk writes {human_bytes(result.disk_write_bytes)}"
     )

@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
 import click
@@ -47,6 +47,7 @@ ENDPOINT_KEYS = optionspec.ENDPOINT_KEYS
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _REF_RE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9_.-]*):(.*)$", re.DOTALL)
 _META_KEY = "s3ferry.cli.settings"
+_ERROR_KEY = "s3ferry.cli.settings.error"
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,14 @@ def config_path() -> tuple[Path | None, bool]:
     return Path(base) / "s3ferry" / "config.toml", False
 
 
+class ConfigError(UsageError):
+    """The config file is unusable: its problems, one line each (printed before the error line)."""
+
+    def __init__(self, message: str, lines: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.lines = lines or []
+
+
 class _Problems:
     def __init__(self, path: Path) -> None:
         self.path, self.items = path, []  # type: ignore[var-annotated]
@@ -97,13 +106,18 @@ class _Problems:
         self.items.append(f"{self.path}:{line}: {message}" if line else f"{self.path}: {message}")
 
     def raise_any(self) -> None:
-        """One problem: the error itself; more: one line each on stderr, then the error."""
+        """One problem: the error itself; more: one line each (see :func:`fail_config`), then the error."""
         if len(self.items) == 1:
-            raise UsageError(self.items[0])
+            raise ConfigError(self.items[0])
         if self.items:
-            for item in self.items:
-                click.echo(item, err=True)
-            raise UsageError(f"{self.path}: {len(self.items)} errors in the config file")
+            raise ConfigError(f"{self.path}: {len(self.items)} errors in the config file", list(self.items))
+
+
+def fail_config(exc: UsageError) -> NoReturn:
+    """Report a config (or location) problem: each of the file's problems on its line, then the error."""
+    for line in exc.lines if isinstance(exc, ConfigError) else ():
+        click.echo(line, err=True)
+    fail(exc, False)
 
 
 def load(path: Path | None = None, required: bool = False, problems: _Problems | None = None) -> Config:
@@ -118,10 +132,10 @@ def load(path: Path | None = None, required: bool = False, problems: _Problems |
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         if required:
-            raise UsageError(f"config file {path} (S3FERRY_CONFIG) does not exist") from None
+            raise ConfigError(f"config file {path} (S3FERRY_CONFIG) does not exist") from None
         return Config()
     except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+        raise ConfigError(f"cannot read config file {path}: {getattr(exc, 'strerror', None) or exc}") from exc
     # here: most runs have no config file, and every run reads this module
     from s3ferry.core.tomlfile import LineIndex, TomlSyntax
     from s3ferry.core.tomlfile import parse as parse_toml
@@ -129,7 +143,7 @@ def load(path: Path | None = None, required: bool = False, problems: _Problems |
     try:
         data = parse_toml(text)
     except TomlSyntax as exc:
-        raise UsageError(f"{path}:{exc.line}: not valid TOML: {exc.message}") from exc
+        raise ConfigError(f"{path}:{exc.line}: not valid TOML: {exc.message}") from exc
     index = LineIndex(text)
     collect = problems is not None
     problems = problems if problems is not None else _Problems(path)
@@ -296,7 +310,25 @@ def endpoint_options(cfg: Config, endpoint: Endpoint, command: click.Command,
 # -- the CLI's hooks -------------------------------------------------------------------------
 
 def apply_to(ctx: click.Context) -> None:
-    """Load the config file and set the group's ``default_map`` (called by the ``main`` group's callback)."""
+    """Load the config file and set the group's ``default_map`` (called by the ``main`` group's callback).
+
+    A broken file is kept as an error for :func:`check_loaded` and :func:`current`: it is reported when a
+    command runs, so that ``--help`` (which exits while the command's arguments are parsed) still works.
+    """
+    try:
+        _apply(ctx)
+    except ConfigError as exc:
+        ctx.meta[_ERROR_KEY] = exc
+
+
+def check_loaded(ctx: click.Context) -> None:
+    """Before a command runs: the config file's problems, if it has any, stop it (exit 2)."""
+    error: ConfigError | None = ctx.find_root().meta.get(_ERROR_KEY)
+    if error is not None:
+        fail_config(error)
+
+
+def _apply(ctx: click.Context) -> None:
     path, required = config_path()
     assert path is not None
     problems = _Problems(path)
@@ -315,6 +347,9 @@ def apply_to(ctx: click.Context) -> None:
 def current(ctx: click.Context) -> Config:
     """The config loaded by the group (or loaded now, when a command runs on its own)."""
     root = ctx.find_root()
+    error: ConfigError | None = root.meta.get(_ERROR_KEY)
+    if error is not None:
+        raise error
     cfg: Config | None = root.meta.get(_META_KEY)
     if cfg is None:
         cfg = root.meta[_META_KEY] = load()
@@ -349,7 +384,7 @@ def location_callback(ctx: click.Context, param: click.Parameter, value: Any) ->
             if endpoint is not None:
                 _endpoint_defaults(ctx, cfg, endpoint)
     except UsageError as exc:
-        fail(exc, False)
+        fail_config(exc)
     return tuple(expanded) if isinstance(value, (tuple, list)) else expanded[0]
 
 

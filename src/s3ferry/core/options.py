@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from s3ferry.core.errors import UsageError
 from s3ferry.core.redaction import register_secret
+from s3ferry.core.units import human_bytes
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -181,6 +182,8 @@ def read_secret(path: Path | None, env: str, target: str, *, required: bool = Fa
             secret: str | None = path.read_text().rstrip("\r\n")
         except OSError as exc:
             raise OptionError(target, f"cannot read {{option}} {path}: {exc.strerror}") from exc
+        if not secret:  # else the login fails as a wrong password would, and the file is not suspected
+            raise OptionError(target, f"{{option}} {path} is empty: it must hold the password")
     else:
         secret = os.environ.get(env) or None
         if required and not secret:
@@ -389,6 +392,20 @@ class TransferOptions:
         if needed <= self.part_size:
             return self.part_size
         return min(MAX_PART_SIZE, math.ceil(needed / MiB) * MiB)
+
+    def file_part_size(self) -> tuple[int, str | None]:
+        """The part size for a file destination (a local file, SFTP), and why it is not ``part_size`` if not.
+
+        A file has no part-count limit, so parts are the size asked for, as long as two of them (the fewest
+        buffers a copy runs with: a file destination's parts are held whole) fit ``max_memory``; else the
+        largest that do.
+        """
+        fits = max(MIN_PART_SIZE, self.max_memory // 2)
+        if self.part_size <= fits:
+            return self.part_size, None
+        return fits, (f"parts of {human_bytes(fits)}, not {human_bytes(self.part_size)}: a file destination "
+                      f"holds two whole parts in memory at least, and --max-memory is {human_bytes(self.max_memory)} "
+                      f"(raise it to {human_bytes(2 * self.part_size)} for {human_bytes(self.part_size)} parts)")
 
     def buffer_count(self, part_size: int) -> int:
         """How many part buffers the byte budget pays for (at least two)."""

@@ -10,3 +10,8 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
+
+
+def human_rate(bytes_per_second: float) -> str:
+    """A rate in the family of :func:`human_bytes`: ``3 * 2**20`` -> ``"3.0 MiB/s"``."""
+    return f"{human_bytes(bytes_per_second)}/s"

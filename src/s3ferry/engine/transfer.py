@@ -32,6 +32,7 @@ time, and each part's checksum compared, before anything is published.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
@@ -43,7 +44,7 @@ from typing import Protocol
 
 from s3ferry.core import checksums
 from s3ferry.core.errors import IntegrityError, S3FerryError, SourceChangedError, TransferError, UsageError
-from s3ferry.core.options import MIN_PART_SIZE, TransferOptions
+from s3ferry.core.options import TransferOptions
 from s3ferry.core.storage import ChunkWriter, Completed, Part, PartialFile, RangeReader, Receipt, Sink, Source, Stat
 from s3ferry.core.urls import Location
 from s3ferry.core.verification import StoredCheck, Tally, Verdict
@@ -113,8 +114,14 @@ class TransferResult:
     recovered: bool = False
 
     @property
+    def moved_bytes(self) -> int:
+        """The bytes this run moved: a resumed copy sent only the parts it lacked (``uploaded_bytes``)."""
+        return self.uploaded_bytes if self.resumed_parts or self.recovered else self.size
+
+    @property
     def bytes_per_second(self) -> float:
-        return self.size / self.seconds if self.seconds > 0 else 0.0
+        """The rate of this run: the bytes it moved, not the whole file's size, over its time."""
+        return self.moved_bytes / self.seconds if self.seconds > 0 else 0.0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -148,6 +155,12 @@ class FileCopied:
     #: the version that was read, where the source pins one (:class:`~s3ferry.core.storage.PinnedSource`:
     #: S3's ETag, which push marks delivered); None for other sources
     source_etag: str | None = None
+
+
+@functools.cache
+def _note_once(text: str) -> None:
+    """A note said once per process (the files of a tree would each repeat it)."""
+    log.warning("%s", text)
 
 
 def plan_parts(size: int, part_size: int) -> list[Part]:
@@ -638,8 +651,10 @@ async def _transfer(source: Source, sink: Sink, options: TransferOptions, progre
     expected = await _expected_check(source, sink, options, retry)
     part_size = options.part_size_for(stat.size)
     if sink.features.offset_writes:
-        # A file destination has no part-count limit: parts sized to the budget.
-        part_size = min(part_size, max(MIN_PART_SIZE, options.max_memory // 4))
+        # A file destination has no part-count limit: parts as asked, as far as the memory budget allows.
+        part_size, why = options.file_part_size()
+        if why is not None:
+            _note_once(why)
     parts = plan_parts(stat.size, part_size)
     age = recently_modified(source, stat)
     if age is not None:

@@ -71,8 +71,15 @@ def _when(up: UploadInfo) -> datetime | None:
 
 async def cancel_uploads(location: Location, options: TransferOptions, prefix: bool,
                          older_than: timedelta | None) -> list[UploadInfo]:
-    """Abort matching uploads and forget their journal entries; returns what was aborted."""
-    sink = _sink(location, options)
+    """Abort matching uploads and forget their journal entries; returns what was aborted.
+
+    A location ending in ``/`` (or a bucket alone) is a folder: without ``prefix`` it is refused, never
+    read as the key ``dir/`` (which would abort nothing and look like success).
+    """
+    sink = _sink(location, options)  # no connection yet: nothing to close if refused below
+    if not prefix and location.is_dir_like:
+        raise UsageError(f"{location} is a folder: add --prefix to abort every unfinished upload below it "
+                         f"(`s3ferry uploads {location}` lists them)")
     journal = Journal(options.state_dir)
     try:
         await sink.prepare()

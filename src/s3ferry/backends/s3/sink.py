@@ -68,8 +68,12 @@ def translate(exc: BaseException, where: str) -> S3FerryError:
             return NotFoundError(f"bucket not found: {where}")
         if code in ("NoSuchKey", "404", "NotFound"):
             return NotFoundError(f"not found: {where}")
+        if code == "SignatureDoesNotMatch":  # the access key exists: its secret is not the one signing
+            return AuthError(f"S3 rejected the credentials for {where}: the request signature does not match; "
+                             f"check the secret key (AWS_SECRET_ACCESS_KEY or the profile's aws_secret_access_key)",
+                             code=code)
         if code in _AUTH_CODES:
-            return AuthError(f"S3 rejected the credentials for {where}: {message}")
+            return AuthError(f"S3 rejected the credentials for {where}: {message}", code=code)
         if code in ("AccessDenied", "403", "AllAccessDisabled"):
             return PermissionError_(f"access denied: {where}")
         if code in _DIGEST_CODES:
@@ -206,7 +210,26 @@ class S3Client:
         try:
             return await getattr(client, method)(**kwargs)
         except (TimeoutError, bexc.BotoCoreError, bexc.ClientError, OSError) as exc:
-            raise translate(exc, self.where) from exc
+            error = translate(exc, self.where)
+            if method.startswith("head_") and isinstance(error, PermissionError_):
+                error = await self._why_forbidden(client, kwargs) or error
+            raise error from exc
+
+    async def _why_forbidden(self, client: Any, kwargs: dict[str, Any]) -> AuthError | None:
+        """A HEAD answer has no body, so its 403 cannot say why: a wrong secret key looks like "access denied".
+        A one-byte GET of the same key (or of a key that may not exist, for a bucket) answers with the code;
+        only a credentials code (SignatureDoesNotMatch, InvalidAccessKeyId, ...) changes the verdict."""
+        try:
+            answer = await client.get_object(Bucket=kwargs["Bucket"], Key=kwargs.get("Key") or "s3ferry-probe",
+                                             Range="bytes=0-0")
+        except bexc.ClientError as exc:
+            error = translate(exc, self.where)
+            return error if isinstance(error, AuthError) else None
+        except (TimeoutError, bexc.BotoCoreError, OSError) as exc:
+            log.debug("asking why S3 refused a HEAD request failed too: %s", exc)
+            return None
+        answer["Body"].close()
+        return None
 
     async def call(self, method: str, **kwargs: Any) -> Any:
         """One S3 API call, retried on retryable errors."""
