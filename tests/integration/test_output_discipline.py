@@ -17,7 +17,7 @@ import pytest
 
 from s3ferry.cli.progress import LogProgress
 from s3ferry.demo import servers as testbed
-from support.helpers import MiB, run_cli, sftp_flags, start, stop_after_journaled_parts, write_random
+from support.helpers import MiB, pull_flow, run_cli, sftp_flags, start, stop_after_journaled_parts, write_random
 
 BROKEN_CONFIG = "[defaults]\npart_size = \n"
 #: a size or a rate in the decimal family (MB, MB/s, kB): none may be shown beside MiB
@@ -54,6 +54,22 @@ def test_quiet_tree_copy_prints_nothing(tmp_path: Path, bucket: str) -> None:
     result = run_cli("cp", "-r", "-q", f"{folder}/", f"s3://{bucket}/tree/")
     assert result.code == 0, result.stderr
     assert (result.stdout, result.stderr) == ("", "")
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_quiet_run_once_prints_nothing(tmp_path: Path, s3: testbed.SeaweedServer, bucket: str) -> None:
+    """`run --once -q` from cron: nothing on stdout or stderr when every flow succeeded."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    write_random(drop / "a.csv", 1000)
+    flows = tmp_path / "flows.toml"
+    flows.write_text(pull_flow("quiet", f"{drop}/", bucket, s3.endpoint))
+    result = run_cli("run", "--once", "-q", str(flows))
+    assert result.code == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
+    write_random(drop / "b.csv", 1000)
+    loud = run_cli("run", "--once", str(flows))  # without -q the run says what it did
+    assert loud.code == 0 and "quiet:" in loud.stdout, loud.stderr
 
 
 def test_quiet_cancel_prints_nothing(s3: testbed.SeaweedServer, s3_env: dict[str, str], bucket: str) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from s3ferry.cli.app import main, observing
-from s3ferry.cli.common import run_async
+from s3ferry.cli.common import run_async, say
 from s3ferry.cli.flags import options
 from s3ferry.core.errors import UsageError
 from s3ferry.core.redaction import printable
@@ -87,8 +87,8 @@ def run(flows_file: Path, once: bool, check: bool, dry_run: bool, selected: tupl
             # a skipped run: its note is already on stderr, and only --json prints a line for it
             if as_json:
                 click.echo(json.dumps(outcome.as_dict()))
-            elif outcome.report is not None:
-                click.echo(printable(f"{outcome.flow.name}: {outcome.report.summary()}"))
+            elif outcome.report is not None:  # a result line: -q prints nothing on success
+                say(printable(f"{outcome.flow.name}: {outcome.report.summary()}"))
             if outcome.error is not None:
                 hint = f"; {outcome.error.hint}" if outcome.error.hint else ""
                 from s3ferry.observe.logs import final_error

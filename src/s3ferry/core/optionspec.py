@@ -117,7 +117,8 @@ def _flows(key: str, *kinds: str) -> dict[str, Any]:
 OUTPUT = (
     _o("verbose", "-v", "--verbose", kind="count", commands=WORKERS, default=0,
        help="More notes: -v retries and decisions, -vv debug."),
-    _o("quiet", "-q", "--quiet", kind="flag", commands=WORKERS, help="Only errors on stderr."),
+    _o("quiet", "-q", "--quiet", kind="flag", commands=WORKERS,
+       help="Nothing on success: only errors, and results asked for as data (--json)."),
     _o("log_format", "--log-format", kind="choice", choices=("text", "json"), default="text", show_default=True,
        commands=WORKERS, help="stderr notes as readable lines or as JSON lines."),
     _o("metrics_port", "--metrics-port", kind="int", metavar="PORT", commands=TRANSFERS | {RUN},
