@@ -28,6 +28,8 @@ from s3ferry.core.redaction import printable
 # so asyncio, logging, the engine, the backends and rich are imported inside the code that uses them.
 if TYPE_CHECKING:
     from s3ferry.core.urls import Location
+    from s3ferry.engine.transfer import Executor
+    from s3ferry.observe.progress import ProgressListener
     from s3ferry.operations.tree import Filter, TreeResult
 
 EXAMPLES_CP = """
@@ -290,6 +292,23 @@ def _job_output(report: Any, as_json: bool) -> None:
         sys.exit(report.exit_code)
 
 
+#: a pull or push run from its options, progress display and executor (a coroutine giving its JobReport)
+JobStarter = Callable[[TransferOptions, "ProgressListener | None", "Executor | None"], Any]
+
+
+def _run_job(name: str, job: JobStarter, params: dict[str, Any], no_progress: bool, as_json: bool,
+             debug: bool) -> None:
+    """``pull`` and ``push``: one run of the job with the command's options, its report printed."""
+
+    def body() -> None:
+        options = transfer_options(params)
+        progress = _progress(no_progress)
+        cluster = _cluster(params["executor"], params["scheduler"])
+        _job_output(run_async(_with_cluster(cluster, lambda ex: job(options, progress, ex))), as_json)
+
+    observing(params, debug, name, body)
+
+
 @main.command(epilog="""
 \b
 Examples:
@@ -311,18 +330,12 @@ def pull(src: str, dst: str, archive: str, settle: float, retention_days: float,
     from s3ferry.jobs.pull import PullSettings
     from s3ferry.jobs.pull import pull as run_pull
 
-    def body() -> None:
+    def job(options: TransferOptions, progress: ProgressListener | None, executor: Executor | None) -> Any:
         settings = PullSettings(archive=archive, settle=settle, retention_days=retention_days,
-                                filters=tuple(filter_order(include, exclude, sys.argv)),
-                                transfers=transfers)
-        options = transfer_options(params)
-        progress = _progress(no_progress)
-        cluster = _cluster(params["executor"], params["scheduler"])
-        _job_output(run_async(_with_cluster(cluster, lambda ex: run_pull(src, dst, options, settings,
-                                                                          progress=progress, executor=ex))),
-                    as_json)
+                                filters=tuple(filter_order(include, exclude, sys.argv)), transfers=transfers)
+        return run_pull(src, dst, options, settings, progress=progress, executor=executor)
 
-    observing(params, debug, "pull", body)
+    _run_job("pull", job, params, no_progress, as_json, debug)
 
 
 @main.command(epilog="""
@@ -344,18 +357,12 @@ def push(src: str, dst: str, retry_failed: bool, include: tuple[str, ...], exclu
     from s3ferry.jobs.push import PushSettings
     from s3ferry.jobs.push import push as run_push
 
-    def body() -> None:
-        settings = PushSettings(retry_failed=retry_failed,
-                                filters=tuple(filter_order(include, exclude, sys.argv)),
+    def job(options: TransferOptions, progress: ProgressListener | None, executor: Executor | None) -> Any:
+        settings = PushSettings(retry_failed=retry_failed, filters=tuple(filter_order(include, exclude, sys.argv)),
                                 transfers=transfers)
-        options = transfer_options(params)
-        progress = _progress(no_progress)
-        cluster = _cluster(params["executor"], params["scheduler"])
-        _job_output(run_async(_with_cluster(cluster, lambda ex: run_push(src, dst, options, settings,
-                                                                          progress=progress, executor=ex))),
-                    as_json)
+        return run_push(src, dst, options, settings, progress=progress, executor=executor)
 
-    observing(params, debug, "push", body)
+    _run_job("push", job, params, no_progress, as_json, debug)
 
 
 @main.command(epilog="""
