@@ -90,3 +90,16 @@ def test_expansion_follows_the_shell() -> None:
     assert names("*.bin") == ["br[1].bin", "q?mark.bin", "qXmark.bin", "star*.bin", "starry.bin"]
     assert names(".*") == [".hidden.bin"]  # a leading dot is matched only explicitly
     assert names("*.txt") == [] and names("[") == []
+
+
+def test_unsafe_name_survives_copy_and_pickle() -> None:
+    """A refused name travels in reports (deep-copied) and to Dask workers (pickled) with its reason."""
+    import copy
+    import pickle
+
+    from s3ferry.core.urls import UnsafeName
+
+    name = UnsafeName("a/b", "a name in a folder listing cannot hold '/'")
+    for again in (copy.copy(name), copy.deepcopy(name), pickle.loads(pickle.dumps(name))):
+        assert isinstance(again, UnsafeName)
+        assert (str(again), again.reason) == ("a/b", name.reason)

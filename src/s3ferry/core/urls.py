@@ -218,6 +218,10 @@ class UnsafeName(str):
         made.reason = reason
         return made
 
+    def __reduce__(self) -> tuple[type[UnsafeName], tuple[str, str]]:
+        # copy, deepcopy and pickle (a Dask task's arguments) rebuild it with its reason
+        return (UnsafeName, (str(self), self.reason))
+
 
 def _is_escaped(path: str) -> bool:
     """Whether ``path`` holds bytes that were not UTF-8 (decoded with ``surrogateescape``, as Python lists names)."""

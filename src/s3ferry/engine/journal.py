@@ -214,7 +214,17 @@ class RunRecord:
     @property
     def row(self) -> tuple[object, ...]:
         """The values of :data:`_RUN_COLUMNS`, in their order."""
-        return dataclasses.astuple(self)[:len(_RUN_COLUMNS)]
+        # Not dataclasses.astuple: it deep-copies every value, the events' names included.
+        values = (getattr(self, name) for name in _RUN_COLUMNS)
+        return tuple(_storable(v) if isinstance(v, str) else v for v in values)
+
+
+def _storable(text: str | None) -> str | None:
+    """A name or message as SQLite can hold it: a name that was not UTF-8 on the server (surrogate-escaped)
+    is kept with its bytes shown as ``\\xNN`` (SQLite's TEXT must be valid UTF-8)."""
+    if text is None:
+        return None
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 _RUN_COLUMNS = ("flow", "kind", "source", "destination", "started", "ended", "status", "exit_code", "copied",
@@ -447,7 +457,8 @@ class Journal:
             db.execute("BEGIN IMMEDIATE")
             cur = db.execute(f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * 14)})",
                              run.row)
-            db.executemany("INSERT INTO events VALUES (?,?,?,?)", [(cur.lastrowid, *e) for e in run.events])
+            db.executemany("INSERT INTO events VALUES (?,?,?,?)",
+                           [(cur.lastrowid, *map(_storable, e)) for e in run.events])
             db.execute("DELETE FROM runs WHERE ended < ?", (time.time() - HISTORY_DAYS * 86400,))
 
     async def record_run(self, run: RunRecord) -> None:
