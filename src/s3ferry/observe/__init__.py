@@ -1,1 +1,2 @@
-"""Progress, resource figures and (later) metrics and logs."""
+"""Observing a run: Prometheus metrics, scrubbed logs (text or JSON), resource meters (peak RSS, disk
+writes), progress listeners."""
