@@ -11,7 +11,7 @@ import pytest
 import s3ferry
 from s3ferry.core.errors import UsageError
 from s3ferry.core.options import TransferOptions
-from s3ferry.operations.settings import prepare
+from s3ferry.operations.settings import ConfigError, prepare
 
 ENTRY_POINTS = ("copy", "acopy", "copy_tree", "acopy_tree", "copy_glob", "acopy_glob", "pull", "apull", "push",
                 "apush")
@@ -77,7 +77,24 @@ def test_defaults_and_endpoint_options_apply_and_keywords_win(tmp_path: Path,
 def test_a_bad_value_in_the_file_is_named_with_its_line(tmp_path: Path) -> None:
     cfg = tmp_path / "config.toml"
     cfg.write_text('[defaults]\nupload_streams = "many"\npart_sise = "8MiB"\n')
-    with pytest.raises(UsageError) as caught:
+    with pytest.raises(ConfigError) as caught:
         prepare("cp", "a", "b", None, {}, cfg)
     assert f"{cfg}:2" in caught.value.lines[0] and "whole number" in caught.value.lines[0]
     assert f"{cfg}:3" in caught.value.lines[1] and "part_size" in caught.value.lines[1]
+
+
+def test_tree_filters_from_keywords_and_from_the_file(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "d").mkdir(parents=True)
+    for name in ("a.csv", "b.csv", "c.tmp"):
+        (src / "d" / name).write_text(name)
+    tree = s3ferry.copy_tree(src.as_posix(), (tmp_path / "kw").as_posix(), config=False, include=["*.csv"],
+                             exclude="*/b.csv")
+    assert isinstance(tree, s3ferry.TreeResult)
+    assert sorted(p.name for p in (tmp_path / "kw" / "d").iterdir()) == ["a.csv"]
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[defaults]\nexclude = ["*.tmp"]\n')
+    s3ferry.copy_tree(src.as_posix(), (tmp_path / "file").as_posix(), config=cfg)
+    assert sorted(p.name for p in (tmp_path / "file" / "d").iterdir()) == ["a.csv", "b.csv"]
+    s3ferry.copy_tree(src.as_posix(), (tmp_path / "given").as_posix(), config=cfg, filters=[])  # given: wins
+    assert sorted(p.name for p in (tmp_path / "given" / "d").iterdir()) == ["a.csv", "b.csv", "c.tmp"]

@@ -12,23 +12,14 @@ from s3ferry.core.options import TransferOptions
 from s3ferry.core.urls import Location
 from s3ferry.engine.transfer import Executor
 from s3ferry.jobs import JobReport
-from s3ferry.jobs.flowfile import ordered_filters
 from s3ferry.jobs.pull import PullSettings
 from s3ferry.jobs.pull import pull as run_pull
 from s3ferry.jobs.push import PushSettings
 from s3ferry.jobs.push import push as run_push
 from s3ferry.observe.progress import ProgressListener
-from s3ferry.operations.copy import ConfigArg
-from s3ferry.operations.settings import Prepared, prepare
+from s3ferry.operations.copy import ConfigArg, filters_of
+from s3ferry.operations.settings import prepare
 from s3ferry.operations.tree import Filter
-
-
-def _filters(call: Prepared, filters: Sequence[Filter] | None) -> tuple[Filter, ...]:
-    """``filters`` as given, else the ``include``/``exclude`` values (includes first, as a flows file has them)."""
-    if filters is None:
-        filters = [*(Filter(p, True) for p in call.values["include"] or ()),
-                   *(Filter(p, False) for p in call.values["exclude"] or ())]
-    return ordered_filters(filters)
 
 
 async def apull(
@@ -55,7 +46,7 @@ async def apull(
     v = call.values
     return await run_pull(call.src, call.dst, call.options,
                           PullSettings(archive=v["archive"], settle=v["settle"], retention_days=v["retention_days"],
-                                       filters=_filters(call, filters), transfers=v["transfers"]),
+                                       filters=filters_of(call.values, filters), transfers=v["transfers"]),
                           progress=progress, executor=executor)
 
 
@@ -79,7 +70,7 @@ async def apush(
     call = prepare("push", src, dst, options, {**overrides, **settings}, config)
     return await run_push(call.src, call.dst, call.options,
                           PushSettings(retry_failed=bool(call.values["retry_failed"]),
-                                       filters=_filters(call, filters), transfers=call.values["transfers"]),
+                                       filters=filters_of(call.values, filters), transfers=call.values["transfers"]),
                           progress=progress, executor=executor)
 
 

@@ -13,7 +13,7 @@ arguments win over both (:func:`s3ferry.operations.settings.prepare`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -76,25 +76,40 @@ async def acopy(
         return await copy_file(source, sink, opts, progress, executor=executor)
 
 
+def filters_of(values: Mapping[str, Any], given: Sequence[Filter] | None) -> tuple[Filter, ...]:
+    """``given`` filters, else the ``include``/``exclude`` values (includes first), with the include-first rule
+    of ``--include``/``--exclude`` and flows files (``jobs.flowfile.ordered_filters``): an include that
+    comes first means "only these"."""
+    if given is None:
+        given = [*(Filter(p, True) for p in values.get("include") or ()),
+                 *(Filter(p, False) for p in values.get("exclude") or ())]
+    if given and given[0].include:
+        return (Filter("*", include=False), *given)
+    return tuple(given)
+
+
 async def acopy_tree(
     src: str | Location,
     dst: str | Location,
     options: TransferOptions | None = None,
     *,
     config: ConfigArg = None,
-    filters: Sequence[Filter] = (),
+    filters: Sequence[Filter] | None = None,
     transfers: int | None = None,
     progress: ProgressListener | None = None,
     executor: Executor | None = None,
     **overrides: Any,
 ) -> TreeResult:
     """Copy every file below the folder / prefix ``src`` to the same relative paths below ``dst``.
+    ``filters``: the ``--include``/``--exclude`` globs in order (default: ``include=``/``exclude=``
+    keyword arguments, else the config file's, as ``cp -r`` takes them).
 
     >>> await acopy_tree("sftp://me@host/out", "s3://raw/partner/", filters=[Filter("*.tmp", include=False)])
     """
     call = prepare("cp", src, dst, options, {**overrides, "transfers": transfers}, config)
     async with opened(as_location(call.src), as_location(call.dst), call.options) as (source, sink):
-        return await _copy_tree(source, sink, call.options, filters=filters, transfers=call.values["transfers"],
+        return await _copy_tree(source, sink, call.options, filters=filters_of(call.values, filters),
+                                transfers=call.values["transfers"],
                                 progress=progress, executor=executor)
 
 
@@ -175,7 +190,7 @@ def copy_tree(
     options: TransferOptions | None = None,
     *,
     config: ConfigArg = None,
-    filters: Sequence[Filter] = (),
+    filters: Sequence[Filter] | None = None,
     transfers: int | None = None,
     progress: ProgressListener | None = None,
     **overrides: Any,
