@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import posixpath
 import shlex
 import socket
@@ -105,6 +106,34 @@ class _TrustingClient(asyncssh.SSHClient):
         self.offered = key
         self.looked_up = (host, addr, port)
         return self.pinned is not None and key.get_fingerprint("sha256") == self.pinned
+
+    # What the server offered for authentication, for the message of a failure: asyncssh asks the client for
+    # a key once its own keys are all refused (or it has none), and for a password when it was given none.
+    # Both answers stay asyncssh's defaults (None: nothing more to try).
+    conn: asyncssh.SSHClientConnection | None = None
+    methods: tuple[str, ...] = ()
+
+    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
+        self.conn = conn
+
+    def _note_methods(self) -> None:
+        if self.conn is not None and not self.methods:
+            self.methods = tuple(self.conn.get_server_auth_methods())
+
+    def public_key_auth_requested(self) -> None:
+        self._note_methods()
+
+    def password_auth_requested(self) -> None:
+        self._note_methods()
+
+
+def _key_label(pair: asyncssh.SSHKeyPair) -> str:
+    """A loaded key as a failure names it: its file's name (asyncssh shows a key's comment, else its file)."""
+    comment = pair.get_comment() or pair.get_algorithm()
+    return Path(comment).name if "/" in comment else comment
+
+
+log = logging.getLogger("s3ferry")
 
 
 #: why an SFTP path is most often "not found" (doctor gives the same advice)
@@ -340,8 +369,9 @@ class SftpEndpoint:
         except asyncssh.HostKeyNotVerifiable as exc:
             raise await self._host_key_error(client) from exc
         except asyncssh.PermissionDenied as exc:
+            tried = await self._auth_tried(kwargs, client.methods)
             raise AuthError(f"authentication failed for {self._endpoint()}: wrong password or key not "
-                            "accepted") from exc
+                            f"accepted ({tried})") from exc
         except socket.gaierror as exc:
             raise UsageError(f"cannot resolve host {host!r}: {exc.strerror}") from exc
         except (TimeoutError, OSError, asyncssh.Error) as exc:
@@ -353,6 +383,31 @@ class SftpEndpoint:
         except (asyncssh.Error, OSError) as exc:
             raise translate_error(exc, self.where) from exc
         return conn, sftp
+
+    async def _auth_tried(self, kwargs: dict[str, object], offered: tuple[str, ...]) -> str:
+        """``tried: publickey (id_ed25519, agent), password; the server offers: ...`` for an auth failure's
+        line; logged at INFO (-v) too. The keys are the ones asyncssh loaded: -i, IdentityFile, the default
+        files; an agent's keys are asked for at authentication time, so it is named as one."""
+        try:
+            opts = await asyncssh.SSHClientConnectionOptions.construct(None, **kwargs)
+        except (asyncssh.Error, OSError, ValueError) as exc:  # connect() used the same options: not expected
+            return f"the keys tried are unknown: {exc}"
+        if self.options.identity:
+            keys = [str(path) for path in self.options.identity]  # as the user named them
+        else:
+            keys = [_key_label(pair) for pair in opts.client_keys or ()]
+        if opts.agent_path:
+            keys.append("agent")
+        tried = []
+        if "publickey" in offered or not offered:
+            tried.append(f"publickey ({', '.join(keys) or 'no keys found'})")
+        if "password" in kwargs and ("password" in offered or "keyboard-interactive" in offered or not offered):
+            tried.append("password")
+        detail = f"tried: {'; '.join(tried) or 'nothing the server offers'}"
+        if offered:
+            detail += f"; the server offers: {', '.join(offered)}"
+        log.info("SSH authentication to %s failed: %s", self._endpoint(), detail)
+        return detail
 
     async def target(self) -> SshTarget:
         """Where :meth:`connect` goes: its own options, resolved by asyncssh as the connection resolves them."""

@@ -171,8 +171,8 @@ def cp(src: str, dst: str, recursive: bool, include: tuple[str, ...], exclude: t
             _copy_glob_cli(src, dst, options, transfers, progress, as_json, cluster)
             return
         _, dest = resolve(src, dst)
-        result = run_async(_with_cluster(cluster, lambda ex: acopy(src, dst, options, progress=progress,
-                                                                   executor=ex)),
+        result = run_async(_with_cluster(cluster, lambda ex: acopy(src, dst, options, config=False,
+                                                                   progress=progress, executor=ex)),
                            interrupted_line(dest, options))
         _print_result(result.as_dict(), as_json, summary_line(result), cluster)
 
@@ -245,7 +245,7 @@ def _copy_tree_cli(src: str, dst: str, options: TransferOptions, filters: list[F
                    progress: Any, as_json: bool, cluster: Any = None) -> None:
     from s3ferry.operations.copy import acopy_tree
 
-    result = run_async(_with_cluster(cluster, lambda ex: acopy_tree(src, dst, options, filters=filters,
+    result = run_async(_with_cluster(cluster, lambda ex: acopy_tree(src, dst, options, config=False, filters=filters,
                                                                     transfers=transfers, progress=progress,
                                                                     executor=ex)),
                        "interrupted: run the same command again to copy what is left")
@@ -277,8 +277,9 @@ def _copy_glob_cli(src: str, dst: str, options: TransferOptions, transfers: int,
     from s3ferry.operations.copy import acopy_glob
     from s3ferry.operations.tree import TreeResult
 
-    result = run_async(_with_cluster(cluster, lambda ex: acopy_glob(src, dst, options, transfers=transfers,
-                                                                    progress=progress, executor=ex)),
+    result = run_async(_with_cluster(cluster, lambda ex: acopy_glob(src, dst, options, config=False,
+                                                                    transfers=transfers, progress=progress,
+                                                                    executor=ex)),
                        "interrupted: run the same command again to copy what is left")
     if isinstance(result, TreeResult):
         _print_tree_result(result, as_json, cluster)

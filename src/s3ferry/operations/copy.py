@@ -1,5 +1,11 @@
 """The Python API: ``copy`` / ``acopy`` for one file, ``copy_tree`` / ``acopy_tree`` for
-folders and prefixes, ``acopy_glob`` for ``cp``'s source patterns -- the same engine as the CLI.
+folders and prefixes, ``copy_glob`` / ``acopy_glob`` for ``cp``'s source patterns -- the same engine,
+and the same config file, as ``s3ferry cp``.
+
+Every entry point reads the config file as the command line does (``config=None``: ``$S3FERRY_CONFIG``
+or ``~/.config/s3ferry/config.toml``; a path: that file; ``False``: none): its ``[defaults]`` and the
+options of a named endpoint (``partner:/out/x.csv``) apply, and the caller's ``options`` and keyword
+arguments win over both (:func:`s3ferry.operations.settings.prepare`).
 
 ``copy`` / ``acopy`` take every name literally (``star*.bin`` is that one file): patterns are
 ``acopy_glob``'s alone."""
@@ -7,7 +13,8 @@ folders and prefixes, ``acopy_glob`` for ``cp``'s source patterns -- the same en
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from s3ferry.backends import as_location, open_sink, open_source, opened
@@ -18,9 +25,13 @@ from s3ferry.core.urls import Location, join_name, safe_relative
 from s3ferry.engine.transfer import Executor, TransferResult
 from s3ferry.observe.progress import ProgressListener
 from s3ferry.operations.globs import Glob, expand, glob_of
+from s3ferry.operations.settings import prepare
 from s3ferry.operations.single import copy_file
 from s3ferry.operations.tree import Filter, TreeResult
 from s3ferry.operations.tree import copy_tree as _copy_tree
+
+#: ``config=``: a config file, ``None``/``True`` for the command line's (if any), ``False`` for none
+ConfigArg = Path | str | bool | None
 
 
 def resolve(src: str | Location, dst: str | Location) -> tuple[Location, Location]:
@@ -47,19 +58,34 @@ async def acopy(
     dst: str | Location,
     options: TransferOptions | None = None,
     *,
+    config: ConfigArg = None,
     progress: ProgressListener | None = None,
     executor: Executor | None = None,
     **overrides: Any,
 ) -> TransferResult:
-    """Copy one file; ``overrides`` are :class:`TransferOptions` fields (checked by name).
+    """Copy one file; ``overrides`` are :class:`TransferOptions` fields or ``cp``'s options by name
+    (``endpoint_url=``, ``identity=``; ``overwrite=True``/``False`` means "always"/"never").
     ``executor``: run the parts elsewhere (a started :class:`s3ferry.distributed.DaskExecutor`).
 
     >>> await acopy("sftp://me@host/data.csv.gz", "s3://raw/partner/", part_size=16 * 2**20)
     """
-    opts = (options or TransferOptions()).replace(**overrides)
-    source_loc, dest_loc = resolve(src, dst)
+    call = prepare("cp", src, dst, options, overrides, config)
+    opts = call.options
+    source_loc, dest_loc = resolve(call.src, call.dst)
     async with opened(source_loc, dest_loc, opts) as (source, sink):
         return await copy_file(source, sink, opts, progress, executor=executor)
+
+
+def filters_of(values: Mapping[str, Any], given: Sequence[Filter] | None) -> tuple[Filter, ...]:
+    """``given`` filters, else the ``include``/``exclude`` values (includes first), with the include-first rule
+    of ``--include``/``--exclude`` and flows files (``jobs.flowfile.ordered_filters``): an include that
+    comes first means "only these"."""
+    if given is None:
+        given = [*(Filter(p, True) for p in values.get("include") or ()),
+                 *(Filter(p, False) for p in values.get("exclude") or ())]
+    if given and given[0].include:
+        return (Filter("*", include=False), *given)
+    return tuple(given)
 
 
 async def acopy_tree(
@@ -67,20 +93,24 @@ async def acopy_tree(
     dst: str | Location,
     options: TransferOptions | None = None,
     *,
-    filters: Sequence[Filter] = (),
-    transfers: int = 4,
+    config: ConfigArg = None,
+    filters: Sequence[Filter] | None = None,
+    transfers: int | None = None,
     progress: ProgressListener | None = None,
     executor: Executor | None = None,
     **overrides: Any,
 ) -> TreeResult:
     """Copy every file below the folder / prefix ``src`` to the same relative paths below ``dst``.
+    ``filters``: the ``--include``/``--exclude`` globs in order (default: ``include=``/``exclude=``
+    keyword arguments, else the config file's, as ``cp -r`` takes them).
 
     >>> await acopy_tree("sftp://me@host/out", "s3://raw/partner/", filters=[Filter("*.tmp", include=False)])
     """
-    opts = (options or TransferOptions()).replace(**overrides)
-    async with opened(as_location(src), as_location(dst), opts) as (source, sink):
-        return await _copy_tree(source, sink, opts, filters=filters, transfers=transfers, progress=progress,
-                                executor=executor)
+    call = prepare("cp", src, dst, options, {**overrides, "transfers": transfers}, config)
+    async with opened(as_location(call.src), as_location(call.dst), call.options) as (source, sink):
+        return await _copy_tree(source, sink, call.options, filters=filters_of(call.values, filters),
+                                transfers=call.values["transfers"],
+                                progress=progress, executor=executor)
 
 
 async def acopy_glob(
@@ -88,7 +118,8 @@ async def acopy_glob(
     dst: str | Location,
     options: TransferOptions | None = None,
     *,
-    transfers: int = 4,
+    config: ConfigArg = None,
+    transfers: int | None = None,
     progress: ProgressListener | None = None,
     executor: Executor | None = None,
     **overrides: Any,
@@ -102,8 +133,9 @@ async def acopy_glob(
     file of that literal name either: :class:`NotFoundError` (``no such file``). Both errors come
     before anything is written.
     """
-    opts = (options or TransferOptions()).replace(**overrides)
-    source_loc, dest_loc = as_location(src), as_location(dst)
+    call = prepare("cp", src, dst, options, {**overrides, "transfers": transfers}, config)
+    opts, transfers = call.options, call.values["transfers"]
+    source_loc, dest_loc = as_location(call.src), as_location(call.dst)
     glob = glob_of(source_loc)
     if glob is None:
         raise UsageError(f"{source_loc} holds no pattern (*, ? or [...]) in its last name")
@@ -144,14 +176,40 @@ def copy(
     dst: str | Location,
     options: TransferOptions | None = None,
     *,
+    config: ConfigArg = None,
     progress: ProgressListener | None = None,
     **overrides: Any,
 ) -> TransferResult:
     """Blocking form of :func:`acopy` (runs its own event loop)."""
-    return asyncio.run(acopy(src, dst, options, progress=progress, **overrides))
+    return asyncio.run(acopy(src, dst, options, config=config, progress=progress, **overrides))
 
 
-def copy_tree(src: str | Location, dst: str | Location, options: TransferOptions | None = None,
-              **kwargs: Any) -> TreeResult:
+def copy_tree(
+    src: str | Location,
+    dst: str | Location,
+    options: TransferOptions | None = None,
+    *,
+    config: ConfigArg = None,
+    filters: Sequence[Filter] | None = None,
+    transfers: int | None = None,
+    progress: ProgressListener | None = None,
+    **overrides: Any,
+) -> TreeResult:
     """Blocking form of :func:`acopy_tree`."""
-    return asyncio.run(acopy_tree(src, dst, options, **kwargs))
+    return asyncio.run(acopy_tree(src, dst, options, config=config, filters=filters, transfers=transfers,
+                                  progress=progress, **overrides))
+
+
+def copy_glob(
+    src: str | Location,
+    dst: str | Location,
+    options: TransferOptions | None = None,
+    *,
+    config: ConfigArg = None,
+    transfers: int | None = None,
+    progress: ProgressListener | None = None,
+    **overrides: Any,
+) -> TransferResult | TreeResult:
+    """Blocking form of :func:`acopy_glob`."""
+    return asyncio.run(acopy_glob(src, dst, options, config=config, transfers=transfers, progress=progress,
+                                  **overrides))
