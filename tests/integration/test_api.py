@@ -16,11 +16,14 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def api_examples() -> list[str]:
-    """Every ```python block of the README's "## Python API" section, in order (each preceded by blank
+    """Every ```python block of the README's "Python API" section, in order (each preceded by blank
     lines, so that a failure's traceback gives the README's own line numbers)."""
     text = README.read_text(encoding="utf-8")
-    start = text.index("\n## Python API\n")
-    end = text.find("\n## ", start + 1)
+    heading = re.search(r"\n(#+) Python API\n", text)
+    assert heading is not None, "the README has no Python API section"
+    start = heading.start()
+    following = re.compile(r"\n#{1," + str(len(heading.group(1))) + "} ").search(text, heading.end())
+    end = following.start() if following is not None else len(text)
     return ["\n" * text.count("\n", 0, m.start(1)) + m.group(1)
             for m in re.finditer(r"```python\n(.*?)```", text[:end], re.DOTALL) if m.start() > start]
 

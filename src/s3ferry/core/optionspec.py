@@ -6,7 +6,7 @@ for which kind of flow), whether a named endpoint of the config file may carry
 it, its environment variable, and which :class:`TransferOptions` field(s) it
 sets. From it come the click options of every command (:mod:`s3ferry.cli.flags`),
 the keys of a flows file (:mod:`s3ferry.jobs.flowfile`), the endpoint keys of
-the config file (:mod:`s3ferry.cli.settings`), and :func:`build_transfer_options`,
+the config file (:mod:`s3ferry.operations.settings`), and :func:`build_transfer_options`,
 which all of them use to make the typed options. No click here: core does no I/O
 and the table is plain data.
 """
