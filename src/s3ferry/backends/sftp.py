@@ -1048,8 +1048,8 @@ class SftpSink(SftpEndpoint):
         await asyncio.shield(link.growing)  # shared: one writer's cancellation must not stop it for all
         if link.write_slots is None:
             # Measured here: the server's windows fill only when more is asked than they hold (by half);
-            # the floor is the window of four parts in flight, as without sessions.
-            link.write_slot_count = max(4 * self._window, math.ceil(
+            # the floor: two parts' windows (more only fills memory on a short round trip: measured)
+            link.write_slot_count = max(2 * self._window, math.ceil(
                 len(link.sessions) * _SERVER_WINDOW * 3 / 2 / self._block))
             link.write_slots = asyncio.Semaphore(link.write_slot_count)
         return list(link.sessions)
