@@ -722,6 +722,9 @@ class SftpWriter:
         self._opening = asyncio.Lock()
         #: the handle that created the file (in the first session), the first of :attr:`_files`
         self._created = created
+        #: handles dropped after a failed write: closed at the end all the same (an open handle keeps a
+        #: removed file's blocks on the server's disk)
+        self._dropped: list[asyncssh.SFTPClientFile] = []
 
     @property
     def partial(self) -> str | None:
@@ -748,7 +751,7 @@ class SftpWriter:
                                  partial(_write, files[turn:] + files[:turn], slots, block, part.offset, data))
         except (TimeoutError, asyncssh.Error, OSError, EOFError) as exc:
             if self._files is files:
-                self._files = None  # a retry opens them again (they go with their connection)
+                self._files, self._dropped = None, self._dropped + files  # a retry opens them again
             full = await _out_of_space(sftp, exc, temp, block, self._sink)
             raise (full or translate_error(exc, self._sink.where)) from exc
         return Receipt(part.number, part_etag(digest), digest)
@@ -771,13 +774,20 @@ class SftpWriter:
             return self._files
 
     def _take_files(self) -> list[asyncssh.SFTPClientFile]:
-        """Every handle on the temporary file still open (they are closed by the caller)."""
+        """Every handle on the temporary file in use (they are closed by the caller)."""
         files, self._files, created, self._created = self._files or [], None, self._created, None
         return files + ([created] if created is not None else [])
+
+    async def _close_dropped(self) -> None:
+        dropped, self._dropped = self._dropped, []
+        if dropped:
+            with suppress(TimeoutError, asyncssh.Error, OSError):  # mostly on a connection that is gone
+                await _close_all(dropped)
 
     async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
         sftp, temp = await self._sink._shared(), self._temp_path()
         try:
+            await self._close_dropped()
             await _close_all(self._take_files())
             attrs = await self._stat_and_stamp(sftp, temp)
             if self.size is not None and attrs.size != self.size:
@@ -817,6 +827,7 @@ class SftpWriter:
             raise translate_error(exc, self._sink.where) from exc
 
     async def abort(self) -> None:
+        await self._close_dropped()
         files = self._take_files()
         if files:
             with suppress(TimeoutError, asyncssh.Error, OSError):  # the file is removed anyway
