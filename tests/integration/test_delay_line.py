@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import os
 import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -183,4 +184,43 @@ def test_s3_to_sftp_across_a_wan(ssh: testbed.SshServer, bucket: str, tmp_path: 
     dest = ssh.root / f"wan-down-{bucket}.bin"
     result = run_cli("cp", f"s3://{bucket}/wan.bin", wan_url(ssh, link, dest), "--no-progress", *flags)
     assert result.code == 0, result.stderr
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == digest
+
+
+@pytest.fixture
+def sshd_two_sessions(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[int]:
+    """A second sshd on the same keys and folders that allows two sessions per connection (``MaxSessions 2``,
+    as a partner's server may): its port."""
+    port = testbed.free_port()
+    config = (ssh.base / "sshd_config").read_text()
+    assert "MaxSessions 100" in config and f"Port {ssh.port}\n" in config
+    config = config.replace("MaxSessions 100", "MaxSessions 2").replace(f"Port {ssh.port}\n", f"Port {port}\n")
+    config = config.replace(f"PidFile {ssh.base / 'sshd.pid'}", f"PidFile {tmp_path / 'sshd.pid'}")
+    (tmp_path / "sshd_config").write_text(config)
+    with open(tmp_path / "sshd.log", "ab") as log:
+        proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(tmp_path / "sshd_config")],
+                                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        testbed.wait_for_port(port, 20, proc)
+        yield port
+    finally:
+        testbed.stop_process(proc)
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_s3_to_sftp_backs_off_when_the_server_refuses_sessions(ssh: testbed.SshServer, bucket: str,
+                                                               tmp_path: Path, sshd_two_sessions: int) -> None:
+    """Across 50 ms s3ferry wants several write sessions on its one connection; a server that allows
+    two gets written through two, and the copy succeeds."""
+    local = tmp_path / "wan-down.bin"
+    digest = write_random(local, 6 * MiB + 321)
+    assert run_cli("cp", str(local), f"s3://{bucket}/wan.bin", "--no-progress").code == 0
+    dest = ssh.root / f"wan-sessions-{bucket}.bin"
+    with DelayLine(sshd_two_sessions, rtt=RTT, rate=125e6) as link:
+        known_hosts = known_hosts_via(ssh.known_hosts, link.port, tmp_path / "known_hosts_wan")
+        url = ssh.url(dest).replace(f"@127.0.0.1:{ssh.port}/", f"@127.0.0.1:{link.port}/")
+        result = run_cli("cp", f"s3://{bucket}/wan.bin", url, "--no-progress", "-v", "--identity",
+                         str(ssh.user_key), "--known-hosts", str(known_hosts))
+    assert result.code == 0, result.stderr
+    assert "opened 2 of " in result.stderr and "writing through those" in result.stderr, result.stderr
     assert hashlib.sha256(dest.read_bytes()).hexdigest() == digest

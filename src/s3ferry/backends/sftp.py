@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import posixpath
 import shlex
 import socket
@@ -33,7 +34,7 @@ import stat as statmod
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -73,10 +74,30 @@ from s3ferry.core.storage import (
     read_back,
     tree_root,
 )
+from s3ferry.core.units import human_bytes
 from s3ferry.core.urls import Location, UnsafeName
 from s3ferry.core.verification import StoredCheck
 
 _Conn = tuple[asyncssh.SSHClientConnection, asyncssh.SFTPClient]
+
+log = logging.getLogger("s3ferry")
+
+_MiB = 1024 * 1024
+#: The SSH channel window we advertise (what the server may send us unasked for). The server sends
+#: only what our read requests ask for, and those are counted (:meth:`SftpEndpoint.read_window`), so a
+#: wide window costs no memory; asyncssh's default (2 MiB) caps a read stream at 40 MiB/s at 50 ms.
+_SSH_WINDOW = 64 * _MiB
+#: The rate requests in flight are sized for (a 1 Gbit/s link): bytes in flight = rate x round trip.
+_TARGET_RATE = 128 * _MiB
+#: Bytes of read requests in flight per read stream at most (a part is read by one stream at a time).
+_MAX_READ_IN_FLIGHT = 16 * _MiB
+#: OpenSSH's window per session channel: one session has at most this much written in flight,
+#: so writes across a long round trip go through several sessions of the one connection.
+_SERVER_WINDOW = 2 * _MiB
+#: From this round trip on (seconds), readers share one connection rather than open one each.
+_SHARE_RTT = 0.01
+#: Sessions per connection at most (OpenSSH's MaxSessions is 10 by default; refusals are backed off).
+_MAX_SESSIONS = 8
 
 # AES-GCM costs ~30% less CPU than asyncssh's default chacha20-poly1305 (measured
 # here); OpenSSH offers both, so put GCM first and keep the rest as fallbacks.
@@ -306,6 +327,28 @@ def _unverified_key_error(who: str, lookup: _KeyLookup, offered: str | None = No
     return HostKeyError(f"host key of {who} is not known; {fix}")
 
 
+@dataclass
+class _Link:
+    """What one server's connections share: the round trip measured on the first, and the sink's sessions."""
+
+    rtt: float | None = None  #: seconds, timed on the first connection (None: not connected yet)
+    #: the sink's sessions on its shared connection (the first is the one :meth:`SftpSink._shared` returns)
+    sessions: list[asyncssh.SFTPClient] = field(default_factory=list)
+    #: sessions the server allows per connection, once it refused one (MaxSessions)
+    session_cap: int = _MAX_SESSIONS
+    #: the sessions being opened (see :meth:`SftpSink._open_sessions`)
+    growing: asyncio.Future[None] | None = None
+    #: write requests in flight across all parts of all files: a part's last requests overlap the next
+    #: part's first, so the pipe does not drain at part boundaries (sized in :meth:`SftpSink.write_sessions`)
+    write_slots: asyncio.Semaphore | None = None
+    write_slot_count: int = 0
+
+
+def _in_flight(rtt: float | None, least: int, most: int) -> int:
+    """Bytes to keep in flight across ``rtt``: the bandwidth-delay product at :data:`_TARGET_RATE`."""
+    return max(least, min(most, int((rtt or 0.0) * _TARGET_RATE)))
+
+
 class SftpEndpoint:
     """Connections to one SFTP server: opened on demand, reused, shared with :meth:`child` endpoints."""
 
@@ -318,6 +361,7 @@ class SftpEndpoint:
         # Shared lists: a child endpoint checks connections in and out of its parent's pool.
         self._idle: list[_Conn] = parent._idle if parent else []
         self._all: list[asyncssh.SSHClientConnection] = parent._all if parent else []
+        self._link: _Link = parent._link if parent else _Link()
 
     @property
     def where(self) -> str:
@@ -332,6 +376,7 @@ class SftpEndpoint:
             "encryption_algs": _cipher_order(),
             "connect_timeout": opts.connect_timeout,
             "keepalive_interval": 15,
+            "window": _SSH_WINDOW,
         }
         if self.location.port:
             kwargs["port"] = self.location.port
@@ -380,7 +425,9 @@ class SftpEndpoint:
         self._all.append(conn)
         try:
             sftp = await conn.start_sftp_client()
-        except (asyncssh.Error, OSError) as exc:
+            if self._link.rtt is None:
+                await self._measure(sftp)
+        except (TimeoutError, asyncssh.Error, OSError) as exc:
             raise translate_error(exc, self.where) from exc
         return conn, sftp
 
@@ -408,6 +455,31 @@ class SftpEndpoint:
             detail += f"; the server offers: {', '.join(offered)}"
         log.info("SSH authentication to %s failed: %s", self._endpoint(), detail)
         return detail
+
+    async def _measure(self, sftp: asyncssh.SFTPClient) -> None:
+        """Time one request (a round trip) on the first connection: requests in flight are sized from it."""
+        started = time.monotonic()
+        await sftp.realpath(".")
+        self._link.rtt = rtt = time.monotonic() - started
+        block = self._read_block(sftp)
+        log.info("SFTP %s: round trip %.1f ms; reads: %d requests of %s in flight per stream (SSH window "
+                 "%d MiB); writes: up to %d sessions on one connection", self._endpoint(), rtt * 1000,
+                 self.read_window(block), human_bytes(block), _SSH_WINDOW // _MiB, self._sessions_wanted())
+
+    def _read_block(self, sftp: asyncssh.SFTPClient) -> int:
+        """The size of one read request: ours, or less if the server's limits say so."""
+        return min(self._block, sftp.limits.max_read_len or self._block)
+
+    def read_window(self, block: int) -> int:
+        """Read requests of ``block`` bytes in flight per stream: enough to fill the round trip, at least the
+        configured window. They cost no memory of their own: the replies land in the part buffer."""
+        return max(self._window, _in_flight(self._link.rtt, 0, _MAX_READ_IN_FLIGHT) // block)
+
+    def _sessions_wanted(self) -> int:
+        """Write sessions to open on the shared connection: enough server windows to fill the round trip."""
+        # 3/4: the server sends its window adjust only when half of it is used
+        wanted = math.ceil(_in_flight(self._link.rtt, 0, _MAX_SESSIONS * _SERVER_WINDOW) / (_SERVER_WINDOW * 3 / 4))
+        return max(1, min(wanted, self._link.session_cap))
 
     async def target(self) -> SshTarget:
         """Where :meth:`connect` goes: its own options, resolved by asyncssh as the connection resolves them."""
@@ -465,15 +537,37 @@ class SftpEndpoint:
         return _unverified_key_error(f"jump host {host}:{port}", lookup)
 
     async def _checkout(self) -> _Conn:
+        """A connection to use, returned with :meth:`_checkin` (not when it failed).
+
+        Across a long round trip every use shares one connection (it stays in the pool): a new one costs
+        ~12 round trips (TCP, key exchange, authentication, session, SFTP) before its first byte, 1.8 s at
+        150 ms, while one connection's window carries every stream. On a short one, each use gets a
+        connection (an sshd process, a CPU) of its own.
+        """
+        if self._link.rtt is not None and self._link.rtt >= _SHARE_RTT:
+            for conn, sftp in self._idle:
+                if not conn.is_closed():
+                    return conn, sftp
+            pair = await self.connect()
+            self._idle.append(pair)
+            return pair
         while self._idle:
             conn, sftp = self._idle.pop()
             if not conn.is_closed():
                 return conn, sftp
         return await self.connect()
 
+    def _checkin(self, pair: _Conn) -> None:
+        if pair not in self._idle:
+            self._idle.append(pair)
+
     async def close(self) -> None:
         if not self._owner:
             return  # the parent owns the connections
+        growing, self._link.growing = self._link.growing, None
+        if growing is not None and not growing.done():
+            growing.cancel()
+            await asyncio.gather(growing, return_exceptions=True)
         for conn in self._all:
             conn.close()
         for conn in self._all:
@@ -497,7 +591,7 @@ class SftpSource(SftpEndpoint):
             attrs = await sftp.stat(self.location.path)
         except (asyncssh.Error, OSError) as exc:
             raise translate_error(exc, self.where) from exc
-        self._idle.append((conn, sftp))
+        self._checkin((conn, sftp))
         if attrs.permissions is not None and statmod.S_ISDIR(attrs.permissions):
             raise UsageError(f"{self.where} is a directory (use cp -r to copy a folder)")
         return Stat(size=attrs.size or 0, mtime=float(attrs.mtime) if attrs.mtime is not None else None)
@@ -507,25 +601,29 @@ class SftpSource(SftpEndpoint):
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[SftpReader]:
+        """A reader of the file, on a connection of its own, or one shared by all readers when the round trip
+        is long (see :meth:`_lend`)."""
         conn, sftp = await self._checkout()
-        block = min(self._block, sftp.limits.max_read_len or self._block)
+        block = self._read_block(sftp)
         try:
             file = await sftp.open(self.location.path, "rb", block_size=0)
         except (asyncssh.Error, OSError) as exc:
             raise translate_error(exc, self.where) from exc
         healthy = True
         try:
-            yield SftpReader(file, self.where, block, self._window)
+            yield SftpReader(file, self.where, block, self.read_window(block))
         except BaseException:
             healthy = False
             raise
         finally:
             if healthy:
                 healthy = await _close_quietly(file)
-            if healthy:
-                self._idle.append((conn, sftp))
-            else:
+            if not healthy:
+                if (conn, sftp) in self._idle:
+                    self._idle.remove((conn, sftp))  # its other users fail too, and get a new one
                 conn.abort()
+            else:
+                self._checkin((conn, sftp))
 
     async def list_folder(self) -> AsyncIterator[Entry]:
         conn, sftp = await self._checkout()
@@ -533,7 +631,7 @@ class SftpSource(SftpEndpoint):
             entries = await _list_folder(sftp, self.location.path.rstrip("/") or "/")
         except (asyncssh.Error, OSError) as exc:
             raise translate_error(exc, self.where) from exc
-        self._idle.append((conn, sftp))
+        self._checkin((conn, sftp))
         for entry in entries:
             yield entry
 
@@ -548,7 +646,7 @@ class SftpSource(SftpEndpoint):
             await sftp.utime(target, (now, now))  # retention counts from archiving, not from the file's mtime
         except (asyncssh.Error, OSError) as exc:
             raise translate_error(exc, f"{self.where} (archiving {path})") from exc
-        self._idle.append((conn, sftp))
+        self._checkin((conn, sftp))
         return target
 
     async def remove(self, path: str) -> None:
@@ -559,7 +657,7 @@ class SftpSource(SftpEndpoint):
             pass  # gone already
         except (asyncssh.Error, OSError) as exc:
             raise translate_error(exc, f"{self.where} (removing {path})") from exc
-        self._idle.append((conn, sftp))
+        self._checkin((conn, sftp))
 
     async def walk(self) -> AsyncIterator[Entry]:
         conn, sftp = await self._checkout()
@@ -572,7 +670,7 @@ class SftpSource(SftpEndpoint):
                 yield entry
         except (asyncssh.Error, OSError) as exc:
             raise translate_error(exc, self.where) from exc
-        self._idle.append((conn, sftp))
+        self._checkin((conn, sftp))
 
 
 async def _replace(sftp: asyncssh.SFTPClient, old: str, new: str) -> None:
@@ -675,11 +773,19 @@ class SftpWriter:
     """
 
     def __init__(self, sink: SftpSink, temp: str | None, algorithm: Algorithm | None,
-                 size: int | None = None) -> None:
+                 size: int | None = None, created: asyncssh.SFTPClientFile | None = None) -> None:
         self._sink, self._temp, self.algorithm = sink, temp, algorithm
         self._final = sink.location.path
         self.size = size  # what the file must hold before it is renamed into place (None: unknown)
         self.upload_id = posixpath.basename(temp) if temp is not None else None
+        #: the temporary file opened in each write session, for every part (None: not open)
+        self._files: list[asyncssh.SFTPClientFile] | None = None
+        self._opening = asyncio.Lock()
+        #: the handle that created the file (in the first session), the first of :attr:`_files`
+        self._created = created
+        #: handles dropped after a failed write: closed at the end all the same (an open handle keeps a
+        #: removed file's blocks on the server's disk)
+        self._dropped: list[asyncssh.SFTPClientFile] = []
 
     @property
     def partial(self) -> str | None:
@@ -692,31 +798,78 @@ class SftpWriter:
         return self._temp
 
     async def write_part(self, part: Part, data: memoryview, digest: PartDigest | None) -> Receipt:
+        """The part's write requests, dealt over the sink's sessions: each session's server window holds only
+        2 MiB in flight (OpenSSH), so across a long round trip one session would cap the rate."""
         sftp, temp = await self._sink._shared(), self._temp_path()
         # OpenSSH's sftp-server drops the session on a request above its limit (256 KiB in all).
         block = min(self._sink.block, sftp.limits.max_write_len or self._sink.block)
+        files: list[asyncssh.SFTPClientFile] = []
         try:
-            async with sftp.open(temp, "r+b", block_size=0) as file:
-                await sliding_window(len(data), block, self._sink.window, partial(_write, file, part.offset, data))
+            files = await self._open_files(temp)
+            slots, count = self._sink.write_slots()
+            turn = part.number % len(files)  # parts in flight together start in different sessions
+            await sliding_window(len(data), block, count,
+                                 partial(_write, files[turn:] + files[:turn], slots, block, part.offset, data))
         except (TimeoutError, asyncssh.Error, OSError, EOFError) as exc:
+            if self._files is files:
+                self._files, self._dropped = None, self._dropped + files  # a retry opens them again
             full = await _out_of_space(sftp, exc, temp, block, self._sink)
             raise (full or translate_error(exc, self._sink.where)) from exc
         return Receipt(part.number, part_etag(digest), digest)
 
+    async def _open_files(self, temp: str) -> list[asyncssh.SFTPClientFile]:
+        """The temporary file open in the write sessions (all at once: one round trip), kept for every part.
+
+        A file smaller than a server window needs one session: the handle that created it, if it is still open.
+        """
+        async with self._opening:
+            if self._files is None:
+                sessions = await self._sink.write_sessions()
+                if self.size is not None:
+                    sessions = sessions[: max(1, -(-self.size // _SERVER_WINDOW))]
+                created, self._created = self._created, None
+                if created is not None:  # opened in the first session (the one _shared() returns)
+                    self._files = [created, *await _open_everywhere(sessions[1:], temp)]
+                else:
+                    self._files = await _open_everywhere(sessions, temp)
+            return self._files
+
+    def _take_files(self) -> list[asyncssh.SFTPClientFile]:
+        """Every handle on the temporary file in use (they are closed by the caller)."""
+        files, self._files, created, self._created = self._files or [], None, self._created, None
+        return files + ([created] if created is not None else [])
+
+    async def _close_dropped(self) -> None:
+        dropped, self._dropped = self._dropped, []
+        if dropped:
+            with suppress(TimeoutError, asyncssh.Error, OSError):  # mostly on a connection that is gone
+                await _close_all(dropped)
+
     async def complete(self, receipts: Sequence[Receipt], whole: str | None) -> Completed:
         sftp, temp = await self._sink._shared(), self._temp_path()
         try:
-            attrs = await sftp.stat(temp)
+            await self._close_dropped()
+            await _close_all(self._take_files())
+            attrs = await self._stat_and_stamp(sftp, temp)
             if self.size is not None and attrs.size != self.size:
                 # Checked before the rename: a wrong file never replaces the one already there.
                 raise IntegrityError(f"the partial file {self.partial} holds {attrs.size} bytes, not {self.size}; "
                                      f"{self._sink.where} was left as it was")
-            if self._sink.mtime is not None:
-                await sftp.utime(temp, (self._sink.mtime, self._sink.mtime))  # the source's mtime
             await _replace(sftp, temp, self._final)
         except (TimeoutError, asyncssh.Error, OSError) as exc:
             raise translate_error(exc, self._sink.where) from exc
         return Completed(size=attrs.size or 0, checksum=None)
+
+    async def _stat_and_stamp(self, sftp: asyncssh.SFTPClient, temp: str) -> asyncssh.SFTPAttrs:
+        """The temporary file's attributes, and the source's mtime set on it: together, one round trip."""
+        mtime = self._sink.mtime
+        stamp = sftp.utime(temp, (mtime, mtime)) if mtime is not None else asyncio.sleep(0)
+        attrs, stamped = await asyncio.gather(sftp.stat(temp), stamp, return_exceptions=True)
+        for outcome in (attrs, stamped):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert isinstance(attrs, asyncssh.SFTPAttrs)
+        return attrs
 
     def unverified(self) -> str | None:
         return None  # a file checks nothing itself: the engine compares the bytes before complete()
@@ -735,6 +888,11 @@ class SftpWriter:
             raise translate_error(exc, self._sink.where) from exc
 
     async def abort(self) -> None:
+        await self._close_dropped()
+        files = self._take_files()
+        if files:
+            with suppress(TimeoutError, asyncssh.Error, OSError):  # the file is removed anyway
+                await _close_all(files)
         if self._temp is not None:
             await self._remove(self._temp)
 
@@ -799,10 +957,31 @@ async def _out_of_space(sftp: asyncssh.SFTPClient, exc: BaseException, path: str
     return no_space(sink.where, free, sink.size)
 
 
-def _write(file: asyncssh.SFTPClientFile, offset: int, data: memoryview, pos: int, length: int) -> Awaitable[int]:
-    """One write request of a part (``data`` at ``offset``): its block at ``pos``."""
-    # asyncssh packs bytes: one copy of one block, made only when its request is sent
-    return file.write(bytes(data[pos : pos + length]), offset + pos)
+async def _open_everywhere(sessions: Sequence[asyncssh.SFTPClient], path: str) -> list[asyncssh.SFTPClientFile]:
+    """``path`` opened for writing in every session at once (one round trip)."""
+    opened = await asyncio.gather(*(s.open(path, "r+b", block_size=0) for s in sessions), return_exceptions=True)
+    files = [f for f in opened if isinstance(f, asyncssh.SFTPClientFile)]
+    for outcome in opened:
+        if isinstance(outcome, BaseException):
+            with suppress(TimeoutError, asyncssh.Error, OSError):  # the failure that matters is raised below
+                await _close_all(files)
+            raise outcome
+    return files
+
+
+async def _close_all(files: Sequence[asyncssh.SFTPClientFile]) -> None:
+    closed = await asyncio.gather(*(f.close() for f in files), return_exceptions=True)
+    for outcome in closed:
+        if isinstance(outcome, BaseException):
+            raise outcome
+
+
+async def _write(files: Sequence[asyncssh.SFTPClientFile], slots: asyncio.Semaphore, block: int, offset: int,
+                 data: memoryview, pos: int, length: int) -> int:
+    """One write request of a part (``data`` at ``offset``): its block at ``pos``, in the next session."""
+    async with slots:
+        # asyncssh packs bytes: one copy of one block, made only when its request is sent
+        return await files[(pos // block) % len(files)].write(bytes(data[pos : pos + length]), offset + pos)
 
 
 def _utc(mtime: int | None) -> datetime | None:
@@ -827,6 +1006,8 @@ class SftpSink(SftpEndpoint):
         super().__init__(location, options, block, window, parent)
         self.mtime: float | None = None
         self.size: int | None = None  # the source's, for a message when the disk is full
+        #: what :meth:`existing` found (None in the tuple: nothing), until :meth:`prepare` takes it
+        self._seen: tuple[asyncssh.SFTPAttrs | None] | None = None
         #: the destination folder of a tree (None: a file the user named); see :meth:`_confine`
         self._root: str | None = None
         #: folders below the root seen to be real folders, shared by the files of one tree
@@ -841,12 +1022,10 @@ class SftpSink(SftpEndpoint):
     async def existing(self) -> Stat | None:
         sftp = await self._shared()
         await self._confine(sftp, create=False)
-        try:
-            attrs = await sftp.stat(self.location.path)
-        except asyncssh.SFTPNoSuchFile:
+        attrs = await self._stat(sftp)
+        self._seen = (attrs,)  # prepare(), which comes next, needs no round trip of its own
+        if attrs is None:
             return None
-        except (asyncssh.Error, OSError) as exc:
-            raise translate_error(exc, self.where) from exc
         if attrs.permissions is not None and not statmod.S_ISREG(attrs.permissions):
             return None
         return Stat(size=attrs.size or 0, mtime=float(attrs.mtime) if attrs.mtime is not None else None)
@@ -917,23 +1096,78 @@ class SftpSink(SftpEndpoint):
         return attrs
 
     async def _shared(self) -> asyncssh.SFTPClient:
-        """The one SFTP session every writer of this server uses (created on first use)."""
+        """The SFTP session of the one connection every writer of this server uses (created on first use)."""
+        return (await self._shared_connection())[1]
+
+    async def _shared_connection(self) -> _Conn:
         for conn, sftp in self._idle:
             if not conn.is_closed():
-                return sftp
+                return conn, sftp
         conn, sftp = await self.connect()
         self._idle.append((conn, sftp))
-        return sftp
+        # the sessions of a connection that closed went with it
+        self._link.sessions, self._link.growing = [sftp], None
+        return conn, sftp
 
-    async def prepare(self) -> None:
-        sftp = await self._shared()
-        await self._confine(sftp, create=True)
+    async def write_sessions(self) -> list[asyncssh.SFTPClient]:
+        """Sessions of the shared connection to write through: as many as the round trip needs
+        (:meth:`_sessions_wanted`), opened together (see :meth:`_open_sessions`)."""
+        link = self._link
+        conn, _ = await self._shared_connection()
+        if link.growing is None:
+            self._open_sessions(conn)
+        assert link.growing is not None
+        await asyncio.shield(link.growing)  # shared: one writer's cancellation must not stop it for all
+        if link.write_slots is None:
+            # Measured here: the server's windows fill only when more is asked than they hold (by half);
+            # the floor: two parts' windows (more only fills memory on a short round trip: measured)
+            link.write_slot_count = max(2 * self._window, math.ceil(
+                len(link.sessions) * _SERVER_WINDOW * 3 / 2 / self._block))
+            link.write_slots = asyncio.Semaphore(link.write_slot_count)
+        return list(link.sessions)
+
+    def _open_sessions(self, conn: asyncssh.SSHClientConnection) -> None:
+        """Start opening the write sessions in the background (four round trips, overlapping the
+        destination's checks and the first part's read)."""
+        if self._link.growing is None:
+            self._link.growing = asyncio.ensure_future(self._grow(conn))
+
+    async def _grow(self, conn: asyncssh.SSHClientConnection) -> None:
+        link = self._link
+        missing = self._sessions_wanted() - len(link.sessions)
+        if missing <= 0:
+            return
+        opened = await asyncio.gather(*(conn.start_sftp_client() for _ in range(missing)), return_exceptions=True)
+        link.sessions += [s for s in opened if isinstance(s, asyncssh.SFTPClient)]
+        failures = [e for e in opened if isinstance(e, BaseException)]
+        if failures:
+            # MaxSessions (an administratively prohibited channel), or the connection going: the writes go
+            # through the sessions there are (and report a lost connection themselves)
+            link.session_cap = len(link.sessions)
+            log.info("SFTP %s opened %d of %d write sessions (%s): writing through those", self._endpoint(),
+                     len(link.sessions), len(link.sessions) + len(failures), failures[0])
+
+    def write_slots(self) -> tuple[asyncio.Semaphore, int]:
+        """The shared limit on write requests in flight, and its size (after :meth:`write_sessions`)."""
+        assert self._link.write_slots is not None, "write_sessions() sizes the slots"
+        return self._link.write_slots, self._link.write_slot_count
+
+    async def _stat(self, sftp: asyncssh.SFTPClient) -> asyncssh.SFTPAttrs | None:
         try:
-            attrs = await sftp.stat(self.location.path)
+            return await sftp.stat(self.location.path)
         except asyncssh.SFTPNoSuchFile:
-            return  # the usual case: a new file
+            return None
         except (asyncssh.Error, OSError) as exc:
             raise translate_error(exc, self.where) from exc
+
+    async def prepare(self) -> None:
+        conn, sftp = await self._shared_connection()
+        self._open_sessions(conn)
+        await self._confine(sftp, create=True)
+        seen, self._seen = self._seen, None
+        attrs = seen[0] if seen is not None else await self._stat(sftp)
+        if attrs is None:
+            return  # the usual case: a new file
         if attrs.permissions is not None and statmod.S_ISDIR(attrs.permissions):
             raise UsageError(f"{self.where} is a directory; end the destination with / to copy into it")
 
@@ -942,14 +1176,16 @@ class SftpSink(SftpEndpoint):
         sftp = await self._shared()
         folder, name = posixpath.split(self.location.path)
         temp = posixpath.join(folder, partial_name(name))
-        if folder:
-            await self._makedirs(sftp, folder)
         try:
-            async with sftp.open(temp, "wb", block_size=0):
-                pass  # created empty; parts are written at their offsets
+            try:
+                created = await sftp.open(temp, "wb", block_size=0)  # kept open for the parts
+            except asyncssh.SFTPNoSuchFile:
+                # The folder is missing: created only now (a mkdir and a stat per level, from the root)
+                await self._makedirs(sftp, folder or ".")
+                created = await sftp.open(temp, "wb", block_size=0)
         except (TimeoutError, asyncssh.Error, OSError) as exc:
             raise translate_error(exc, self.where) from exc
-        return SftpWriter(self, temp, algorithm, size)
+        return SftpWriter(self, temp, algorithm, size, created)
 
     async def _makedirs(self, sftp: asyncssh.SFTPClient, folder: str) -> None:
         try:

@@ -7,12 +7,15 @@ Payload bytes live only in part buffers. The engine keeps a fixed pool of
     buffers = max(2, max_memory // part_size)
 
 buffers of ``part_size`` bytes each, so the payload held at any instant is at
-most ``buffers * part_size`` plus, per read stream, the SFTP requests in
-flight (``read_streams * sftp_window * sftp_block``, 2 x 16 x 256 KiB = 8 MiB
-by default). With the defaults (8 MiB parts, 32 MiB budget) that is
-32 MiB + 8 MiB whatever the file size, until a file is so large (> 78 GiB)
-that parts must grow to stay under S3's 10,000-part limit; the budget then
-still buys at least two buffers.
+most ``buffers * part_size`` plus the SFTP requests in flight. Read replies land
+in the part buffers; how many are asked for per stream is sized from the round
+trip measured at connect (at least ``sftp_window`` of ``sftp_block`` bytes, at
+most 16 MiB). Writes to an SFTP server copy each request's block until it is
+sent: at most ``4 * sftp_window * sftp_block`` (16 MiB) or, across a long round
+trip, 3 MiB per SSH session (8 sessions: 24 MiB). With the defaults (8 MiB
+parts, 32 MiB budget) that is 32 MiB + 16..24 MiB whatever the file size,
+until a file is so large (> 78 GiB) that parts must grow to stay under S3's
+10,000-part limit; the budget then still buys at least two buffers.
 """
 
 from __future__ import annotations
