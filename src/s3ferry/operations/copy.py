@@ -13,6 +13,7 @@ arguments win over both (:func:`s3ferry.operations.settings.prepare`).
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,8 +38,7 @@ ConfigArg = Path | str | bool | None
 def resolve(src: str | Location, dst: str | Location) -> tuple[Location, Location]:
     """Parse both ends; a destination ending in ``/`` gets the source's file name."""
     source, dest = as_location(src), as_location(dst)
-    if dest.scheme == "file" and not dest.is_dir_like and _is_dir(dest.path):
-        dest = dest.with_path(dest.path + "/")  # like cp: an existing folder receives the file
+    dest = _existing_folder(dest)
     if dest.is_dir_like:
         if source.scheme == "s3" and ".." in source.path.split("/"):
             # S3 keys are names chosen by whoever wrote the bucket.
@@ -47,10 +47,11 @@ def resolve(src: str | Location, dst: str | Location) -> tuple[Location, Locatio
     return source, dest
 
 
-def _is_dir(path: str) -> bool:
-    import os
-
-    return os.path.isdir(path)
+def _existing_folder(dest: Location) -> Location:
+    """Like cp: an existing local folder named without a trailing ``/`` receives the files."""
+    if dest.scheme == "file" and not dest.is_dir_like and os.path.isdir(dest.path):
+        return dest.with_path(dest.path + "/")
+    return dest
 
 
 async def acopy(
@@ -139,8 +140,7 @@ async def acopy_glob(
     glob = glob_of(source_loc)
     if glob is None:
         raise UsageError(f"{source_loc} holds no pattern (*, ? or [...]) in its last name")
-    if dest_loc.scheme == "file" and not dest_loc.is_dir_like and _is_dir(dest_loc.path):
-        dest_loc = dest_loc.with_path(dest_loc.path + "/")  # like cp: an existing folder receives the files
+    dest_loc = _existing_folder(dest_loc)
     folder = open_source(glob.folder, opts)
     try:
         found = await _glob_matches(folder, glob, source_loc)
