@@ -18,7 +18,7 @@ from s3ferry.jobs.push import PushSettings
 from s3ferry.jobs.push import push as run_push
 from s3ferry.observe.progress import ProgressListener
 from s3ferry.operations.copy import ConfigArg, filters_of
-from s3ferry.operations.settings import prepare
+from s3ferry.operations.settings import aprepare
 from s3ferry.operations.tree import Filter
 
 
@@ -42,7 +42,7 @@ async def apull(
     select files; other keyword arguments as :func:`s3ferry.acopy`'s. Never raises for one file's failure:
     see the report's ``failures`` and ``exit_code``."""
     settings = {"archive": archive, "settle": settle, "retention_days": retention_days, "transfers": transfers}
-    call = prepare("pull", src, dst, options, {**overrides, **settings}, config)
+    call = await aprepare("pull", src, dst, options, {**overrides, **settings}, config)
     v = call.values
     return await run_pull(call.src, call.dst, call.options,
                           PullSettings(archive=v["archive"], settle=v["settle"], retention_days=v["retention_days"],
@@ -67,7 +67,7 @@ async def apush(
     folder ``dst``; ``retry_failed=True`` works through the retry queue instead. Keyword arguments as
     :func:`apull`'s. Never raises for one object's failure."""
     settings = {"retry_failed": retry_failed, "transfers": transfers}
-    call = prepare("push", src, dst, options, {**overrides, **settings}, config)
+    call = await aprepare("push", src, dst, options, {**overrides, **settings}, config)
     return await run_push(call.src, call.dst, call.options,
                           PushSettings(retry_failed=bool(call.values["retry_failed"]),
                                        filters=filters_of(call.values, filters), transfers=call.values["transfers"]),

@@ -26,7 +26,7 @@ from s3ferry.core.urls import Location, join_name, safe_relative
 from s3ferry.engine.transfer import Executor, TransferResult
 from s3ferry.observe.progress import ProgressListener
 from s3ferry.operations.globs import Glob, expand, glob_of
-from s3ferry.operations.settings import prepare
+from s3ferry.operations.settings import aprepare
 from s3ferry.operations.single import copy_file
 from s3ferry.operations.tree import Filter, TreeResult
 from s3ferry.operations.tree import copy_tree as _copy_tree
@@ -70,7 +70,7 @@ async def acopy(
 
     >>> await acopy("sftp://me@host/data.csv.gz", "s3://raw/partner/", part_size=16 * 2**20)
     """
-    call = prepare("cp", src, dst, options, overrides, config)
+    call = await aprepare("cp", src, dst, options, overrides, config)
     opts = call.options
     source_loc, dest_loc = resolve(call.src, call.dst)
     async with opened(source_loc, dest_loc, opts) as (source, sink):
@@ -107,7 +107,7 @@ async def acopy_tree(
 
     >>> await acopy_tree("sftp://me@host/out", "s3://raw/partner/", filters=[Filter("*.tmp", include=False)])
     """
-    call = prepare("cp", src, dst, options, {**overrides, "transfers": transfers}, config)
+    call = await aprepare("cp", src, dst, options, {**overrides, "transfers": transfers}, config)
     async with opened(as_location(call.src), as_location(call.dst), call.options) as (source, sink):
         return await _copy_tree(source, sink, call.options, filters=filters_of(call.values, filters),
                                 transfers=call.values["transfers"],
@@ -134,7 +134,7 @@ async def acopy_glob(
     file of that literal name either: :class:`NotFoundError` (``no such file``). Both errors come
     before anything is written.
     """
-    call = prepare("cp", src, dst, options, {**overrides, "transfers": transfers}, config)
+    call = await aprepare("cp", src, dst, options, {**overrides, "transfers": transfers}, config)
     opts, transfers = call.options, call.values["transfers"]
     source_loc, dest_loc = as_location(call.src), as_location(call.dst)
     glob = glob_of(source_loc)

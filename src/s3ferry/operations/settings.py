@@ -413,6 +413,15 @@ def prepare(command: str, src: Any, dst: Any, options: TransferOptions | None, o
     return Prepared(src, dst, explicit(built, fields), values)
 
 
+async def aprepare(command: str, src: Any, dst: Any, options: TransferOptions | None,
+                   overrides: Mapping[str, Any], config: Path | str | bool | None) -> Prepared:
+    """:func:`prepare` for a coroutine: finding and reading the config file is blocking file I/O, so it
+    runs in a worker thread instead of on the event loop."""
+    import asyncio  # here, not at the top: the CLI imports this module at every start (--help, completion)
+
+    return await asyncio.to_thread(prepare, command, src, dst, options, overrides, config)
+
+
 def overwrite_mode(value: object) -> str:
     """``overwrite=``'s value as a mode: True is "always", False "never"; the mode names are kept."""
     if isinstance(value, (bool, str)) and value in OVERWRITE:
