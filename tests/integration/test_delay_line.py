@@ -226,3 +226,75 @@ def test_s3_to_sftp_backs_off_when_the_server_refuses_sessions(ssh: testbed.SshS
     assert result.code == 0, result.stderr
     assert "opened 2 of " in result.stderr and "writing through those" in result.stderr, result.stderr
     assert hashlib.sha256(dest.read_bytes()).hexdigest() == digest
+
+
+def _small_tree(top: Path, files: int) -> dict[str, bytes]:
+    """``files`` small random files in three folders (one nested) below ``top``: {relative path: bytes}."""
+    tree: dict[str, bytes] = {}
+    for n in range(files):
+        rel = f"{('a', 'b', 'b/c')[n % 3]}/f{n:03}.bin"
+        (top / rel).parent.mkdir(parents=True, exist_ok=True)
+        data = os.urandom(1000 + 97 * n)
+        (top / rel).write_bytes(data)
+        tree[rel] = data
+    return tree
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_a_tree_both_ways_across_a_wan(ssh: testbed.SshServer, s3: testbed.SeaweedServer, bucket: str,
+                                      sftp_50ms: tuple[DelayLine, list[str]]) -> None:
+    """Many small files in flight on the one connection, the folders listed at once, the destination
+    listed instead of a stat per file: every byte arrives, and a second run copies nothing."""
+    link, flags = sftp_50ms
+    src = ssh.root / f"wan-tree-{bucket}"
+    tree = _small_tree(src, 60)
+    up = run_cli("cp", "-r", wan_url(ssh, link, src), f"s3://{bucket}/t/", "--no-progress", "--json", *flags)
+    assert up.code == 0, up.stderr
+    client = s3.client()
+    for rel, data in tree.items():
+        assert client.get_object(Bucket=bucket, Key=f"t/{rel}")["Body"].read() == data, rel
+    dest = ssh.root / f"wan-tree-back-{bucket}"
+    down = run_cli("cp", "-r", f"s3://{bucket}/t/", wan_url(ssh, link, dest), "--no-progress", "--json", *flags)
+    assert down.code == 0, down.stderr
+    assert {str(p.relative_to(dest)): p.read_bytes() for p in dest.rglob("*") if p.is_file()} == tree
+    again = run_cli("cp", "-r", f"s3://{bucket}/t/", wan_url(ssh, link, dest), "--no-progress", "--json", *flags)
+    assert again.code == 0, again.stderr
+    assert '"copied": 0' in again.stdout and '"skipped": 60' in again.stdout, again.stdout
+
+
+@pytest.fixture
+def sshd_few_startups(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[int]:
+    """A second sshd on the same keys and folders that drops connections beyond two unauthenticated
+    ones (``MaxStartups 2``): its port."""
+    port = testbed.free_port()
+    config = (ssh.base / "sshd_config").read_text()
+    assert "MaxStartups 100:30:200" in config and f"Port {ssh.port}\n" in config
+    config = config.replace("MaxStartups 100:30:200", "MaxStartups 2").replace(f"Port {ssh.port}\n", f"Port {port}\n")
+    config = config.replace(f"PidFile {ssh.base / 'sshd.pid'}", f"PidFile {tmp_path / 'sshd.pid'}")
+    (tmp_path / "sshd_config").write_text(config)
+    with open(tmp_path / "sshd.log", "ab") as log:
+        proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(tmp_path / "sshd_config")],
+                                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    try:
+        testbed.wait_for_port(port, 20, proc)
+        yield port
+    finally:
+        testbed.stop_process(proc)
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_many_small_files_on_loopback_stay_within_the_servers_startups(
+        ssh: testbed.SshServer, s3: testbed.SeaweedServer, bucket: str, tmp_path: Path,
+        sshd_few_startups: int) -> None:
+    """Dozens of small files at once on a short round trip: connections are opened one at a time and
+    capped (then shared), so a server allowing two unauthenticated connections drops none of them."""
+    src = ssh.root / f"startups-{bucket}"
+    tree = _small_tree(src, 80)
+    url = ssh.url(src).replace(f"@127.0.0.1:{ssh.port}/", f"@127.0.0.1:{sshd_few_startups}/")
+    known_hosts = known_hosts_via(ssh.known_hosts, sshd_few_startups, tmp_path / "known_hosts_port")
+    result = run_cli("cp", "-r", url, f"s3://{bucket}/s/", "--no-progress", "--identity", str(ssh.user_key),
+                     "--known-hosts", str(known_hosts))
+    assert result.code == 0, result.stderr
+    client = s3.client()
+    for rel, data in tree.items():
+        assert client.get_object(Bucket=bucket, Key=f"s/{rel}")["Body"].read() == data, rel

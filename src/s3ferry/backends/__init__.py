@@ -15,6 +15,11 @@ from s3ferry.core.urls import Location, parse
 if TYPE_CHECKING:
     from s3ferry.engine.retry import RetryPolicy
 
+#: Connections an S3 client may open. The pool only caps them: how many requests run at once is
+#: decided by the engine (streams per file, files at a time), and a tree of small files runs dozens of
+#: files through one client; an idle pool costs nothing.
+S3_POOL = 64
+
 
 def open_source(location: Location, options: TransferOptions) -> Source:
     if location.scheme == "file":
@@ -36,7 +41,7 @@ def open_source(location: Location, options: TransferOptions) -> Source:
     if location.scheme == "s3":
         from s3ferry.backends.s3.source import S3Source
 
-        return S3Source(location, options.s3, pool_size=options.read_streams + 2, retry=_retry(options))
+        return S3Source(location, options.s3, pool_size=max(S3_POOL, options.read_streams + 2), retry=_retry(options))
     raise UsageError(f"{location.scheme}:// is not supported as a source yet")
 
 
@@ -44,7 +49,7 @@ def open_sink(location: Location, options: TransferOptions) -> Sink:
     if location.scheme == "s3":
         from s3ferry.backends.s3.sink import S3Sink
 
-        return S3Sink(location, options.s3, pool_size=options.upload_streams + 2, retry=_retry(options))
+        return S3Sink(location, options.s3, pool_size=max(S3_POOL, options.upload_streams + 2), retry=_retry(options))
     if location.scheme == "file":
         from s3ferry.backends.local import LocalSink
 

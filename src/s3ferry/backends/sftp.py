@@ -98,6 +98,11 @@ _SERVER_WINDOW = 2 * _MiB
 _SHARE_RTT = 0.01
 #: Sessions per connection at most (OpenSSH's MaxSessions is 10 by default; refusals are backed off).
 _MAX_SESSIONS = 8
+#: connections to one server on a short round trip (each is an sshd process; OpenSSH's MaxStartups
+#: starts refusing at 10 unauthenticated ones)
+_MAX_CONNECTIONS = 8
+#: folder listings at once while a tree is walked
+_LISTINGS = 16
 
 # AES-GCM costs ~30% less CPU than asyncssh's default chacha20-poly1305 (measured
 # here); OpenSSH offers both, so put GCM first and keep the rest as fallbacks.
@@ -338,6 +343,13 @@ class _Link:
     session_cap: int = _MAX_SESSIONS
     #: the sessions being opened (see :meth:`SftpSink._open_sessions`)
     growing: asyncio.Future[None] | None = None
+    #: held while a connection is opened (see :meth:`SftpEndpoint._checkout`)
+    opening: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: every connection :meth:`SftpEndpoint._checkout` opened, and the turn of the next one to share
+    pairs: list[_Conn] = field(default_factory=list)
+    turn: int = 0
+    #: files being closed in the background (see :meth:`SftpSource._close_later`), awaited before the end
+    closing: set[asyncio.Future[bool]] = field(default_factory=set)
     #: write requests in flight across all parts of all files: a part's last requests overlap the next
     #: part's first, so the pipe does not drain at part boundaries (sized in :meth:`SftpSink.write_sessions`)
     write_slots: asyncio.Semaphore | None = None
@@ -542,20 +554,42 @@ class SftpEndpoint:
         Across a long round trip every use shares one connection (it stays in the pool): a new one costs
         ~12 round trips (TCP, key exchange, authentication, session, SFTP) before its first byte, 1.8 s at
         150 ms, while one connection's window carries every stream. On a short one, each use gets a
-        connection (an sshd process, a CPU) of its own.
+        connection (an sshd process, a CPU) of its own, up to :data:`_MAX_CONNECTIONS`; beyond that uses
+        share the open ones in turn (many small files at once must not start dozens of sshd processes,
+        or meet the server's ``MaxStartups``). Connections are opened one at a time: the first measures
+        the round trip, which decides for the others.
         """
-        if self._link.rtt is not None and self._link.rtt >= _SHARE_RTT:
-            for conn, sftp in self._idle:
-                if not conn.is_closed():
-                    return conn, sftp
-            pair = await self.connect()
-            self._idle.append(pair)
-            return pair
+        shared = self._shared_pair()
+        if shared is not None:
+            return shared
         while self._idle:
             conn, sftp = self._idle.pop()
             if not conn.is_closed():
                 return conn, sftp
-        return await self.connect()
+        async with self._link.opening:
+            shared = self._shared_pair()
+            if shared is not None:
+                return shared
+            live = [pair for pair in self._link.pairs if not pair[0].is_closed()]
+            if len(live) >= _MAX_CONNECTIONS:
+                self._link.turn += 1
+                return live[self._link.turn % len(live)]
+            pair = await self.connect()
+            self._link.pairs[:] = [*live, pair]
+            if self._shares():
+                self._idle.append(pair)
+            return pair
+
+    def _shares(self) -> bool:
+        return self._link.rtt is not None and self._link.rtt >= _SHARE_RTT
+
+    def _shared_pair(self) -> _Conn | None:
+        """The one connection every use shares across a long round trip (None: not that, or none open)."""
+        if self._shares():
+            for conn, sftp in self._idle:
+                if not conn.is_closed():
+                    return conn, sftp
+        return None
 
     def _checkin(self, pair: _Conn) -> None:
         if pair not in self._idle:
@@ -564,6 +598,8 @@ class SftpEndpoint:
     async def close(self) -> None:
         if not self._owner:
             return  # the parent owns the connections
+        if self._link.closing:
+            await asyncio.gather(*self._link.closing, return_exceptions=True)
         growing, self._link.growing = self._link.growing, None
         if growing is not None and not growing.done():
             growing.cancel()
@@ -617,13 +653,29 @@ class SftpSource(SftpEndpoint):
             raise
         finally:
             if healthy:
-                healthy = await _close_quietly(file)
-            if not healthy:
-                if (conn, sftp) in self._idle:
-                    self._idle.remove((conn, sftp))  # its other users fail too, and get a new one
-                conn.abort()
-            else:
+                self._close_later(file, (conn, sftp))
                 self._checkin((conn, sftp))
+            else:
+                self._drop((conn, sftp))
+
+    def _close_later(self, file: asyncssh.SFTPClientFile, pair: _Conn) -> None:
+        """Close a file read in full without waiting for the answer: the next request on the connection
+        (the stat that checks the source did not change) goes right behind it, one round trip less per
+        file. A close that fails drops the connection (the bytes were read: the copy goes on)."""
+        closing = asyncio.ensure_future(_close_quietly(file))
+        self._link.closing.add(closing)
+        closing.add_done_callback(partial(self._closed, pair))
+
+    def _closed(self, pair: _Conn, closing: asyncio.Future[bool]) -> None:
+        self._link.closing.discard(closing)
+        if closing.cancelled() or not closing.result():
+            self._drop(pair)
+
+    def _drop(self, pair: _Conn) -> None:
+        """A connection that failed: closed, and not lent again (its other users fail too, and get a new one)."""
+        if pair in self._idle:
+            self._idle.remove(pair)
+        pair[0].abort()
 
     async def list_folder(self) -> AsyncIterator[Entry]:
         conn, sftp = await self._checkout()
@@ -666,11 +718,12 @@ class SftpSource(SftpEndpoint):
             attrs = await sftp.stat(top)
             if attrs.permissions is None or not statmod.S_ISDIR(attrs.permissions):
                 raise UsageError(f"{self.where} is not a directory")
-            async for entry in _walk(sftp, _raw(top), ""):
-                yield entry
         except (asyncssh.Error, OSError) as exc:
             raise translate_error(exc, self.where) from exc
+        entries = await _walk(sftp, top, self.where)
         self._checkin((conn, sftp))
+        for entry in entries:
+            yield entry
 
 
 async def _replace(sftp: asyncssh.SFTPClient, old: str, new: str) -> None:
@@ -749,14 +802,42 @@ async def _listing(sftp: asyncssh.SFTPClient, folder: bytes, rel: str) -> list[t
     return found
 
 
-async def _walk(sftp: asyncssh.SFTPClient, top: bytes, rel: str) -> AsyncIterator[Entry]:
-    """Regular files below ``top``/``rel``, depth first, sorted (see :func:`_listing`)."""
-    for entry, folder in await _listing(sftp, posixpath.join(top, _raw(rel)) if rel else top, rel):
-        if folder:
-            async for inner in _walk(sftp, top, entry.path):
-                yield inner
-        else:
-            yield entry
+async def _walk(sftp: asyncssh.SFTPClient, top: str, where: str) -> list[Entry]:
+    """Regular files below the folder ``top``, depth first, sorted (see :func:`_listing`); errors as
+    :func:`translate_error` words them for ``where``.
+
+    The subfolders of a folder are listed at the same time (:data:`_LISTINGS` at most): a listing costs
+    ~3 round trips (open, read, close), which one after another would dominate a WAN tree's copy.
+    """
+    try:
+        return await _walk_below(sftp, _raw(top), "", asyncio.Semaphore(_LISTINGS))
+    except (asyncssh.Error, OSError) as exc:
+        raise translate_error(exc, where) from exc
+    except BaseExceptionGroup as group:  # a listing below failed: its error, as one listing's would be
+        first = _first_leaf(group)
+        if isinstance(first, (asyncssh.Error, OSError)):
+            raise translate_error(first, where) from first
+        raise first from None
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first error of a (nested) group of failed tasks."""
+    first: BaseException = group
+    while isinstance(first, BaseExceptionGroup):
+        first = first.exceptions[0]
+    return first
+
+
+async def _walk_below(sftp: asyncssh.SFTPClient, top: bytes, rel: str, slots: asyncio.Semaphore) -> list[Entry]:
+    async with slots:  # held for the one listing only: the subfolders below wait for slots of their own
+        listed = await _listing(sftp, posixpath.join(top, _raw(rel)) if rel else top, rel)
+    async with asyncio.TaskGroup() as group:
+        below = iter([group.create_task(_walk_below(sftp, top, entry.path, slots))
+                      for entry, folder in listed if folder])
+    found: list[Entry] = []
+    for entry, folder in listed:
+        found += next(below).result() if folder else [entry]
+    return found
 
 
 async def _list_folder(sftp: asyncssh.SFTPClient, folder: str) -> list[Entry]:
@@ -849,27 +930,39 @@ class SftpWriter:
         sftp, temp = await self._sink._shared(), self._temp_path()
         try:
             await self._close_dropped()
-            await _close_all(self._take_files())
-            attrs = await self._stat_and_stamp(sftp, temp)
+            attrs = await self._close_stat_and_stamp(sftp, temp)
             if self.size is not None and attrs.size != self.size:
                 # Checked before the rename: a wrong file never replaces the one already there.
                 raise IntegrityError(f"the partial file {self.partial} holds {attrs.size} bytes, not {self.size}; "
                                      f"{self._sink.where} was left as it was")
-            await _replace(sftp, temp, self._final)
+            await self._rename(sftp, temp)
         except (TimeoutError, asyncssh.Error, OSError) as exc:
             raise translate_error(exc, self._sink.where) from exc
         return Completed(size=attrs.size or 0, checksum=None)
 
-    async def _stat_and_stamp(self, sftp: asyncssh.SFTPClient, temp: str) -> asyncssh.SFTPAttrs:
-        """The temporary file's attributes, and the source's mtime set on it: together, one round trip."""
+    async def _close_stat_and_stamp(self, sftp: asyncssh.SFTPClient, temp: str) -> asyncssh.SFTPAttrs:
+        """The temporary file closed, its attributes, and the source's mtime set on it: together, one round
+        trip. Every write was answered before this, so the size seen is the whole file's."""
         mtime = self._sink.mtime
         stamp = sftp.utime(temp, (mtime, mtime)) if mtime is not None else asyncio.sleep(0)
-        attrs, stamped = await asyncio.gather(sftp.stat(temp), stamp, return_exceptions=True)
-        for outcome in (attrs, stamped):
+        closed, attrs, stamped = await asyncio.gather(_close_all(self._take_files()), sftp.stat(temp), stamp,
+                                                      return_exceptions=True)
+        for outcome in (closed, attrs, stamped):
             if isinstance(outcome, BaseException):
                 raise outcome
         assert isinstance(attrs, asyncssh.SFTPAttrs)
         return attrs
+
+    async def _rename(self, sftp: asyncssh.SFTPClient, temp: str) -> None:
+        """The finished file into place; a folder there (not looked for before: a round trip per file) is
+        explained rather than reported as the server's bare failure."""
+        try:
+            await _replace(sftp, temp, self._final)
+        except asyncssh.SFTPFailure as exc:
+            attrs = await self._sink._stat(sftp)
+            if attrs is not None and attrs.permissions is not None and statmod.S_ISDIR(attrs.permissions):
+                raise _folder_in_the_way(self._sink.where) from exc
+            raise
 
     def unverified(self) -> str | None:
         return None  # a file checks nothing itself: the engine compares the bytes before complete()
@@ -984,6 +1077,10 @@ async def _write(files: Sequence[asyncssh.SFTPClientFile], slots: asyncio.Semaph
         return await files[(pos // block) % len(files)].write(bytes(data[pos : pos + length]), offset + pos)
 
 
+def _folder_in_the_way(where: str) -> UsageError:
+    return UsageError(f"{where} is a directory; end the destination with / to copy into it")
+
+
 def _utc(mtime: int | None) -> datetime | None:
     return datetime.fromtimestamp(mtime, UTC) if mtime is not None else None
 
@@ -1012,9 +1109,10 @@ class SftpSink(SftpEndpoint):
         self._root: str | None = None
         #: folders below the root seen to be real folders, shared by the files of one tree
         self._checked: set[str] = set()
+        self._confining = asyncio.Lock()
         if parent is not None:
             self._root = parent._root if parent._root is not None else tree_root(parent.location.path, location.path)
-            self._checked = parent._checked
+            self._checked, self._confining = parent._checked, parent._confining
 
     def note_source(self, stat: Stat) -> None:
         self.mtime, self.size = stat.mtime, stat.size
@@ -1029,6 +1127,16 @@ class SftpSink(SftpEndpoint):
         if attrs.permissions is not None and not statmod.S_ISREG(attrs.permissions):
             return None
         return Stat(size=attrs.size or 0, mtime=float(attrs.mtime) if attrs.mtime is not None else None)
+
+    async def sizes_below(self) -> dict[str, int]:
+        """Every file below this folder by relative path, listed once for a tree ({} when the folder is not
+        there): a stat per file would cost a round trip each across a WAN."""
+        sftp = await self._shared()
+        top = self.location.path.rstrip("/") or "/"
+        try:
+            return {entry.path: entry.size for entry in await _walk(sftp, top, self.where)}
+        except NotFoundError:
+            return {}  # nothing there yet (or a folder removed while it was listed): what is copied is new
 
     def child(self, path: str) -> SftpSink:
         return SftpSink(self.location.with_path(path), self.options, self._block, self._window, parent=self)
@@ -1051,9 +1159,14 @@ class SftpSink(SftpEndpoint):
         server that lies about its folders can write anywhere on its own disks
         anyway.
         """
-        folders = [f for f in below_root(self._root, self.location.path) if f not in self._checked]
-        if self._root is None or not folders:
+        if self._root is None or all(f in self._checked for f in below_root(self._root, self.location.path)):
             return
+        async with self._confining:  # one file at a time looks and creates: the others find it done
+            await self._confine_folders(sftp, create)
+
+    async def _confine_folders(self, sftp: asyncssh.SFTPClient, create: bool) -> None:
+        assert self._root is not None
+        folders = [f for f in below_root(self._root, self.location.path) if f not in self._checked]
         if create and self._root not in self._checked:
             await self._makedirs(sftp, self._root)
             self._checked.add(self._root)
@@ -1165,11 +1278,11 @@ class SftpSink(SftpEndpoint):
         self._open_sessions(conn)
         await self._confine(sftp, create=True)
         seen, self._seen = self._seen, None
-        attrs = seen[0] if seen is not None else await self._stat(sftp)
-        if attrs is None:
-            return  # the usual case: a new file
-        if attrs.permissions is not None and statmod.S_ISDIR(attrs.permissions):
-            raise UsageError(f"{self.where} is a directory; end the destination with / to copy into it")
+        # Not looked at when existing() was not asked (--overwrite, a tree's listing showed no file there):
+        # a folder in the way is found when the copy is renamed onto it (see SftpWriter._rename).
+        attrs = seen[0] if seen is not None else None
+        if attrs is not None and attrs.permissions is not None and statmod.S_ISDIR(attrs.permissions):
+            raise _folder_in_the_way(self.where)
 
     async def open_writer(self, size: int, part_size: int, algorithm: Algorithm | None, *,
                           defer: bool = False) -> SftpWriter:

@@ -339,8 +339,9 @@ class MetadataSink(Sink, Protocol):
 
 @runtime_checkable
 class ListingSink(Sink, Protocol):
-    """A sink that lists everything below its folder / prefix in one request stream (S3): a tree
-    copy then asks once instead of once per file. File sinks are not: a stat is as cheap there."""
+    """A sink that lists everything below its folder / prefix at once (S3, SFTP): a tree copy then asks
+    once instead of once per file (a round trip each across a WAN). A local disk is not: a stat is as
+    cheap there."""
 
     async def sizes_below(self) -> dict[str, int]:
         """The size of every object below this prefix, by path relative to it ({} when none)."""

@@ -45,7 +45,18 @@ from typing import Protocol
 from s3ferry.core import checksums
 from s3ferry.core.errors import IntegrityError, S3FerryError, SourceChangedError, TransferError, UsageError
 from s3ferry.core.options import TransferOptions
-from s3ferry.core.storage import ChunkWriter, Completed, Part, PartialFile, RangeReader, Receipt, Sink, Source, Stat
+from s3ferry.core.storage import (
+    ChunkWriter,
+    Completed,
+    Part,
+    PartialFile,
+    PinnedSource,
+    RangeReader,
+    Receipt,
+    Sink,
+    Source,
+    Stat,
+)
 from s3ferry.core.urls import Location
 from s3ferry.core.verification import StoredCheck, Tally, Verdict
 from s3ferry.engine.journal import Journal, PartRecord, open_journal
@@ -590,9 +601,20 @@ async def source_checksum(source: Source, size: int, part_size: int, algorithm: 
                            single=len(parts) == 1)
 
 
-def _streams_parts(sink: Sink, options: TransferOptions, part_size: int, algorithm: object) -> bool:
-    """Stream parts when the byte budget cannot hold two whole ones and the sink can take them so."""
-    return algorithm is not None and sink.features.streamed_parts and 2 * part_size > options.max_memory
+def _streams_parts(sink: Sink, options: TransferOptions, largest: int, algorithm: object) -> bool:
+    """Stream parts when the byte budget cannot hold two whole ones (of ``largest`` bytes, the biggest
+    part) and the sink can take them so.
+
+    A file smaller than its share of the budget is read whole first and sent in one request: streamed,
+    its request would stay open (holding a connection of the pool) for every round trip of the read.
+    """
+    return algorithm is not None and sink.features.streamed_parts and 2 * largest > options.max_memory
+
+
+def _read_pinned(source: Source, executor: Executor | None) -> bool:
+    """Every read here named the version stat() saw (S3: If-Match its ETag): the bytes are that version's,
+    whatever happened since, so a second stat proves nothing (and costs a request per file)."""
+    return isinstance(source, PinnedSource) and source.pinned_etag is not None and not _remote(executor)
 
 
 async def _check_unchanged(source: Source, before: Stat) -> None:
@@ -653,7 +675,7 @@ async def _transfer(source: Source, sink: Sink, options: TransferOptions, progre
     if sink.features.offset_writes:
         # A file destination has no part-count limit: parts as asked, as far as the memory budget allows.
         part_size, why = options.file_part_size()
-        if why is not None:
+        if why is not None and stat.size > part_size:  # a file of one smaller part: the limit changed nothing
             _note_once(why)
     parts = plan_parts(stat.size, part_size)
     age = recently_modified(source, stat)
@@ -663,8 +685,8 @@ async def _transfer(source: Source, sink: Sink, options: TransferOptions, progre
     algorithm = checksums.get(options.checksum)
     # A single part is read twice before it is sent; a single part streamed while read cannot be, so
     # it goes as a multipart upload of one part, which completion publishes after the second read.
-    defer = age is not None and len(parts) == 1 and not _remote(executor) and _streams_parts(sink, options,
-                                                                                             part_size, algorithm)
+    defer = age is not None and len(parts) == 1 and not _remote(executor) and _streams_parts(
+        sink, options, min(part_size, stat.size), algorithm)
     plan = Plan(str(source.location), str(sink.location), stat, parts, part_size, algorithm, options.resume,
                 fresh=age is not None, defer=defer)
     if sink.features.resumable and len(parts) > 1:
@@ -710,7 +732,7 @@ async def _run(source: Source, sink: Sink, options: TransferOptions, progress: P
     attempt = await prepare(plan, sink, journal if journal.working else None)
     writer = attempt.writer
     # With a remote executor the parts are read on the workers: nothing is buffered or streamed here.
-    streams = not _remote(executor) and _streams_parts(sink, options, part_size, algorithm)
+    streams = not _remote(executor) and _streams_parts(sink, options, min(part_size, stat.size), algorithm)
     streamer = writer if streams and isinstance(writer, StreamingWriter) else None
     # A file smaller than a part gets a buffer of its own size: a tree of small
     # files must not cost a full part buffer each. Streamed parts need none.
@@ -732,7 +754,8 @@ async def _run(source: Source, sink: Sink, options: TransferOptions, progress: P
         else:
             await pump_parts(job, options)
         receipts = job.ordered_receipts()
-        await retry.run(lambda: _check_unchanged(source, stat), "checking the source again")
+        if not _read_pinned(source, executor):
+            await retry.run(lambda: _check_unchanged(source, stat), "checking the source again")
         if job.recheck and not job.precheck:
             await _recheck(job, options)
         whole = algorithm.whole([r.digest for r in receipts if r.digest], single=len(parts) == 1) if algorithm else None

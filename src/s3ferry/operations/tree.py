@@ -1,10 +1,15 @@
 """``cp -r``: copy every file below a folder or prefix, several files at a time.
 
 The source is listed first (``Source.walk``), filtered by include/exclude
-globs, and each file goes through the same engine as a single ``cp`` --
-``transfers`` files at a time, a sliding window: a finished file makes room
-for the next. One file failing does not stop the others; the result lists
-the failures and the exit code reflects the worst.
+globs, and each file goes through the same engine as a single ``cp`` -- in a
+sliding window: a finished file makes room for the next. Each file in flight
+holds a share of the memory budget: a large one ``max_memory / transfers``
+(so ``transfers`` large files at a time), a small one only its size, so up to
+:data:`SMALL_FILES_FACTOR` times as many small files run at once. A small
+file costs round trips (open, read, close: ~3 across a WAN), not bandwidth or
+memory; only many of them in flight keep the link busy. One file failing does
+not stop the others; the result lists the failures and the exit code reflects
+the worst.
 
 Filters follow the AWS CLI: patterns match the path relative to the source
 folder (``*`` also crosses ``/``), they are applied in order and the last one
@@ -38,6 +43,9 @@ from s3ferry.operations.single import LocalExecutor
 
 log = logging.getLogger("s3ferry")
 T = TypeVar("T")
+
+#: Small files in flight: at most this many times ``transfers`` (the memory budget decides below that).
+SMALL_FILES_FACTOR = 8
 
 
 @dataclass(frozen=True)
@@ -147,12 +155,18 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
     entries = list(listed) if listed is not None else await _selected_entries(source, filters, result)
     if progress is not None:
         progress.started(f"{len(entries)} files", sum(e.size for e in entries))
-    per_file = options.replace(max_memory=max(options.max_memory // transfers, 5 * 1024 * 1024))
+    share = max(options.max_memory // transfers, 5 * 1024 * 1024)
+    per_file = options.replace(max_memory=share)
     present = await _destination_sizes(sink, options)
     journal = await open_journal(options.state_dir, required=False)
+    copy = partial(_copy_entry, source, sink, per_file, journal, progress, run, result, present)
     try:
-        await for_each(entries, partial(_copy_entry, source, sink, per_file, journal, progress, run, result,
-                                        present), run.files_at_once(transfers, len(entries)))
+        if run.remote:  # the cluster schedules the files and holds their memory
+            await for_each(entries, copy, run.files_at_once(transfers, len(entries)))
+        else:
+            budget = Budget(share * transfers)
+            await for_each(entries, partial(budget.lend, lambda e: min(e.size, share), copy),
+                           transfers * SMALL_FILES_FACTOR)
     finally:
         await asyncio.shield(journal.close())
         if progress is not None:
@@ -189,6 +203,29 @@ def _options_for(entry: Entry, rel: str, options: TransferOptions, present: dict
     if present is not None and present.get(rel) != entry.size and not options.dry_run:
         return options.replace(overwrite="always")
     return options
+
+
+class Budget:
+    """Bytes of the memory budget lent to files in flight, first come first served: a file waits
+    until its share is free, and the files behind it wait for it (a large file is not starved)."""
+
+    def __init__(self, total: int) -> None:
+        self._free = total
+        self._turn = asyncio.Lock()
+        self._returned = asyncio.Condition()
+
+    async def lend(self, weigh: Callable[[T], int], action: Callable[[T], Awaitable[object]], item: T) -> None:
+        """``action(item)`` while ``weigh(item)`` bytes (at most the total) are taken from the budget."""
+        need = weigh(item)
+        async with self._turn, self._returned:
+            await self._returned.wait_for(lambda: self._free >= need)
+            self._free -= need
+        try:
+            await action(item)
+        finally:
+            async with self._returned:
+                self._free += need
+                self._returned.notify_all()
 
 
 async def for_each(items: Sequence[T], action: Callable[[T], Awaitable[object]], workers: int) -> None:
