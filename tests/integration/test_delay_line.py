@@ -263,9 +263,9 @@ def test_a_tree_both_ways_across_a_wan(ssh: testbed.SshServer, s3: testbed.Seawe
 
 
 @pytest.fixture
-def sshd_few_startups(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[int]:
+def sshd_few_startups(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A second sshd on the same keys and folders that drops connections beyond two unauthenticated
-    ones (``MaxStartups 2``): its port."""
+    ones (``MaxStartups 2``): its port and its log."""
     port = testbed.free_port()
     config = (ssh.base / "sshd_config").read_text()
     assert "MaxStartups 100:30:200" in config and f"Port {ssh.port}\n" in config
@@ -277,7 +277,7 @@ def sshd_few_startups(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[int]:
                                 stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
         testbed.wait_for_port(port, 20, proc)
-        yield port
+        yield port, tmp_path / "sshd.log"
     finally:
         testbed.stop_process(proc)
 
@@ -285,16 +285,21 @@ def sshd_few_startups(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[int]:
 @pytest.mark.usefixtures("s3_env")
 def test_many_small_files_on_loopback_stay_within_the_servers_startups(
         ssh: testbed.SshServer, s3: testbed.SeaweedServer, bucket: str, tmp_path: Path,
-        sshd_few_startups: int) -> None:
+        sshd_few_startups: tuple[int, Path]) -> None:
     """Dozens of small files at once on a short round trip: connections are opened one at a time and
     capped (then shared), so a server allowing two unauthenticated connections drops none of them."""
+    port, sshd_log = sshd_few_startups
     src = ssh.root / f"startups-{bucket}"
     tree = _small_tree(src, 80)
-    url = ssh.url(src).replace(f"@127.0.0.1:{ssh.port}/", f"@127.0.0.1:{sshd_few_startups}/")
-    known_hosts = known_hosts_via(ssh.known_hosts, sshd_few_startups, tmp_path / "known_hosts_port")
+    url = ssh.url(src).replace(f"@127.0.0.1:{ssh.port}/", f"@127.0.0.1:{port}/")
+    known_hosts = known_hosts_via(ssh.known_hosts, port, tmp_path / "known_hosts_port")
     result = run_cli("cp", "-r", url, f"s3://{bucket}/s/", "--no-progress", "--identity", str(ssh.user_key),
                      "--known-hosts", str(known_hosts))
     assert result.code == 0, result.stderr
     client = s3.client()
     for rel, data in tree.items():
         assert client.get_object(Bucket=bucket, Key=f"s/{rel}")["Body"].read() == data, rel
+    # sshd logs "beginning MaxStartups throttling" when it starts dropping (the copy then survives only
+    # by retrying): it must never have to
+    logged = sshd_log.read_text()
+    assert "MaxStartups" not in logged and "drop connection" not in logged.lower(), logged
