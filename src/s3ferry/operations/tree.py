@@ -152,12 +152,19 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
     run = executor or LocalExecutor()
     meter, started = ResourceMeter(), time.monotonic()
     result = TreeResult(str(source.location), str(sink.location))
-    entries = list(listed) if listed is not None else await _selected_entries(source, filters, result)
+    # Both listings at once: across a WAN each is round trips (and the first connection's set-up)
+    destination = asyncio.ensure_future(_destination_sizes(sink, options))
+    try:
+        entries = list(listed) if listed is not None else await _selected_entries(source, filters, result)
+    except BaseException:
+        destination.cancel()
+        await asyncio.gather(destination, return_exceptions=True)
+        raise
+    present = await destination
     if progress is not None:
         progress.started(f"{len(entries)} files", sum(e.size for e in entries))
     share = max(options.max_memory // transfers, 5 * 1024 * 1024)
     per_file = options.replace(max_memory=share)
-    present = await _destination_sizes(sink, options)
     journal = await open_journal(options.state_dir, required=False)
     copy = partial(_copy_entry, source, sink, per_file, journal, progress, run, result, present)
     try:
