@@ -13,6 +13,7 @@ import pytest
 
 from s3ferry.demo import servers as testbed
 from servers.hostile_sftp import FILE_NAMES, FOLDER_NAMES, HostileSftpServer, hostile_listing
+from servers.s3proxy import S3FaultProxy
 from support.helpers import (
     MiB,
     assert_one_line_error,
@@ -164,6 +165,40 @@ def test_objects_other_tools_wrote(how: str, check: str, s3: testbed.SeaweedServ
     code, lines, stderr = verify(f"s3://{bucket}/obj.bin", str(local))
     assert code == 1, stderr
     assert (lines[0]["status"], lines[0]["check"]) == ("differs", check)
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_a_multipart_etag_without_part_sizes_is_tried_in_known_layouts(s3: testbed.SeaweedServer, bucket: str,
+                                                                       tmp_path: Path) -> None:
+    """A store that reports no part sizes (GetObjectAttributes refused, partNumber ignored): the AWS CLI's
+    8 MiB layout is found; 5 MiB parts are no layout tried, and a layout that does not match is 'size only'."""
+    data = os.urandom(FOREIGN_SIZE)
+    put_multipart(plain_client(s3, False), bucket, "cli.bin", data, 8 * MiB, None, None)  # 3 parts, as the AWS CLI
+    put_multipart(plain_client(s3, False), bucket, "odd.bin", data, 5 * MiB, None, None)  # 4 parts
+    local = tmp_path / "data.bin"
+    local.write_bytes(data)
+    with S3FaultProxy(s3.s3_port) as proxy:
+        proxy.ignore_part_number = True
+        env = {"AWS_ENDPOINT_URL_S3": proxy.url}
+
+        def run(*args: str) -> tuple[int, dict[str, Any], str]:
+            proxy.fail_next.append(("GetObjectAttributes", 403, "AccessDenied"))
+            result = run_cli("verify", "--json", *args, env=env)
+            return result.code, (json_lines(result.stdout) or [{}])[0], result.stderr
+
+        code, line, stderr = run(str(local), f"s3://{bucket}/cli.bin")
+        assert code == 0, stderr
+        assert (line["status"], line["check"]) == ("identical", "md5 etag (multipart, 3 parts)")
+        code, line, stderr = run(str(local), f"s3://{bucket}/odd.bin")
+        assert code == 0, stderr
+        assert line["status"] == "size_only" and line["bytes_read"] == 0
+        assert "no part size tried (8 MiB) makes 4 parts" in line["detail"]
+        code, _, stderr = run("--require-verified", str(local), f"s3://{bucket}/odd.bin")
+        assert code == 3, stderr
+        flip_byte(local, MiB)
+        code, line, stderr = run(str(local), f"s3://{bucket}/cli.bin")  # the layout or the bytes: not known
+        assert (code, line["status"], line["bytes_read"]) == (0, "size_only", FOREIGN_SIZE), stderr
+        assert "matches no part layout tried (8 MiB parts)" in line["detail"]
 
 
 @pytest.mark.usefixtures("s3_env")

@@ -81,6 +81,10 @@ def test_two_stored_checks_of_one_form_are_compared_without_reading() -> None:
     y = StoredCheck(CRC32, "composite", "y-2", (12 * MiB, 8 * MiB + 5))
     method = choose(x, y, SIZE, [8 * MiB])
     assert (method.how, method.read, method.check) == ("stream", "source", y)
+    # Multipart ETags whose part sizes are unknown: equal values are the same parts; others are read.
+    unknown = StoredCheck(MD5, "etag", "a" * 32 + "-3", (MiB,) * 3)
+    assert same_form(unknown, StoredCheck(MD5, "etag", "A" * 32 + "-3"), SIZE)
+    assert choose(unknown, StoredCheck(MD5, "etag", "b" * 32 + "-3"), SIZE, [8 * MiB]).how == "stream"
 
 
 def test_the_side_without_a_check_is_read_and_neither_means_both() -> None:

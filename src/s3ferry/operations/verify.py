@@ -180,9 +180,10 @@ def same_form(a: StoredCheck, b: StoredCheck, size: int) -> bool:
         return False
     if not a.needs_part_sizes:
         return True
-    own_a, own_b = layouts(a, size, ())[0], layouts(b, size, ())[0]
-    known = bool(own_a) and own_a == own_b
-    return known or a.equals(b.value)  # equal MD5s of part digests: the same parts (and the same bytes)
+    (own_a, trusted_a), (own_b, trusted_b) = layouts(a, size, ()), layouts(b, size, ())
+    if trusted_a and trusted_b and own_a == own_b:
+        return True
+    return a.equals(b.value)  # equal digests of part digests: the same parts (and the same bytes)
 
 
 Read = Literal["source", "destination"]
