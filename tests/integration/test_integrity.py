@@ -21,40 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from botocore.config import Config
 
 from s3ferry.demo import servers as testbed
 from servers.s3proxy import S3FaultProxy
-from support.helpers import MiB, object_exists, object_sha256, run_cli, sftp_flags, write_random
-
-
-def plain_client(s3: testbed.SeaweedServer, checksums: bool = True) -> Any:
-    """A boto3 client as other tools use it; ``checksums=False``: no checksum at all (only the MD5 ETag)."""
-    import boto3
-
-    mode = "when_supported" if checksums else "when_required"
-    return boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
-                        aws_secret_access_key=s3.secret_key, region_name="us-east-1",
-                        config=Config(request_checksum_calculation=mode))
-
-
-def put_multipart(client: Any, bucket: str, key: str, data: bytes, part: int, algorithm: str | None,
-                  kind: str | None) -> None:
-    create: dict[str, Any] = {"ChecksumAlgorithm": algorithm, "ChecksumType": kind} if algorithm else {}
-    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **create)["UploadId"]
-    parts = []
-    for number, offset in enumerate(range(0, len(data), part), start=1):
-        extra = {"ChecksumAlgorithm": algorithm} if algorithm else {}
-        answer = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                    Body=data[offset:offset + part], **extra)
-        entry = {"PartNumber": number, "ETag": answer["ETag"]}
-        if algorithm:
-            entry[f"Checksum{algorithm}"] = answer[f"Checksum{algorithm}"]
-        parts.append(entry)
-    complete: dict[str, Any] = {"ChecksumType": kind} if kind == "FULL_OBJECT" else {}
-    client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts},
-                                     **complete)
-
+from support.helpers import (
+    MiB,
+    object_exists,
+    object_sha256,
+    plain_client,
+    put_multipart,
+    run_cli,
+    sftp_flags,
+    write_random,
+)
 
 Writer = Callable[[testbed.SeaweedServer, str, str, bytes], None]
 

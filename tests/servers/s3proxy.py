@@ -26,7 +26,11 @@ would:
   answers get one byte of their body flipped (a body corrupted in flight);
 * :attr:`~S3FaultProxy.strip_checksums` -- every ``x-amz-checksum-*`` header
   and ``<Checksum...>`` element is removed from the answers (a store that
-  returns no checksums at all).
+  returns no checksums at all);
+* :attr:`~S3FaultProxy.ignore_part_number` -- a ``HeadObject`` with
+  ``partNumber`` answers the whole object's length, as the last plain
+  ``HeadObject`` of that key saw it (a store that ignores ``partNumber``,
+  so part sizes cannot be learnt from it).
 
 It also records every request (:attr:`~S3FaultProxy.requests`, with its
 target in :attr:`~S3FaultProxy.targets`) and the body
@@ -216,6 +220,8 @@ class S3FaultProxy:
         self.corrupt_gets: int = 0
         self.corrupted: int = 0
         self.strip_checksums: bool = False
+        self.ignore_part_number: bool = False
+        self._lengths: dict[str, str] = {}  # path -> Content-Length of its last plain HeadObject
         self.delays: dict[str, float] = {}
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -367,12 +373,25 @@ class S3FaultProxy:
             if self.strip_checksums:
                 for name in [n for n in out if n.lower().startswith("x-amz-checksum")]:
                     out.popall(name)
+            if request.method == "HEAD" and 200 <= upstream.status < 300:  # a part answers 206
+                self._head_length(raw_path, out)
             # Frame the body ourselves; a HEAD answer keeps the object's length
             # (aiohttp leaves an explicit Content-Length of a HEAD answer alone).
             if request.method != "HEAD":
                 out.popall("Content-Length", None)
                 out["Content-Length"] = str(len(payload))
             return web.Response(status=upstream.status, reason=upstream.reason, headers=out, body=payload or None)
+
+    def _head_length(self, raw_path: str, out: CIMultiDict[str]) -> None:
+        """Remember a plain HEAD's length; with :attr:`ignore_part_number`, give it to a part's HEAD too."""
+        path, _, query = raw_path.partition("?")
+        if "partNumber" not in {name for name, _ in parse_qsl(query, keep_blank_values=True)}:
+            with self._lock:
+                self._lengths[path] = out.get("Content-Length", "")
+        elif self.ignore_part_number and self._lengths.get(path):
+            out.popall("Content-Length", None)
+            out["Content-Length"] = self._lengths[path]
+            out.popall("Content-Range", None)
 
     def _tamper(self, method: str, raw_path: str, status: int, payload: bytes) -> bytes:
         """Corrupt a GET body or strip checksums from an XML answer, as configured."""

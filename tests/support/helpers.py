@@ -202,3 +202,34 @@ def stop_after_journaled_parts(proc: subprocess.Popen[str], state: Path, sig: si
         time.sleep(0.02)
     proc.send_signal(sig)
     return proc.communicate(timeout=60)
+
+
+# -- objects written the way other tools write them --
+
+def plain_client(s3: testbed.SeaweedServer, checksums: bool = True) -> Any:
+    """A boto3 client as other tools use it; ``checksums=False``: no checksum at all (only the MD5 ETag)."""
+    import boto3
+    from botocore.config import Config
+
+    mode = "when_supported" if checksums else "when_required"
+    return boto3.client("s3", endpoint_url=s3.endpoint, aws_access_key_id=s3.access_key,
+                        aws_secret_access_key=s3.secret_key, region_name="us-east-1",
+                        config=Config(request_checksum_calculation=mode))
+
+
+def put_multipart(client: Any, bucket: str, key: str, data: bytes, part: int, algorithm: str | None,
+                  kind: str | None) -> None:
+    create: dict[str, Any] = {"ChecksumAlgorithm": algorithm, "ChecksumType": kind} if algorithm else {}
+    upload_id = client.create_multipart_upload(Bucket=bucket, Key=key, **create)["UploadId"]
+    parts = []
+    for number, offset in enumerate(range(0, len(data), part), start=1):
+        extra = {"ChecksumAlgorithm": algorithm} if algorithm else {}
+        answer = client.upload_part(Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                    Body=data[offset:offset + part], **extra)
+        entry = {"PartNumber": number, "ETag": answer["ETag"]}
+        if algorithm:
+            entry[f"Checksum{algorithm}"] = answer[f"Checksum{algorithm}"]
+        parts.append(entry)
+    complete: dict[str, Any] = {"ChecksumType": kind} if kind == "FULL_OBJECT" else {}
+    client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts},
+                                     **complete)

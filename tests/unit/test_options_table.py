@@ -59,7 +59,7 @@ def test_click_parameters_are_the_tables(name: str) -> None:
     assert params == {o.param for o in options_of(name)}
 
 
-@pytest.mark.parametrize("name", ["cp", "pull", "push", "run", "doctor", "uploads", "cancel"])
+@pytest.mark.parametrize("name", ["cp", "verify", "pull", "push", "run", "doctor", "uploads", "cancel"])
 def test_every_working_command_has_the_output_options(name: str) -> None:
     assert help_flags(name) >= OUTPUT
 

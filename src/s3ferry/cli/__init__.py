@@ -3,7 +3,7 @@
 Importing this package registers every subcommand on :func:`main`.
 """
 
-from s3ferry.cli import doctor, run, status  # registers `doctor`, `run`, `status` and `history` on main
+from s3ferry.cli import doctor, run, status, verify  # registers `doctor`, `run`, `status`, `history`, `verify`
 from s3ferry.cli.app import main
 
-__all__ = ["doctor", "main", "run", "status"]
+__all__ = ["doctor", "main", "run", "status", "verify"]

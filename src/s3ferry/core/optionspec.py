@@ -36,14 +36,16 @@ Kind = Literal["text", "int", "float", "size", "path", "file", "choice", "flag",
                "age"]
 
 CP, PULL, PUSH, RUN, DOCTOR, UPLOADS, CANCEL, DEMO = "cp", "pull", "push", "run", "doctor", "uploads", "cancel", "demo"
-STATUS, HISTORY = "status", "history"
-COMMANDS = (CP, PULL, PUSH, RUN, STATUS, HISTORY, DOCTOR, UPLOADS, CANCEL, DEMO)
+STATUS, HISTORY, VERIFY = "status", "history", "verify"
+COMMANDS = (CP, VERIFY, PULL, PUSH, RUN, STATUS, HISTORY, DOCTOR, UPLOADS, CANCEL, DEMO)
 JOBS = frozenset({PULL, PUSH})
 TRANSFERS = frozenset({CP, PULL, PUSH})  # the commands that copy files
 #: every command that does work against an endpoint: they share the output options
-WORKERS = frozenset({CP, PULL, PUSH, RUN, DOCTOR, UPLOADS, CANCEL})
-TO_SFTP = frozenset({CP, PULL, PUSH, DOCTOR})  # SFTP (and FTP/HTTP) endpoints
-TO_S3 = frozenset({CP, PULL, PUSH, DOCTOR, UPLOADS, CANCEL})
+WORKERS = frozenset({CP, VERIFY, PULL, PUSH, RUN, DOCTOR, UPLOADS, CANCEL})
+TO_SFTP = frozenset({CP, VERIFY, PULL, PUSH, DOCTOR})  # SFTP (and FTP/HTTP) endpoints
+TO_S3 = frozenset({CP, VERIFY, PULL, PUSH, DOCTOR, UPLOADS, CANCEL})
+#: the options of the engine's reads that ``verify`` uses too (it reads both sides, writes nothing)
+READS = TRANSFERS | {VERIFY}
 #: commands that write S3 objects (push reads S3 and writes files)
 WRITES_S3 = frozenset({CP, PULL})
 FLOW_KINDS = ("pull", "push")
@@ -138,6 +140,7 @@ OUTPUT = (
                  PUSH: Variant("Print the report as one JSON object."),
                  RUN: Variant('One JSON object per run (with "flow": NAME).'),
                  DOCTOR: Variant("One JSON object per check."),
+                 VERIFY: Variant("One JSON object per file compared (with -r, then a summary object)."),
                  UPLOADS: Variant("One JSON object per upload."),
                  CANCEL: Variant("One JSON object per aborted upload."),
                  STATUS: Variant("One JSON object per flow."),
@@ -146,11 +149,14 @@ OUTPUT = (
 )
 
 ENGINE = (
-    _o("part_size", "--part-size", kind="size", default=_D.part_size, show_default="8MiB", commands=TRANSFERS,
+    _o("part_size", "--part-size", kind="size", default=_D.part_size, show_default="8MiB", commands=READS,
        targets=("part_size",), **_flows("part_size"),
-       help="Bytes per part (grown automatically to stay within 10,000 parts)."),
-    _o("read_streams", "--read-streams", kind="int", default=_D.read_streams, show_default=True, commands=TRANSFERS,
-       targets=("read_streams",), **_flows("read_streams"), help="Parallel reads from the source."),
+       help="Bytes per part (grown automatically to stay within 10,000 parts).",
+       variants={VERIFY: Variant("Bytes per ranged read; also the first part size tried for a multipart ETag "
+                                 "whose part sizes S3 does not report.")}),
+    _o("read_streams", "--read-streams", kind="int", default=_D.read_streams, show_default=True, commands=READS,
+       targets=("read_streams",), **_flows("read_streams"), help="Parallel reads from the source.",
+       variants={VERIFY: Variant("Parallel reads of each file streamed.")}),
     _o("upload_streams", "--upload-streams", kind="int", default=_D.upload_streams, show_default=True,
        commands=TRANSFERS, targets=("upload_streams",), **_flows("upload_streams"), help="Parallel part uploads."),
     _o("max_memory", "--max-memory", kind="size", default=_D.max_memory, show_default="32MiB", commands=TRANSFERS,
@@ -166,10 +172,10 @@ ENGINE = (
     _o("no_resume", "--no-resume", kind="flag", dest="resume_mode", flag_value="never", commands=TRANSFERS,
        targets=("resume",),
        help="Refuse to run if an earlier attempt exists; keep no journal, leave nothing behind on failure."),
-    _o("bwlimit", "--bwlimit", kind="size", metavar="RATE", commands=TRANSFERS, targets=("bwlimit",),
+    _o("bwlimit", "--bwlimit", kind="size", metavar="RATE", commands=READS, targets=("bwlimit",),
        **_flows("bwlimit"),
        help="Bytes per second for the whole process, shared by all streams (e.g. 50M = 50 MiB/s)."),
-    _o("retries", "--retries", kind="int", default=_D.retries, show_default=True, commands=TRANSFERS,
+    _o("retries", "--retries", kind="int", default=_D.retries, show_default=True, commands=READS,
        targets=("retries",), **_flows("retries"),
        help="Retries per part and per request for errors that may pass (5xx, SlowDown, lost connection)."),
     _o("copy_part_size", "--copy-part-size", kind="size", default=_D.copy_part_size, show_default="256MiB",
@@ -178,17 +184,21 @@ ENGINE = (
 )
 
 TREES = (
-    _o("recursive", "--recursive", "-r", kind="flag", commands=frozenset({CP}),
-       help="Copy every file below the SRC folder or prefix."),
-    _o("include", "--include", kind="text", multiple=True, metavar="GLOB", commands=TRANSFERS, **_flows("include"),
+    _o("recursive", "--recursive", "-r", kind="flag", commands=frozenset({CP, VERIFY}),
+       help="Copy every file below the SRC folder or prefix.",
+       variants={VERIFY: Variant("Compare every file below the SRC folder or prefix with DST's.")}),
+    _o("include", "--include", kind="text", multiple=True, metavar="GLOB", commands=READS, **_flows("include"),
        help="Only paths matching GLOB (repeatable).",
-       variants={CP: Variant("With -r: copy paths matching GLOB (repeatable).")}),
-    _o("exclude", "--exclude", kind="text", multiple=True, metavar="GLOB", commands=TRANSFERS, **_flows("exclude"),
+       variants={CP: Variant("With -r: copy paths matching GLOB (repeatable)."),
+                 VERIFY: Variant("With -r: compare paths matching GLOB (repeatable).")}),
+    _o("exclude", "--exclude", kind="text", multiple=True, metavar="GLOB", commands=READS, **_flows("exclude"),
        help="Skip paths matching GLOB (repeatable).",
-       variants={CP: Variant("With -r: skip paths matching GLOB (repeatable).")}),
-    _o("transfers", "--transfers", kind="int", default=4, show_default=True, commands=TRANSFERS,
+       variants={CP: Variant("With -r: skip paths matching GLOB (repeatable)."),
+                 VERIFY: Variant("With -r: skip paths matching GLOB (repeatable), on both sides.")}),
+    _o("transfers", "--transfers", kind="int", default=4, show_default=True, commands=READS,
        **_flows("transfers"), help="Files copied at a time.",
-       variants={CP: Variant("With -r: files copied at a time.")}),
+       variants={CP: Variant("With -r: files copied at a time."),
+                 VERIFY: Variant("With -r: files compared at a time.")}),
     _o("executor", "--executor", kind="choice", choices=("local", "dask"), default="local", show_default=True,
        commands=TRANSFERS, help="Where the work runs: here, or on a Dask cluster (docs/distributed.md)."),
     _o("scheduler", "--scheduler", envvar="S3FERRY_DASK_SCHEDULER", metavar="tcp://HOST:8786", commands=TRANSFERS,
@@ -223,10 +233,13 @@ SFTP = (
 )
 
 S3 = (
-    _o("sse_c_key_file", "--sse-c-key-file", kind="file", commands=WRITES_S3, targets=("s3.sse_c_key_file",),
-       help="Encrypt the S3 destination with this customer key (SSE-C; 32 bytes or their base64)."),
-    _o("source_sse_c_key_file", "--source-sse-c-key-file", kind="file", commands=frozenset({CP, PUSH}),
-       targets=("s3.source_sse_c_key_file",), help="The SSE-C key the S3 source is encrypted with."),
+    _o("sse_c_key_file", "--sse-c-key-file", kind="file", commands=WRITES_S3 | {VERIFY},
+       targets=("s3.sse_c_key_file",),
+       help="Encrypt the S3 destination with this customer key (SSE-C; 32 bytes or their base64).",
+       variants={VERIFY: Variant("The SSE-C key the S3 DST is encrypted with (32 bytes or their base64).")}),
+    _o("source_sse_c_key_file", "--source-sse-c-key-file", kind="file", commands=frozenset({CP, PUSH, VERIFY}),
+       targets=("s3.source_sse_c_key_file",), help="The SSE-C key the S3 source is encrypted with.",
+       variants={VERIFY: Variant("The SSE-C key the S3 SRC is encrypted with.")}),
     _o("sse_kms_key_id", "--sse-kms-key-id", metavar="KEY", commands=WRITES_S3, targets=("s3.sse_kms_key_id",),
        **_flows("sse_kms_key_id", "pull"), help="Encrypt the S3 destination with this KMS key (SSE-KMS)."),
     _o("endpoint_url", "--endpoint-url", commands=TO_S3, endpoint=True, targets=("s3.endpoint_url",),
@@ -261,12 +274,15 @@ DECISIONS = (
        variants={RUN: Variant("Run every selected flow once (as --once) but change nothing: print what each "
                               "would copy, skip, archive, delete or mark.")}),
     _o("require_verified", "--require-verified", kind="switch", default=False, show_default=True,
-       commands=TRANSFERS, targets=("require_verified",), **_flows("require_verified"),
+       commands=READS, targets=("require_verified",), **_flows("require_verified"),
        help="Refuse (exit 3) a copy that cannot be verified against an independent check, instead of completing "
             "it and saying 'NOT verified'.",
-       variants={job: Variant("Refuse (exit 3, and retry later) a file that cannot be verified against an "
-                              "independent check; --no-require-verified delivers it saying 'NOT verified'.", True)
-                 for job in JOBS}),
+       variants={**{job: Variant("Refuse (exit 3, and retry later) a file that cannot be verified against an "
+                                 "independent check; --no-require-verified delivers it saying 'NOT verified'.", True)
+                    for job in JOBS},
+                 VERIFY: Variant("Exit 3 when a file could only be compared by size (and nothing differs).")}),
+    _o("size_only", "--size-only", kind="flag", commands=frozenset({VERIFY}),
+       help="Compare sizes only: a quick pass that reads no byte (files of one size say 'size only')."),
 )
 
 JOB_SETTINGS = (
