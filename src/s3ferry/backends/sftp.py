@@ -348,6 +348,8 @@ class _Link:
     #: every connection :meth:`SftpEndpoint._checkout` opened, and the turn of the next one to share
     pairs: list[_Conn] = field(default_factory=list)
     turn: int = 0
+    #: archive folders made (or found) this run (see :meth:`SftpSource.archive`)
+    archives: set[str] = field(default_factory=set)
     #: files being closed in the background (see :meth:`SftpSource._close_later`), awaited before the end
     closing: set[asyncio.Future[bool]] = field(default_factory=set)
     #: write requests in flight across all parts of all files: a part's last requests overlap the next
@@ -692,7 +694,7 @@ class SftpSource(SftpEndpoint):
         target = posixpath.join(parent, folder, name)
         conn, sftp = await self._checkout()
         try:
-            await sftp.makedirs(posixpath.join(parent, folder), exist_ok=True)
+            await self._archive_folder(sftp, posixpath.join(parent, folder))
             await _replace(sftp, path, target)
             now = time.time()
             await sftp.utime(target, (now, now))  # retention counts from archiving, not from the file's mtime
@@ -700,6 +702,19 @@ class SftpSource(SftpEndpoint):
             raise translate_error(exc, f"{self.where} (archiving {path})") from exc
         self._checkin((conn, sftp))
         return target
+
+    async def _archive_folder(self, sftp: asyncssh.SFTPClient, archive: str) -> None:
+        """The archive folder beside a file (its parent exists: the file was listed in it), created once per
+        run: ``makedirs`` would stat every level from ``/`` for every file, a round trip each."""
+        if archive in self._link.archives:
+            return
+        try:
+            await sftp.mkdir(archive)
+        except (asyncssh.SFTPFailure, asyncssh.SFTPFileAlreadyExists):
+            # OpenSSH answers a plain failure when it exists (made by an earlier run, or a sibling file now)
+            if not await sftp.isdir(archive):
+                raise
+        self._link.archives.add(archive)
 
     async def remove(self, path: str) -> None:
         conn, sftp = await self._checkout()
@@ -1218,10 +1233,14 @@ class SftpSink(SftpEndpoint):
         for conn, sftp in self._idle:
             if not conn.is_closed():
                 return conn, sftp
-        conn, sftp = await self.connect()
-        self._idle.append((conn, sftp))
-        # the sessions of a connection that closed went with it
-        self._link.sessions, self._link.growing = [sftp], None
+        async with self._link.opening:  # the files starting together wait for one connection, not open one each
+            for conn, sftp in self._idle:
+                if not conn.is_closed():
+                    return conn, sftp
+            conn, sftp = await self.connect()
+            self._idle.append((conn, sftp))
+            # the sessions of a connection that closed went with it
+            self._link.sessions, self._link.growing = [sftp], None
         return conn, sftp
 
     async def write_sessions(self) -> list[asyncssh.SFTPClient]:

@@ -45,7 +45,7 @@ from s3ferry.engine.transfer import Executor, ProgressListener, TransferResult, 
 from s3ferry.jobs import JobReport
 from s3ferry.jobs.base import run_job
 from s3ferry.operations.single import LocalExecutor
-from s3ferry.operations.tree import Filter, child_path, for_each, selected
+from s3ferry.operations.tree import Filter, child_path, for_each_file, selected
 
 # The S3 backend (aiobotocore: a large import) is loaded by the run itself, not with this module:
 # `s3ferry run --check` imports this module only to validate a flows file.
@@ -194,7 +194,7 @@ async def pull(src: str | Location, dst: str | Location, options: TransferOption
         entries = [e async for e in source.walk()]
         job = _Pull(source, sink, options, settings, report, journal, progress, executor)
         todo = [e for e in entries if not job.in_archive(e) and job.wanted(e, now)]
-        await for_each(todo, job.one_of_many, settings.transfers)
+        await for_each_file(todo, job.one_of_many, lambda e: e.size, settings.transfers, options.max_memory)
         if settings.retention_days > 0:
             await job.expire([e for e in entries if job.in_archive(e)], now)
 

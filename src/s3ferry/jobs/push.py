@@ -54,7 +54,7 @@ from s3ferry.jobs import JobReport, flow_prefix
 from s3ferry.jobs.base import run_job
 from s3ferry.observe import metrics
 from s3ferry.operations.single import LocalExecutor
-from s3ferry.operations.tree import Filter, child_path, for_each, selected
+from s3ferry.operations.tree import Filter, child_path, for_each, for_each_file, selected
 
 # The S3 backend (aiobotocore: a large import) is loaded by the run itself, not with this module:
 # `s3ferry run --check` imports this module only to validate a flows file.
@@ -86,6 +86,7 @@ class _Push:
         self.tag = mark_key(self.dst)
         self.ledger: dict[str, str] = {}  # key -> ETag delivered (the journal's record, loaded per run)
         self.etags: dict[str, str] = {}  # rel -> the ETag listed (what a delivery not even tried is queued at)
+        self.sizes: dict[str, int] = {}  # rel -> the size listed (small objects go more at a time)
 
     def key_of(self, rel: str) -> str:
         return child_path(self.source.location.path, rel)
@@ -190,10 +191,11 @@ class _Push:
                 self.report.waiting.append(entry.path)  # failed before, left to --retry-failed
             else:
                 self.etags[entry.path] = entry.etag or ""
+                self.sizes[entry.path] = entry.size
                 todo.append(entry.path)
         # Records of objects deleted from the bucket would only grow the journal.
         await self.journal.forget_deliveries(self.src, self.dst, [k for k in self.ledger if k not in listed])
-        await for_each(todo, self.deliver, transfers)
+        await for_each_file(todo, self.deliver, self.sizes.__getitem__, transfers, self.options.max_memory)
 
     async def retry(self, transfers: int) -> None:
         self.ledger = await self.journal.deliveries(self.src, self.dst)

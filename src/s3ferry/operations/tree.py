@@ -163,17 +163,14 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
     present = await destination
     if progress is not None:
         progress.started(f"{len(entries)} files", sum(e.size for e in entries))
-    share = max(options.max_memory // transfers, 5 * 1024 * 1024)
-    per_file = options.replace(max_memory=share)
+    per_file = options.replace(max_memory=file_share(options.max_memory, transfers))
     journal = await open_journal(options.state_dir, required=False)
     copy = partial(_copy_entry, source, sink, per_file, journal, progress, run, result, present)
     try:
         if run.remote:  # the cluster schedules the files and holds their memory
             await for_each(entries, copy, run.files_at_once(transfers, len(entries)))
         else:
-            budget = Budget(share * transfers)
-            await for_each(entries, partial(budget.lend, lambda e: min(e.size, share), copy),
-                           transfers * SMALL_FILES_FACTOR)
+            await for_each_file(entries, copy, lambda e: e.size, transfers, options.max_memory)
     finally:
         await asyncio.shield(journal.close())
         if progress is not None:
@@ -233,6 +230,22 @@ class Budget:
             async with self._returned:
                 self._free += need
                 self._returned.notify_all()
+
+
+def file_share(max_memory: int, transfers: int) -> int:
+    """The memory budget of one large file in flight: ``transfers`` of them fill ``max_memory``."""
+    return max(max_memory // transfers, 5 * 1024 * 1024)
+
+
+async def for_each_file(items: Sequence[T], action: Callable[[T], Awaitable[object]], size_of: Callable[[T], int],
+                        transfers: int, max_memory: int) -> None:
+    """``action`` on every file of ``items``, as many at once as the memory budget lends room to (see the
+    module docstring): ``transfers`` large files, up to :data:`SMALL_FILES_FACTOR` times as many small ones.
+    ``size_of``: a file's size in bytes (its weight, up to a large file's share)."""
+    share = file_share(max_memory, transfers)
+    budget = Budget(share * transfers)
+    await for_each(items, partial(budget.lend, lambda item: min(size_of(item), share), action),
+                   transfers * SMALL_FILES_FACTOR)
 
 
 async def for_each(items: Sequence[T], action: Callable[[T], Awaitable[object]], workers: int) -> None:
