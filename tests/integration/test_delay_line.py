@@ -20,10 +20,9 @@ from pathlib import Path
 import pytest
 
 from s3ferry.demo import servers as testbed
-from servers.delay_line import DelayLine, LinkSpec, known_hosts_via, link_rate
+from servers.delay_line import DelayLine, LinkSpec, link_rate
 from support.helpers import MiB, object_sha256, run_cli, write_random
-
-RTT = 0.050
+from support.wan import RTT, sftp_across_wan, wan_url
 
 
 def _echo(conn: socket.socket) -> None:
@@ -156,13 +155,8 @@ def test_close_ends_open_connections(echo_port: int) -> None:
 @pytest.fixture
 def sftp_50ms(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[tuple[DelayLine, list[str]]]:
     """The test sshd behind a 50 ms, 125 MB/s link; and the cp flags that trust its key on the proxy's port."""
-    with DelayLine(ssh.port, rtt=RTT, rate=125e6) as link:
-        known_hosts = known_hosts_via(ssh.known_hosts, link.port, tmp_path / "known_hosts_wan")
-        yield link, ["--identity", str(ssh.user_key), "--known-hosts", str(known_hosts)]
-
-
-def wan_url(ssh: testbed.SshServer, link: DelayLine, path: Path) -> str:
-    return ssh.url(path).replace(f"@127.0.0.1:{ssh.port}/", f"@127.0.0.1:{link.port}/")
+    with sftp_across_wan(ssh, tmp_path) as wan:
+        yield wan.link, wan.flags
 
 
 @pytest.mark.usefixtures("s3_env")
@@ -218,11 +212,8 @@ def test_s3_to_sftp_backs_off_when_the_server_refuses_sessions(ssh: testbed.SshS
     digest = write_random(local, 6 * MiB + 321)
     assert run_cli("cp", str(local), f"s3://{bucket}/wan.bin", "--no-progress").code == 0
     dest = ssh.root / f"wan-sessions-{bucket}.bin"
-    with DelayLine(sshd_two_sessions, rtt=RTT, rate=125e6) as link:
-        known_hosts = known_hosts_via(ssh.known_hosts, link.port, tmp_path / "known_hosts_wan")
-        url = ssh.url(dest).replace(f"@127.0.0.1:{ssh.port}/", f"@127.0.0.1:{link.port}/")
-        result = run_cli("cp", f"s3://{bucket}/wan.bin", url, "--no-progress", "-v", "--identity",
-                         str(ssh.user_key), "--known-hosts", str(known_hosts))
+    with sftp_across_wan(ssh, tmp_path, sshd_two_sessions) as wan:
+        result = run_cli("cp", f"s3://{bucket}/wan.bin", wan.url(dest), "--no-progress", "-v", *wan.flags)
     assert result.code == 0, result.stderr
     assert "opened 2 of " in result.stderr and "writing through those" in result.stderr, result.stderr
     assert hashlib.sha256(dest.read_bytes()).hexdigest() == digest

@@ -45,12 +45,12 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def kill_after_two_journaled_parts(args: list[str], state: Path) -> None:
+def kill_after_journaled_parts(args: list[str], state: Path, parts: int = 2) -> None:
     # --bwlimit: slow enough that the journal (flushed every 5 s) records parts before the kill
     proc = subprocess.Popen([str(Path(sys.executable).with_name("s3ferry")), *args, "--bwlimit", "12M"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
     deadline = time.monotonic() + 60
-    while journaled_parts(state) < 2:
+    while journaled_parts(state) < parts:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "no part was journaled in time"
         time.sleep(0.02)
@@ -63,7 +63,7 @@ def test_sigkill_mid_download_then_rerun_writes_only_the_rest(tmp_path: Path, ss
     src, digest = source
     out = tmp_path / "out"
     args = ["cp", ssh.url(src), f"{out}/", *sftp_flags(ssh), "--json", "--no-progress"]
-    kill_after_two_journaled_parts(args, state)
+    kill_after_journaled_parts(args, state)
     assert len(partials(out)) == 1 and not (out / src.name).exists()
     recorded = journaled_parts(state)
 
@@ -74,6 +74,26 @@ def test_sigkill_mid_download_then_rerun_writes_only_the_rest(tmp_path: Path, ss
     assert report["uploaded_bytes"] == SIZE - report["resumed_parts"] * PART  # only the rest was written
     assert "resuming" in result.stderr
     assert sha256_of(out / src.name) == digest
+    assert partials(out) == []
+
+
+def test_sigkill_mid_download_from_s3_then_rerun_checks_the_whole_object(tmp_path: Path, s3: testbed.SeaweedServer,
+                                                                        bucket: str, s3_env: dict[str, str],
+                                                                        state: Path) -> None:
+    """An S3 source has a checksum of its own, recomputed from the bytes written: on resume, the parts an
+    earlier attempt stored count too (a CRC of the new parts alone is not the object's)."""
+    body = os.urandom(4 * 5 * MiB)
+    s3.client().put_object(Bucket=bucket, Key="src.bin", Body=body, ChecksumAlgorithm="CRC32C")
+    out = tmp_path / "out"
+    args = ["cp", f"s3://{bucket}/src.bin", f"{out}/", "--part-size", "5M", "--json", "--no-progress"]
+    kill_after_journaled_parts(args, state, parts=1)
+    assert len(partials(out)) == 1
+
+    result = run_cli(*args)
+    assert result.code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["resumed_parts"] >= 1 and report["verified"], report
+    assert sha256_of(out / "src.bin") == hashlib.sha256(body).hexdigest()
     assert partials(out) == []
 
 
@@ -154,7 +174,7 @@ def test_sigkill_mid_copy_to_sftp_then_rerun_writes_only_the_rest(tmp_path: Path
     digest = write_random(src, SIZE)
     inbox = ssh.root / "resume-inbox"
     args = ["cp", str(src), ssh.url(inbox) + "/", *sftp_flags(ssh), "--json", "--no-progress"]
-    kill_after_two_journaled_parts(args, state)
+    kill_after_journaled_parts(args, state)
     assert len(partials(inbox)) == 1 and not (inbox / src.name).exists()
 
     result = run_cli(*args)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +20,7 @@ from s3ferry.demo import servers as testbed
 from servers.proxy import CuttingProxy
 from servers.s3proxy import S3FaultProxy
 from support.helpers import MiB, object_exists, object_sha256, run_cli, sftp_flags, uploads_for, write_random
+from support.resume import kill_at, rerun, start_via, stored_bytes, wait_until
 
 SIZE = 300 * MiB
 PARTS = -(-SIZE // (8 * MiB))  # 38 at the default part size
@@ -42,59 +41,6 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def cp_args(ssh: testbed.SshServer, src: Path, bucket: str, key: str, *extra: str) -> list[str]:
     return ["cp", ssh.url(src), f"s3://{bucket}/{key}", *sftp_flags(ssh), "--json", *extra]
-
-
-def start(args: list[str], endpoint: str) -> subprocess.Popen[str]:
-    import os
-
-    script = Path(sys.executable).with_name("s3ferry")
-    return subprocess.Popen([str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "AWS_ENDPOINT_URL_S3": endpoint}, stdin=subprocess.DEVNULL)
-
-
-def wait_until(cond: Callable[[], bool], proc: subprocess.Popen[str], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if proc.poll() is not None:
-            raise AssertionError(f"s3ferry ended before the kill point: {proc.communicate()}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise AssertionError("kill point not reached in time")
-        time.sleep(0.002)
-
-
-def kill_at(s3: testbed.SeaweedServer, args: list[str], when: Callable[[S3FaultProxy], bool],
-            hold_complete: bool = False, forward_held_complete: bool = False) -> None:
-    """Run s3ferry through a fresh proxy and SIGKILL it when ``when(proxy)`` becomes true."""
-    with S3FaultProxy(s3.s3_port) as proxy:
-        if hold_complete:
-            proxy.hold_complete = threading.Event()
-        proc = start(args, proxy.url)
-        wait_until(lambda: when(proxy), proc)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if forward_held_complete:  # S3 got the request and completes it, but nobody hears back
-            assert proxy.hold_complete is not None
-            proxy.hold_complete.set()
-            deadline = time.monotonic() + 30
-            while proxy.count("CompleteMultipartUpload") == 0 and time.monotonic() < deadline:
-                time.sleep(0.01)
-
-
-def stored_bytes(s3: testbed.SeaweedServer, bucket: str, key: str) -> int:
-    client = s3.client()
-    total = 0
-    for up in uploads_for(s3, bucket, key):
-        parts = client.list_parts(Bucket=bucket, Key=key, UploadId=up["UploadId"]).get("Parts", [])
-        total += sum(p["Size"] for p in parts)
-    return total
-
-
-def rerun(s3: testbed.SeaweedServer, args: list[str]) -> tuple[dict[str, object], int, str]:
-    with S3FaultProxy(s3.s3_port) as proxy:
-        result = run_cli(*args, env={"AWS_ENDPOINT_URL_S3": proxy.url})
-        assert result.code == 0, result.stderr
-        return json.loads(result.stdout), proxy.upload_bytes, result.stderr
 
 
 MOMENTS: dict[str, list[Callable[[S3FaultProxy], bool]]] = {
@@ -194,7 +140,7 @@ def test_sigint_keeps_the_upload_and_says_how_to_resume(ssh: testbed.SshServer, 
     src, expected = big
     args = cp_args(ssh, src, bucket, "int.bin")
     with S3FaultProxy(s3.s3_port) as proxy:
-        proc = start(args, proxy.url)
+        proc = start_via(args, proxy.url)
         wait_until(lambda: proxy.count("UploadPart", 200) >= 10, proc)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
@@ -213,7 +159,7 @@ def test_sigterm_is_handled_like_sigint(ssh: testbed.SshServer, s3: testbed.Seaw
                                         bucket: str, big: tuple[Path, str], state: Path) -> None:
     src, _ = big
     with S3FaultProxy(s3.s3_port) as proxy:
-        proc = start(cp_args(ssh, src, bucket, "term.bin"), proxy.url)
+        proc = start_via(cp_args(ssh, src, bucket, "term.bin"), proxy.url)
         wait_until(lambda: proxy.count("UploadPart", 200) >= 4, proc)
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
@@ -294,7 +240,7 @@ def test_two_processes_never_copy_the_same_pair_at_once(ssh: testbed.SshServer, 
     args = cp_args(ssh, src, bucket, "locked.bin")
     with S3FaultProxy(s3.s3_port) as proxy:
         proxy.hold_complete = threading.Event()
-        first = start(args, proxy.url)
+        first = start_via(args, proxy.url)
         wait_until(lambda: proxy.complete_seen.is_set(), first)  # the first one is busy completing
         second = run_cli(*args, env={"AWS_ENDPOINT_URL_S3": proxy.url})
         proxy.hold_complete.set()
