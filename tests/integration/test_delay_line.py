@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from s3ferry.demo import servers as testbed
-from servers.delay_line import DelayLine, LinkSpec, link_rate
+from servers.delay_line import DelayLine, LinkSpec, known_hosts_via, link_rate
 from support.helpers import MiB, object_sha256, run_cli, write_random
 from support.wan import RTT, sftp_across_wan, wan_url
 

@@ -328,8 +328,11 @@ class PartJob:
 
     def __post_init__(self) -> None:
         self.receipts.update(self.attempt.done)
-        replaying = self.replay is not None and self.tally is not None and self.tally.ordered
-        #: parts the readers take, in order: the missing ones, and the stored ones an in-order tally replays
+        # The tally must see every byte, the stored parts' too (a CRC tally combines every part's CRC, an
+        # MD5/SHA one hashes in order): they are read back from the partial file. Fed only the new parts,
+        # a resumed download failed its whole-object check with a false integrity error.
+        replaying = self.replay is not None and self.tally is not None
+        #: parts the readers take, in order: the missing ones, and the stored ones the tally replays
         self.to_read = [p for p in self.parts if replaying or p.number not in self.attempt.done]
         self.next_part = iter(self.to_read)
         self.ready: asyncio.Queue[tuple[Part, bytearray, checksums.PartDigest | None] | None] = asyncio.Queue()
