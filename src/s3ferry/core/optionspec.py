@@ -196,8 +196,9 @@ TREES = (
        variants={CP: Variant("With -r: skip paths matching GLOB (repeatable)."),
                  VERIFY: Variant("With -r: skip paths matching GLOB (repeatable), on both sides.")}),
     _o("transfers", "--transfers", kind="int", default=4, show_default=True, commands=READS,
-       **_flows("transfers"), help="Files copied at a time.",
-       variants={CP: Variant("With -r: files copied at a time."),
+       **_flows("transfers"), help="Large files copied at a time (small ones: up to 8x as many, within --max-memory).",
+       variants={CP: Variant("With -r: large files copied at a time (small ones: up to 8x as many, within "
+                             "--max-memory)."),
                  VERIFY: Variant("With -r: files compared at a time.")}),
     _o("executor", "--executor", kind="choice", choices=("local", "dask"), default="local", show_default=True,
        commands=TRANSFERS, help="Where the work runs: here, or on a Dask cluster (docs/distributed.md)."),
