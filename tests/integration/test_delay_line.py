@@ -183,24 +183,32 @@ def test_s3_to_sftp_across_a_wan(ssh: testbed.SshServer, bucket: str, tmp_path: 
     assert hashlib.sha256(dest.read_bytes()).hexdigest() == digest
 
 
-@pytest.fixture
-def sshd_two_sessions(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[int]:
-    """A second sshd on the same keys and folders that allows two sessions per connection (``MaxSessions 2``,
-    as a partner's server may): its port."""
+@contextlib.contextmanager
+def second_sshd(ssh: testbed.SshServer, folder: Path, setting: str, instead: str) -> Iterator[int]:
+    """A second sshd on the same keys and folders, with ``instead`` for the test sshd's ``setting`` line
+    (its log: ``folder/sshd.log``): its port."""
     port = testbed.free_port()
     config = (ssh.base / "sshd_config").read_text()
-    assert "MaxSessions 100" in config and f"Port {ssh.port}\n" in config
-    config = config.replace("MaxSessions 100", "MaxSessions 2").replace(f"Port {ssh.port}\n", f"Port {port}\n")
-    config = config.replace(f"PidFile {ssh.base / 'sshd.pid'}", f"PidFile {tmp_path / 'sshd.pid'}")
-    (tmp_path / "sshd_config").write_text(config)
-    with open(tmp_path / "sshd.log", "ab") as log:
-        proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(tmp_path / "sshd_config")],
+    assert setting in config and f"Port {ssh.port}\n" in config
+    config = config.replace(setting, instead).replace(f"Port {ssh.port}\n", f"Port {port}\n")
+    config = config.replace(f"PidFile {ssh.base / 'sshd.pid'}", f"PidFile {folder / 'sshd.pid'}")
+    (folder / "sshd_config").write_text(config)
+    with open(folder / "sshd.log", "ab") as log:
+        proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(folder / "sshd_config")],
                                 stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     try:
         testbed.wait_for_port(port, 20, proc)
         yield port
     finally:
         testbed.stop_process(proc)
+
+
+@pytest.fixture
+def sshd_two_sessions(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[int]:
+    """A second sshd that allows two sessions per connection (``MaxSessions 2``, as a partner's server
+    may): its port."""
+    with second_sshd(ssh, tmp_path, "MaxSessions 100", "MaxSessions 2") as port:
+        yield port
 
 
 @pytest.mark.usefixtures("s3_env")
@@ -255,22 +263,10 @@ def test_a_tree_both_ways_across_a_wan(ssh: testbed.SshServer, s3: testbed.Seawe
 
 @pytest.fixture
 def sshd_few_startups(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    """A second sshd on the same keys and folders that drops connections beyond four unauthenticated
-    ones (``MaxStartups 4``): its port and its log."""
-    port = testbed.free_port()
-    config = (ssh.base / "sshd_config").read_text()
-    assert "MaxStartups 100:30:200" in config and f"Port {ssh.port}\n" in config
-    config = config.replace("MaxStartups 100:30:200", "MaxStartups 4").replace(f"Port {ssh.port}\n", f"Port {port}\n")
-    config = config.replace(f"PidFile {ssh.base / 'sshd.pid'}", f"PidFile {tmp_path / 'sshd.pid'}")
-    (tmp_path / "sshd_config").write_text(config)
-    with open(tmp_path / "sshd.log", "ab") as log:
-        proc = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(tmp_path / "sshd_config")],
-                                stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    try:
-        testbed.wait_for_port(port, 20, proc)
+    """A second sshd that drops connections beyond four unauthenticated ones (``MaxStartups 4``): its
+    port and its log."""
+    with second_sshd(ssh, tmp_path, "MaxStartups 100:30:200", "MaxStartups 4") as port:
         yield port, tmp_path / "sshd.log"
-    finally:
-        testbed.stop_process(proc)
 
 
 @pytest.mark.usefixtures("s3_env")
