@@ -1,10 +1,12 @@
-"""The memory budget a tree lends its files in flight (operations/tree.Budget): pure logic, no servers."""
+"""How a tree runs its work at once (operations/tree: Budget, both): pure logic, no servers."""
 
 from __future__ import annotations
 
 import asyncio
 
-from s3ferry.operations.tree import Budget, for_each
+import pytest
+
+from s3ferry.operations.tree import Budget, both, for_each
 
 
 def _run(weights: list[int], total: int, workers: int) -> tuple[int, list[int]]:
@@ -42,3 +44,41 @@ def test_first_come_first_served() -> None:
     # A large item waiting for room is not overtaken by the small ones behind it (it would starve).
     _, started = _run([6, 6, 1, 1], total=10, workers=4)
     assert started == [0, 1, 2, 3]
+
+
+def test_both_runs_two_at_once_and_keeps_their_order() -> None:
+    async def after(seconds: float, value: str) -> str:
+        await asyncio.sleep(seconds)
+        return value
+
+    async def main() -> tuple[tuple[str, str], float]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        got = await both(after(0.2, "first"), after(0.2, "second"))
+        return got, loop.time() - started
+
+    got, took = asyncio.run(main())
+    assert got == ("first", "second")
+    assert took < 0.35  # at the same time, not one after the other
+
+
+def test_both_raises_the_first_error_itself_and_cancels_the_other() -> None:
+    cancelled = asyncio.Event()
+
+    async def fails() -> None:
+        await asyncio.sleep(0.01)
+        raise KeyError("listing")
+
+    async def waits() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def main() -> None:
+        await both(fails(), waits())
+
+    with pytest.raises(KeyError):  # not an ExceptionGroup: callers map it as they map one listing's error
+        asyncio.run(main())
+    assert cancelled.is_set()

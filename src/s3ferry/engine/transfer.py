@@ -95,9 +95,6 @@ class Executor(Protocol):
         """One file, routed as :func:`s3ferry.operations.single.copy_file` routes it. ``journal`` and
         ``known`` are hints a remote executor may drop (its workers stat and journal themselves)."""
 
-    def files_at_once(self, transfers: int, files: int) -> int:
-        """How many of a tree's ``files`` run at once under ``--transfers`` ``transfers``."""
-
 
 @dataclass(frozen=True)
 class TransferResult:

@@ -324,6 +324,3 @@ class DaskExecutor:
             progress.advanced(done.copied.result.size)
             progress.finished()
         return done.copied
-
-    def files_at_once(self, transfers: int, files: int) -> int:
-        return files  # every file is submitted at once: the cluster schedules them

@@ -114,6 +114,3 @@ class LocalExecutor:
                         known: Stat | None = None) -> FileCopied:
         result = await copy_file(source, sink, options, progress, journal, known)
         return FileCopied(result, source.pinned_etag if isinstance(source, PinnedSource) else None)
-
-    def files_at_once(self, transfers: int, files: int) -> int:
-        return transfers  # a sliding window: each file holds connections and a share of the byte budget

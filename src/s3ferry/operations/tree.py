@@ -32,7 +32,7 @@ from functools import partial
 from typing import TypeVar
 
 from s3ferry.core.errors import S3FerryError, UsageError
-from s3ferry.core.options import TransferOptions
+from s3ferry.core.options import MIN_PART_SIZE, TransferOptions
 from s3ferry.core.storage import Entry, ListingSink, Sink, Source, Stat
 from s3ferry.core.urls import safe_relative
 from s3ferry.engine.journal import Journal, open_journal
@@ -43,6 +43,7 @@ from s3ferry.operations.single import LocalExecutor
 
 log = logging.getLogger("s3ferry")
 T = TypeVar("T")
+U = TypeVar("U")
 
 #: Small files in flight: at most this many times ``transfers`` (the memory budget decides below that).
 SMALL_FILES_FACTOR = 8
@@ -153,22 +154,16 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
     meter, started = ResourceMeter(), time.monotonic()
     result = TreeResult(str(source.location), str(sink.location))
     # Both listings at once: across a WAN each is round trips (and the first connection's set-up)
-    destination = asyncio.ensure_future(_destination_sizes(sink, options))
-    try:
-        entries = list(listed) if listed is not None else await _selected_entries(source, filters, result)
-    except BaseException:
-        destination.cancel()
-        await asyncio.gather(destination, return_exceptions=True)
-        raise
-    present = await destination
+    selecting = _listed(listed) if listed is not None else _selected_entries(source, filters, result)
+    entries, present = await both(selecting, _destination_sizes(sink, options))
     if progress is not None:
         progress.started(f"{len(entries)} files", sum(e.size for e in entries))
     per_file = options.replace(max_memory=file_share(options.max_memory, transfers))
     journal = await open_journal(options.state_dir, required=False)
     copy = partial(_copy_entry, source, sink, per_file, journal, progress, run, result, present)
     try:
-        if run.remote:  # the cluster schedules the files and holds their memory
-            await for_each(entries, copy, run.files_at_once(transfers, len(entries)))
+        if run.remote:  # every file submitted at once: the cluster schedules them and holds their memory
+            await for_each(entries, copy, len(entries))
         else:
             await for_each_file(entries, copy, lambda e: e.size, transfers, options.max_memory)
     finally:
@@ -178,6 +173,23 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
     result.seconds = time.monotonic() - started
     result.peak_rss_bytes, result.disk_write_bytes = meter.peak_rss(), meter.disk_writes()
     return result
+
+
+async def both(first: Awaitable[T], second: Awaitable[U]) -> tuple[T, U]:
+    """Two awaitables run at the same time, their results in order; the first error is raised as it is
+    (not in a group), and the other one is then cancelled."""
+    later = asyncio.ensure_future(second)
+    try:
+        earlier = await first
+    except BaseException:
+        later.cancel()
+        await asyncio.gather(later, return_exceptions=True)
+        raise
+    return earlier, await later
+
+
+async def _listed(entries: Sequence[Entry]) -> list[Entry]:
+    return list(entries)
 
 
 async def _selected_entries(source: Source, filters: Sequence[Filter], result: TreeResult) -> list[Entry]:
@@ -234,7 +246,7 @@ class Budget:
 
 def file_share(max_memory: int, transfers: int) -> int:
     """The memory budget of one large file in flight: ``transfers`` of them fill ``max_memory``."""
-    return max(max_memory // transfers, 5 * 1024 * 1024)
+    return max(max_memory // transfers, MIN_PART_SIZE)
 
 
 async def for_each_file(items: Sequence[T], action: Callable[[T], Awaitable[object]], size_of: Callable[[T], int],

@@ -39,7 +39,7 @@ from s3ferry.engine.retry import RetryPolicy
 from s3ferry.engine.throttle import limit_for
 from s3ferry.engine.transfer import plan_parts, read_digests
 from s3ferry.operations.copy import resolve
-from s3ferry.operations.tree import Filter, child_path, for_each, selected
+from s3ferry.operations.tree import Filter, both, child_path, for_each_file, selected
 
 #: identical: a check made from the bytes agrees; differs: sizes or a check disagree; missing: SRC has it,
 #: DST does not; extra: only DST has it; size_only: same size, content not compared; failed: an error
@@ -271,6 +271,7 @@ class Pair:
     source: Source
     destination: Source
     path: str
+    size: int = 0  #: as listed (a tree): small files are compared more at a time
 
 
 async def compare(pair: Pair, options: TransferOptions, size_only: bool) -> FileCheck:
@@ -395,8 +396,9 @@ async def _tree(source: Source, dest: Source, options: TransferOptions, filters:
                          "to compare trees: compare their files one by one")
     if not 1 <= transfers <= 64:
         raise UsageError(f"--transfers must be between 1 and 64, not {transfers}")
-    ours = await _listing(source, filters, result, required=True)
-    theirs = await _listing(dest, filters, result, required=False)
+    # Both sides listed at once: across a WAN each listing is round trips
+    ours, theirs = await both(_listing(source, filters, result, required=True),
+                              _listing(dest, filters, result, required=False))
     pairs: list[Pair] = []
     for rel in sorted(set(ours) | set(theirs)):
         mine, other = ours.get(rel), theirs.get(rel)
@@ -409,7 +411,7 @@ async def _tree(source: Source, dest: Source, options: TransferOptions, filters:
                                           mine.size, other.size))
         else:
             pairs.append(Pair(source.child(child_path(source.location.path, rel)),
-                              dest.child(child_path(dest.location.path, rel)), rel))
+                              dest.child(child_path(dest.location.path, rel)), rel, mine.size))
 
     async def one(pair: Pair) -> None:
         try:
@@ -417,7 +419,7 @@ async def _tree(source: Source, dest: Source, options: TransferOptions, filters:
         except S3FerryError as exc:
             result.files.append(FileCheck(pair.path, "failed", detail=str(exc), exit_code=exc.exit_code))
 
-    await for_each(pairs, one, transfers)
+    await for_each_file(pairs, one, lambda pair: pair.size, transfers, options.max_memory)
     result.files.sort(key=lambda f: f.path)
 
 
