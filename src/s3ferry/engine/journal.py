@@ -320,8 +320,16 @@ class Journal:
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         async with self._lock:  # one thread touches the connection at a time
+            work = asyncio.ensure_future(asyncio.to_thread(fn, *args))
             try:
-                return await asyncio.to_thread(fn, *args)
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                # A thread cannot be stopped: the connection stays locked until it is done, else the next
+                # call starts a transaction inside the one still running (and the journal looks damaged).
+                await asyncio.wait([work])
+                if not work.cancelled():
+                    work.exception()  # looked at: the cancellation is what the caller hears of
+                raise
             except sqlite3.DatabaseError as exc:
                 raise self.damaged(exc) from exc
             except sqlite3.OperationalError as exc:  # locked for longer than the timeout, disk full, ...
