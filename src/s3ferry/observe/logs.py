@@ -136,7 +136,17 @@ _TRANSPORT_NOISE = frozenset({"socket.send() raised exception."})
 
 
 def _drop_transport_noise(record: logging.LogRecord) -> bool:
-    return not (record.name == "asyncio" and record.msg in _TRANSPORT_NOISE)
+    return not (record.name == "asyncio" and (record.msg in _TRANSPORT_NOISE or _orphaned_tornado_timeout(record)))
+
+
+def _orphaned_tornado_timeout(record: logging.LogRecord) -> bool:
+    """Dask's client at shutdown: its batched sender waits on a tornado ``Event.wait(timeout)``; closing the
+    client cancels the waiter, and the timeout still fires later on the orphaned future (tornado's
+    ``with_timeout`` sets ``TimeoutError("Timeout")``), which asyncio reports when the future is collected.
+    Nothing of ours awaits such a future: it is noise beside the command's own one-line result."""
+    exc = record.exc_info[1] if record.exc_info else None
+    return (isinstance(record.msg, str) and record.msg.startswith("Future exception was never retrieved")
+            and isinstance(exc, TimeoutError) and exc.args == ("Timeout",))
 
 
 def safe_traceback(exc: BaseException) -> str:
