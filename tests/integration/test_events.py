@@ -18,8 +18,9 @@ import aiohttp
 import pytest
 
 from s3ferry.demo import servers as testbed
-from s3ferry.service.events import ObjectEvent
+from s3ferry.service.events import EventSettings, ObjectEvent
 from support.events import TOKEN, EventApp, event_app, push_flows, seaweed_with_webhook
+from support.sns import TOPIC, FakeSns
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -186,3 +187,88 @@ def test_seaweedfs_webhook_to_sftp_under_two_seconds(tmp_path: Path, ssh: testbe
     assert delay < 2.0
     assert sorted(app.copied()) == ["one.bin", "warm.bin"]
     assert (inbox / "one.bin").read_bytes() == body
+
+
+# -- SNS: signatures, certificate hosts, subscription confirmation ------------------------------------------------
+
+
+def s3_records(bucket: str, key: str) -> dict[str, Any]:
+    """S3's own event JSON, as the Message of an SNS notification."""
+    return {"Records": [{"eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                         "s3": {"bucket": {"name": bucket}, "object": {"key": key, "size": 3}}}]}
+
+
+def sns_settings(sns: FakeSns) -> EventSettings:
+    return EventSettings(token=TOKEN, sns_topic_arns=(TOPIC,), sns_cert_hosts=("127.0.0.1",),
+                         ssl_context=sns.client_ssl())
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_sns_signed_notification_delivered(outbox: tuple[list[Any], Path, Any], bucket: str, tmp_path: Path,
+                                           version: str) -> None:
+    flows, inbox, client = outbox
+    client.put_object(Bucket=bucket, Key="out/sns data.csv", Body=b"via sns")
+    sns = FakeSns(tmp_path)
+
+    async def scenario() -> list[int]:
+        async with sns.serving(), event_app(flows, sns_settings(sns)) as app:
+            key = "out/sns+data.csv"  # S3 URL-encodes keys in its events (a space is "+")
+            codes = [(await post(app.url("sns"), sns.notification(s3_records(bucket, key), version)))[0]
+                     for _ in range(2)]
+            await app.dispatcher.idle()
+            assert app.copied() == ["sns data.csv"]
+            return codes
+
+    assert asyncio.run(scenario()) == [202, 202]
+    assert (inbox / "sns data.csv").read_bytes() == b"via sns"
+    assert sns.cert_fetches == 1  # cached
+
+
+def test_sns_refusals_deliver_nothing(outbox: tuple[list[Any], Path, Any], bucket: str, tmp_path: Path) -> None:
+    flows, inbox, client = outbox
+    client.put_object(Bucket=bucket, Key="out/a.csv", Body=b"one")
+    client.put_object(Bucket=bucket, Key="out/b.csv", Body=b"two")
+    sns = FakeSns(tmp_path)
+
+    async def scenario() -> dict[str, int]:
+        async with sns.serving(), event_app(flows, sns_settings(sns)) as app:
+            good = sns.notification(s3_records(bucket, "out/a.csv"))
+            tampered = {**good, "Message": json.dumps(s3_records(bucket, "out/b.csv"))}
+            elsewhere = sns.notification(s3_records(bucket, "out/a.csv"), SigningCertURL=sns.url(
+                "/SimpleNotificationService-test.pem", host="localhost"))
+            plain_http = sns.notification(s3_records(bucket, "out/a.csv"), SigningCertURL=sns.url(
+                "/SimpleNotificationService-test.pem").replace("https:", "http:"))
+            unknown_topic = sns.notification(s3_records(bucket, "out/a.csv"),
+                                             topic="arn:aws:sns:eu-west-1:111122223333:other")
+            codes = {}
+            for name, message in (("elsewhere", elsewhere), ("plain_http", plain_http),
+                                  ("unknown_topic", unknown_topic)):
+                codes[name] = (await post(app.url("sns"), message))[0]
+            codes["fetches_before"] = sns.cert_fetches  # none of those fetched anything
+            codes["tampered"] = (await post(app.url("sns"), tampered))[0]
+            codes["unsigned"] = (await post(app.url("sns"), {**good, "Signature": ""}))[0]
+            await app.dispatcher.idle()
+            assert app.copied() == []
+            return codes
+
+    assert asyncio.run(scenario()) == {"elsewhere": 403, "plain_http": 403, "unknown_topic": 403,
+                                       "fetches_before": 0, "tampered": 403, "unsigned": 403}
+    assert list(inbox.iterdir()) == []
+
+
+def test_sns_subscription_confirmed(outbox: tuple[list[Any], Path, Any], tmp_path: Path) -> None:
+    flows, _, _ = outbox
+    sns = FakeSns(tmp_path)
+
+    async def scenario() -> tuple[int, int, int]:
+        async with sns.serving(), event_app(flows, sns_settings(sns)) as app:
+            good = (await post(app.url("sns"), sns.confirmation("tok-1")))[0]
+            forged = sns.confirmation("tok-2")
+            forged["SubscribeURL"] = sns.url("/confirm?Token=tok-3")  # not what was signed
+            bad = (await post(app.url("sns"), forged))[0]
+            elsewhere = sns.sign({**sns.confirmation("tok-4"),
+                                  "SubscribeURL": sns.url("/confirm?Token=tok-4", host="localhost")})
+            return good, bad, (await post(app.url("sns"), elsewhere))[0]
+
+    assert asyncio.run(scenario()) == (202, 403, 403)
+    assert sns.confirmations == ["tok-1"]
