@@ -272,3 +272,25 @@ def test_sns_subscription_confirmed(outbox: tuple[list[Any], Path, Any], tmp_pat
 
     assert asyncio.run(scenario()) == (202, 403, 403)
     assert sns.confirmations == ["tok-1"]
+
+
+def test_eventbridge_api_destination_delivered(outbox: tuple[list[Any], Path, Any], bucket: str) -> None:
+    flows, inbox, client = outbox
+    etag = client.put_object(Bucket=bucket, Key="out/eb/b.csv", Body=b"from eventbridge")["ETag"]
+    event = {"version": "0", "id": str(uuid.uuid4()), "detail-type": "Object Created", "source": "aws.s3",
+             "account": "111122223333", "time": "2026-12-03T12:00:00Z", "region": "eu-west-1",
+             "resources": [f"arn:aws:s3:::{bucket}"],
+             "detail": {"version": "0", "bucket": {"name": bucket},
+                        "object": {"key": "out/eb/b.csv", "size": 16, "etag": etag.strip('"'),
+                                   "sequencer": "617f08299329d189"},
+                        "request-id": "N4N7GDK58NMKJ12R", "requester": "111122223333", "reason": "PutObject"}}
+
+    async def scenario() -> tuple[int, dict[str, Any]]:
+        async with event_app(flows) as app:
+            answer = await post(app.url("eventbridge"), event, AUTH)
+            await app.dispatcher.idle()
+            assert app.copied() == ["eb/b.csv"]
+            return answer
+
+    assert asyncio.run(scenario()) == (202, {"events": 1, "queued": 1})
+    assert (inbox / "eb" / "b.csv").read_bytes() == b"from eventbridge"

@@ -148,6 +148,10 @@ class EventDispatcher:
             except S3FerryError as exc:  # the run failed as a whole (no bucket, no access): the scan retries
                 log.error("error: flow %s: events for %d object(s) not delivered: %s", flow.name, len(rels), exc)
                 return
+            except Exception as exc:  # a bug must not end the worker: later events would queue for nobody
+                log.error("error: flow %s: internal error delivering events: %s: %s (the flow's scan delivers "
+                          "them)", flow.name, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+                return
             if report.locked is None:
                 break
             await asyncio.sleep(LOCKED_DELAY)  # a scan of this flow runs: it may deliver these, we check after
