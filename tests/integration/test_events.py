@@ -94,7 +94,11 @@ def test_lost_event_caught_up_by_the_scan(outbox: tuple[list[Any], Path, Any], b
             app.dispatcher.submit([ObjectEvent(bucket, "out/seen.csv", "created")])
             await app.dispatcher.idle()
             assert not (inbox / "lost.csv").exists()
-            return await app.dispatcher.catch_up()
+            code = await app.dispatcher.catch_up()
+            app.dispatcher.submit([ObjectEvent(bucket, "out/lost.csv", "created")])  # its event, late
+            await app.dispatcher.idle()
+            assert app.copied() == ["seen.csv", "lost.csv"]  # the late event found it delivered: a no-op
+            return code
 
     assert asyncio.run(scenario()) == 0
     assert (inbox / "lost.csv").read_bytes() == b"no event for me"

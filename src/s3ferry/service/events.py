@@ -152,8 +152,9 @@ def parse_seaweedfs(doc: Any) -> list[ObjectEvent]:
     new = _dict(message.get("new_entry"))
     parent = message.get("new_parent_path")
     path = f"{str(parent).rstrip('/')}/{new.get('name', '')}" if parent and new.get("name") else str(doc.get("key"))
-    if kind == "update" and _seaweed_etag(_dict(message.get("old_entry"))) == _seaweed_etag(new) is not None:
-        return []  # the same bytes: tags or other metadata changed
+    etag = _seaweed_etag(new)
+    if kind == "update" and etag is not None and _seaweed_etag(_dict(message.get("old_entry"))) == etag:
+        return []  # the same bytes: tags or other metadata changed (our own delivery mark, for one)
     event = _seaweed_event(path, new, "created")
     return [event] if event is not None else []
 
