@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 
 from s3ferry.demo import servers as testbed
+from s3ferry.engine.locks import pair_lock
 from s3ferry.service.events import EventSettings, ObjectEvent
 from support.events import TOKEN, EventApp, event_app, push_flows, seaweed_with_webhook
 from support.sns import TOPIC, FakeSns
@@ -298,3 +299,23 @@ def test_eventbridge_api_destination_delivered(outbox: tuple[list[Any], Path, An
 
     assert asyncio.run(scenario()) == (202, {"events": 1, "queued": 1})
     assert (inbox / "eb" / "b.csv").read_bytes() == b"from eventbridge"
+
+
+def test_event_waits_while_the_flow_runs(outbox: tuple[list[Any], Path, Any], bucket: str, tmp_path: Path) -> None:
+    flows, inbox, client = outbox
+    client.put_object(Bucket=bucket, Key="out/w.csv", Body=b"after the scan")
+    flow = flows[0]
+    held = pair_lock(tmp_path / "state", str(flow.source), str(flow.destination), "push")  # as a scan holds it
+
+    async def scenario() -> EventApp:
+        assert await held.acquire()
+        async with event_app(flows) as app:
+            app.dispatcher.submit([ObjectEvent(bucket, "out/w.csv", "created")])
+            await asyncio.sleep(1.5)
+            assert not (inbox / "w.csv").exists() and app.copied() == []
+            held.release()
+            await app.dispatcher.idle()
+            return app
+
+    assert asyncio.run(scenario()).copied() == ["w.csv"]
+    assert (inbox / "w.csv").read_bytes() == b"after the scan"
