@@ -29,6 +29,11 @@ error for the run: the objects not delivered wait in the queue, and are not
 each tried (and reported) again. Two runs of one push never overlap: the
 second finds the job's lock held and is skipped. Every transition of the
 sftp-lambda push state table is covered by tests/integration/test_push.py.
+
+:func:`push_objects` is the same delivery for named objects only, without a
+listing: ``s3ferry serve`` calls it when an S3 event says an object landed
+(service/dispatch.py); it delivers the version S3 holds when it looks, so a
+late or repeated event is a no-op.
 """
 
 from __future__ import annotations

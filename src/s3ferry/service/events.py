@@ -338,11 +338,13 @@ class SnsVerifier:
                 pem = await answer.content.read(_MAX_CERT_BYTES + 1)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise EventRefused(503, f"SNS signing certificate could not be fetched: {exc}") from exc
+        if len(pem) > _MAX_CERT_BYTES:
+            raise EventRefused(403, "SNS signing certificate is too large to be one")
         try:
             key = x509.load_pem_x509_certificate(pem).public_key()
         except ValueError as exc:
             raise EventRefused(403, "SNS signing certificate is not a PEM certificate") from exc
-        if len(pem) > _MAX_CERT_BYTES or not isinstance(key, rsa.RSAPublicKey):
+        if not isinstance(key, rsa.RSAPublicKey):
             raise EventRefused(403, "SNS signing certificate is not an RSA certificate")
         return key
 
