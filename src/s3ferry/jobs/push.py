@@ -29,6 +29,11 @@ error for the run: the objects not delivered wait in the queue, and are not
 each tried (and reported) again. Two runs of one push never overlap: the
 second finds the job's lock held and is skipped. Every transition of the
 sftp-lambda push state table is covered by tests/integration/test_push.py.
+
+:func:`push_objects` is the same delivery for named objects only, without a
+listing: ``s3ferry serve`` calls it when an S3 event says an object landed
+(service/dispatch.py); it delivers the version S3 holds when it looks, so a
+late or repeated event is a no-op.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -197,6 +202,38 @@ class _Push:
         await self.journal.forget_deliveries(self.src, self.dst, [k for k in self.ledger if k not in listed])
         await for_each_file(todo, self.deliver, self.sizes.__getitem__, transfers, self.options.max_memory)
 
+    async def pick(self, rels: Sequence[str], filters: tuple[Filter, ...], transfers: int) -> None:
+        """Deliver these objects now (an event said they landed), each at the version S3 holds *now*.
+
+        The event's own ETag is not trusted for what goes: events come late,
+        twice and out of order, and the current version is the one a scan
+        would deliver. One already delivered at its current ETag, deleted
+        since, or waiting in the retry queue at that ETag is left as a scan
+        leaves it.
+        """
+        queued = {q.key: q.etag for q in await self.journal.queued(self.src, self.dst)}
+        self.ledger = await self.journal.deliveries(self.src, self.dst)
+        todo: list[str] = []
+        for rel in dict.fromkeys(rels):  # once each, in the order given
+            if not selected(rel, filters):
+                self.report.skipped.append(rel)
+                continue
+            try:
+                safe_relative(rel)
+            except UsageError as exc:
+                self.report.fail(rel, exc)
+                continue
+            key = self.key_of(rel)
+            there = await self.source.child(key).current()
+            if there is None or await self.delivered(key, str(there.etag)):
+                self.report.skipped.append(rel)
+            elif queued.get(key) == there.etag:
+                self.report.waiting.append(rel)
+            else:
+                self.etags[rel], self.sizes[rel] = there.etag or "", there.size
+                todo.append(rel)
+        await for_each_file(todo, self.deliver, self.sizes.__getitem__, transfers, self.options.max_memory)
+
     async def retry(self, transfers: int) -> None:
         self.ledger = await self.journal.deliveries(self.src, self.dst)
         todo: list[str] = []
@@ -248,12 +285,41 @@ def _say_waiting(report: JobReport, oldest: QueuedPush) -> None:
               "s" if count > 1 else "", "" if count > 1 else "s", oldest.key, since, oldest.last_error)
 
 
-async def push(src: str | Location, dst: str | Location, options: TransferOptions, settings: PushSettings,
-               progress: ProgressListener | None = None, executor: Executor | None = None) -> JobReport:
-    """One run of a push (see the module docstring); never raises for one object's failure."""
+async def push_objects(src: str | Location, dst: str | Location, options: TransferOptions, settings: PushSettings,
+                       rels: Sequence[str], executor: Executor | None = None) -> JobReport:
+    """Deliver the named objects of a push at once (paths relative to ``src``; the event intake of ``serve``).
+
+    The same delivery as a scan's (temporary name, verification, ETag mark,
+    retry queue) under the same job lock: a run of this push already going
+    makes this one skipped (``report.locked``), for the caller to try again.
+    ``settings.filters`` still decide; ``settings.retry_failed`` is ignored.
+    """
+    src_loc, dst_loc = _endpoints(src, dst)
+    source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
+    from s3ferry.backends.s3.source import S3Source
+
+    assert isinstance(source, S3Source)
+    report = JobReport("push", str(src_loc), str(dst_loc), dry_run=options.dry_run)
+    options = options.replace(overwrite="always") if not options.dry_run else options
+
+    async def work(journal: Journal) -> None:
+        job = _Push(source, sink, options, report, journal, None, executor)
+        await job.pick(rels, settings.filters, settings.transfers)
+
+    return await run_job(report, options.state_dir, source, sink, work)
+
+
+def _endpoints(src: str | Location, dst: str | Location) -> tuple[Location, Location]:
     src_loc, dst_loc = as_location(src), as_location(dst)
     if src_loc.scheme != "s3" or dst_loc.scheme not in ("sftp", "file"):
         raise UsageError("push delivers from s3://bucket/prefix to sftp://host/folder (or a local folder)")
+    return src_loc, dst_loc
+
+
+async def push(src: str | Location, dst: str | Location, options: TransferOptions, settings: PushSettings,
+               progress: ProgressListener | None = None, executor: Executor | None = None) -> JobReport:
+    """One run of a push (see the module docstring); never raises for one object's failure."""
+    src_loc, dst_loc = _endpoints(src, dst)
     source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
     from s3ferry.backends.s3.source import S3Source
 
@@ -276,4 +342,4 @@ async def push(src: str | Location, dst: str | Location, options: TransferOption
     return await run_job(report, options.state_dir, source, sink, work)
 
 
-__all__ = ["Entry", "PushSettings", "mark_key", "push"]
+__all__ = ["Entry", "PushSettings", "mark_key", "push", "push_objects"]
