@@ -209,3 +209,14 @@ def test_show_filters(tmp_path: Path) -> None:
     assert code == 0 and out == ""
     code, out = audit("show", "--log", str(log.path), "--since", "yesterday")
     assert code == 2 and "--since takes an ISO 8601 time" in out
+
+
+def test_the_commands_find_the_log_the_transfers_write(tmp_path: Path) -> None:
+    log = filled(tmp_path)
+    result = CliRunner().invoke(main, ["audit", "verify"], env={**ENV, "S3FERRY_AUDIT_LOG": str(log.path)})
+    assert result.exit_code == 0 and "5 entries" in result.output
+    result = CliRunner().invoke(main, ["audit", "show"], env={**ENV, "S3FERRY_AUDIT_LOG": "",
+                                                              "S3FERRY_STATE_DIR": str(log.path.parent)})
+    assert result.exit_code == 0 and len(result.output.splitlines()) == 6
+    result = CliRunner().invoke(main, ["audit", "verify"], env={**ENV, "S3FERRY_AUDIT_LOG": "off"})
+    assert result.exit_code == 2 and "no audit log is kept" in result.output

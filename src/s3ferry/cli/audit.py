@@ -28,7 +28,8 @@ Examples:
   s3ferry audit show --op push --grep invoices/ --json
 """
 
-_LOG_HELP = "The audit log (default: audit.jsonl in the state dir: S3FERRY_STATE_DIR or ~/.local/state/s3ferry)."
+_LOG_HELP = ("The audit log (default: S3FERRY_AUDIT_LOG, else audit.jsonl in the state dir: S3FERRY_STATE_DIR or "
+             "~/.local/state/s3ferry).")
 HEAD_SHOWN = 16  # hex digits of the head hash in the summary line: enough to anchor, short enough to read
 
 
@@ -38,10 +39,17 @@ def audit() -> None:
 
 
 def _log_of(path: Path | None) -> AuditLog:
-    from s3ferry.engine.journal import default_state_dir
-    from s3ferry.observe.audit import FILE_NAME, AuditLog
+    """``--log``, else the log the transfers write by default: S3FERRY_AUDIT_LOG, else the state dir's."""
+    import os
 
-    return AuditLog(path if path is not None else default_state_dir() / FILE_NAME)
+    from s3ferry.engine.journal import default_state_dir
+    from s3ferry.observe.audit import OFF, resolve
+
+    setting = str(path) if path is not None else os.environ.get("S3FERRY_AUDIT_LOG") or None
+    log = resolve(setting, default_state_dir())
+    if log is None:
+        raise UsageError(f"S3FERRY_AUDIT_LOG is {OFF!r}: no audit log is kept; name one with --log")
+    return log
 
 
 @audit.command("verify")
