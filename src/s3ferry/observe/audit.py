@@ -119,8 +119,8 @@ def _utc_now() -> str:
 
 def chain(delivery: Delivery, seq: int, prev: str, time: str) -> Entry:
     """The entry that records ``delivery`` after the entry numbered ``seq - 1`` whose hash is ``prev``."""
-    fields = {**asdict(delivery), "seq": seq, "time": time, "prev": prev,
-              "source": scrub(delivery.source), "destination": scrub(delivery.destination)}
+    fields = {**asdict(delivery), "seq": seq, "time": time, "prev": prev, "source": scrub(delivery.source),
+              "destination": scrub(delivery.destination), "verification": scrub(delivery.verification)}
     return _entry({**fields, "hash": entry_hash(fields)})
 
 
