@@ -16,7 +16,7 @@ import pytest
 
 from s3ferry.demo import servers as testbed
 from servers.s3proxy import S3FaultProxy
-from support.helpers import MiB, object_sha256, run_cli, sftp_flags, uploads_for, write_random
+from support.helpers import MiB, json_lines, object_sha256, run_cli, sftp_flags, uploads_for, write_random
 
 BIN = Path(sys.executable).parent
 
@@ -258,3 +258,21 @@ def test_a_local_destination_is_written_here_not_on_the_workers(cluster: Cluster
     assert json.loads(result.stdout)["workers"] == []
     assert hashlib.sha256((out / src.name).read_bytes()).hexdigest() == digest
     os.remove(src)
+
+
+def test_a_tree_on_the_workers_is_recorded_once_in_the_audit_trail(cluster: Cluster, tmp_path: Path,
+                                                                   bucket: str) -> None:
+    """The workers copy the files; the coordinator records each delivery (the workers, which here share its
+    state dir, record nothing)."""
+    top = tmp_path / "tree"
+    for i in range(6):
+        write_random(_mk(top / f"f{i}.bin"), 100 + i)
+    state = tmp_path / "state"
+    result = run_cli("cp", "-r", str(top), f"s3://{bucket}/a/", "--executor", "dask", "--scheduler",
+                     cluster.address, "--state-dir", str(state), "--no-progress")
+    assert result.code == 0, result.stderr
+    entries = json_lines((state / "audit.jsonl").read_text())
+    assert sorted((e["destination"], e["size"]) for e in entries) == [(f"s3://{bucket}/a/f{i}.bin", 100 + i)
+                                                                      for i in range(6)]
+    assert all(e["verified"] and e["op"] == "cp" for e in entries)
+    assert run_cli("audit", "verify", "--log", str(state / "audit.jsonl")).code == 0

@@ -349,6 +349,8 @@ class TransferOptions:
     #: completing it with "not verified" (on for pull and push)
     require_verified: bool = False
     state_dir: Path | None = None
+    #: the audit trail's log: None is ``<state dir>/audit.jsonl``, ``"off"`` records nothing
+    audit_log: str | None = None
     sftp: SftpOptions = field(default_factory=SftpOptions)
     s3: S3Options = field(default_factory=S3Options)
     ftp: FtpOptions = field(default_factory=FtpOptions)
@@ -372,6 +374,8 @@ class TransferOptions:
             raise bad("copy_part_size", "must be between 5MiB and 5GiB")
         if self.bwlimit is not None and self.bwlimit < 1024:
             raise bad("bwlimit", f"must be at least 1KiB per second, not {self.bwlimit}")
+        if self.audit_log is not None and not self.audit_log.strip():
+            raise bad("audit_log", "must be a file path or 'off', not empty")
         if not 0 <= self.retries <= 100:
             raise bad("retries", f"must be between 0 and 100, not {self.retries}")
         if self.resume not in RESUME_MODES:

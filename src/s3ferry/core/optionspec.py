@@ -37,7 +37,8 @@ Kind = Literal["text", "int", "float", "size", "path", "file", "choice", "flag",
 
 CP, PULL, PUSH, RUN, DOCTOR, UPLOADS, CANCEL, DEMO = "cp", "pull", "push", "run", "doctor", "uploads", "cancel", "demo"
 STATUS, HISTORY, VERIFY = "status", "history", "verify"
-COMMANDS = (CP, VERIFY, PULL, PUSH, RUN, STATUS, HISTORY, DOCTOR, UPLOADS, CANCEL, DEMO)
+AUDIT = "audit"  # a group: its subcommands' own options (--log, filters) are not endpoint or transfer options
+COMMANDS = (CP, VERIFY, PULL, PUSH, RUN, STATUS, HISTORY, DOCTOR, UPLOADS, CANCEL, DEMO, AUDIT)
 JOBS = frozenset({PULL, PUSH})
 TRANSFERS = frozenset({CP, PULL, PUSH})  # the commands that copy files
 #: every command that does work against an endpoint: they share the output options
@@ -212,6 +213,9 @@ TREES = (
                               "(default: ~/.local/state/s3ferry)."),
                  **dict.fromkeys(READERS, Variant("The journal to read, of the flows that name no state_dir "
                                                   "(default: ~/.local/state/s3ferry)."))}),
+    _o("audit_log", "--audit-log", metavar="PATH", envvar="S3FERRY_AUDIT_LOG", commands=TRANSFERS,
+       targets=("audit_log",), **_flows("audit_log"),
+       help="Append every delivery to this hash-chained log ('off': none; default: audit.jsonl in the state dir)."),
 )
 
 SFTP = (

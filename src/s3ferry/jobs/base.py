@@ -25,6 +25,7 @@ from s3ferry.core.storage import Sink, Source
 from s3ferry.engine.journal import Journal, RunRecord, open_journal
 from s3ferry.engine.locks import LockedError
 from s3ferry.jobs import FLOW_NAME, JobReport, record
+from s3ferry.observe import audit
 
 log = logging.getLogger("s3ferry")
 
@@ -37,6 +38,8 @@ async def run_job(report: JobReport, state_dir: Path | None, source: Source, sin
     failure (``work`` records those in the report)."""
     started, wall = time.monotonic(), time.time()
     journal = await open_journal(state_dir, required=True)
+    op: audit.Op = "pull" if report.kind == "pull" else "push"
+    audited = audit.CONTEXT.set((op, FLOW_NAME.get()))  # the audit trail's op and flow of this run's deliveries
     try:
         async with journal.lock(report.source, report.destination, kind=report.kind):
             try:
@@ -49,6 +52,7 @@ async def run_job(report: JobReport, state_dir: Path | None, source: Source, sin
         log.warning("%s: skipped", exc)
         report.locked = str(exc)
     finally:
+        audit.CONTEXT.reset(audited)
         await asyncio.shield(close_all(journal, source, sink))
     report.seconds = time.monotonic() - started
     record(report)

@@ -42,8 +42,9 @@ from s3ferry.core.urls import Location
 from s3ferry.engine.journal import Journal
 from s3ferry.engine.retry import RetryPolicy
 from s3ferry.engine.transfer import FileCopied, PartJob
+from s3ferry.observe import audit
 from s3ferry.observe.progress import ProgressListener
-from s3ferry.operations.single import copy_file
+from s3ferry.operations.single import copy_file, record_copy
 
 R = TypeVar("R")
 
@@ -197,7 +198,8 @@ async def _run_file(task: FileTask) -> FileDone:
     sink = _sink_at(task.destination, task.options)
     if task.metadata and isinstance(sink, MetadataSink):
         sink.metadata = dict(task.metadata)
-    result = await copy_file(source, sink, task.options)
+    # the coordinator records the delivery in its own audit trail (record_copy): the worker's has none of it
+    result = await copy_file(source, sink, task.options.replace(audit_log=audit.OFF))
     etag = source.pinned_etag if isinstance(source, PinnedSource) else None
     return FileDone(FileCopied(result, etag), _where())
 
@@ -319,6 +321,7 @@ class DaskExecutor:
         task = FileTask(source.location, sink.location, options, metadata)
         done = await self._result(self.client.submit(run_file, task, retries=self.retries, pure=False), FileDone)
         self.workers_used.add(done.worker)
+        await record_copy(options, done.copied.result)
         if progress is not None:
             progress.started(source.location.name, done.copied.result.size)
             progress.advanced(done.copied.result.size)

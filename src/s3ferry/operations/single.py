@@ -11,7 +11,7 @@ from s3ferry.core.errors import S3FerryError
 from s3ferry.core.options import TransferOptions
 from s3ferry.core.storage import PinnedSource, Sink, Source, Stat
 from s3ferry.core.urls import Location
-from s3ferry.engine.journal import Journal, open_journal
+from s3ferry.engine.journal import Journal, default_state_dir, open_journal
 from s3ferry.engine.transfer import (
     Executor,
     FileCopied,
@@ -20,7 +20,7 @@ from s3ferry.engine.transfer import (
     pump_parts,
     transfer,
 )
-from s3ferry.observe import metrics
+from s3ferry.observe import audit, metrics
 from s3ferry.observe.progress import ProgressListener
 
 if TYPE_CHECKING:
@@ -62,7 +62,24 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
         raise
     metrics.FILES.labels("copied", metrics.FLOW.get()).inc()
     metrics.DURATION.labels(label).observe(result.seconds)
+    await record_copy(options, result)
     return result
+
+
+async def record_copy(options: TransferOptions, result: TransferResult) -> None:
+    """Append a finished copy to the audit trail (``options.audit_log``), as a delivery of the operation and
+    flow the running task belongs to (:data:`s3ferry.observe.audit.CONTEXT`). A skipped file or a dry run
+    delivered nothing: not recorded. Every copy of cp, cp -r, pull and push ends here (a Dask worker's copy
+    on the coordinator's side), so a delivery is recorded once, after the engine verified and published it."""
+    if result.skipped or result.dry_run:
+        return
+    log = audit.resolve(options.audit_log, options.state_dir or default_state_dir())
+    op, flow = audit.CONTEXT.get()
+    checksum = audit.Checksum(result.checksum_algorithm, result.checksum) if result.checksum else None
+    etag = result.destination_etag.strip('"') if result.destination_etag else None
+    await audit.record_delivery(log, audit.Delivery(
+        op, flow, result.source, result.destination, result.size, checksum, result.verified,
+        result.verification, etag))
 
 
 def _s3_pair(source: Source, sink: Sink) -> tuple[S3Source, S3Sink] | None:
