@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from s3ferry.core.errors import UsageError
 from s3ferry.core.redaction import register_secret
+from s3ferry.core.secrets import SecretSource, run_command
 from s3ferry.core.units import human_bytes
 
 KiB = 1024
@@ -170,16 +171,33 @@ class SftpOptions:
     connect_timeout: float = 30.0
     #: ``[user@]host[:port]`` of a jump host (like ``ssh -J``; ProxyJump in ~/.ssh/config also works)
     jump: str | None = None
+    #: a command printing the password (``--password-command``), run without a shell
+    password_command: str | None = None
+    #: where the passphrase of an encrypted private key (``--identity``, IdentityFile) comes from
+    passphrase_file: Path | None = None
+    passphrase_env: str | None = None
+    passphrase_command: str | None = None
 
     def password(self) -> str | None:
-        """The password from ``--password-file`` or ``S3FERRY_SFTP_PASSWORD``."""
-        return read_secret(self.password_file, "S3FERRY_SFTP_PASSWORD", "sftp.password_file")
+        """The password from ``--password-file``, ``--password-command`` or ``S3FERRY_SFTP_PASSWORD``."""
+        return read_secret(self.password_file, "S3FERRY_SFTP_PASSWORD", "sftp.password_file",
+                           command=self.password_command)
+
+    def passphrase(self) -> str | None:
+        """The passphrase for encrypted SSH keys, or None (keys are then used only if not encrypted)."""
+        source = SecretSource(self.passphrase_file, self.passphrase_env, self.passphrase_command)
+        secret = source.read("the SSH key passphrase")
+        return secret.reveal() if secret is not None else None
 
 
-def read_secret(path: Path | None, env: str, target: str, *, required: bool = False) -> str | None:
-    """A password from the file ``path`` (the option ``target``), else from the environment variable ``env``
-    (``required``: unset or empty is an error, as for a flow's ``password_env``); registered, so no output
-    shows it (:mod:`s3ferry.core.redaction`). The only place s3ferry reads a password."""
+def read_secret(path: Path | None, env: str, target: str, *, required: bool = False,
+                command: str | None = None) -> str | None:
+    """A password from the file ``path`` (the option ``target``), else the output of ``command``
+    (:mod:`s3ferry.core.secrets`), else the environment variable ``env`` (``required``: unset or empty is an
+    error, as for a flow's ``password_env``); registered, so no output shows it (:mod:`s3ferry.core.redaction`).
+    The only place s3ferry reads a password."""
+    if path is None and command:
+        return run_command(command, "--password-command")
     if path is not None:
         try:
             secret: str | None = path.read_text().rstrip("\r\n")
@@ -209,10 +227,13 @@ class FtpOptions:
     password_file: Path | None = None
     ca_file: Path | None = None
     connect_timeout: float = 30.0
+    password_command: str | None = None
 
     def password(self) -> str | None:
-        """``--password-file`` or ``S3FERRY_FTP_PASSWORD``; None means anonymous when no user is given."""
-        return read_secret(self.password_file, "S3FERRY_FTP_PASSWORD", "ftp.password_file")
+        """``--password-file``, ``--password-command`` or ``S3FERRY_FTP_PASSWORD``; None means anonymous when no
+        user is given."""
+        return read_secret(self.password_file, "S3FERRY_FTP_PASSWORD", "ftp.password_file",
+                           command=self.password_command)
 
 
 @dataclass(frozen=True)

@@ -360,7 +360,9 @@ SPECS: dict[str, Spec] = {
 }
 #: settings of the S3 objects a flow creates: only pull flows write to S3
 OBJECT_KEYS = tuple(key for key, o in OPTION_OF.items() if o.commands == WRITES_S3)
-_FILE_KEYS = ("identity", "known_hosts", "password_file")
+_FILE_KEYS = ("identity", "known_hosts", "password_file", "identity_passphrase_file")
+#: the ways to give a flow's password: one of them (a flow's own replaces the one in [defaults])
+_PASSWORD_KEYS = ("password_env", "password_file", "password_command")
 
 
 def ordered_filters(filters: Iterable[Filter]) -> tuple[Filter, ...]:
@@ -501,7 +503,7 @@ class _Loader:
         kind = table.get("kind")
         own = self.table_values(table, path, where, kind if kind in KINDS else None)
         values = {k: v for k, v in shared.items() if kind not in KINDS or kind in SPECS[k].kinds}
-        for pair in (("schedule", "every"), ("password_env", "password_file")):
+        for pair in (("schedule", "every"), _PASSWORD_KEYS):
             if any(k in table for k in pair):  # a flow's own choice replaces the one in [defaults]
                 for k in pair:
                     values.pop(k, None)
@@ -513,8 +515,9 @@ class _Loader:
             self.problem(self.index.key(path, "every"), where, 'both "schedule" and "every": give exactly one')
         elif not {"schedule", "every"} & set(values) and not {"schedule", "every"} & set(table):
             self.problem(header, where, 'missing "schedule" (a cron expression, UTC) or "every" (an interval)')
-        if "password_env" in values and "password_file" in values:
-            self.problem(values["password_file"].line, where, 'both "password_env" and "password_file": give one')
+        given = [k for k in _PASSWORD_KEYS if k in values]
+        if len(given) > 1:
+            self.problem(values[given[-1]].line, where, f'both "{given[0]}" and "{given[1]}": give one')
         if kind in KINDS:
             self.check_direction(kind, own.get("source"), own.get("destination"), where)
         self.warn_missing(name, values)
