@@ -237,6 +237,37 @@ class FtpOptions:
 
 
 @dataclass(frozen=True)
+class PgpOptions:
+    """OpenPGP stages (issue 19): decrypt (and verify) the source's bytes, encrypt (and sign) what is written.
+
+    Key files are paths; the key's passphrase comes from a file, an environment variable or a command
+    (:mod:`s3ferry.core.secrets`), never from the options themselves.
+    """
+
+    decrypt: bool = False
+    key_file: Path | None = None
+    passphrase_file: Path | None = None
+    passphrase_env: str | None = None
+    passphrase_command: str | None = None
+    verify_signature: tuple[Path, ...] = ()
+    encrypt_to: tuple[Path, ...] = ()
+    sign_with: Path | None = None
+
+    def check(self) -> None:
+        """The combinations that cannot work (not in ``__post_init__``: a flows file checks keys one by one)."""
+        if self.decrypt and self.key_file is None:
+            raise UsageError("--decrypt needs the secret key: give --pgp-key")
+        if self.verify_signature and not self.decrypt:
+            raise UsageError("--verify-signature checks what --decrypt decrypts: give both")
+        if self.sign_with is not None and not self.encrypt_to:
+            raise UsageError("--sign-with signs what --encrypt-to encrypts: give both")
+
+    @property
+    def any(self) -> bool:
+        return self.decrypt or bool(self.encrypt_to)
+
+
+@dataclass(frozen=True)
 class HttpOptions:
     """How to reach HTTP(S) sources: certificates verified (system store or ``--ca-bundle``)."""
 
@@ -374,6 +405,7 @@ class TransferOptions:
     s3: S3Options = field(default_factory=S3Options)
     ftp: FtpOptions = field(default_factory=FtpOptions)
     http: HttpOptions = field(default_factory=HttpOptions)
+    pgp: PgpOptions = field(default_factory=PgpOptions)
 
     def __post_init__(self) -> None:
         def bad(target: str, problem: str) -> OptionError:

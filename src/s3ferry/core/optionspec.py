@@ -24,6 +24,7 @@ from s3ferry.core.options import (
     FtpOptions,
     HttpOptions,
     OptionError,
+    PgpOptions,
     S3Options,
     SftpOptions,
     TransferOptions,
@@ -276,6 +277,31 @@ S3 = (
        help="Canned ACL (private, bucket-owner-full-control, ...)."),
 )
 
+#: OpenPGP stages (issue 19): decrypt what is read, encrypt what is written; passphrases never as values
+PGP = (
+    _o("decrypt", "--decrypt", kind="flag", commands=TRANSFERS, targets=("pgp.decrypt",), **_flows("decrypt"),
+       help="Decrypt OpenPGP sources with --pgp-key (integrity checked: tampered or truncated input exits 3)."),
+    _o("pgp_key", "--pgp-key", kind="file", commands=TRANSFERS, targets=("pgp.key_file",), **_flows("pgp_key"),
+       help="OpenPGP secret key file for --decrypt."),
+    _o("pgp_passphrase_file", "--pgp-passphrase-file", kind="file", commands=TRANSFERS,
+       targets=("pgp.passphrase_file",), **_flows("pgp_passphrase_file"),
+       help="File holding the passphrase of the OpenPGP secret key (--pgp-key, --sign-with)."),
+    _o("pgp_passphrase_env", "--pgp-passphrase-env", metavar="VAR", commands=TRANSFERS,
+       targets=("pgp.passphrase_env",), **_flows("pgp_passphrase_env"),
+       help="Environment variable holding the OpenPGP key's passphrase."),
+    _o("pgp_passphrase_command", "--pgp-passphrase-command", metavar="COMMAND", commands=TRANSFERS,
+       targets=("pgp.passphrase_command",), **_flows("pgp_passphrase_command"),
+       help="Command printing the OpenPGP key's passphrase (run without a shell, once)."),
+    _o("verify_signature", "--verify-signature", kind="file", multiple=True, metavar="KEYFILE", commands=TRANSFERS,
+       targets=("pgp.verify_signature",), **_flows("verify_signature"),
+       help="With --decrypt: refuse (exit 3) unless signed by a key of KEYFILE (repeatable)."),
+    _o("encrypt_to", "--encrypt-to", kind="file", multiple=True, metavar="KEYFILE", commands=TRANSFERS,
+       targets=("pgp.encrypt_to",), **_flows("encrypt_to"),
+       help="Encrypt what is written to the OpenPGP public key in KEYFILE (repeatable: every recipient); adds .gpg."),
+    _o("sign_with", "--sign-with", kind="file", metavar="KEYFILE", commands=TRANSFERS, targets=("pgp.sign_with",),
+       **_flows("sign_with"), help="With --encrypt-to: also sign with the OpenPGP secret key in KEYFILE."),
+)
+
 DECISIONS = (
     _o("no_clobber", "--no-clobber", kind="flag", commands=frozenset({CP}),
        help="Never replace an existing destination file."),
@@ -336,7 +362,7 @@ OTHERS = (
 )
 
 #: the table, in the order --help lists the options
-OPTIONS: tuple[Option, ...] = (*ENGINE, *TREES, *JOB_SETTINGS, *SFTP, *S3, *DECISIONS, *OTHERS, *OUTPUT)
+OPTIONS: tuple[Option, ...] = (*ENGINE, *TREES, *JOB_SETTINGS, *SFTP, *S3, *PGP, *DECISIONS, *OTHERS, *OUTPUT)
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 
@@ -370,7 +396,8 @@ def build_transfer_options(values: Mapping[str, Any], sftp_type: type[SftpOption
 
     Values are as typed: sizes in bytes, paths as Paths, metadata and tags as (key, value) pairs.
     """
-    parts: dict[str, dict[str, Any]] = {"": {}, "sftp": dict(sftp_extra), "s3": {}, "ftp": {}, "http": {}}
+    parts: dict[str, dict[str, Any]] = {"": {}, "sftp": dict(sftp_extra), "s3": {}, "ftp": {}, "http": {},
+                                        "pgp": {}}
     for option in OPTIONS:
         value = values.get(option.param)
         if value is None or not option.targets:
@@ -386,4 +413,5 @@ def build_transfer_options(values: Mapping[str, Any], sftp_type: type[SftpOption
     known = {f.name for f in dataclasses.fields(TransferOptions)}
     assert set(top) <= known, set(top) - known
     return TransferOptions(**top, sftp=sftp_type(**parts["sftp"]), s3=S3Options(**parts["s3"]),
-                           ftp=FtpOptions(**parts["ftp"]), http=HttpOptions(**parts["http"]))
+                           ftp=FtpOptions(**parts["ftp"]), http=HttpOptions(**parts["http"]),
+                           pgp=PgpOptions(**parts["pgp"]))

@@ -342,7 +342,8 @@ _BY_KIND: dict[str, Convert] = {
 }
 #: options whose flows-file value is read (or checked) more closely than their kind says
 _BY_NAME: dict[str, Convert] = {
-    "identity": _paths, "include": _globs, "exclude": _globs, "metadata": _metadata, "tag": _tags,
+    "identity": _paths, "encrypt_to": _paths, "verify_signature": _paths,
+    "include": _globs, "exclude": _globs, "metadata": _metadata, "tag": _tags,
     "transfers": _integer(1, 64), "host_key": _host_key, "endpoint_url": _endpoint, "archive": _archive,
 }
 #: the flows-file key of each option, from the option table
@@ -360,7 +361,8 @@ SPECS: dict[str, Spec] = {
 }
 #: settings of the S3 objects a flow creates: only pull flows write to S3
 OBJECT_KEYS = tuple(key for key, o in OPTION_OF.items() if o.commands == WRITES_S3)
-_FILE_KEYS = ("identity", "known_hosts", "password_file", "identity_passphrase_file")
+_FILE_KEYS = ("identity", "known_hosts", "password_file", "identity_passphrase_file", "pgp_key",
+              "pgp_passphrase_file", "encrypt_to", "sign_with", "verify_signature")
 #: the ways to give a flow's password: one of them (a flow's own replaces the one in [defaults])
 _PASSWORD_KEYS = ("password_env", "password_file", "password_command")
 
