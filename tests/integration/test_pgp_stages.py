@@ -294,3 +294,30 @@ def test_pgp_stages_from_the_options(keys: Keys, monkeypatch: pytest.MonkeyPatch
     assert pgp_stages(TransferOptions()) == ([], [])
     with pytest.raises(UsageError, match="--decrypt needs the secret key"):
         pgp_stages(TransferOptions(pgp=PgpOptions(decrypt=True)))
+
+
+def test_the_passphrase_from_a_command_never_shows_in_ps_or_gpgs_environment(keys: Keys, tmp_path: Path) -> None:
+    script = tmp_path / "print-passphrase"
+    script.write_text(f"#!/bin/sh\nprintf '%s\\n' '{ALICE_PASSPHRASE}'\n")
+    script.chmod(0o700)
+    options = TransferOptions(pgp=PgpOptions(decrypt=True, key_file=keys.file("alice.sec"),
+                                             passphrase_command=str(script)))
+    before, _ = pgp_stages(options)
+    data = os.urandom(8 * MiB)
+    encrypted = keys.gpg("--recipient", "alice@example.com", "--encrypt", data=data).stdout
+    seen: list[str] = []
+
+    async def run() -> bytes:
+        out = []
+        async for chunk in chain(before, chunked(encrypted)):
+            out.append(chunk)
+            if len(out) % 8 == 1:  # while gpg runs: every command line, and gpg's own environment
+                seen.append(subprocess.run(["ps", "-eww", "-o", "args"], capture_output=True, text=True).stdout)
+                for proc in gpg_processes():
+                    seen.append(" ".join(proc.cmdline()) + repr(proc.environ()))
+        return b"".join(out)
+
+    assert asyncio.run(run()) == data
+    assert any("--passphrase-fd" in text for text in seen)  # gpg was seen, with the fd it reads
+    for text in seen:
+        assert ALICE_PASSPHRASE not in text

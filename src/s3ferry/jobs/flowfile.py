@@ -458,8 +458,8 @@ class _Loader:
                 how = ("S3 credentials come from the AWS configuration chain: name a profile (profile = \"...\") "
                        "or set AWS_* variables in the environment")
             else:
-                how = ("name an environment variable with password_env = \"VAR\" or a file with "
-                       "password_file = \"/path\"")
+                how = ("name an environment variable with password_env = \"VAR\", a file with "
+                       "password_file = \"/path\" or a command with password_command = \"...\"")
             self.problem(line, where, f"refusing the inline secret {key!r}: credentials never go in the flows "
                                       f"file; {how}")
             return
