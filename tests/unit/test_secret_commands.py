@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from s3ferry.cli.app import main
 from s3ferry.core.errors import UsageError
+from s3ferry.core.options import PgpOptions, SftpOptions
 from s3ferry.core.redaction import scrub
 from s3ferry.core.secrets import Secret, SecretSource, run_command
+from s3ferry.jobs.flowfile import load
 
 
 def script(folder: Path, body: str) -> str:
@@ -59,3 +63,24 @@ def test_sources_in_order_and_the_secret_hides_itself(tmp_path: Path, monkeypatc
     (tmp_path / "pp").write_text("from-a-file-77\n")
     file_first = SecretSource(file=tmp_path / "pp", env="MY_PASSPHRASE").read("x")
     assert isinstance(file_first, Secret) and file_first.reveal() == "from-a-file-77"
+
+
+def test_a_secret_is_given_one_way(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["cp", "--password-file", "/x", "--password-command", "pass show x", "a", "b"],
+                                env={"S3FERRY_CONFIG": "/dev/null"})
+    assert result.exit_code == 2 and "give the password one way: --password-file or --password-command" in \
+        result.output
+    with pytest.raises(UsageError, match="give the SSH key passphrase one way"):
+        SftpOptions(passphrase_env="A", passphrase_command="b")
+    with pytest.raises(UsageError, match="give the OpenPGP key passphrase one way"):
+        PgpOptions(encrypt_to=(Path("k"),), passphrase_env="A", passphrase_file=Path("p")).check()
+    flows = tmp_path / "flows.toml"
+    flows.write_text('[defaults]\nidentity_passphrase_env = "PP"\npgp_passphrase_file = "pp.txt"\n'
+                     '[flows.a]\nkind = "pull"\nsource = "/tmp/in"\ndestination = "s3://bkt/p/"\nevery = "1h"\n'
+                     'identity_passphrase_command = "pass show ssh/a"\npassword_command = "pass show sftp/a"\n')
+    loaded = load(flows, require_env=False)
+    assert not loaded.errors
+    flow = loaded.flows["a"]
+    assert flow.options.sftp.passphrase_command == "pass show ssh/a" and flow.options.sftp.passphrase_env is None
+    assert flow.options.sftp.password_command == "pass show sftp/a"
+    assert flow.options.pgp.passphrase_file == tmp_path / "pp.txt"

@@ -178,6 +178,13 @@ class SftpOptions:
     passphrase_env: str | None = None
     passphrase_command: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.password_file is not None and self.password_command:
+            raise UsageError("give the password one way: --password-file or --password-command")
+        if sum(bool(v) for v in (self.passphrase_file, self.passphrase_env, self.passphrase_command)) > 1:
+            raise UsageError("give the SSH key passphrase one way: --identity-passphrase-file, "
+                             "--identity-passphrase-env or --identity-passphrase-command")
+
     def password(self) -> str | None:
         """The password from ``--password-file``, ``--password-command`` or ``S3FERRY_SFTP_PASSWORD``."""
         return read_secret(self.password_file, "S3FERRY_SFTP_PASSWORD", "sftp.password_file",
@@ -229,6 +236,10 @@ class FtpOptions:
     connect_timeout: float = 30.0
     password_command: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.password_file is not None and self.password_command:
+            raise UsageError("give the password one way: --password-file or --password-command")
+
     def password(self) -> str | None:
         """``--password-file``, ``--password-command`` or ``S3FERRY_FTP_PASSWORD``; None means anonymous when no
         user is given."""
@@ -261,6 +272,9 @@ class PgpOptions:
             raise UsageError("--verify-signature checks what --decrypt decrypts: give both")
         if self.sign_with is not None and not self.encrypt_to:
             raise UsageError("--sign-with signs what --encrypt-to encrypts: give both")
+        if sum(bool(v) for v in (self.passphrase_file, self.passphrase_env, self.passphrase_command)) > 1:
+            raise UsageError("give the OpenPGP key passphrase one way: --pgp-passphrase-file, --pgp-passphrase-env "
+                             "or --pgp-passphrase-command")
 
     @property
     def any(self) -> bool:

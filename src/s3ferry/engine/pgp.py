@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from s3ferry.core.errors import AuthError, IntegrityError, S3FerryError, UsageError
-from s3ferry.core.options import PgpOptions, TransferOptions
+from s3ferry.core.options import TransferOptions
 from s3ferry.core.redaction import printable, scrub
 from s3ferry.core.secrets import Secret, SecretSource
 from s3ferry.engine.stages import Stage
@@ -199,9 +199,14 @@ async def _feed(proc: asyncio.subprocess.Process, chunks: AsyncIterator[bytes]) 
         raise
 
 
-def _secret(options: PgpOptions) -> Secret | None:
-    return SecretSource(options.passphrase_file, options.passphrase_env, options.passphrase_command).read(
-        "the OpenPGP key passphrase")
+#: a passphrase, or where to read it when the stage starts (a command may take seconds: read in a thread)
+Passphrase = Secret | SecretSource | None
+
+
+async def _resolved(passphrase: Passphrase) -> Secret | None:
+    if isinstance(passphrase, SecretSource):
+        return await asyncio.to_thread(passphrase.read, "the OpenPGP key passphrase")
+    return passphrase
 
 
 class PgpDecrypt(Stage):
@@ -210,7 +215,7 @@ class PgpDecrypt(Stage):
     name = "pgp-decrypt"
     deterministic = True  # the same message decrypts to the same bytes: resume can re-derive its prefix
 
-    def __init__(self, secret_key_file: Path, passphrase: Secret | None, verify_with: list[Path] | None) -> None:
+    def __init__(self, secret_key_file: Path, passphrase: Passphrase, verify_with: list[Path] | None) -> None:
         self.secret_key_file = secret_key_file
         self.passphrase = passphrase
         self.verify_with = verify_with
@@ -226,7 +231,7 @@ class PgpDecrypt(Stage):
         try:
             await home.import_keys([self.secret_key_file], "--pgp-key")
             signers = await home.import_keys(self.verify_with, "--verify-signature") if self.verify_with else None
-            extra, fds = _passphrase_fd(self.passphrase)
+            extra, fds = _passphrase_fd(await _resolved(self.passphrase))
             outcome = _Outcome()
             async with aclosing(_pipe(home.argv(*extra, "--decrypt"), home, chunks, fds, outcome)) as out:
                 async for data in out:
@@ -266,7 +271,7 @@ class PgpEncrypt(Stage):
     name = "pgp-encrypt"
     deterministic = False  # a fresh session key every run: a resumed transfer starts over
 
-    def __init__(self, recipients: list[Path], sign_with: Path | None, passphrase: Secret | None) -> None:
+    def __init__(self, recipients: list[Path], sign_with: Path | None, passphrase: Passphrase) -> None:
         if not recipients:
             raise UsageError("--encrypt-to needs at least one recipient key file")
         self.recipients = recipients
@@ -286,7 +291,7 @@ class PgpEncrypt(Stage):
             fds: list[int] = []
             if self.sign_with is not None:
                 signer = sorted(await home.import_keys([self.sign_with], "--sign-with"))
-                extra, fds = _passphrase_fd(self.passphrase)
+                extra, fds = _passphrase_fd(await _resolved(self.passphrase))
                 args += [*extra, "--sign", *(a for fpr in signer for a in ("--local-user", fpr))]
             outcome = _Outcome()
             async with aclosing(_pipe(home.argv(*args, "--encrypt"), home, chunks, fds, outcome)) as out:
@@ -310,12 +315,13 @@ def _judge_encryption(outcome: _Outcome, *, signing: bool) -> None:
 
 def pgp_stages(options: TransferOptions) -> tuple[list[Stage], list[Stage]]:
     """The OpenPGP stages a transfer runs: before the others (decrypt what is read) and after them (encrypt
-    what is written). The passphrase is read here, once, when one is given."""
+    what is written). The passphrase is read when a stage starts (a command runs once per process)."""
     pgp = options.pgp
     pgp.check()
     if not pgp.any:
         return [], []
-    passphrase = _secret(pgp)
+    source = SecretSource(pgp.passphrase_file, pgp.passphrase_env, pgp.passphrase_command)
+    passphrase = source if source.given else None
     before: list[Stage] = []
     after: list[Stage] = []
     if pgp.decrypt:

@@ -365,6 +365,9 @@ _FILE_KEYS = ("identity", "known_hosts", "password_file", "identity_passphrase_f
               "pgp_passphrase_file", "encrypt_to", "sign_with", "verify_signature")
 #: the ways to give a flow's password: one of them (a flow's own replaces the one in [defaults])
 _PASSWORD_KEYS = ("password_env", "password_file", "password_command")
+#: the other secrets given one way each: a flow's own choice replaces the one in [defaults]
+_ONE_OF = (("identity_passphrase_file", "identity_passphrase_env", "identity_passphrase_command"),
+           ("pgp_passphrase_file", "pgp_passphrase_env", "pgp_passphrase_command"))
 
 
 def ordered_filters(filters: Iterable[Filter]) -> tuple[Filter, ...]:
@@ -505,7 +508,7 @@ class _Loader:
         kind = table.get("kind")
         own = self.table_values(table, path, where, kind if kind in KINDS else None)
         values = {k: v for k, v in shared.items() if kind not in KINDS or kind in SPECS[k].kinds}
-        for pair in (("schedule", "every"), _PASSWORD_KEYS):
+        for pair in (("schedule", "every"), _PASSWORD_KEYS, *_ONE_OF):
             if any(k in table for k in pair):  # a flow's own choice replaces the one in [defaults]
                 for k in pair:
                     values.pop(k, None)
