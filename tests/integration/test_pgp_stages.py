@@ -190,8 +190,9 @@ def test_wrong_passphrase_wrong_key_and_not_a_key_are_user_errors(keys: Keys, tm
         through([PgpDecrypt(keys.file("alice.sec"), Secret("wrong-passphrase"), None)], encrypted)
     with pytest.raises(AuthError, match="wrong or missing passphrase"):
         through([PgpDecrypt(keys.file("alice.sec"), None, None)], encrypted)
-    with pytest.raises(AuthError, match="not encrypted to the key"):
-        through([PgpDecrypt(keys.file("bob.sec"), None, None)], encrypted)
+    for not_alices in ("bob.sec", "alice.pub"):
+        with pytest.raises(AuthError, match="not encrypted to a secret key in --pgp-key"):
+            through([PgpDecrypt(keys.file(not_alices), None, None)], encrypted)
     junk = tmp_path / "junk.key"
     junk.write_bytes(b"not a key")
     with pytest.raises(UsageError, match="not an OpenPGP key file"):

@@ -42,7 +42,7 @@ CHUNK = 256 * 1024
 SUFFIXES = (".gpg", ".pgp", ".asc")
 _STATUS = "[GNUPG:] "
 #: status keywords that say a signature could not be checked (no key): not an error unless one is required
-_UNCHECKED = frozenset({"ERRSIG", "NO_PUBKEY", "NEWSIG", "KEY_CONSIDERED"})
+_UNCHECKED = frozenset({"ERRSIG", "NO_PUBKEY"})
 
 
 @dataclass
@@ -95,10 +95,12 @@ class _Home:
 
     async def close(self) -> None:
         # the agent gpg started for the secret key lives on its own: stop it before its folder goes
-        stop = await asyncio.create_subprocess_exec(
-            GPGCONF, "--homedir", str(self.path), "--kill", "all", stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=_env(self))
-        await stop.wait()
+        # (gpgconf ships with gpg; without it there was no agent to stop)
+        if os.access(GPGCONF, os.X_OK):
+            stop = await asyncio.create_subprocess_exec(
+                GPGCONF, "--homedir", str(self.path), "--kill", "all", stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, env=_env(self))
+            await stop.wait()
         await asyncio.to_thread(shutil.rmtree, self.path, ignore_errors=True)
 
 
@@ -247,7 +249,8 @@ def _judge_decryption(outcome: _Outcome, signers: set[str] | None) -> None:
     if locked or outcome.has("BAD_PASSPHRASE") or any(a[:1] == ["pkdecrypt_failed"] for a in outcome.args("ERROR")):
         raise AuthError("OpenPGP: cannot unlock the secret key of --pgp-key: wrong or missing passphrase")
     if outcome.has("NO_SECKEY") and not outcome.has("DECRYPTION_KEY"):
-        raise AuthError("OpenPGP: the message is not encrypted to the key of --pgp-key")
+        raise AuthError("OpenPGP: the message is not encrypted to a secret key in --pgp-key (is it the secret key, "
+                        "not the public one?)")
     if outcome.has("BADMDC") or outcome.has("DECRYPTION_FAILED"):
         raise IntegrityError(f"OpenPGP integrity check failed: the message was tampered with or truncated "
                              f"({outcome.reason()})")
@@ -261,7 +264,8 @@ def _judge_decryption(outcome: _Outcome, signers: set[str] | None) -> None:
             what = "signed by another key" if outcome.has("ERRSIG") or valid else "not signed"
             raise IntegrityError(f"OpenPGP: the message is {what}, not by a key of --verify-signature")
     trouble = {kw for kw, _ in outcome.status if kw in ("ERRSIG", "NO_PUBKEY", "FAILURE", "ERROR")}
-    if outcome.code != 0 and not trouble <= _UNCHECKED:  # a signature nobody asked to check is no failure
+    # gpg's exit status 2 for a signature nobody asked to check is no failure; any other is
+    if outcome.code != 0 and not (trouble and trouble <= _UNCHECKED):
         raise IntegrityError(f"OpenPGP decryption failed ({outcome.reason()})")
 
 
