@@ -80,7 +80,19 @@ def test_a_secret_is_given_one_way(tmp_path: Path) -> None:
                      'identity_passphrase_command = "pass show ssh/a"\npassword_command = "pass show sftp/a"\n')
     loaded = load(flows, require_env=False)
     assert not loaded.errors
+    assert [p.message for p in loaded.warnings if "_env" in p.message] == []  # the flow's own command replaced it
     flow = loaded.flows["a"]
     assert flow.options.sftp.passphrase_command == "pass show ssh/a" and flow.options.sftp.passphrase_env is None
     assert flow.options.sftp.password_command == "pass show sftp/a"
     assert flow.options.pgp.passphrase_file == tmp_path / "pp.txt"
+
+
+def test_an_unset_passphrase_variable_is_a_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOT_SET_PP", raising=False)
+    flows = tmp_path / "flows.toml"
+    flows.write_text('[flows.a]\nkind = "pull"\nsource = "/tmp/in"\ndestination = "s3://bkt/p/"\nevery = "1h"\n'
+                     'pgp_passphrase_env = "NOT_SET_PP"\n')
+    loaded = load(flows, require_env=False)
+    assert not loaded.errors
+    assert [p.format("flows.toml") for p in loaded.warnings] == \
+        ["flows.toml:6: flows.a: warning: pgp_passphrase_env NOT_SET_PP is not set"]

@@ -555,6 +555,10 @@ class _Loader:
         if env is not None and not os.environ.get(env.value):
             required = self.require_env if isinstance(self.require_env, bool) else name in self.require_env
             self.problem(env.line, env.where, f"password_env {env.value} is not set", warning=not required)
+        for key in ("identity_passphrase_env", "pgp_passphrase_env"):  # read when used: a warning here
+            item = values.get(key)
+            if item is not None and not os.environ.get(item.value):
+                self.problem(item.line, item.where, f"{key} {item.value} is not set", warning=True)
         for key in _FILE_KEYS:
             item = values.get(key)
             if item is None:
