@@ -381,7 +381,7 @@ class SftpEndpoint:
     def where(self) -> str:
         return str(self.location)
 
-    def _connect_kwargs(self, password: str | None) -> dict[str, object]:
+    def _connect_kwargs(self, password: str | None, passphrase: str | None = None) -> dict[str, object]:
         """asyncssh's options for :meth:`connect` and :meth:`target` (which must agree on where they go)."""
         opts = self.options
         kwargs: dict[str, object] = {
@@ -409,6 +409,8 @@ class SftpEndpoint:
             kwargs["known_hosts"] = str(opts.known_hosts)
         if password is not None:
             kwargs["password"] = password
+        if passphrase is not None:  # decrypts -i keys and IdentityFile keys alike
+            kwargs["passphrase"] = passphrase
         if opts.jump:
             # The jump host is reached with OpenSSH's defaults (~/.ssh/config, keys, known_hosts).
             kwargs["tunnel"] = opts.jump
@@ -419,8 +421,9 @@ class SftpEndpoint:
         if pinned and not pinned.startswith("SHA256:"):
             raise UsageError("--host-key takes a fingerprint like SHA256:AbC... (see ssh-keygen -lf)")
         client = _TrustingClient(pinned)
-        password = await asyncio.to_thread(self.options.password)  # may read --password-file
-        kwargs = await asyncio.to_thread(self._connect_kwargs, password)  # checks key / known_hosts paths
+        password = await asyncio.to_thread(self.options.password)  # may read --password-file or run a command
+        passphrase = await asyncio.to_thread(self.options.passphrase)
+        kwargs = await asyncio.to_thread(self._connect_kwargs, password, passphrase)  # checks key / known_hosts
         host = self.location.host
         try:
             # kwargs: one dict of options of mixed types, which no single value type describes
@@ -433,6 +436,9 @@ class SftpEndpoint:
                             f"accepted ({tried})") from exc
         except socket.gaierror as exc:
             raise UsageError(f"cannot resolve host {host!r}: {exc.strerror}") from exc
+        except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:  # no (or the wrong) passphrase
+            raise AuthError(f"cannot load an SSH private key: {exc} (give its passphrase with "
+                            "--identity-passphrase-file, -env or -command)") from exc
         except (TimeoutError, OSError, asyncssh.Error) as exc:
             reason = exc.reason if isinstance(exc, asyncssh.Error) else None
             raise UnreachableError(f"cannot connect to {self._endpoint()}: {reason or exc}") from exc

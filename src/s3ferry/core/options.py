@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from s3ferry.core.errors import UsageError
 from s3ferry.core.redaction import register_secret
+from s3ferry.core.secrets import SecretSource, run_command
 from s3ferry.core.units import human_bytes
 
 KiB = 1024
@@ -170,16 +171,40 @@ class SftpOptions:
     connect_timeout: float = 30.0
     #: ``[user@]host[:port]`` of a jump host (like ``ssh -J``; ProxyJump in ~/.ssh/config also works)
     jump: str | None = None
+    #: a command printing the password (``--password-command``), run without a shell
+    password_command: str | None = None
+    #: where the passphrase of an encrypted private key (``--identity``, IdentityFile) comes from
+    passphrase_file: Path | None = None
+    passphrase_env: str | None = None
+    passphrase_command: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.password_file is not None and self.password_command:
+            raise UsageError("give the password one way: --password-file or --password-command")
+        if sum(bool(v) for v in (self.passphrase_file, self.passphrase_env, self.passphrase_command)) > 1:
+            raise UsageError("give the SSH key passphrase one way: --identity-passphrase-file, "
+                             "--identity-passphrase-env or --identity-passphrase-command")
 
     def password(self) -> str | None:
-        """The password from ``--password-file`` or ``S3FERRY_SFTP_PASSWORD``."""
-        return read_secret(self.password_file, "S3FERRY_SFTP_PASSWORD", "sftp.password_file")
+        """The password from ``--password-file``, ``--password-command`` or ``S3FERRY_SFTP_PASSWORD``."""
+        return read_secret(self.password_file, "S3FERRY_SFTP_PASSWORD", "sftp.password_file",
+                           command=self.password_command)
+
+    def passphrase(self) -> str | None:
+        """The passphrase for encrypted SSH keys, or None (keys are then used only if not encrypted)."""
+        source = SecretSource(self.passphrase_file, self.passphrase_env, self.passphrase_command)
+        secret = source.read("the SSH key passphrase")
+        return secret.reveal() if secret is not None else None
 
 
-def read_secret(path: Path | None, env: str, target: str, *, required: bool = False) -> str | None:
-    """A password from the file ``path`` (the option ``target``), else from the environment variable ``env``
-    (``required``: unset or empty is an error, as for a flow's ``password_env``); registered, so no output
-    shows it (:mod:`s3ferry.core.redaction`). The only place s3ferry reads a password."""
+def read_secret(path: Path | None, env: str, target: str, *, required: bool = False,
+                command: str | None = None) -> str | None:
+    """A password from the file ``path`` (the option ``target``), else the output of ``command``
+    (:mod:`s3ferry.core.secrets`), else the environment variable ``env`` (``required``: unset or empty is an
+    error, as for a flow's ``password_env``); registered, so no output shows it (:mod:`s3ferry.core.redaction`).
+    The only place s3ferry reads a password."""
+    if path is None and command:
+        return run_command(command, "--password-command")
     if path is not None:
         try:
             secret: str | None = path.read_text().rstrip("\r\n")
@@ -209,10 +234,51 @@ class FtpOptions:
     password_file: Path | None = None
     ca_file: Path | None = None
     connect_timeout: float = 30.0
+    password_command: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.password_file is not None and self.password_command:
+            raise UsageError("give the password one way: --password-file or --password-command")
 
     def password(self) -> str | None:
-        """``--password-file`` or ``S3FERRY_FTP_PASSWORD``; None means anonymous when no user is given."""
-        return read_secret(self.password_file, "S3FERRY_FTP_PASSWORD", "ftp.password_file")
+        """``--password-file``, ``--password-command`` or ``S3FERRY_FTP_PASSWORD``; None means anonymous when no
+        user is given."""
+        return read_secret(self.password_file, "S3FERRY_FTP_PASSWORD", "ftp.password_file",
+                           command=self.password_command)
+
+
+@dataclass(frozen=True)
+class PgpOptions:
+    """OpenPGP stages (issue 19): decrypt (and verify) the source's bytes, encrypt (and sign) what is written.
+
+    Key files are paths; the key's passphrase comes from a file, an environment variable or a command
+    (:mod:`s3ferry.core.secrets`), never from the options themselves.
+    """
+
+    decrypt: bool = False
+    key_file: Path | None = None
+    passphrase_file: Path | None = None
+    passphrase_env: str | None = None
+    passphrase_command: str | None = None
+    verify_signature: tuple[Path, ...] = ()
+    encrypt_to: tuple[Path, ...] = ()
+    sign_with: Path | None = None
+
+    def check(self) -> None:
+        """The combinations that cannot work (not in ``__post_init__``: a flows file checks keys one by one)."""
+        if self.decrypt and self.key_file is None:
+            raise UsageError("--decrypt needs the secret key: give --pgp-key")
+        if self.verify_signature and not self.decrypt:
+            raise UsageError("--verify-signature checks what --decrypt decrypts: give both")
+        if self.sign_with is not None and not self.encrypt_to:
+            raise UsageError("--sign-with signs what --encrypt-to encrypts: give both")
+        if sum(bool(v) for v in (self.passphrase_file, self.passphrase_env, self.passphrase_command)) > 1:
+            raise UsageError("give the OpenPGP key passphrase one way: --pgp-passphrase-file, --pgp-passphrase-env "
+                             "or --pgp-passphrase-command")
+
+    @property
+    def any(self) -> bool:
+        return self.decrypt or bool(self.encrypt_to)
 
 
 @dataclass(frozen=True)
@@ -355,6 +421,7 @@ class TransferOptions:
     s3: S3Options = field(default_factory=S3Options)
     ftp: FtpOptions = field(default_factory=FtpOptions)
     http: HttpOptions = field(default_factory=HttpOptions)
+    pgp: PgpOptions = field(default_factory=PgpOptions)
 
     def __post_init__(self) -> None:
         def bad(target: str, problem: str) -> OptionError:

@@ -24,6 +24,7 @@ from s3ferry.core.options import (
     FtpOptions,
     HttpOptions,
     OptionError,
+    PgpOptions,
     S3Options,
     SftpOptions,
     TransferOptions,
@@ -232,6 +233,18 @@ SFTP = (
     _o("password_file", "--password-file", kind="path", commands=TO_SFTP, endpoint=True,
        targets=("sftp.password_file", "ftp.password_file"), **_flows("password_file"),
        help="File holding the SFTP or FTP password (or set S3FERRY_SFTP_PASSWORD / S3FERRY_FTP_PASSWORD)."),
+    _o("password_command", "--password-command", metavar="COMMAND", commands=TO_SFTP, endpoint=True,
+       targets=("sftp.password_command", "ftp.password_command"), **_flows("password_command"),
+       help="Command printing the SFTP or FTP password (run without a shell, once; e.g. \"pass show partner\")."),
+    _o("identity_passphrase_file", "--identity-passphrase-file", kind="file", commands=TO_SFTP, endpoint=True,
+       targets=("sftp.passphrase_file",), **_flows("identity_passphrase_file"),
+       help="File holding the passphrase of an encrypted SSH key (--identity, IdentityFile)."),
+    _o("identity_passphrase_env", "--identity-passphrase-env", metavar="VAR", commands=TO_SFTP, endpoint=True,
+       targets=("sftp.passphrase_env",), **_flows("identity_passphrase_env"),
+       help="Environment variable holding the passphrase of an encrypted SSH key."),
+    _o("identity_passphrase_command", "--identity-passphrase-command", metavar="COMMAND", commands=TO_SFTP,
+       endpoint=True, targets=("sftp.passphrase_command",), **_flows("identity_passphrase_command"),
+       help="Command printing the passphrase of an encrypted SSH key (run without a shell, once)."),
     _o("ca_bundle", "--ca-bundle", kind="file", commands=TO_SFTP, endpoint=True,
        targets=("s3.ca_file", "ftp.ca_file", "http.ca_file"),
        help="CA certificates (PEM) to verify FTPS/HTTPS servers with, instead of the system's."),
@@ -266,6 +279,31 @@ S3 = (
        **_flows("tags", "pull"), help="Object tag (repeatable)."),
     _o("acl", "--acl", metavar="ACL", commands=WRITES_S3, targets=("s3.acl",), **_flows("acl", "pull"),
        help="Canned ACL (private, bucket-owner-full-control, ...)."),
+)
+
+#: OpenPGP stages (issue 19): decrypt what is read, encrypt what is written; passphrases never as values
+PGP = (
+    _o("decrypt", "--decrypt", kind="flag", commands=TRANSFERS, targets=("pgp.decrypt",), **_flows("decrypt"),
+       help="Decrypt OpenPGP sources with --pgp-key (integrity checked: tampered or truncated input exits 3)."),
+    _o("pgp_key", "--pgp-key", kind="file", commands=TRANSFERS, targets=("pgp.key_file",), **_flows("pgp_key"),
+       help="OpenPGP secret key file for --decrypt."),
+    _o("pgp_passphrase_file", "--pgp-passphrase-file", kind="file", commands=TRANSFERS,
+       targets=("pgp.passphrase_file",), **_flows("pgp_passphrase_file"),
+       help="File holding the passphrase of the OpenPGP secret key (--pgp-key, --sign-with)."),
+    _o("pgp_passphrase_env", "--pgp-passphrase-env", metavar="VAR", commands=TRANSFERS,
+       targets=("pgp.passphrase_env",), **_flows("pgp_passphrase_env"),
+       help="Environment variable holding the OpenPGP key's passphrase."),
+    _o("pgp_passphrase_command", "--pgp-passphrase-command", metavar="COMMAND", commands=TRANSFERS,
+       targets=("pgp.passphrase_command",), **_flows("pgp_passphrase_command"),
+       help="Command printing the OpenPGP key's passphrase (run without a shell, once)."),
+    _o("verify_signature", "--verify-signature", kind="file", multiple=True, metavar="KEYFILE", commands=TRANSFERS,
+       targets=("pgp.verify_signature",), **_flows("verify_signature"),
+       help="With --decrypt: refuse (exit 3) unless signed by a key of KEYFILE (repeatable)."),
+    _o("encrypt_to", "--encrypt-to", kind="file", multiple=True, metavar="KEYFILE", commands=TRANSFERS,
+       targets=("pgp.encrypt_to",), **_flows("encrypt_to"),
+       help="Encrypt what is written to the OpenPGP public key in KEYFILE (repeatable: every recipient); adds .gpg."),
+    _o("sign_with", "--sign-with", kind="file", metavar="KEYFILE", commands=TRANSFERS, targets=("pgp.sign_with",),
+       **_flows("sign_with"), help="With --encrypt-to: also sign with the OpenPGP secret key in KEYFILE."),
 )
 
 DECISIONS = (
@@ -328,7 +366,7 @@ OTHERS = (
 )
 
 #: the table, in the order --help lists the options
-OPTIONS: tuple[Option, ...] = (*ENGINE, *TREES, *JOB_SETTINGS, *SFTP, *S3, *DECISIONS, *OTHERS, *OUTPUT)
+OPTIONS: tuple[Option, ...] = (*ENGINE, *TREES, *JOB_SETTINGS, *SFTP, *S3, *PGP, *DECISIONS, *OTHERS, *OUTPUT)
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 
@@ -362,7 +400,8 @@ def build_transfer_options(values: Mapping[str, Any], sftp_type: type[SftpOption
 
     Values are as typed: sizes in bytes, paths as Paths, metadata and tags as (key, value) pairs.
     """
-    parts: dict[str, dict[str, Any]] = {"": {}, "sftp": dict(sftp_extra), "s3": {}, "ftp": {}, "http": {}}
+    parts: dict[str, dict[str, Any]] = {"": {}, "sftp": dict(sftp_extra), "s3": {}, "ftp": {}, "http": {},
+                                        "pgp": {}}
     for option in OPTIONS:
         value = values.get(option.param)
         if value is None or not option.targets:
@@ -378,4 +417,5 @@ def build_transfer_options(values: Mapping[str, Any], sftp_type: type[SftpOption
     known = {f.name for f in dataclasses.fields(TransferOptions)}
     assert set(top) <= known, set(top) - known
     return TransferOptions(**top, sftp=sftp_type(**parts["sftp"]), s3=S3Options(**parts["s3"]),
-                           ftp=FtpOptions(**parts["ftp"]), http=HttpOptions(**parts["http"]))
+                           ftp=FtpOptions(**parts["ftp"]), http=HttpOptions(**parts["http"]),
+                           pgp=PgpOptions(**parts["pgp"]))

@@ -342,7 +342,8 @@ _BY_KIND: dict[str, Convert] = {
 }
 #: options whose flows-file value is read (or checked) more closely than their kind says
 _BY_NAME: dict[str, Convert] = {
-    "identity": _paths, "include": _globs, "exclude": _globs, "metadata": _metadata, "tag": _tags,
+    "identity": _paths, "encrypt_to": _paths, "verify_signature": _paths,
+    "include": _globs, "exclude": _globs, "metadata": _metadata, "tag": _tags,
     "transfers": _integer(1, 64), "host_key": _host_key, "endpoint_url": _endpoint, "archive": _archive,
 }
 #: the flows-file key of each option, from the option table
@@ -360,7 +361,13 @@ SPECS: dict[str, Spec] = {
 }
 #: settings of the S3 objects a flow creates: only pull flows write to S3
 OBJECT_KEYS = tuple(key for key, o in OPTION_OF.items() if o.commands == WRITES_S3)
-_FILE_KEYS = ("identity", "known_hosts", "password_file")
+_FILE_KEYS = ("identity", "known_hosts", "password_file", "identity_passphrase_file", "pgp_key",
+              "pgp_passphrase_file", "encrypt_to", "sign_with", "verify_signature")
+#: the ways to give a flow's password: one of them (a flow's own replaces the one in [defaults])
+_PASSWORD_KEYS = ("password_env", "password_file", "password_command")
+#: the other secrets given one way each: a flow's own choice replaces the one in [defaults]
+_ONE_OF = (("identity_passphrase_file", "identity_passphrase_env", "identity_passphrase_command"),
+           ("pgp_passphrase_file", "pgp_passphrase_env", "pgp_passphrase_command"))
 
 
 def ordered_filters(filters: Iterable[Filter]) -> tuple[Filter, ...]:
@@ -454,8 +461,8 @@ class _Loader:
                 how = ("S3 credentials come from the AWS configuration chain: name a profile (profile = \"...\") "
                        "or set AWS_* variables in the environment")
             else:
-                how = ("name an environment variable with password_env = \"VAR\" or a file with "
-                       "password_file = \"/path\"")
+                how = ("name an environment variable with password_env = \"VAR\", a file with "
+                       "password_file = \"/path\" or a command with password_command = \"...\"")
             self.problem(line, where, f"refusing the inline secret {key!r}: credentials never go in the flows "
                                       f"file; {how}")
             return
@@ -501,7 +508,7 @@ class _Loader:
         kind = table.get("kind")
         own = self.table_values(table, path, where, kind if kind in KINDS else None)
         values = {k: v for k, v in shared.items() if kind not in KINDS or kind in SPECS[k].kinds}
-        for pair in (("schedule", "every"), ("password_env", "password_file")):
+        for pair in (("schedule", "every"), _PASSWORD_KEYS, *_ONE_OF):
             if any(k in table for k in pair):  # a flow's own choice replaces the one in [defaults]
                 for k in pair:
                     values.pop(k, None)
@@ -513,8 +520,9 @@ class _Loader:
             self.problem(self.index.key(path, "every"), where, 'both "schedule" and "every": give exactly one')
         elif not {"schedule", "every"} & set(values) and not {"schedule", "every"} & set(table):
             self.problem(header, where, 'missing "schedule" (a cron expression, UTC) or "every" (an interval)')
-        if "password_env" in values and "password_file" in values:
-            self.problem(values["password_file"].line, where, 'both "password_env" and "password_file": give one')
+        given = [k for k in _PASSWORD_KEYS if k in values]
+        if len(given) > 1:
+            self.problem(values[given[-1]].line, where, f'both "{given[0]}" and "{given[1]}": give one')
         if kind in KINDS:
             self.check_direction(kind, own.get("source"), own.get("destination"), where)
         self.warn_missing(name, values)
@@ -547,6 +555,10 @@ class _Loader:
         if env is not None and not os.environ.get(env.value):
             required = self.require_env if isinstance(self.require_env, bool) else name in self.require_env
             self.problem(env.line, env.where, f"password_env {env.value} is not set", warning=not required)
+        for key in ("identity_passphrase_env", "pgp_passphrase_env"):  # read when used: a warning here
+            item = values.get(key)
+            if item is not None and not os.environ.get(item.value):
+                self.problem(item.line, item.where, f"{key} {item.value} is not set", warning=True)
         for key in _FILE_KEYS:
             item = values.get(key)
             if item is None:

@@ -203,7 +203,8 @@ async def check_sftp(location: Location, options: TransferOptions, report: _Repo
             report.ok("host key", _trust_detail(options, None))
             raise report.fail("login", exc, "check the user (sftp://USER@host or User in ~/.ssh/config), the key "
                                             "(--identity, IdentityFile) or the password (--password-file, "
-                                            "S3FERRY_SFTP_PASSWORD); the server's log says which") from exc
+                                            "--password-command, S3FERRY_SFTP_PASSWORD); the server's log says "
+                                            "which") from exc
         except UsageError as exc:
             raise report.fail(_usage_step(exc), exc) from exc
         except TransferError as exc:
@@ -223,7 +224,8 @@ async def check_sftp(location: Location, options: TransferOptions, report: _Repo
 def _usage_step(exc: UsageError) -> str:
     """The check a bad SFTP option belongs to."""
     text = str(exc)
-    if text.startswith(("--identity", "cannot read --password-file")):
+    if text.startswith(("--identity", "cannot read --password-file", "--password-command", "the SSH key passphrase",
+                        "cannot read the SSH key passphrase")):
         return "login"
     if text.startswith(("--known-hosts", "--host-key")):
         return "host key"
