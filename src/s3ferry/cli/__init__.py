@@ -3,7 +3,8 @@
 Importing this package registers every subcommand on :func:`main`.
 """
 
-from s3ferry.cli import doctor, run, status, verify  # registers `doctor`, `run`, `status`, `history`, `verify`
+# registers `doctor`, `run`, `serve`, `status`, `history`, `verify`
+from s3ferry.cli import doctor, run, serve, status, verify
 from s3ferry.cli.app import main
 
-__all__ = ["doctor", "main", "run", "status", "verify"]
+__all__ = ["doctor", "main", "run", "serve", "status", "verify"]

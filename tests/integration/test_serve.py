@@ -1,0 +1,164 @@
+"""``s3ferry serve``: the flows on their schedules behind one HTTP port, against real SeaweedFS and sshd.
+
+The API and /metrics are behind the token (none: 401, a wrong one: 403), /healthz is open, TLS works with a
+certificate made here; the API lists flows, deliveries, failures and the retry queue, and its buttons act on
+the jobs' own journal: trigger, retry now, drop, pause/resume. SIGTERM mid-transfer stops promptly; kill -9
+mid-push, then a restart: the object ends on the SFTP server once, with the right bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from s3ferry.demo import servers as testbed
+from support.serve import new_token, push_flow, self_signed, start_serve
+
+
+class Outbox:
+    """A bucket's ``out/`` prefix and the SFTP folder a push flow delivers it to."""
+
+    def __init__(self, s3: testbed.SeaweedServer, ssh: testbed.SshServer, bucket: str) -> None:
+        self.client, self.bucket = s3.client(), bucket
+        self.folder = ssh.root / f"inbox-{bucket}"
+
+    def put(self, name: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=f"out/{name}", Body=data)
+
+    def break_destination(self) -> None:
+        """A file where the folder goes (the folder, if any, moved aside): every delivery fails."""
+        if self.folder.is_dir():
+            self.folder.rename(self.folder.with_name(f"{self.folder.name}-{len(list(self.folder.parent.iterdir()))}"))
+        self.folder.parent.mkdir(parents=True, exist_ok=True)
+        self.folder.write_bytes(b"not a folder")
+
+    def mend_destination(self) -> None:
+        self.folder.unlink()
+
+    def files(self) -> list[str]:
+        return sorted(p.name for p in self.folder.iterdir()) if self.folder.is_dir() else []
+
+
+@pytest.fixture
+def box(s3: testbed.SeaweedServer, ssh: testbed.SshServer, bucket: str, s3_env: dict[str, str]) -> Outbox:
+    return Outbox(s3, ssh, bucket)
+
+
+def delivered(served: object, path: str) -> bool:
+    return any(d["path"] == path for d in served.get("/api/v1/deliveries")["deliveries"])  # type: ignore[attr-defined]
+
+
+def test_api_behind_the_token_over_tls(tmp_path: Path, s3: testbed.SeaweedServer, ssh: testbed.SshServer,
+                                       bucket: str, box: Outbox) -> None:
+    box.put("a.csv", b"id\n1\n")
+    flows = tmp_path / "flows.toml"
+    flows.write_text(push_flow("outbox", bucket, s3.endpoint, ssh, box.folder)
+                     + '[flows.other]\nkind = "pull"\nsource = "/nonexistent/"\n'
+                       f'destination = "s3://{bucket}/in/"\nschedule = "0 3 * * *"\nendpoint_url = "{s3.endpoint}"\n')
+    token, token_file = new_token(tmp_path)
+    served = start_serve(flows, tmp_path / "state", token, token_file, tls=self_signed(tmp_path))
+    try:
+        # the token: none -> 401, wrong -> 403, right -> 200; /healthz open; /metrics behind it
+        assert served.call("GET", "/healthz", token=None).json()["status"] == "ok"
+        for path in ("/api/v1/flows", "/metrics", "/api/v1/openapi.json", "/static/page.js"):
+            assert served.call("GET", path, token=None).status == 401, path
+            assert served.call("GET", path, token="x" * 48).status == 403, path
+        assert served.call("POST", "/api/v1/flows/outbox/trigger", token=None, data=b"").status == 401
+        assert served.call("GET", "/", token=None).status == 200  # a browser is sent to the login form
+        assert b"s3ferry_" in served.call("GET", "/metrics").body
+        spec = served.get("/api/v1/openapi.json")
+        assert spec["openapi"] == "3.1.0" and "/api/v1/flows/{name}/trigger" in spec["paths"]
+        # the every-flow ran at start: its delivery is listed, the file is there
+        served.wait(lambda: delivered(served, "a.csv"), note="first delivery")
+        assert (box.folder / "a.csv").read_bytes() == b"id\n1\n"
+        listed = {f["name"]: f for f in served.get("/api/v1/flows")["flows"]}
+        assert listed["outbox"]["state"] == "healthy" and listed["outbox"]["last_run"]["status"] == "ok"
+        assert listed["other"]["next_run"].endswith("03:00:00Z") and listed["other"]["last_run"] is None
+        assert served.get("/api/v1/runs?flow=outbox")["runs"][0]["copied"] == 1
+        # a failing delivery lands in the retry queue and the failures
+        box.break_destination()
+        box.put("b.csv", b"id\n2\n")
+        assert served.post("/api/v1/flows/outbox/trigger").status == 202
+        queued = served.wait(lambda: served.get("/api/v1/queue?flow=outbox")["queue"], note="queued")
+        assert [q["key"] for q in queued] == ["out/b.csv"]
+        served.wait(lambda: not served.get("/api/v1/flows/outbox")["running"], note="run over")
+        assert served.get("/api/v1/flows/outbox")["state"] == "failing"
+        assert served.get("/api/v1/flows/outbox")["queue_depth"] == 1
+        assert [f["path"] for f in served.get("/api/v1/failures?flow=outbox&limit=1")["failures"]] == ["b.csv"]
+        # retry now, once the destination is mended: delivered, the queue is empty
+        box.mend_destination()
+        assert served.post("/api/v1/flows/outbox/queue/retry").status == 202
+        served.wait(lambda: delivered(served, "b.csv"), note="retried delivery")
+        served.wait(lambda: not served.get("/api/v1/queue")["queue"], note="queue emptied")
+        assert box.files() == ["b.csv"]
+        # drop: the object leaves the queue, undelivered
+        box.break_destination()
+        box.put("c.csv", b"id\n3\n")
+        served.post("/api/v1/flows/outbox/trigger")
+        served.wait(lambda: served.get("/api/v1/queue")["queue"], note="queued again")
+        served.wait(lambda: not served.get("/api/v1/flows/outbox")["running"], note="run over")
+        assert served.call("DELETE", "/api/v1/flows/outbox/queue/out/c.csv").json()["dropped"] == "out/c.csv"
+        assert served.get("/api/v1/queue")["queue"] == []
+        assert served.call("DELETE", "/api/v1/flows/outbox/queue/out/c.csv").status == 404
+        # pause and resume; pagination; unknown names
+        assert served.post("/api/v1/flows/outbox/pause").json()["state"] == "paused"
+        assert served.get("/api/v1/flows/outbox")["next_run"] is None
+        assert served.post("/api/v1/flows/outbox/resume").json()["state"] != "paused"
+        assert len(served.get("/api/v1/deliveries?limit=1")["deliveries"]) == 1
+        assert served.get("/api/v1/deliveries?limit=1&offset=1")["deliveries"][0]["path"] == "a.csv"
+        assert served.call("GET", "/api/v1/flows/nope").status == 404
+        assert served.call("GET", "/api/v1/runs?limit=0").status == 400
+        assert served.get("/api/v1/progress") == {"running": []}
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=30) == 0, served.err.seen
+    finally:
+        served.stop()
+    assert not any(token in line for line in served.err.seen + served.out.seen)
+
+
+def test_sigterm_then_kill_9_mid_push_deliver_once(tmp_path: Path, s3: testbed.SeaweedServer,
+                                                    ssh: testbed.SshServer, bucket: str, box: Outbox) -> None:
+    data = hashlib.sha256(b"seed").digest() * (24 * 1024 * 1024 // 32)  # 24 MiB, three parts
+    box.put("big.bin", data)
+    flows = tmp_path / "flows.toml"
+    flows.write_text(push_flow("big", bucket, s3.endpoint, ssh, box.folder, extra='bwlimit = "4MiB"\n'))
+    state = tmp_path / "state"
+    token, token_file = new_token(tmp_path)
+
+    def mid_transfer() -> object:
+        started = time.monotonic()
+        served = start_serve(flows, state, token, token_file, "--grace", "0.5")
+        running = served.wait(lambda: [p for p in served.get("/api/v1/progress")["running"] if p["bytes_done"]],
+                              note="progress")
+        assert running[0]["flow"] == "big" and running[0]["bytes_total"] == len(data)
+        assert time.monotonic() - started < 60
+        return served
+
+    served = mid_transfer()
+    try:  # SIGTERM: the run cannot finish within --grace, so it is cancelled: exit 130, promptly
+        served.proc.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
+        assert served.proc.wait(timeout=15) == 130  # type: ignore[attr-defined]
+    finally:
+        served.stop()  # type: ignore[attr-defined]
+    served = mid_transfer()
+    try:  # kill -9 mid-push: nothing cleans up
+        served.proc.kill()  # type: ignore[attr-defined]
+        served.proc.wait()  # type: ignore[attr-defined]
+    finally:
+        served.stop()  # type: ignore[attr-defined]
+    flows.write_text(push_flow("big", bucket, s3.endpoint, ssh, box.folder))  # full speed now
+    served = start_serve(flows, state, token, token_file)
+    try:
+        served.wait(lambda: delivered(served, "big.bin"), timeout=120, note="delivered after restart")
+        # once more: already delivered (the ledger and the tag), nothing is copied again
+        served.post("/api/v1/flows/big/trigger")
+        served.wait(lambda: len(served.get("/api/v1/runs")["runs"]) == 2, note="second run")
+        assert served.get("/api/v1/runs")["runs"][0]["copied"] == 0
+    finally:
+        served.stop()
+    assert box.files() == ["big.bin"]
+    assert hashlib.sha256((box.folder / "big.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
