@@ -23,7 +23,7 @@ from s3ferry.cli.common import say
 from s3ferry.cli.flags import options
 from s3ferry.cli.run import announce, chosen, load, reload_flows, service_log
 from s3ferry.core.errors import InterruptedError_, UsageError
-from s3ferry.core.redaction import printable
+from s3ferry.core.redaction import printable, register_secret
 
 if TYPE_CHECKING:  # loaded by the command itself: `s3ferry --help` stays fast
     from s3ferry.jobs.runner import Outcome
@@ -47,9 +47,9 @@ Examples:
 @main.command(epilog=EXAMPLES_SERVE)
 @click.argument("flows_file", type=click.Path(path_type=Path, dir_okay=False))
 @options("serve")
-def serve(flows_file: Path, selected: tuple[str, ...], state_dir: Path | None, as_json: bool, debug: bool,
-          listen: str, tls_cert: Path | None, tls_key: Path | None, token_file: Path | None, no_auth: bool,
-          grace: float, **params: Any) -> None:
+def serve(flows_file: Path, check: bool, selected: tuple[str, ...], state_dir: Path | None, as_json: bool,
+          debug: bool, listen: str, tls_cert: Path | None, tls_key: Path | None, token_file: Path | None,
+          no_auth: bool, grace: float, **params: Any) -> None:
     """Run the flows of FLOWS_FILE on their schedules and serve their state over HTTP.
 
     One port (--listen) serves the JSON API (/api/v1, its OpenAPI document at
@@ -58,7 +58,8 @@ def serve(flows_file: Path, selected: tuple[str, ...], state_dir: Path | None, a
     never on the command line): API clients send "Authorization: Bearer
     TOKEN", a browser logs in once at /login.
 
-    SIGTERM/SIGINT: the port closes, no run starts, the runs in flight get
+    --check validates everything (the flows file, the token, the TLS files,
+    --listen) and starts nothing. SIGTERM/SIGINT: the port closes, no run starts, the runs in flight get
     --grace seconds to finish (exit 0), then are cancelled (exit 130; their
     journals keep what the next start resumes). SIGHUP reloads FLOWS_FILE as
     `s3ferry run` does.
@@ -70,10 +71,14 @@ def serve(flows_file: Path, selected: tuple[str, ...], state_dir: Path | None, a
     def body() -> None:
         where = listen_at(listen, tls_cert, tls_key)
         token = read_token(token_file, no_auth, where.host)
-        loaded = load(flows_file, selected, require_env=True)
+        loaded = load(flows_file, selected, require_env=not check)
         for problem in loaded.problems:
             click.echo(printable(problem.format(str(flows_file))), err=True)
         flows = runner.with_state_dir(chosen(loaded, selected, flows_file), state_dir)
+        if check:
+            for flow in flows:
+                click.echo(printable(flow.describe()))
+            return
         announce(f"serving {len(flows)} flow{'s' if len(flows) != 1 else ''} of {flows_file} on {where.url}", flows)
         from s3ferry.service.auth import Auth
         from s3ferry.service.main import Service
@@ -157,22 +162,24 @@ def read_token(token_file: Path | None, no_auth: bool, host: str) -> str | None:
         if token_file is not None or os.environ.get(TOKEN_ENV):
             raise UsageError(f"--no-auth and a token (--token-file, {TOKEN_ENV}) contradict each other: give one")
         if not loopback(host):
-            raise UsageError(f"--no-auth serves without a token: only on a loopback address, not {host}")
+            raise UsageError(f"--no-auth (no token asked) is only for a loopback address, not {host}")
         return None
     if token_file is not None:
         try:
             token = token_file.read_text().strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(f"--token-file {token_file}: cannot read it: {exc}") from None
+            raise UsageError(f"cannot read --token-file {token_file} ({exc})") from None
         where = f"--token-file {token_file}"
     else:
         token, where = os.environ.get(TOKEN_ENV, "").strip(), TOKEN_ENV
         if not token:
-            raise UsageError(f"serve needs a token: --token-file FILE or {TOKEN_ENV} "
+            raise UsageError(f"serve needs its token from --token-file FILE or {TOKEN_ENV} "
                              "(or --no-auth, on a loopback address only)")
     if len(token) < MIN_TOKEN or any(c.isspace() or not c.isprintable() for c in token):
-        raise UsageError(f"{where}: the token must be at least {MIN_TOKEN} printable characters without spaces "
-                         "(e.g. from: openssl rand -hex 32)")
+        # (worded so that no "token:" precedes a word: the log scrubber would mask it as a secret)
+        raise UsageError(f"a token needs at least {MIN_TOKEN} printable characters without spaces (make one with "
+                         f"openssl rand -hex 32); {where} holds a weaker one")
+    register_secret(token)  # masked in every log line and error from here on
     return token
 
 

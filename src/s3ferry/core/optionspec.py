@@ -301,8 +301,10 @@ JOB_SETTINGS = (
 OTHERS = (
     _o("once", "--once", kind="flag", commands=frozenset({RUN}),
        help="Run every selected flow once, concurrently, and exit with the worst exit code."),
-    _o("check", "--check", kind="flag", commands=frozenset({RUN}),
-       help="Only validate the file: list every problem, or one line per flow."),
+    _o("check", "--check", kind="flag", commands=frozenset({RUN, SERVE}),
+       help="Only validate the file: list every problem, or one line per flow.",
+       variants={SERVE: Variant("Only validate: the flows file as run --check does, and the token, TLS files and "
+                                "--listen; start nothing.")}),
     _o("flow", "--flow", multiple=True, dest="selected", metavar="NAME", commands=frozenset({RUN, SERVE}) | READERS,
        help="Run only this flow (repeatable).",
        variants={STATUS: Variant("Only this flow (repeatable)."),
