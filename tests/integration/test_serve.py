@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import signal
-import time
+import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from s3ferry.demo import servers as testbed
-from support.serve import new_token, push_flow, self_signed, start_serve
+from support.helpers import S3FERRY
+from support.serve import Served, new_token, push_flow, self_signed, start_serve
 
 
 class Outbox:
@@ -48,8 +50,8 @@ def box(s3: testbed.SeaweedServer, ssh: testbed.SshServer, bucket: str, s3_env: 
     return Outbox(s3, ssh, bucket)
 
 
-def delivered(served: object, path: str) -> bool:
-    return any(d["path"] == path for d in served.get("/api/v1/deliveries")["deliveries"])  # type: ignore[attr-defined]
+def delivered(served: Served, path: str) -> bool:
+    return any(d["path"] == path for d in served.get("/api/v1/deliveries")["deliveries"])
 
 
 def test_api_behind_the_token_over_tls(tmp_path: Path, s3: testbed.SeaweedServer, ssh: testbed.SshServer,
@@ -120,8 +122,10 @@ def test_api_behind_the_token_over_tls(tmp_path: Path, s3: testbed.SeaweedServer
     assert not any(token in line for line in served.err.seen + served.out.seen)
 
 
-def test_sigterm_then_kill_9_mid_push_deliver_once(tmp_path: Path, s3: testbed.SeaweedServer,
-                                                    ssh: testbed.SshServer, bucket: str, box: Outbox) -> None:
+def test_sigterm_and_kill_9_mid_push_deliver_once(tmp_path: Path, s3: testbed.SeaweedServer,
+                                                  ssh: testbed.SshServer, bucket: str, box: Outbox) -> None:
+    """SIGTERM with a short --grace: cancelled, exit 130 at once; kill -9; then SIGTERM with a long --grace:
+    the run finishes (exit 0). The object is on the server once, with its bytes, and is not sent again."""
     data = hashlib.sha256(b"seed").digest() * (24 * 1024 * 1024 // 32)  # 24 MiB, three parts
     box.put("big.bin", data)
     flows = tmp_path / "flows.toml"
@@ -129,36 +133,59 @@ def test_sigterm_then_kill_9_mid_push_deliver_once(tmp_path: Path, s3: testbed.S
     state = tmp_path / "state"
     token, token_file = new_token(tmp_path)
 
-    def mid_transfer() -> object:
-        started = time.monotonic()
-        served = start_serve(flows, state, token, token_file, "--grace", "0.5")
+    def mid_transfer(grace: str) -> Served:
+        served = start_serve(flows, state, token, token_file, "--grace", grace)
         running = served.wait(lambda: [p for p in served.get("/api/v1/progress")["running"] if p["bytes_done"]],
                               note="progress")
         assert running[0]["flow"] == "big" and running[0]["bytes_total"] == len(data)
-        assert time.monotonic() - started < 60
+        assert running[0]["bytes_done"] < len(data) and running[0]["files"] == ["big.bin"]
+        assert served.get("/api/v1/flows/big")["state"] == "running"
         return served
 
-    served = mid_transfer()
-    try:  # SIGTERM: the run cannot finish within --grace, so it is cancelled: exit 130, promptly
-        served.proc.send_signal(signal.SIGTERM)  # type: ignore[attr-defined]
-        assert served.proc.wait(timeout=15) == 130  # type: ignore[attr-defined]
+    served = mid_transfer("0.5")
+    try:  # the run cannot finish within --grace: it is cancelled, exit 130, promptly
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=15) == 130
+        assert "runs still in flight after --grace were stopped" in served.err.seen[-1]
     finally:
-        served.stop()  # type: ignore[attr-defined]
-    served = mid_transfer()
-    try:  # kill -9 mid-push: nothing cleans up
-        served.proc.kill()  # type: ignore[attr-defined]
-        served.proc.wait()  # type: ignore[attr-defined]
+        served.stop()
+    # checkpointed: at most the engine's temporary name (kept for the resume), never a half-written big.bin
+    assert all(name.startswith(".big.bin.s3ferry-") and name.endswith(".tmp") for name in box.files())
+    served = mid_transfer("60")
+    served.stop()  # kill -9: nothing cleans up
+    served = mid_transfer("60")
+    try:  # the run finishes within --grace: exit 0
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=60) == 0, served.err.seen
+        assert any("waiting up to 60 s for 1 run in flight" in line for line in served.err.seen)
     finally:
-        served.stop()  # type: ignore[attr-defined]
-    flows.write_text(push_flow("big", bucket, s3.endpoint, ssh, box.folder))  # full speed now
+        served.stop()
+    assert (box.folder / "big.bin").read_bytes() == data
+    flows.write_text(push_flow("big", bucket, s3.endpoint, ssh, box.folder))
     served = start_serve(flows, state, token, token_file)
-    try:
-        served.wait(lambda: delivered(served, "big.bin"), timeout=120, note="delivered after restart")
-        # once more: already delivered (the ledger and the tag), nothing is copied again
-        served.post("/api/v1/flows/big/trigger")
-        served.wait(lambda: len(served.get("/api/v1/runs")["runs"]) == 2, note="second run")
-        assert served.get("/api/v1/runs")["runs"][0]["copied"] == 0
+    try:  # started again: already delivered (the ledger and the tag), nothing is copied
+        served.wait(lambda: served.get("/api/v1/runs")["runs"], note="the run at start")
+        run = served.get("/api/v1/runs")["runs"][0]
+        assert (run["status"], run["copied"], run["skipped"]) == ("ok", 0, 1), run
+        assert served.get("/api/v1/queue")["queue"] == []
     finally:
         served.stop()
     assert box.files() == ["big.bin"]
-    assert hashlib.sha256((box.folder / "big.bin").read_bytes()).digest() == hashlib.sha256(data).digest()
+    assert (box.folder / "big.bin").read_bytes() == data
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path, s3: testbed.SeaweedServer) -> None:
+    flows = tmp_path / "flows.toml"
+    flows.write_text('[flows.x]\nkind = "push"\nsource = "s3://bkt/out/"\ndestination = "/tmp/in/"\n'
+                     'every = "1h"\n')
+    token, token_file = new_token(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run([S3FERRY, "serve", "--listen", f"127.0.0.1:{port}", "--token-file", str(token_file),
+                               "--state-dir", str(tmp_path / "state"), str(flows)],
+                              capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1].startswith(f"s3ferry: error: cannot listen on http://127.0.0.1:{port}/: ")
+    assert token not in done.stderr

@@ -226,8 +226,8 @@ class Scheduler:
     def trigger(self, name: str, flow: Flow | None = None) -> asyncio.Task[Outcome] | None:
         """Run the flow named ``name`` now (as ``flow``, a variant of it, when given); None when a run of it is
         in flight here, or the scheduler stops. Its schedule is unchanged."""
-        if self.draining or self.is_running(name):
-            return None
+        if self.group is None or self.draining or self.is_running(name):
+            return None  # (no group: the scheduler has not started yet)
         return self._launch(flow or self.flows[name])
 
     async def drain(self, grace: float) -> bool:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from s3ferry.core.errors import UsageError
 from s3ferry.jobs.flowfile import Flow
 from s3ferry.jobs.runner import OnOutcome, Outcome, Scheduler
 from s3ferry.service.app import build_app
@@ -60,10 +61,14 @@ class Service:
         runner = web.AppRunner(build_app(self.state, self.auth, self.extra_routes), access_log=None,
                                handle_signals=False)
         await runner.setup()
-        scheduling = asyncio.create_task(self.scheduler.run(), name="scheduler")
+        scheduling: asyncio.Task[None] | None = None
         try:
             site = web.TCPSite(runner, listen.host, listen.port, ssl_context=listen.tls, shutdown_timeout=2.0)
-            await site.start()
+            try:  # the port first: a service that cannot serve starts no run
+                await site.start()
+            except OSError as exc:  # in use, or not an address of this host
+                raise UsageError(f"cannot listen on {listen.url}: {exc.strerror or exc}") from None
+            scheduling = asyncio.create_task(self.scheduler.run(), name="scheduler")
             log.info("serving on %s", listen.url)
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait([scheduling, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -80,7 +85,8 @@ class Service:
                             "the next start resumes)", grace)
             return finished
         finally:
-            scheduling.cancel()
-            await asyncio.gather(scheduling, return_exceptions=True)
+            if scheduling is not None:
+                scheduling.cancel()
+                await asyncio.gather(scheduling, return_exceptions=True)
             await runner.cleanup()
             await self.state.close()

@@ -36,40 +36,39 @@ def iso(moment: datetime | float | None) -> str | None:
     return moment.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-@dataclass
-class FileProgress:
-    """One file a run is copying: its bytes so far."""
-
-    name: str
-    total: int
-    done: int = 0
+#: the names of the latest files a run started, shown with its progress (a run of 100k files keeps only these)
+NAMES_KEPT = 20
 
 
 @dataclass
 class RunProgress:
     """The bytes of one run in flight. The engine's listener says which file starts, not which file a chunk
-    belongs to (files of a run copy concurrently), so bytes are counted for the run as a whole."""
+    belongs to (files of a run copy concurrently), so bytes are counted for the run as a whole: the bytes
+    done of the files started so far."""
 
     flow: str
     started: float = field(default_factory=time.time)
-    files: list[FileProgress] = field(default_factory=list)
-    finished_files: int = 0
+    names: deque[str] = field(default_factory=lambda: deque(maxlen=NAMES_KEPT))
+    files_started: int = 0
+    files_finished: int = 0
+    total: int = 0
     done: int = 0
 
     def started_file(self, name: str, total: int) -> None:
-        self.files.append(FileProgress(name, total))
+        self.names.append(name)
+        self.files_started += 1
+        self.total += total
 
     def advanced(self, nbytes: int) -> None:
         self.done += nbytes
 
     def finished(self) -> None:
-        self.finished_files += 1
+        self.files_finished += 1
 
     def as_dict(self) -> dict[str, object]:
-        total = sum(f.total for f in self.files)
-        return {"flow": self.flow, "started": iso(self.started), "files_started": len(self.files),
-                "files_finished": self.finished_files, "bytes_done": self.done, "bytes_total": total,
-                "files": [f.name for f in self.files[-20:]]}
+        return {"flow": self.flow, "started": iso(self.started), "files_started": self.files_started,
+                "files_finished": self.files_finished, "bytes_done": self.done, "bytes_total": self.total,
+                "files": list(self.names)}
 
 
 class _Listener:
@@ -181,10 +180,9 @@ class ServiceState:
             journal = await self.journal(flow)
             by_journal.setdefault(id(journal), (journal, []))[1].append(flow.name)
         for journal, names in by_journal.values():
-            # the history has no offset of its own: a page is cut from the first offset + limit (bounded)
-            found.extend(await journal.history(names, failed_only=result == "failed", limit=offset + limit + 1000))
-        if result is not None:
-            found = [e for e in found if e.result == result]
+            # the page is cut from the newest offset + limit of every journal (flows may keep separate ones)
+            found.extend(await journal.history(names, failed_only=result == "failed", limit=offset + limit,
+                                               copied_only=result == "copied"))
         found.sort(key=lambda e: e.time, reverse=True)
         return [{**dataclasses.asdict(e), "time": iso(e.time)} for e in found[offset:offset + limit]]
 
