@@ -81,37 +81,37 @@ def test_api_behind_the_token_over_tls(tmp_path: Path, s3: testbed.SeaweedServer
         assert listed["outbox"]["state"] == "healthy" and listed["outbox"]["last_run"]["status"] == "ok"
         assert listed["other"]["next_run"].endswith("03:00:00Z") and listed["other"]["last_run"] is None
         assert served.get("/api/v1/runs?flow=outbox")["runs"][0]["copied"] == 1
-        # a failing delivery lands in the retry queue and the failures
+        # failing deliveries land in the retry queue and the failures
         box.break_destination()
         box.put("b.csv", b"id\n2\n")
+        box.put("c.csv", b"id\n3\n")
         assert served.post("/api/v1/flows/outbox/trigger").status == 202
-        queued = served.wait(lambda: served.get("/api/v1/queue?flow=outbox")["queue"], note="queued")
-        assert [q["key"] for q in queued] == ["out/b.csv"]
+        assert served.post("/api/v1/flows/outbox/trigger").status == 409  # one run of a flow at a time
         served.wait(lambda: not served.get("/api/v1/flows/outbox")["running"], note="run over")
+        assert [q["key"] for q in served.get("/api/v1/queue?flow=outbox")["queue"]] == ["out/b.csv", "out/c.csv"]
         assert served.get("/api/v1/flows/outbox")["state"] == "failing"
-        assert served.get("/api/v1/flows/outbox")["queue_depth"] == 1
-        assert [f["path"] for f in served.get("/api/v1/failures?flow=outbox&limit=1")["failures"]] == ["b.csv"]
-        # retry now, once the destination is mended: delivered, the queue is empty
+        assert served.get("/api/v1/flows/outbox")["queue_depth"] == 2
+        failed = served.get("/api/v1/failures?flow=outbox")["failures"]
+        assert sorted(f["path"] for f in failed) == ["b.csv", "c.csv"] and "not a directory" in failed[0]["error"]
+        assert len(served.get("/api/v1/failures?limit=1&offset=1")["failures"]) == 1
+        # retry now, one object, once the destination is mended: it is delivered, the other one waits
         box.mend_destination()
-        assert served.post("/api/v1/flows/outbox/queue/retry").status == 202
+        assert served.post("/api/v1/flows/outbox/queue/retry?key=out/b.csv").status == 202
         served.wait(lambda: delivered(served, "b.csv"), note="retried delivery")
-        served.wait(lambda: not served.get("/api/v1/queue")["queue"], note="queue emptied")
+        served.wait(lambda: not served.get("/api/v1/flows/outbox")["running"], note="run over")
+        assert [q["key"] for q in served.get("/api/v1/queue")["queue"]] == ["out/c.csv"]
         assert box.files() == ["b.csv"]
         # drop: the object leaves the queue, undelivered
-        box.break_destination()
-        box.put("c.csv", b"id\n3\n")
-        served.post("/api/v1/flows/outbox/trigger")
-        served.wait(lambda: served.get("/api/v1/queue")["queue"], note="queued again")
-        served.wait(lambda: not served.get("/api/v1/flows/outbox")["running"], note="run over")
         assert served.call("DELETE", "/api/v1/flows/outbox/queue/out/c.csv").json()["dropped"] == "out/c.csv"
         assert served.get("/api/v1/queue")["queue"] == []
         assert served.call("DELETE", "/api/v1/flows/outbox/queue/out/c.csv").status == 404
+        assert box.files() == ["b.csv"]
         # pause and resume; pagination; unknown names
         assert served.post("/api/v1/flows/outbox/pause").json()["state"] == "paused"
         assert served.get("/api/v1/flows/outbox")["next_run"] is None
         assert served.post("/api/v1/flows/outbox/resume").json()["state"] != "paused"
-        assert len(served.get("/api/v1/deliveries?limit=1")["deliveries"]) == 1
-        assert served.get("/api/v1/deliveries?limit=1&offset=1")["deliveries"][0]["path"] == "a.csv"
+        assert [d["path"] for d in served.get("/api/v1/deliveries?limit=1")["deliveries"]] == ["b.csv"]
+        assert [d["path"] for d in served.get("/api/v1/deliveries?limit=1&offset=1")["deliveries"]] == ["a.csv"]
         assert served.call("GET", "/api/v1/flows/nope").status == 404
         assert served.call("GET", "/api/v1/runs?limit=0").status == 400
         assert served.get("/api/v1/progress") == {"running": []}

@@ -135,7 +135,7 @@ async def retry_queue(request: web.Request) -> web.Response:
     flow = flow_of(request)
     if not isinstance(flow.settings, PushSettings):
         return web.json_response({"error": f"flow {flow.name} is a {flow.kind}: it has no retry queue"}, status=400)
-    return _started(flow, state_of(request).start_run(flow, retry=True))
+    return _started(flow, state_of(request).start_run(flow, retry=True, keys=request.query.getall("key", [])))
 
 
 async def drop_queued(request: web.Request) -> web.Response:

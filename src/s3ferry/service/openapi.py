@@ -52,8 +52,12 @@ PATHS: dict[str, Any] = {
         "summary": "Resume the flow's schedule.", "parameters": [_FLOW_PARAM],
         "responses": {"200": _ok("Flow", "The flow."), "404": _ERROR, **_AUTH_ERRORS}}},
     "/api/v1/flows/{name}/queue/retry": {"post": {
-        "summary": "Retry now: a run of the push flow through its whole retry queue (as push --retry-failed).",
-        "parameters": [_FLOW_PARAM], "responses": {**_STARTED, "400": _ERROR}}},
+        "summary": "Retry now: a run of the push flow through its retry queue (as push --retry-failed), or only "
+                   "through the objects named by `key`.",
+        "parameters": [_FLOW_PARAM, {"name": "key", "in": "query", "explode": True,
+                                     "schema": {"type": "array", "items": {"type": "string"}},
+                                     "description": "Only these S3 keys of the queue (repeatable; default: all)."}],
+        "responses": {**_STARTED, "400": _ERROR}}},
     "/api/v1/flows/{name}/queue/{key}": {"delete": {
         "summary": "Drop one object from the push flow's retry queue (it is not delivered).",
         "parameters": [_FLOW_PARAM, {"name": "key", "in": "path", "required": True, "schema": {"type": "string"},

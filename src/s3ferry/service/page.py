@@ -98,7 +98,7 @@ async def body(state: ServiceState, csrf: str) -> str:
     queued = []
     for q in await state.queue_views(every):
         flow = str(q["flow"])
-        buttons = (_button(f"/ui/flows/{flow}/retry", "Retry now", csrf, css="retry")
+        buttons = (_button(f"/ui/flows/{flow}/retry", "Retry now", csrf, {"key": str(q["key"])}, css="retry")
                    + _button(f"/ui/flows/{flow}/drop", "Drop", csrf, {"key": str(q["key"])}, css="drop"))
         queued.append(f'<tr class="queued" data-key="{escape(str(q["key"]))}"><td>{escape(flow)}</td>'
                       f'<td>{escape(str(q["key"]))}</td><td>{q["attempts"]}</td>'
@@ -159,8 +159,10 @@ def routes(state: ServiceState, auth: Auth) -> list[web.RouteDef]:
         verb = request.match_info["action"]
         if verb in ("pause", "resume"):
             state.sched.pause(flow.name, paused=verb == "pause")
-        elif verb in ("trigger", "retry"):
-            state.start_run(flow, retry=verb == "retry")
+        elif verb == "trigger":
+            state.start_run(flow)
+        elif verb == "retry":
+            state.start_run(flow, retry=True, keys=[str(k) for k in (await request.post()).getall("key", [])])
         elif verb == "drop":
             await state.drop(flow, str((await request.post()).get("key", "")))
         else:

@@ -195,12 +195,13 @@ class ServiceState:
                             "first_failed": iso(item.first_failed)})
         return out
 
-    def start_run(self, flow: Flow, retry: bool = False) -> bool:
-        """Start a run of ``flow`` now (``retry``: through its retry queue, as ``push --retry-failed``); False
-        when one is in flight (or the service stops)."""
+    def start_run(self, flow: Flow, retry: bool = False, keys: Iterable[str] = ()) -> bool:
+        """Start a run of ``flow`` now (``retry``: through its retry queue, as ``push --retry-failed``, or only
+        ``keys`` of it); False when one is in flight (or the service stops)."""
         chosen = flow
         if retry and isinstance(flow.settings, PushSettings):
-            chosen = dataclasses.replace(flow, settings=dataclasses.replace(flow.settings, retry_failed=True))
+            settings = dataclasses.replace(flow.settings, retry_failed=True, retry_keys=frozenset(keys))
+            chosen = dataclasses.replace(flow, settings=settings)
         return self.sched.trigger(flow.name, chosen) is not None
 
     async def drop(self, flow: Flow, key: str) -> bool:
