@@ -12,6 +12,7 @@ import hashlib
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -189,3 +190,39 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path, s3: testbed.Seawee
     assert done.returncode == 2, done.stderr
     assert done.stderr.splitlines()[-1].startswith(f"s3ferry: error: cannot listen on http://127.0.0.1:{port}/: ")
     assert token not in done.stderr
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_pause_resume_and_sighup_reload(tmp_path: Path, s3: testbed.SeaweedServer, bucket: str) -> None:
+    """A paused flow's times pass without a run; resumed, it runs again; SIGHUP reloads the flows file."""
+    def local_push(name: str) -> str:
+        return (f'[flows.{name}]\nkind = "push"\nsource = "s3://{bucket}/out/"\n'
+                f'destination = "{tmp_path / name}/"\nevery = "1s"\nendpoint_url = "{s3.endpoint}"\n')
+
+    flows = tmp_path / "flows.toml"
+    flows.write_text(local_push("often"))
+    token, token_file = new_token(tmp_path)
+    served = start_serve(flows, tmp_path / "state", token, token_file)
+
+    def runs() -> int:
+        return len(served.get("/api/v1/runs?flow=often&limit=500")["runs"])
+
+    try:
+        served.wait(lambda: runs() >= 2, note="two runs")
+        served.post("/api/v1/flows/often/pause")
+        served.wait(lambda: not served.get("/api/v1/flows/often")["running"], note="run over")
+        before = runs()
+        time.sleep(3)  # three of its times pass
+        assert runs() == before and served.get("/api/v1/flows/often")["state"] == "paused"
+        assert served.post("/api/v1/flows/often/trigger").status == 202  # paused: still runs when asked
+        served.wait(lambda: runs() == before + 1, note="triggered run")
+        served.post("/api/v1/flows/often/resume")
+        served.wait(lambda: runs() >= before + 3, note="runs after resume")
+        flows.write_text(local_push("often") + local_push("added"))
+        served.proc.send_signal(signal.SIGHUP)
+        served.wait(lambda: len(served.get("/api/v1/flows")["flows"]) == 2, note="reloaded")
+        served.wait(lambda: served.get("/api/v1/runs?flow=added")["runs"], note="the added flow ran")
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=30) == 0, served.err.seen  # a run in flight finishes within --grace
+    finally:
+        served.stop()

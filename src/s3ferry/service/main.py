@@ -48,9 +48,11 @@ class Service:
     def __init__(self, flows: Sequence[Flow], auth: Auth, on_outcome: OnOutcome,
                  extra_routes: Sequence[web.RouteDef] = ()) -> None:
         self.state = ServiceState()
-        self.auth, self.extra_routes, self.report = auth, extra_routes, on_outcome
+        self.report = on_outcome
         self.scheduler = Scheduler(flows, self._outcome, progress=self.state.listener)
         self.state.scheduler = self.scheduler
+        # built before the event loop runs: it reads the page's static files
+        self.app = build_app(self.state, auth, extra_routes)
 
     def _outcome(self, outcome: Outcome) -> None:
         self.state.on_outcome(outcome)
@@ -58,8 +60,7 @@ class Service:
 
     async def run(self, listen: Listen, stop: asyncio.Event, grace: float) -> bool:
         """Serve until ``stop`` is set; True when every run in flight finished within ``grace``."""
-        runner = web.AppRunner(build_app(self.state, self.auth, self.extra_routes), access_log=None,
-                               handle_signals=False)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
         await runner.setup()
         scheduling: asyncio.Task[None] | None = None
         try:
