@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -23,19 +24,21 @@ from aiohttp.typedefs import Middleware
 COOKIE = "s3ferry_session"
 #: the paths anyone may ask for: the liveness probe, and the form that takes the token
 OPEN_PATHS = frozenset({"/healthz", "/login"})
-#: at most this many browser sessions (the oldest goes first): a token guesser cannot grow memory
+#: at most this many browser sessions (the oldest goes first): logging in again and again cannot grow memory
 SESSIONS_KEPT = 1000
+#: a browser session ends after this many seconds (then the page asks for the token again)
+SESSION_SECONDS = 12 * 3600.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
 class Auth:
-    """The token (None: ``--no-auth``) and the browser sessions opened with it (id -> CSRF token)."""
+    """The token (None: ``--no-auth``) and the browser sessions opened with it."""
 
     token: str | None
     secure_cookie: bool = False
-    sessions: dict[str, str] = field(default_factory=dict)
+    sessions: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (CSRF token, expiry)
 
     def token_ok(self, given: str) -> bool:
         return self.token is not None and hmac.compare_digest(given.encode(), self.token.encode())
@@ -44,12 +47,23 @@ class Auth:
         while len(self.sessions) >= SESSIONS_KEPT:
             self.sessions.pop(next(iter(self.sessions)))
         session = secrets.token_urlsafe(32)
-        self.sessions[session] = secrets.token_urlsafe(24)
+        self.sessions[session] = (secrets.token_urlsafe(24), time.monotonic() + SESSION_SECONDS)
         return session
+
+    def session_csrf(self, request: web.Request) -> str | None:
+        """The CSRF token of the request's live session; None without one (an expired one is forgotten)."""
+        session = request.cookies.get(COOKIE, "")
+        found = self.sessions.get(session)
+        if found is None:
+            return None
+        if found[1] < time.monotonic():
+            del self.sessions[session]
+            return None
+        return found[0]
 
     def csrf(self, request: web.Request) -> str:
         """The CSRF token of the request's session ("" without one: a bearer client or --no-auth)."""
-        return self.sessions.get(request.cookies.get(COOKIE, ""), "")
+        return self.session_csrf(request) or ""
 
 
 def _refused(request: web.Request, status: int, why: str) -> web.StreamResponse:
@@ -71,7 +85,7 @@ def middleware(auth: Auth) -> Middleware:
             if not auth.token_ok(given.strip()):
                 return _refused(request, 403, "wrong token")
             return await handler(request)
-        csrf = auth.sessions.get(request.cookies.get(COOKIE, ""))
+        csrf = auth.session_csrf(request)
         if csrf is None:
             return _refused(request, 401, "send Authorization: Bearer TOKEN (or log in at /login)")
         if request.method not in ("GET", "HEAD"):

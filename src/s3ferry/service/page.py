@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from s3ferry.service.auth import COOKIE, Auth
+from s3ferry.service.auth import COOKIE, SESSION_SECONDS, Auth
 from s3ferry.service.state import ServiceState
 
 STATIC = Path(__file__).with_name("static")
@@ -143,7 +143,7 @@ def routes(state: ServiceState, auth: Auth) -> list[web.RouteDef]:
         response = web.HTTPSeeOther("/")
         if auth.token is not None:
             response.set_cookie(COOKIE, auth.open_session(), httponly=True, samesite="Strict",
-                                secure=auth.secure_cookie, path="/")
+                                secure=auth.secure_cookie, path="/", max_age=int(SESSION_SECONDS))
         raise response
 
     async def logout(request: web.Request) -> web.Response:
