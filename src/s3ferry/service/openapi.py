@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 _FLOW_PARAM = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
-               "description": "The flow's name in the flows file."}
+               "description": "The flow's name in the flows file (percent-encoded)."}
 _LIST_PARAMS = [
     {"name": "flow", "in": "query", "schema": {"type": "array", "items": {"type": "string"}}, "explode": True,
      "description": "Only these flows (repeatable; default: all)."},
@@ -61,7 +61,8 @@ PATHS: dict[str, Any] = {
     "/api/v1/flows/{name}/queue/{key}": {"delete": {
         "summary": "Drop one object from the push flow's retry queue (it is not delivered).",
         "parameters": [_FLOW_PARAM, {"name": "key", "in": "path", "required": True, "schema": {"type": "string"},
-                                     "description": "The object's S3 key (slashes allowed)."}],
+                                     "description": "The object's S3 key (slashes as they are, other reserved "
+                                                    "characters percent-encoded)."}],
         "responses": {"200": _ok("Dropped", "Dropped."), "404": _ERROR, **_AUTH_ERRORS}}},
     "/api/v1/runs": {"get": {"summary": "The runs this process made, newest first.", "parameters": _LIST_PARAMS,
                              "responses": {"200": _ok("Runs", "A page of runs."), "400": _ERROR, **_AUTH_ERRORS}}},

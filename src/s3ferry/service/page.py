@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -80,9 +81,9 @@ async def body(state: ServiceState, csrf: str) -> str:
     for f in flows:
         name, last = str(f["name"]), f["last_run"]
         last_text = "never" if not isinstance(last, dict) else f"{last['status']} at {last['ended']}"
-        buttons = _button(f"/ui/flows/{name}/trigger", "Run now", csrf)
-        buttons += (_button(f"/ui/flows/{name}/resume", "Resume", csrf) if f["paused"]
-                    else _button(f"/ui/flows/{name}/pause", "Pause", csrf))
+        at = f"/ui/flows/{quote(name, safe='')}"  # a flow's name may hold any character (a quoted TOML key)
+        buttons = _button(f"{at}/trigger", "Run now", csrf)
+        buttons += (_button(f"{at}/resume", "Resume", csrf) if f["paused"] else _button(f"{at}/pause", "Pause", csrf))
         rows.append(f'<tr data-flow="{escape(name)}" class="state-{escape(str(f["state"]))}">'
                     f'<td>{escape(name)}</td><td>{escape(str(f["kind"]))}</td>'
                     f'<td><span class="badge">{escape(str(f["state"]))}</span></td>'
@@ -98,8 +99,9 @@ async def body(state: ServiceState, csrf: str) -> str:
     queued = []
     for q in await state.queue_views(every):
         flow = str(q["flow"])
-        buttons = (_button(f"/ui/flows/{flow}/retry", "Retry now", csrf, {"key": str(q["key"])}, css="retry")
-                   + _button(f"/ui/flows/{flow}/drop", "Drop", csrf, {"key": str(q["key"])}, css="drop"))
+        at = f"/ui/flows/{quote(flow, safe='')}"
+        buttons = (_button(f"{at}/retry", "Retry now", csrf, {"key": str(q["key"])}, css="retry")
+                   + _button(f"{at}/drop", "Drop", csrf, {"key": str(q["key"])}, css="drop"))
         queued.append(f'<tr class="queued" data-key="{escape(str(q["key"]))}"><td>{escape(flow)}</td>'
                       f'<td>{escape(str(q["key"]))}</td><td>{q["attempts"]}</td>'
                       f'<td>{escape(str(q["last_error"]))}</td><td>{buttons}</td></tr>')
