@@ -226,3 +226,21 @@ def test_pause_resume_and_sighup_reload(tmp_path: Path, s3: testbed.SeaweedServe
         assert served.proc.wait(timeout=30) == 0, served.err.seen  # a run in flight finishes within --grace
     finally:
         served.stop()
+
+
+def test_an_unusable_journal_is_503_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "not-a-folder").write_text("a file where the state dir should be")
+    flows = tmp_path / "flows.toml"
+    flows.write_text(f'[flows.x]\nkind = "pull"\nsource = "{tmp_path}/in/"\ndestination = "s3://bkt/in/"\n'
+                     f'schedule = "0 3 * * *"\nstate_dir = "{tmp_path / "not-a-folder"}"\n')
+    token, token_file = new_token(tmp_path)
+    served = start_serve(flows, tmp_path / "state", token, token_file)
+    try:
+        answer = served.call("GET", "/api/v1/flows")
+        assert answer.status == 503 and str(tmp_path / "not-a-folder") in answer.json()["error"]
+        assert served.get("/api/v1/runs") == {"runs": [], "offset": 0, "limit": 50}  # no journal needed
+        served.proc.send_signal(signal.SIGTERM)
+        assert served.proc.wait(timeout=30) == 0
+    finally:
+        served.stop()
+    assert not any("Traceback" in line for line in served.err.seen), served.err.seen

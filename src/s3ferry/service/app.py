@@ -11,6 +11,7 @@ token too.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,14 +19,17 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from s3ferry.core.errors import S3FerryError
 from s3ferry.core.version import installed_version
 from s3ferry.jobs.flowfile import Flow
 from s3ferry.jobs.push import PushSettings
 from s3ferry.observe import metrics
 from s3ferry.service import page
-from s3ferry.service.auth import Auth, middleware
+from s3ferry.service.auth import Auth, Handler, middleware
 from s3ferry.service.openapi import document
 from s3ferry.service.state import ServiceState
+
+log = logging.getLogger("s3ferry.service")
 
 API = "/api/v1"
 #: the largest page of a list the API hands out
@@ -36,7 +40,7 @@ AUTH_KEY = web.AppKey("auth", Auth)
 
 def build_app(state: ServiceState, auth: Auth, extra_routes: Sequence[web.RouteDef] = ()) -> web.Application:
     """The application: the API, the page, ``/metrics`` and ``/healthz``, then ``extra_routes``."""
-    app = web.Application(middlewares=[middleware(auth)], client_max_size=1024 * 1024)
+    app = web.Application(middlewares=[middleware(auth), journal_errors], client_max_size=1024 * 1024)
     app[STATE_KEY], app[AUTH_KEY] = state, auth
     app.add_routes([
         web.get("/healthz", healthz),
@@ -58,6 +62,17 @@ def build_app(state: ServiceState, auth: Auth, extra_routes: Sequence[web.RouteD
         *extra_routes,
     ])
     return app
+
+
+@web.middleware
+async def journal_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A journal that cannot be read (damaged, its folder gone) answers 503 with its one line, not a 500 with a
+    traceback in the log."""
+    try:
+        return await handler(request)
+    except S3FerryError as exc:
+        log.warning("%s %s: %s", request.method, request.path, exc)
+        return web.json_response({"error": str(exc)}, status=503)
 
 
 def tls_context(cert: Path, key: Path) -> ssl.SSLContext:
