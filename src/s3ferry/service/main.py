@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -26,6 +26,9 @@ from s3ferry.service.auth import Auth
 from s3ferry.service.state import ServiceState
 
 log = logging.getLogger("s3ferry.service")
+#: more routes for the app, made from the service's state (its flows, their journals, "run now"): the event
+#: intake plugs in here; they are behind the token like every route but /healthz
+RoutesFor = Callable[[ServiceState], Sequence[web.RouteDef]]
 
 
 @dataclass(frozen=True)
@@ -46,13 +49,13 @@ class Service:
     """The scheduler, its state and the HTTP server of one ``serve`` process."""
 
     def __init__(self, flows: Sequence[Flow], auth: Auth, on_outcome: OnOutcome,
-                 extra_routes: Sequence[web.RouteDef] = ()) -> None:
+                 extra_routes: RoutesFor | None = None) -> None:
         self.state = ServiceState()
         self.report = on_outcome
         self.scheduler = Scheduler(flows, self._outcome, progress=self.state.listener)
         self.state.scheduler = self.scheduler
         # built before the event loop runs: it reads the page's static files
-        self.app = build_app(self.state, auth, extra_routes)
+        self.app = build_app(self.state, auth, extra_routes(self.state) if extra_routes is not None else ())
 
     def _outcome(self, outcome: Outcome) -> None:
         self.state.on_outcome(outcome)
