@@ -29,6 +29,7 @@ def test_wheel_holds_the_package_and_no_test_servers(wheel: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "s3ferry/py.typed" in names
     assert "s3ferry/cli/__init__.py" in names and "s3ferry/core/storage.py" in names
+    assert {"s3ferry/service/static/page.js", "s3ferry/service/static/page.css"} <= set(names)  # serve's page
     assert any(n.endswith((".dist-info/licenses/LICENSE", ".dist-info/LICENSE")) for n in names), names
     leaked = [n for n in names if "testbed" in n or "/tests/" in n or n.startswith("tests/")
               or "ftp_server" in n or "http_server" in n]

@@ -3,6 +3,7 @@ s3ferry command lines are ones s3ferry accepts, checked against an example flows
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -32,7 +33,7 @@ def unit_files() -> list[Path]:
 
 def test_unit_files_exist() -> None:
     names = {p.name for p in unit_files()}
-    assert {"s3ferry.service", "s3ferry-once.service", "s3ferry-once.timer"} <= names
+    assert {"s3ferry.service", "s3ferry-once.service", "s3ferry-once.timer", "s3ferry-serve.service"} <= names
     assert (UNITS / "s3ferry.sysusers").is_file()
 
 
@@ -60,28 +61,37 @@ def exec_lines(unit: Path) -> list[list[str]]:
     return commands
 
 
-@pytest.mark.parametrize("unit", ["s3ferry.service", "s3ferry-once.service"])
+@pytest.mark.parametrize("unit", ["s3ferry.service", "s3ferry-once.service", "s3ferry-serve.service"])
 def test_command_lines_are_accepted(unit: str, tmp_path: Path) -> None:
     """Each s3ferry command of the unit, run with --check against an example flows file: the options
     parse and the file validates (a renamed option would fail the service only at its first start)."""
     commands = [cmd for cmd in exec_lines(UNITS / unit) if cmd != RELOAD]
     assert commands and all(cmd[0] == INSTALLED for cmd in commands)
     example = ROOT / "examples" / "outbox.toml"
+    token = tmp_path / "serve-token"  # what LoadCredential= gives serve at %d/serve-token
+    token.write_text("0123456789abcdef0123456789abcdef\n")
     for cmd in commands:
-        argv = [s3ferry_path(), *[example.as_posix() if a == FLOWS else a for a in cmd[1:]]]
+        argv = [s3ferry_path(), *[example.as_posix() if a == FLOWS else a.replace("%d/", f"{tmp_path}/")
+                                  for a in cmd[1:]]]
         if "--check" not in argv:
             argv.insert(2, "--check")
         env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "S3FERRY_STATE_DIR": str(tmp_path / "state"),
-               "PARTNER_SFTP_PASSWORD": "x"}
+               "PARTNER_SFTP_PASSWORD": "x",
+               # the code under test, when it is not the installed one (a worktree run with PYTHONPATH)
+               **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}
         done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=env)
         assert done.returncode == 0, f"{shlex.join(argv)}: {done.stderr}"
 
 
-def test_service_is_hardened() -> None:
-    """The long-running service runs as its own user with the sandbox options the README promises."""
-    text = (UNITS / "s3ferry.service").read_text()
+@pytest.mark.parametrize("unit", ["s3ferry.service", "s3ferry-serve.service"])
+def test_service_is_hardened(unit: str) -> None:
+    """The long-running services run as their own user with the sandbox options the README promises."""
+    text = (UNITS / unit).read_text()
     for setting in ("User=s3ferry", "NoNewPrivileges=yes", "ProtectSystem=strict", "ProtectHome=yes",
                     "PrivateTmp=yes", "StateDirectoryMode=0700", "CapabilityBoundingSet=", "UMask=0077",
                     "SuccessExitStatus=130", f"ExecReload={' '.join(RELOAD)}"):
         assert re.search(rf"^{re.escape(setting)}$", text, re.MULTILINE), setting
     assert "AWS_SECRET_ACCESS_KEY=" not in text and "password =" not in text
+    if unit == "s3ferry-serve.service":  # the API token from a credential, never on the command line
+        assert re.search(r"^LoadCredential=serve-token:", text, re.MULTILINE)
+        assert re.search(r"^ExecStart=\S+ serve --token-file %d/serve-token ", text, re.MULTILINE)

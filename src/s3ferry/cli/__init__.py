@@ -3,8 +3,8 @@
 Importing this package registers every subcommand on :func:`main`.
 """
 
-# registers `audit`, `doctor`, `run`, `status`, `history`, `verify`
-from s3ferry.cli import audit, doctor, run, status, verify
+# registers `audit`, `doctor`, `run`, `serve`, `status`, `history`, `verify`
+from s3ferry.cli import audit, doctor, run, serve, status, verify
 from s3ferry.cli.app import main
 
-__all__ = ["audit", "doctor", "main", "run", "status", "verify"]
+__all__ = ["audit", "doctor", "main", "run", "serve", "status", "verify"]

@@ -37,13 +37,13 @@ Kind = Literal["text", "int", "float", "size", "path", "file", "choice", "flag",
                "age"]
 
 CP, PULL, PUSH, RUN, DOCTOR, UPLOADS, CANCEL, DEMO = "cp", "pull", "push", "run", "doctor", "uploads", "cancel", "demo"
-STATUS, HISTORY, VERIFY = "status", "history", "verify"
+STATUS, HISTORY, VERIFY, SERVE = "status", "history", "verify", "serve"
 AUDIT = "audit"  # a group: its subcommands' own options (--log, filters) are not endpoint or transfer options
-COMMANDS = (CP, VERIFY, PULL, PUSH, RUN, STATUS, HISTORY, DOCTOR, UPLOADS, CANCEL, DEMO, AUDIT)
+COMMANDS = (CP, VERIFY, PULL, PUSH, RUN, SERVE, STATUS, HISTORY, DOCTOR, UPLOADS, CANCEL, DEMO, AUDIT)
 JOBS = frozenset({PULL, PUSH})
 TRANSFERS = frozenset({CP, PULL, PUSH})  # the commands that copy files
 #: every command that does work against an endpoint: they share the output options
-WORKERS = frozenset({CP, VERIFY, PULL, PUSH, RUN, DOCTOR, UPLOADS, CANCEL})
+WORKERS = frozenset({CP, VERIFY, PULL, PUSH, RUN, SERVE, DOCTOR, UPLOADS, CANCEL})
 TO_SFTP = frozenset({CP, VERIFY, PULL, PUSH, DOCTOR})  # SFTP (and FTP/HTTP) endpoints
 TO_S3 = frozenset({CP, VERIFY, PULL, PUSH, DOCTOR, UPLOADS, CANCEL})
 #: the options of the engine's reads that ``verify`` uses too (it reads both sides, writes nothing)
@@ -141,6 +141,7 @@ OUTPUT = (
        variants={PULL: Variant("Print the report as one JSON object."),
                  PUSH: Variant("Print the report as one JSON object."),
                  RUN: Variant('One JSON object per run (with "flow": NAME).'),
+                 SERVE: Variant('One JSON object per run (with "flow": NAME), as run --json.'),
                  DOCTOR: Variant("One JSON object per check."),
                  VERIFY: Variant("One JSON object per file compared (with -r, then a summary object)."),
                  UPLOADS: Variant("One JSON object per upload."),
@@ -207,11 +208,11 @@ TREES = (
     _o("scheduler", "--scheduler", envvar="S3FERRY_DASK_SCHEDULER", metavar="tcp://HOST:8786", commands=TRANSFERS,
        help="The Dask scheduler for --executor dask (or S3FERRY_DASK_SCHEDULER)."),
     _o("state_dir", "--state-dir", kind="path", envvar="S3FERRY_STATE_DIR",
-       commands=TRANSFERS | READERS | {RUN, UPLOADS, CANCEL},
+       commands=TRANSFERS | READERS | {RUN, SERVE, UPLOADS, CANCEL},
        targets=("state_dir",), **_flows("state_dir"),
        help="Where the resume journal lives (default: ~/.local/state/s3ferry).",
-       variants={RUN: Variant("Journal and locks of the flows that name no state_dir "
-                              "(default: ~/.local/state/s3ferry)."),
+       variants={**dict.fromkeys((RUN, SERVE), Variant("Journal and locks of the flows that name no state_dir "
+                              "(default: ~/.local/state/s3ferry).")),
                  **dict.fromkeys(READERS, Variant("The journal to read, of the flows that name no state_dir "
                                                   "(default: ~/.local/state/s3ferry)."))}),
     _o("audit_log", "--audit-log", metavar="PATH", envvar="S3FERRY_AUDIT_LOG", commands=TRANSFERS,
@@ -342,9 +343,11 @@ JOB_SETTINGS = (
 OTHERS = (
     _o("once", "--once", kind="flag", commands=frozenset({RUN}),
        help="Run every selected flow once, concurrently, and exit with the worst exit code."),
-    _o("check", "--check", kind="flag", commands=frozenset({RUN}),
-       help="Only validate the file: list every problem, or one line per flow."),
-    _o("flow", "--flow", multiple=True, dest="selected", metavar="NAME", commands=frozenset({RUN}) | READERS,
+    _o("check", "--check", kind="flag", commands=frozenset({RUN, SERVE}),
+       help="Only validate the file: list every problem, or one line per flow.",
+       variants={SERVE: Variant("Only validate: the flows file as run --check does, and the token, TLS files and "
+                                "--listen; start nothing.")}),
+    _o("flow", "--flow", multiple=True, dest="selected", metavar="NAME", commands=frozenset({RUN, SERVE}) | READERS,
        help="Run only this flow (repeatable).",
        variants={STATUS: Variant("Only this flow (repeatable)."),
                  HISTORY: Variant("Only the runs of this flow (repeatable).")}),
@@ -363,6 +366,19 @@ OTHERS = (
        help="Size of the random demo file."),
     _o("keep", "--keep", kind="flag", commands=frozenset({DEMO}),
        help="Leave the servers' folder in place (its path is printed)."),
+    _o("listen", "--listen", default="127.0.0.1:8470", show_default=True, metavar="HOST:PORT",
+       commands=frozenset({SERVE}), help="Address of the API, status page and /metrics ([::1]:8470 for IPv6)."),
+    _o("tls_cert", "--tls-cert", kind="file", metavar="FILE", commands=frozenset({SERVE}),
+       help="Serve HTTPS with this PEM certificate (chain); needs --tls-key."),
+    _o("tls_key", "--tls-key", kind="file", metavar="FILE", commands=frozenset({SERVE}),
+       help="The private key (PEM) of --tls-cert."),
+    _o("token_file", "--token-file", kind="file", metavar="FILE", commands=frozenset({SERVE}),
+       help="File holding the bearer token every endpoint but /healthz requires (or set S3FERRY_SERVE_TOKEN)."),
+    _o("no_auth", "--no-auth", kind="flag", commands=frozenset({SERVE}),
+       help="Serve without a token: only on a loopback address."),
+    _o("grace", "--grace", kind="float", default=30.0, show_default=True, metavar="SECONDS",
+       commands=frozenset({SERVE}),
+       help="On SIGTERM/SIGINT: how long runs in flight may take to finish before they are cancelled."),
 )
 
 #: the table, in the order --help lists the options

@@ -490,7 +490,7 @@ class Journal:
         return await self._run(self._flows)
 
     def _history(self, flows: Sequence[str], since: float | None, failed_only: bool,
-                 limit: int) -> list[HistoryEvent]:
+                 limit: int, copied_only: bool = False) -> list[HistoryEvent]:
         where: list[str] = ["1"]
         args: list[object] = []
         if flows:
@@ -501,6 +501,8 @@ class Journal:
             args.append(since)
         if failed_only:
             where.append("e.result='failed'")
+        if copied_only:
+            where.append("e.result='copied'")
         rows = self._connect().execute(
             "SELECT r.ended, r.flow, r.kind, r.source, r.destination, e.path, e.result, e.error FROM events e"
             f" JOIN runs r ON r.id = e.run_id WHERE {' AND '.join(where)} ORDER BY r.ended DESC, e.rowid DESC"
@@ -508,9 +510,10 @@ class Journal:
         return [HistoryEvent(*row) for row in rows]
 
     async def history(self, flows: Sequence[str] = (), since: float | None = None, failed_only: bool = False,
-                      limit: int = 50) -> list[HistoryEvent]:
-        """The latest files copied or failed (of the runs of ``flows``, or all), newest first."""
-        return await self._run(self._history, list(flows), since, failed_only, limit)
+                      limit: int = 50, copied_only: bool = False) -> list[HistoryEvent]:
+        """The latest files copied or failed (of the runs of ``flows``, or all; only the failures, or only the
+        files copied), newest first."""
+        return await self._run(self._history, list(flows), since, failed_only, limit, copied_only)
 
     async def dequeue(self, source: str, destination: str, key: str) -> None:
         await self._run(self._write, "DELETE FROM push_queue WHERE source=? AND destination=? AND key=?",

@@ -72,6 +72,8 @@ log = logging.getLogger("s3ferry")
 @dataclass(frozen=True)
 class PushSettings:
     retry_failed: bool = False  # work through the retry queue instead of looking for new objects
+    #: with retry_failed: only these keys of the queue (empty: all of it); "retry now" on one object
+    retry_keys: frozenset[str] = frozenset()
     filters: tuple[Filter, ...] = ()
     transfers: int = 4
 
@@ -234,10 +236,12 @@ class _Push:
                 todo.append(rel)
         await for_each_file(todo, self.deliver, self.sizes.__getitem__, transfers, self.options.max_memory)
 
-    async def retry(self, transfers: int) -> None:
+    async def retry(self, transfers: int, only: frozenset[str] = frozenset()) -> None:
         self.ledger = await self.journal.deliveries(self.src, self.dst)
         todo: list[str] = []
         for item in await self.journal.queued(self.src, self.dst):
+            if only and item.key not in only:
+                continue
             rel = item.key[len(self.source.location.path.rstrip("/")) + 1:] if self.source.location.path else item.key
             etag = await self.current_etag(item.key)
             if etag is None or await self.delivered(item.key, etag):
@@ -331,7 +335,7 @@ async def push(src: str | Location, dst: str | Location, options: TransferOption
     async def work(journal: Journal) -> None:
         job = _Push(source, sink, options, report, journal, progress, executor)
         if settings.retry_failed:
-            await job.retry(settings.transfers)
+            await job.retry(settings.transfers, settings.retry_keys)
         else:
             await job.scan(settings.filters, settings.transfers)
         queue = await journal.queue_summary(job.src, job.dst)

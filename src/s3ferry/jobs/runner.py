@@ -18,6 +18,12 @@
   (A real run that comes due during a dry run is skipped as ``locked``.)
 * Cancelling (SIGINT/SIGTERM through :func:`s3ferry.cli.run_async`) cancels
   the runs in flight: their own clean-ups run, and locks are released.
+* A long-running process (``s3ferry serve``) also pauses and resumes a flow's
+  schedule (:meth:`Scheduler.pause`; a paused flow's times pass without a
+  run), starts a run now (:meth:`Scheduler.trigger`, refused while one runs),
+  reads each flow's next time (:attr:`Scheduler.next_due`), watches the bytes
+  of each run (``progress``), and stops scheduling while the runs in flight
+  finish (:meth:`Scheduler.drain`).
 * The flows of a running scheduler can be replaced (:meth:`Scheduler.replace`,
   ``s3ferry run`` on SIGHUP): flows that are gone or changed stop being
   scheduled, new and changed ones start on their schedule; runs in flight
@@ -45,6 +51,7 @@ from s3ferry.jobs.flowfile import Flow
 from s3ferry.jobs.pull import PullSettings, pull
 from s3ferry.jobs.push import push
 from s3ferry.observe import metrics
+from s3ferry.observe.progress import ProgressListener
 
 log = logging.getLogger("s3ferry")
 
@@ -92,6 +99,8 @@ class Outcome:
 
 
 OnOutcome = Callable[[Outcome], None]
+#: the progress listener of one run of a flow (None: nobody watches)
+ProgressFor = Callable[[Flow], ProgressListener | None]
 
 
 def flow_lock(state_dir: Path, flow: Flow) -> FileLock:
@@ -120,9 +129,9 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-async def run_flow(flow: Flow, on_outcome: OnOutcome) -> Outcome:
+async def run_flow(flow: Flow, on_outcome: OnOutcome, progress: ProgressListener | None = None) -> Outcome:
     """One run of ``flow`` under its lock (dry runs too: see the module docstring); the outcome is handed to
-    ``on_outcome`` and returned."""
+    ``on_outcome`` and returned. ``progress`` hears the bytes of each file the run copies."""
     metrics.FLOW.set(flow.name)  # this task's context: the flow's label on everything it counts
     FLOW_NAME.set(flow.name)  # ... and the name its error lines and journal records carry
     outcome = Outcome(flow, _now())
@@ -135,9 +144,9 @@ async def run_flow(flow: Flow, on_outcome: OnOutcome) -> Outcome:
             return outcome
         started = time.monotonic()
         if isinstance(flow.settings, PullSettings):
-            outcome.report = await pull(flow.source, flow.destination, flow.options, flow.settings)
+            outcome.report = await pull(flow.source, flow.destination, flow.options, flow.settings, progress)
         else:
-            outcome.report = await push(flow.source, flow.destination, flow.options, flow.settings)
+            outcome.report = await push(flow.source, flow.destination, flow.options, flow.settings, progress)
         if not outcome.report.seconds:
             outcome.report.seconds = time.monotonic() - started
         if outcome.report.locked is not None:  # another flow (or a plain pull/push) runs the same job
@@ -169,11 +178,15 @@ async def _sleep_until(due: datetime, clock: Callable[[], datetime]) -> None:
 class Scheduler:
     """Runs each flow at its schedule until cancelled; its flows can be replaced while it runs."""
 
-    def __init__(self, flows: Sequence[Flow], on_outcome: OnOutcome, clock: Callable[[], datetime] = _now) -> None:
+    def __init__(self, flows: Sequence[Flow], on_outcome: OnOutcome, clock: Callable[[], datetime] = _now,
+                 progress: ProgressFor | None = None) -> None:
         self.flows = {flow.name: flow for flow in flows}
-        self.on_outcome, self.clock = on_outcome, clock
+        self.on_outcome, self.clock, self.progress = on_outcome, clock, progress
         self.running: dict[str, asyncio.Task[Outcome]] = {}  # the latest run of each flow (by name)
         self.loops: dict[str, asyncio.Task[None]] = {}  # each flow's schedule loop
+        self.next_due: dict[str, datetime] = {}  # each scheduled flow's next time
+        self.paused: set[str] = set()  # flows whose times pass without a run (a trigger still runs them)
+        self.draining = False  # drain() was called: nothing new starts
         self.group: asyncio.TaskGroup | None = None
 
     async def run(self) -> None:
@@ -192,10 +205,50 @@ class Scheduler:
                    and dataclasses.replace(new[name], line=self.flows[name].line) != self.flows[name]]
         for name in removed + changed:
             self.loops.pop(name).cancel()  # its schedule only: a run in flight is its own task
+            self.next_due.pop(name, None)
+        self.paused &= set(new)
         self.flows = new
         for name in added + changed:
             self._start(new[name])
         return added, changed, removed
+
+    def is_running(self, name: str) -> bool:
+        task = self.running.get(name)
+        return task is not None and not task.done()
+
+    def pause(self, name: str, paused: bool = True) -> None:
+        """Stop (``paused``) or restart running ``name`` at its times; a run in flight goes on."""
+        if paused:
+            self.paused.add(name)
+        else:
+            self.paused.discard(name)
+
+    def trigger(self, name: str, flow: Flow | None = None) -> asyncio.Task[Outcome] | None:
+        """Run the flow named ``name`` now (as ``flow``, a variant of it, when given); None when a run of it is
+        in flight here, or the scheduler stops. Its schedule is unchanged."""
+        if self.group is None or self.draining or self.is_running(name):
+            return None  # (no group: the scheduler has not started yet)
+        return self._launch(flow or self.flows[name])
+
+    async def drain(self, grace: float) -> bool:
+        """Stop scheduling and wait up to ``grace`` seconds for the runs in flight; True when all finished
+        (the caller cancels the rest: their journals keep what a next start resumes)."""
+        self.draining = True
+        for loop in self.loops.values():
+            loop.cancel()
+        self.next_due.clear()
+        busy = [task for task in self.running.values() if not task.done()]
+        if not busy:
+            return True
+        _, pending = await asyncio.wait(busy, timeout=grace)
+        return not pending
+
+    def _launch(self, flow: Flow) -> asyncio.Task[Outcome]:
+        assert self.group is not None
+        listener = self.progress(flow) if self.progress is not None else None
+        task = self.group.create_task(run_flow(flow, self.on_outcome, listener), name=f"flow {flow.name}")
+        self.running[flow.name] = task
+        return task
 
     def _start(self, flow: Flow) -> None:
         assert self.group is not None
@@ -205,15 +258,16 @@ class Scheduler:
         assert self.group is not None
         due = flow.schedule.first_after(self.clock())
         while True:
+            self.next_due[flow.name] = due
             await _sleep_until(due, self.clock)
-            running = self.running.get(flow.name)
-            if running is not None and not running.done():
+            if flow.name in self.paused:
+                log.info("flow %s: paused; its run at %s is skipped", flow.name, due.strftime("%Y-%m-%d %H:%M:%S UTC"))
+            elif self.is_running(flow.name):
                 log.warning("flow %s: still running at its next time %s; that run is skipped", flow.name,
                             due.strftime("%Y-%m-%d %H:%M:%S UTC"))
                 self.on_outcome(Outcome(flow, due, skipped="running"))
             else:
-                self.running[flow.name] = self.group.create_task(run_flow(flow, self.on_outcome),
-                                                                 name=f"flow {flow.name}")
+                self._launch(flow)
             now = self.clock()
             due = flow.schedule.next_after(due)
             if due <= now:  # late (a long pause): skip the times already past
