@@ -103,9 +103,9 @@ def new_token(tmp: Path) -> tuple[str, Path]:
 
 
 def start_serve(flows: Path, state: Path, token: str, token_file: Path, *more: str,
-                tls: tuple[Path, Path] | None = None) -> Served:
-    """``s3ferry serve`` on a free port, up (its /healthz answers) before this returns."""
-    port = testbed.free_port()
+                tls: tuple[Path, Path] | None = None, port: int | None = None) -> Served:
+    """``s3ferry serve`` on ``port`` (default: a free one), up (its /healthz answers) before this returns."""
+    port = port or testbed.free_port()
     args = [S3FERRY, "serve", "--json", "--listen", f"127.0.0.1:{port}", "--state-dir", str(state),
             "--token-file", str(token_file), *more]
     if tls is not None:

@@ -9,6 +9,8 @@ from typing import Any
 from s3ferry.jobs.runner import Scheduler
 from s3ferry.service.app import API, build_app
 from s3ferry.service.auth import Auth
+from s3ferry.service.dispatch import EventDispatcher
+from s3ferry.service.events import EventIntake, EventSettings, event_routes
 from s3ferry.service.openapi import document
 from s3ferry.service.state import ServiceState
 
@@ -19,7 +21,9 @@ PAGE = {"/", "/login", "/logout", "/ui/flows/{name}/{action}", "/static/{file}"}
 def app_routes() -> set[tuple[str, str]]:
     state = ServiceState()
     state.scheduler = Scheduler([], lambda outcome: None)
-    app = build_app(state, Auth("0123456789abcdef0123456789abcdef"))
+    # the event intake's route is there when the flows file has [serve.events]: documented too
+    events = event_routes(EventIntake(EventSettings()), EventDispatcher([]))
+    app = build_app(state, Auth("0123456789abcdef0123456789abcdef"), events)
     found = set()
     for route in app.router.routes():
         path = re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", route.resource.canonical if route.resource else "")

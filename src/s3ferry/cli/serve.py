@@ -26,8 +26,9 @@ from s3ferry.core.errors import InterruptedError_, UsageError
 from s3ferry.core.redaction import printable, register_secret
 
 if TYPE_CHECKING:  # loaded by the command itself: `s3ferry --help` stays fast
+    from s3ferry.jobs.flowfile import Flow
     from s3ferry.jobs.runner import Outcome
-    from s3ferry.service.main import Listen
+    from s3ferry.service.main import Events, Listen
 
 TOKEN_ENV = "S3FERRY_SERVE_TOKEN"
 #: a shorter token is refused: it could be guessed over the network
@@ -75,6 +76,7 @@ def serve(flows_file: Path, check: bool, selected: tuple[str, ...], state_dir: P
         for problem in loaded.problems:
             click.echo(printable(problem.format(str(flows_file))), err=True)
         flows = runner.with_state_dir(chosen(loaded, selected, flows_file), state_dir)
+        events = event_intake(loaded.serve, flows_file, flows, token)
         if check:
             for flow in flows:
                 click.echo(printable(flow.describe()))
@@ -83,7 +85,11 @@ def serve(flows_file: Path, check: bool, selected: tuple[str, ...], state_dir: P
         from s3ferry.service.auth import Auth
         from s3ferry.service.main import Service
 
-        service = Service(flows, Auth(token, secure_cookie=where.tls is not None), partial(report, as_json))
+        service = Service(flows, Auth(token, secure_cookie=where.tls is not None), partial(report, as_json),
+                          events=events)
+        if events is not None:
+            names = ", ".join(f.name for f in events.dispatcher.flows) or "none (no push flow)"
+            say(f"events: POST {where.url}api/v1/events/{{seaweedfs,minio,eventbridge,sns}} push flows {names}")
         reload = partial(reload_flows, service.scheduler, flows_file, selected, state_dir)
         if not asyncio.run(until_signalled(service, where, grace, reload)):
             raise InterruptedError_("interrupted: runs still in flight after --grace were stopped; "
@@ -184,3 +190,29 @@ def read_token(token_file: Path | None, no_auth: bool, host: str) -> str | None:
 
 
 __all__ = ["serve"]
+
+
+def event_intake(serve: dict[str, Any], flows_file: Path, flows: list[Flow], token: str | None) -> Events | None:
+    """The event intake the flows file's ``[serve.events]`` table asks for (None without one). Its senders
+    use the serve token unless the table names a token of their own."""
+    unknown = sorted(set(serve) - {"events"})
+    if unknown:
+        raise UsageError(f"{flows_file}: [serve]: unknown key {unknown[0]!r} (known: events)")
+    table = serve.get("events")
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise UsageError(f"{flows_file}: serve.events must be a table: [serve.events]")
+    import dataclasses
+
+    from s3ferry.service.dispatch import EventDispatcher
+    from s3ferry.service.events import EventIntake, settings_from_table
+    from s3ferry.service.main import Events
+
+    settings = settings_from_table(table, flows_file.parent)
+    if settings.token is None and token is not None:
+        settings = dataclasses.replace(settings, token=token)
+    missing = sorted(set(settings.flows) - {f.name for f in flows})
+    if missing:
+        raise UsageError(f"{flows_file}: serve.events.flows: no flow named {missing[0]!r}")
+    return Events(EventIntake(settings), EventDispatcher(flows, settings.flows))

@@ -170,6 +170,8 @@ class FlowFile:
     path: Path
     flows: dict[str, Flow] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    #: the ``[serve]`` table as written: ``s3ferry serve``'s own settings (its event intake); ``run`` ignores it
+    serve: dict[str, Any] = field(default_factory=dict)
 
     @property
     def errors(self) -> list[Problem]:
@@ -421,9 +423,11 @@ class _Loader:
             self.problem(exc.line, "", f"TOML syntax error: {exc.message}{column}")
             return self.result
         for key in doc:
-            if key not in ("defaults", "flows"):
-                self.refuse_key((), key, "", 'unknown top-level key {key} (expected [defaults] and [flows.NAME] '
-                                             'tables)')
+            if key not in ("defaults", "flows", "serve"):
+                self.refuse_key((), key, "", 'unknown top-level key {key} (expected [defaults], [flows.NAME] '
+                                             'and [serve] tables)')
+        served = self.section(doc, "serve", required=False)
+        self.result.serve = dict(served) if served is not None else {}
         defaults = self.section(doc, "defaults", required=False)
         flows = self.section(doc, "flows", required=True)
         if flows is None:

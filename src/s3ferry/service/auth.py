@@ -38,6 +38,9 @@ class Auth:
 
     token: str | None
     secure_cookie: bool = False
+    #: paths under these prefixes check their senders themselves (the event intake: its own token, SNS
+    #: signatures -- SNS cannot send our header); the middleware lets them through
+    self_checked: tuple[str, ...] = ()
     sessions: dict[str, tuple[str, float]] = field(default_factory=dict)  # id -> (CSRF token, expiry)
 
     def token_ok(self, given: str) -> bool:
@@ -75,7 +78,7 @@ def _refused(request: web.Request, status: int, why: str) -> web.StreamResponse:
 def middleware(auth: Auth) -> Middleware:
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if auth.token is None or request.path in OPEN_PATHS:
+        if auth.token is None or request.path in OPEN_PATHS or request.path.startswith(auth.self_checked):
             return await handler(request)
         header = request.headers.get("Authorization", "")
         if header:

@@ -111,6 +111,19 @@ class EventDispatcher:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
 
+    async def drain(self, grace: float) -> bool:
+        """Stopping: events not started are dropped (the sender's retry or the next catch-up run delivers
+        them), the deliveries in flight get ``grace`` seconds; True when they ended in time."""
+        for queue in self._queues.values():
+            while not queue.empty():
+                queue.get_nowait()
+                queue.task_done()
+        try:
+            await asyncio.wait_for(self.idle(), grace)
+        except TimeoutError:
+            return False
+        return True
+
     async def idle(self) -> None:
         """Until every queued event has been handled."""
         await asyncio.gather(*(queue.join() for queue in self._queues.values()))

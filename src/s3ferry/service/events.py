@@ -36,7 +36,8 @@ Settings, in the ``[serve.events]`` table of the serve configuration
     sns_cert_hosts = ["sns.*.amazonaws.com"]    # "*" is one DNS label; this is the default
     flows = ["to-partner"]                      # push flows events may trigger; default: every push flow
 
-Without a token the token-authenticated sources refuse everything (401);
+``s3ferry serve`` uses its own token when the table names none (and no
+``S3FERRY_EVENTS_TOKEN`` is set). Without a token the token-authenticated sources refuse everything (401);
 without topics SNS refuses everything (403). Events never replace the flow's
 schedule: its scan still runs (on start and on schedule) and delivers what an
 event lost.

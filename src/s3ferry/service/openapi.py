@@ -30,6 +30,21 @@ def _list(name: str, item: str, description: str) -> dict[str, Any]:
 
 _STARTED = {"202": _ok("Started", "The run started."), "409": _ERROR, "404": _ERROR, **_AUTH_ERRORS}
 
+_EVENTS = {
+    "summary": "S3 event notifications in (only with a [serve.events] table in the flows file): each object "
+               "they name is pushed at once by the push flows it matches.",
+    "description": "seaweedfs (the filer's notification.webhook), minio (its webhook target) and eventbridge "
+                   "(an API destination) send `Authorization: Bearer TOKEN` with the events token (default: the "
+                   "serve token); sns (an HTTPS subscription) is checked by its message signature and topic "
+                   "instead. Answered as soon as the events are queued: the push follows.",
+    "security": [{"bearer": []}, {}],
+    "parameters": [{"name": "source", "in": "path", "required": True,
+                    "schema": {"enum": ["seaweedfs", "minio", "eventbridge", "sns"]}}],
+    "requestBody": {"required": True, "content": {"application/json": {}, "text/plain": {}}},
+    "responses": {"202": _ok("Queued", "Accepted: how many events, how many (event, flow) deliveries queued."),
+                  "400": _ERROR, "401": _ERROR, "403": _ERROR, "404": _ERROR, "503": _ERROR},
+}
+
 PATHS: dict[str, Any] = {
     "/healthz": {"get": {"summary": "Liveness (no token needed).", "security": [],
                          "responses": {"200": _ok("Health", "The process serves.")}}},
@@ -77,6 +92,7 @@ PATHS: dict[str, Any] = {
                               "responses": {"200": _ok("Queue", "A page."), "400": _ERROR, **_AUTH_ERRORS}}},
     "/api/v1/progress": {"get": {"summary": "The runs in flight and their bytes so far.",
                                  "responses": {"200": _ok("Progress", "Runs in flight."), **_AUTH_ERRORS}}},
+    "/api/v1/events/{source}": {"post": _EVENTS},
 }
 
 _TIME = {"type": ["string", "null"], "format": "date-time"}
@@ -102,6 +118,7 @@ SCHEMAS: dict[str, Any] = {
             "properties": {"id": {"type": "integer"}, "flow": {"type": "string"}, "started": _TIME, "ended": _TIME,
                            "status": {"enum": ["ok", "failed"]}, "exit_code": {"type": "integer"}}},
     "Runs": _list("runs", "Run", "A page of runs."),
+    "Queued": {"type": "object", "properties": {"events": {"type": "integer"}, "queued": {"type": "integer"}}},
     "Event": _EVENT,
     "Deliveries": _list("deliveries", "Event", "A page of files copied."),
     "Failures": _list("failures", "Event", "A page of failures."),
