@@ -139,6 +139,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id)",
         "ALTER TABLE push_queue ADD COLUMN first_failed REAL",
     ),
+    (  # 2: pushes under way (a crash between the rename into place and the mark is recognised, not redone)
+        """CREATE TABLE IF NOT EXISTS delivering (
+            source TEXT NOT NULL,
+            destination TEXT NOT NULL,
+            key TEXT NOT NULL,
+            etag TEXT NOT NULL,
+            started REAL NOT NULL,
+            PRIMARY KEY (source, destination, key)
+        )""",
+    ),
 )
 
 #: runs (and their events) older than this are dropped when a new run is recorded
@@ -544,6 +554,26 @@ class Journal:
         """``key`` at version ``etag`` is delivered to ``destination`` (before its tag is written)."""
         await self._run(self._write, "INSERT OR REPLACE INTO delivered VALUES (?,?,?,?,?)",
                         [(source, destination, key, etag, time.time())])
+        await self.delivery_ended(source, destination, key)
+
+    async def delivery_started(self, source: str, destination: str, key: str, etag: str) -> None:
+        """``key`` at version ``etag`` is being delivered: until its delivery is recorded (or it ends), a file
+        found in place after a crash may be this delivery's (:meth:`deliveries_started`)."""
+        await self._run(self._write, "INSERT OR REPLACE INTO delivering VALUES (?,?,?,?,?)",
+                        [(source, destination, key, etag, time.time())])
+
+    async def delivery_ended(self, source: str, destination: str, key: str) -> None:
+        await self._run(self._write, "DELETE FROM delivering WHERE source=? AND destination=? AND key=?",
+                        [(source, destination, key)])
+
+    def _started(self, source: str, destination: str) -> dict[str, str]:
+        rows = self._connect().execute("SELECT key, etag FROM delivering WHERE source=? AND destination=?",
+                                       (source, destination)).fetchall()
+        return {str(k): str(e) for k, e in rows}
+
+    async def deliveries_started(self, source: str, destination: str) -> dict[str, str]:
+        """Key -> the ETag whose delivery started and neither was recorded nor ended (a crash, a kill -9)."""
+        return await self._run(self._started, source, destination)
 
     def _deliveries(self, source: str, destination: str) -> dict[str, str]:
         rows = self._connect().execute("SELECT key, etag FROM delivered WHERE source=? AND destination=?",

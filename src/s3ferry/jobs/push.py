@@ -94,6 +94,7 @@ class _Push:
         self.ledger: dict[str, str] = {}  # key -> ETag delivered (the journal's record, loaded per run)
         self.etags: dict[str, str] = {}  # rel -> the ETag listed (what a delivery not even tried is queued at)
         self.sizes: dict[str, int] = {}  # rel -> the size listed (small objects go more at a time)
+        self.started: dict[str, str] = {}  # key -> ETag of a delivery under way when a process died
 
     def key_of(self, rel: str) -> str:
         return child_path(self.source.location.path, rel)
@@ -130,6 +131,7 @@ class _Push:
         try:
             safe_relative(rel)
             target = self.sink.child(child_path(self.sink.location.path, rel))
+            await self.journal.delivery_started(self.src, self.dst, key, _tag_value(self.etags.get(rel, "")))
             copied = await self.executor.copy_file(child, target, self.options, self.progress, self.journal)
             etag, size = str(copied.source_etag), copied.result.size  # the version read (pinned by If-Match)
             await self._mark(key, etag, from_queue)
@@ -140,6 +142,7 @@ class _Push:
         except S3FerryError as exc:
             self.report.fail(rel, exc)
             await self.journal.queue_failure(self.src, self.dst, key, child.pinned_etag or "", str(exc))
+            await self.journal.delivery_ended(self.src, self.dst, key)
             return
         self.report.copied.append(rel)
         self.report.bytes += size
@@ -148,9 +151,29 @@ class _Push:
         self.report.waiting.append(rel)
         await self.journal.queue_failure(self.src, self.dst, key, etag, str(exc))
 
+    async def in_place(self, rel: str, key: str, etag: str, size: int, mtime: float | None) -> bool:
+        """Whether a delivery of this version, under way when a process died (kill -9, power), had already
+        put the file in place: then it is recorded and marked now, not sent a second time.
+
+        The engine renames only a verified copy into place, stamped with the
+        object's time: a file there of this version's size and modification
+        time (whole seconds) is that copy. Anything else (no file, another
+        size or time, a transformed copy whose size differs) goes again.
+        """
+        if self.started.get(key) != _tag_value(etag) or self.options.dry_run or mtime is None:
+            return False
+        there = await self.sink.child(child_path(self.sink.location.path, rel)).existing()
+        if there is None or there.size != size or there.mtime is None or abs(there.mtime - mtime) >= 1.0:
+            return False
+        log.info("%s: delivered before the last run ended abruptly (the file is in place, same size and time); "
+                 "marked now, not sent again", key)
+        await self._mark(key, etag, dequeue=False)
+        return True
+
     async def _mark(self, key: str, etag: str, dequeue: bool) -> None:
         if await self.current_etag(key) != etag:
             log.warning("%s changed during the push: not marked, it goes again", key)
+            await self.journal.delivery_ended(self.src, self.dst, key)
             return
         await self.journal.record_delivery(self.src, self.dst, key, _tag_value(etag))
         self.ledger[key] = _tag_value(etag)
@@ -180,6 +203,7 @@ class _Push:
     async def scan(self, filters: tuple[Filter, ...], transfers: int) -> None:
         queued = {q.key: q.etag for q in await self.journal.queued(self.src, self.dst)}
         self.ledger = await self.journal.deliveries(self.src, self.dst)
+        self.started = await self.journal.deliveries_started(self.src, self.dst)
         todo: list[str] = []
         listed: set[str] = set()
         async for entry in _objects(self.source):
@@ -192,7 +216,8 @@ class _Push:
                 self.report.fail(entry.path, exc)  # not queued: retrying cannot make it safe
                 continue
             key = self.key_of(entry.path)
-            if await self.delivered(key, str(entry.etag)):
+            if (await self.delivered(key, str(entry.etag))
+                    or await self.in_place(entry.path, key, str(entry.etag), entry.size, entry.mtime)):
                 self.report.skipped.append(entry.path)
             elif queued.get(key) == entry.etag:
                 self.report.waiting.append(entry.path)  # failed before, left to --retry-failed
@@ -215,6 +240,7 @@ class _Push:
         """
         queued = {q.key: q.etag for q in await self.journal.queued(self.src, self.dst)}
         self.ledger = await self.journal.deliveries(self.src, self.dst)
+        self.started = await self.journal.deliveries_started(self.src, self.dst)
         todo: list[str] = []
         for rel in dict.fromkeys(rels):  # once each, in the order given
             if not selected(rel, filters):
@@ -227,7 +253,8 @@ class _Push:
                 continue
             key = self.key_of(rel)
             there = await self.source.child(key).current()
-            if there is None or await self.delivered(key, str(there.etag)):
+            if there is None or (await self.delivered(key, str(there.etag))
+                                 or await self.in_place(rel, key, str(there.etag), there.size, there.mtime)):
                 self.report.skipped.append(rel)
             elif queued.get(key) == there.etag:
                 self.report.waiting.append(rel)
