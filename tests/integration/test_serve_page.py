@@ -1,13 +1,14 @@
 """The status page of ``s3ferry serve`` in a real browser (headless Chromium driven by Playwright).
 
 The page is behind the token (a login form turns it into a session cookie: never in a URL), lists the flows,
-shows a delivery appear after "Run now", a failed delivery in the retry queue, and after "Retry now" (the
-destination mended) the queue empties and the delivery appears. Screenshots are checked non-blank; the one
-with the retry queue is what docs/serve.png shows.
+shows a delivery appear after "Run now" and after an S3 event posted to the intake, a failed delivery in the
+retry queue, and after "Retry now" (the destination mended) the queue empties and the delivery appears.
+Screenshots are checked non-blank; the one with the retry queue is what docs/serve.png shows.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -52,7 +53,8 @@ def test_page_shows_deliveries_and_retries_the_queue(tmp_path: Path, browser: Br
     client.put_object(Bucket=bucket, Key="out/first.csv", Body=b"id\n1\n")
     flows = tmp_path / "flows.toml"
     # a name that must be quoted in TOML and percent-encoded in the page's form actions
-    flows.write_text(push_flow('"partner outbox"', bucket, s3.endpoint, ssh, folder))
+    # [serve.events]: the event intake is on (its senders use the serve token)
+    flows.write_text(push_flow('"partner outbox"', bucket, s3.endpoint, ssh, folder) + "\n[serve.events]\n")
     token, token_file = new_token(tmp_path)
     served = start_serve(flows, tmp_path / "state", token, token_file)
     page = browser.new_page()
@@ -75,6 +77,14 @@ def test_page_shows_deliveries_and_retries_the_queue(tmp_path: Path, browser: Br
         flow_row.get_by_role("button", name="Run now").click()
         expect(page.locator("#deliveries")).to_contain_text("second.csv", timeout=60_000)
         assert (folder / "second.csv").read_bytes() == b"id\n2\n"
+        # an S3 event (MinIO's webhook format) for a new object: its delivery appears without any button
+        etag = client.put_object(Bucket=bucket, Key="out/by-event.csv", Body=b"id\n4\n")["ETag"].strip('"')
+        event = {"EventName": "s3:ObjectCreated:Put", "Key": f"{bucket}/out/by-event.csv", "Records": [{
+            "eventVersion": "2.0", "eventSource": "minio:s3", "eventName": "s3:ObjectCreated:Put",
+            "s3": {"bucket": {"name": bucket}, "object": {"key": "out/by-event.csv", "size": 5, "eTag": etag}}}]}
+        assert served.call("POST", "/api/v1/events/minio", data=json.dumps(event).encode()).status == 202
+        expect(page.locator("#deliveries")).to_contain_text("by-event.csv", timeout=30_000)
+        assert (folder / "by-event.csv").read_bytes() == b"id\n4\n"
         # a delivery that fails lands in the retry queue, with its buttons
         shutil.move(folder, folder.with_name(folder.name + "-before"))
         folder.write_bytes(b"a file where the folder should be")
