@@ -14,7 +14,6 @@ import os
 import subprocess
 import tempfile
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
@@ -25,41 +24,15 @@ from s3ferry.core.options import PgpOptions, TransferOptions
 from s3ferry.core.secrets import Secret
 from s3ferry.engine.pgp import PgpDecrypt, PgpEncrypt, pgp_stages
 from s3ferry.engine.stages import Stage, chain, deterministic, renamed
+from support.pgp import ALICE_PASSPHRASE, Keys, made_keys
 
 MiB = 1024 * 1024
-ALICE_PASSPHRASE = "Alice-Key-Passphrase-3141"
-
-
-@dataclass(frozen=True)
-class Keys:
-    home: Path  # the test's own keyring, standing in for the partner's gpg
-    folder: Path
-
-    def file(self, name: str) -> Path:
-        return self.folder / name
-
-    def gpg(self, *args: str, data: bytes = b"", passphrase: str | None = None) -> subprocess.CompletedProcess[bytes]:
-        extra = ["--pinentry-mode", "loopback", "--passphrase", passphrase] if passphrase is not None else []
-        return subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--no-tty", "--trust-model", "always",
-                               "--status-fd", "2", *extra, *args], input=data, capture_output=True, check=False)
 
 
 @pytest.fixture(scope="module")
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Keys]:
-    folder = tmp_path_factory.mktemp("pgp-keys")
-    home = Path(tempfile.mkdtemp(prefix="pgp-test-home-"))  # short: gpg-agent's socket path must fit
-    k = Keys(home, folder)
-    for name, email, passphrase in (("alice", "alice@example.com", ALICE_PASSPHRASE),
-                                    ("bob", "bob@example.com", ""), ("mallory", "mallory@example.com", "")):
-        made = k.gpg("--quick-gen-key", f"{name} <{email}>", "future-default", "default", "never",
-                     passphrase=passphrase)
-        assert made.returncode == 0, made.stderr
-        k.file(f"{name}.pub").write_bytes(k.gpg("--export", email).stdout)
-        k.file(f"{name}.sec").write_bytes(k.gpg("--export-secret-keys", email, passphrase=passphrase).stdout)
-        k.file(f"{name}.asc").write_bytes(k.gpg("--armor", "--export", email).stdout)
-    yield k
-    subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False)
-    subprocess.run(["rm", "-rf", str(home)], check=True)
+    with made_keys(tmp_path_factory.mktemp("pgp-keys")) as made:
+        yield made
 
 
 async def chunked(data: bytes, size: int = 100_000) -> AsyncIterator[bytes]:
