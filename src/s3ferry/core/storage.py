@@ -298,6 +298,15 @@ class PartialFile(ChunkWriter, Protocol):
     async def read_into(self, offset: int, buf: memoryview) -> None: ...
 
 
+@runtime_checkable
+class SizedWriter(ChunkWriter, Protocol):
+    """A file writer that checks the temporary file's size before its rename (local, SFTP). A transformed
+    copy opens it empty and sets ``size`` once the output's length is known (:mod:`s3ferry.engine.transformed`)."""
+
+    #: what the file must hold before it is renamed into place (None: unchecked)
+    size: int | None
+
+
 class Sink(Protocol):
     location: Location
     features: Features

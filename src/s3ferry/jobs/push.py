@@ -54,7 +54,7 @@ from s3ferry.jobs import JobReport, flow_prefix
 from s3ferry.jobs.base import run_job
 from s3ferry.observe import metrics
 from s3ferry.operations.single import LocalExecutor
-from s3ferry.operations.tree import Filter, child_path, for_each, for_each_file, selected
+from s3ferry.operations.tree import Filter, child_path, for_each, for_each_file, renamed_path, selected
 
 # The S3 backend (aiobotocore: a large import) is loaded by the run itself, not with this module:
 # `s3ferry run --check` imports this module only to validate a flows file.
@@ -122,7 +122,7 @@ class _Push:
         child = self.source.child(key)
         try:
             safe_relative(rel)
-            target = self.sink.child(child_path(self.sink.location.path, rel))
+            target = self.sink.child(child_path(self.sink.location.path, renamed_path(self.options, rel)))
             copied = await self.executor.copy_file(child, target, self.options, self.progress, self.journal)
             etag, size = str(copied.source_etag), copied.result.size  # the version read (pinned by If-Match)
             await self._mark(key, etag, from_queue)

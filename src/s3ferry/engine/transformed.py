@@ -1,0 +1,359 @@
+"""A copy through stages (issue 19): read ahead in parallel, transform in order, upload parts of unknown count.
+
+::
+
+    source ──read_streams readers, slabs in order──> stage chain ──cut into parts──> upload_streams ──> sink
+
+The untransformed copy (:mod:`s3ferry.engine.transfer`) knows every part's
+offset before it reads a byte; a transform does not: its output has a length
+learned only at the end. So the source is read ahead as usual (several
+ranges at once, the slabs handed on in order), fed through the chain, and the
+output cut into parts as it comes; each part goes as soon as it is full, into
+a multipart upload (S3) or at its offset into the temporary file (local,
+SFTP), whose size is given at the end.
+
+Memory: ``reads x SLAB`` of read-ahead, ``(uploads + 1) x part size`` of
+output parts, plus the codec's own state (zstd's window: 8 MiB at level 19,
+more at 20-22), all within ``--max-memory`` except the codec's. Nothing goes to
+disk.
+
+Verification: the stored bytes as usual (S3 checks every part's checksum and
+the whole object's); the source's bytes are hashed on the way (SHA-256, kept
+in the result and, for S3, in the object's metadata when the source's own
+check was known before the upload started) and compared with the source's
+stored check when it has one (an S3 source); each stage checks its own format
+(gzip CRC, zstd XXH64). Any failure aborts the upload: nothing is published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from functools import partial
+
+from s3ferry.core import checksums
+from s3ferry.core.errors import IntegrityError, S3FerryError, SourceChangedError, TransferError
+from s3ferry.core.options import TransferOptions, parse_compress
+from s3ferry.core.storage import (
+    ChunkWriter,
+    Completed,
+    MetadataSink,
+    Part,
+    PinnedSource,
+    Receipt,
+    Sink,
+    SizedWriter,
+    Source,
+    Stat,
+)
+from s3ferry.core.verification import StoredCheck, Tally, Verdict
+from s3ferry.engine.retry import RetryPolicy
+from s3ferry.engine.stages import Stage, chain, renamed
+from s3ferry.engine.throttle import limit_for
+from s3ferry.engine.transfer import ProgressListener, ReaderSlot, TransferResult
+from s3ferry.observe.progress import NoProgress
+from s3ferry.observe.resources import ResourceMeter
+
+log = logging.getLogger("s3ferry")
+
+#: bytes read from the source per request of the read-ahead (an SFTP read keeps 16 x 256 KiB in flight)
+SLAB = 4 * 1024 * 1024
+MAX_PARTS = 10_000
+#: the metadata key of the source's SHA-256 (S3 prepends x-amz-meta-)
+SOURCE_SHA256_KEY = "s3ferry-source-sha256"
+#: the metadata key naming the chain the object went through
+STAGES_KEY = "s3ferry-stages"
+
+
+def stages_for(options: TransferOptions) -> list[Stage]:
+    """The chain ``options`` ask for, in the one order that makes sense: undo what the source carries
+    (decrypt, then decompress), then do what the destination wants (compress, then encrypt)."""
+    from s3ferry.engine.compression import Compress, Decompress  # zstandard: loaded only when asked for
+
+    decrypt: list[Stage] = []  # OpenPGP decryption (wt-pgp): wired in at merge
+    decompress: list[Stage] = [Decompress(options.decompress)] if options.decompress else []
+    compress: list[Stage] = []
+    if options.compress:
+        name, level = parse_compress(options.compress)
+        compress.append(Compress("gzip" if name == "gzip" else "zstd", level))
+    encrypt: list[Stage] = []  # OpenPGP encryption (wt-pgp): wired in at merge
+    return [*decrypt, *decompress, *compress, *encrypt]
+
+
+def transforms(options: TransferOptions) -> bool:
+    """Whether ``options`` ask for any stage (the copy then goes through :func:`transfer_transformed`)."""
+    return bool(options.compress or options.decompress)
+
+
+def destination_name(options: TransferOptions, name: str) -> str:
+    """The destination's file name for a source named ``name`` (``a.csv`` -> ``a.csv.zst``), unless --keep-name."""
+    if options.keep_name or not transforms(options):
+        return name
+    return renamed(stages_for(options), name)
+
+
+def describe(stages: list[Stage]) -> str:
+    """The chain as the journal and the metadata record it: ``unzstd,gzip:6``."""
+    return ",".join(stage.name for stage in stages)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How the memory budget is split: read-ahead slabs, output parts in flight."""
+
+    slab: int
+    reads: int
+    part_size: int
+    uploads: int
+
+    @classmethod
+    def of(cls, options: TransferOptions, part_size: int) -> Budget:
+        reads = max(1, min(2 * options.read_streams, options.max_memory // 4 // SLAB))
+        left = options.max_memory - reads * SLAB
+        uploads = max(1, min(options.upload_streams, left // part_size - 1))
+        return cls(SLAB, reads, part_size, uploads)
+
+
+async def read_in_order(source: Source, size: int, budget: Budget, options: TransferOptions,
+                        retry: RetryPolicy) -> AsyncIterator[bytearray]:
+    """The source's bytes in order, ``budget.reads`` slabs read ahead over ``read_streams`` streams."""
+    streams = min(options.read_streams, budget.reads) if source.features.ranged_reads else 1
+    slots: asyncio.Queue[ReaderSlot] = asyncio.Queue()
+    for _ in range(streams):
+        slots.put_nowait(ReaderSlot(source, limit_for(options.bwlimit)))
+
+    async def read(offset: int, length: int) -> bytearray:
+        buf = bytearray(length)
+        slot = await slots.get()  # FIFO: slabs are served in the order they were asked for
+        try:
+            await retry.run(lambda: slot.read_into(offset, memoryview(buf)), f"reading {length} bytes at {offset}")
+        finally:
+            slots.put_nowait(slot)
+        return buf
+
+    offsets = iter(range(0, size, budget.slab))
+    ahead: collections.deque[asyncio.Task[bytearray]] = collections.deque()
+    try:
+        for offset in offsets:
+            ahead.append(asyncio.ensure_future(read(offset, min(budget.slab, size - offset))))
+            if len(ahead) >= budget.reads:
+                yield await ahead.popleft()
+        while ahead:
+            yield await ahead.popleft()
+    finally:
+        for task in ahead:
+            task.cancel()
+        await asyncio.gather(*ahead, return_exceptions=True)
+        while not slots.empty():
+            await slots.get_nowait().close()
+
+
+class SourceTally:
+    """The source's bytes as they pass: SHA-256 always, the source's own stored check when it has one."""
+
+    def __init__(self, expected: StoredCheck | None, size: int) -> None:
+        self.sha256 = hashlib.sha256()
+        self.expected = expected
+        self.tally = Tally(expected, size) if expected is not None else None
+        self.offset = 0
+
+    def add(self, data: bytearray) -> None:
+        self.sha256.update(data)
+        if self.tally is not None:
+            self.tally.add(self.offset, data)
+        self.offset += len(data)
+
+    def verdict(self, where: str) -> str:
+        """What was checked of the source; raises IntegrityError when its stored check differs."""
+        digest = self.sha256.hexdigest()
+        if self.expected is None or self.tally is None:
+            return f"source sha256 {digest}"
+        got = self.tally.value()
+        if not self.expected.equals(got):
+            raise IntegrityError(f"integrity check failed: the bytes read from {where} give "
+                                 f"{self.expected.describe()} {got}, the object stores {self.expected.value}; "
+                                 "nothing was published")
+        return f"source sha256 {digest}, its {self.expected.describe()} {got} equal to the one it stores"
+
+
+async def _tallied(chunks: AsyncIterator[bytearray], tally: SourceTally,
+                   progress: ProgressListener) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        await asyncio.to_thread(tally.add, chunk)  # hashing off the loop: sockets keep flowing
+        progress.advanced(len(chunk))
+        yield bytes(chunk)
+
+
+@dataclass
+class Uploads:
+    """The output parts: cut from the stream, checksummed, sent ``uploads`` at a time."""
+
+    writer: ChunkWriter
+    algorithm: checksums.Algorithm | None
+    retry: RetryPolicy
+    budget: Budget
+    limit_parts: bool
+    receipts: dict[int, Receipt] = field(default_factory=dict)
+    sent: int = 0
+    parts: int = 0
+
+    async def run(self, output: AsyncIterator[bytes]) -> None:
+        queue: asyncio.Queue[tuple[Part, bytes] | None] = asyncio.Queue(maxsize=1)
+        async with asyncio.TaskGroup() as group:
+            workers = [group.create_task(self._worker(queue)) for _ in range(self.budget.uploads)]
+            try:
+                await self._cut(output, queue)
+            finally:
+                for _ in workers:
+                    await queue.put(None)
+
+    async def _cut(self, output: AsyncIterator[bytes], queue: asyncio.Queue[tuple[Part, bytes] | None]) -> None:
+        pending = bytearray()
+        offset = 0
+        async for chunk in output:
+            pending += chunk
+            while len(pending) >= self.budget.part_size:
+                piece = bytes(pending[: self.budget.part_size])
+                del pending[: self.budget.part_size]
+                await queue.put((self._next_part(offset, len(piece)), piece))
+                offset += len(piece)
+        if pending or self.parts == 0:  # the last part (an empty output is one empty part)
+            await queue.put((self._next_part(offset, len(pending)), bytes(pending)))
+
+    def _next_part(self, offset: int, length: int) -> Part:
+        self.parts += 1
+        if self.limit_parts and self.parts > MAX_PARTS:
+            raise TransferError(f"the transformed output needs more than {MAX_PARTS} parts of "
+                                f"{self.budget.part_size} bytes: give a larger --part-size", retryable=False)
+        return Part(self.parts, offset, length)
+
+    async def _worker(self, queue: asyncio.Queue[tuple[Part, bytes] | None]) -> None:
+        while (item := await queue.get()) is not None:
+            part, data = item
+            digest = None
+            if self.algorithm is not None:
+                raw = await asyncio.to_thread(self.algorithm.part, data)
+                digest = checksums.PartDigest(raw, len(data))
+            receipt = await self.retry.run(partial(self.writer.write_part, part, memoryview(data), digest),
+                                           f"uploading part {part.number}")
+            self.receipts[part.number] = receipt
+            self.sent += len(data)
+
+    def ordered(self) -> list[Receipt]:
+        return [self.receipts[n] for n in range(1, self.parts + 1)]
+
+
+async def transfer_transformed(source: Source, sink: Sink, options: TransferOptions,
+                               progress: ProgressListener | None = None, known: Stat | None = None) -> TransferResult:
+    """Copy ``source`` to ``sink`` through the stages ``options`` ask for (see the module docstring)."""
+    stages = stages_for(options)
+    progress = progress or NoProgress()
+    meter, started = ResourceMeter(), time.monotonic()
+    retry = RetryPolicy(retries=options.retries)
+    stat = known if known is not None else await retry.run(source.stat, "reading the source's size")
+    await sink.prepare()
+    sink.note_source(stat)
+    expected = await retry.run(source.stored_check, "reading the source's checksum")
+    if isinstance(sink, MetadataSink):
+        sink.metadata[STAGES_KEY] = describe(stages)
+    files = sink.features.offset_writes
+    part_size = options.file_part_size()[0] if files else options.part_size_for(stat.size)
+    budget = Budget.of(options, part_size)
+    algorithm = checksums.get(options.checksum)
+    # Size unknown: a file is opened empty (its size is given before the rename), S3 always multipart.
+    writer = await sink.open_writer(0, part_size, algorithm, defer=True)
+    tally = SourceTally(expected, stat.size)
+    uploads = Uploads(writer, algorithm, retry, budget, limit_parts=not files)
+    progress.started(source.location.name, stat.size)
+    try:
+        output = chain(stages, _tallied(read_in_order(source, stat.size, budget, options, retry), tally, progress))
+        try:
+            await uploads.run(output)
+        except BaseExceptionGroup as group:
+            raise _first(group) from None
+        if tally.offset != stat.size:
+            raise SourceChangedError(f"{source.location} gave {tally.offset} bytes, not {stat.size}")
+        await _check_unchanged(source, stat, retry)
+        source_check = tally.verdict(str(source.location))
+        _expect_size(writer, uploads.sent)
+        receipts = uploads.ordered()
+        whole = algorithm.whole([r.digest for r in receipts if r.digest], single=False) if algorithm else None
+        completed = await writer.complete(receipts, whole)
+    except BaseException:
+        await asyncio.shield(_abort(writer, str(sink.location)))
+        raise
+    finally:
+        progress.finished()
+    stored = await _check_stored(writer, completed, uploads.sent, whole, algorithm, str(sink.location))
+    checked = [stage.name for stage in stages if stage.checks_input]
+    what = "; ".join([stored.what, source_check, f"through {describe(stages)}",
+                      *([f"{', '.join(checked)} checked the format's own checksums"] if checked else [])])
+    return TransferResult(
+        source=str(source.location), destination=str(sink.location), size=stat.size,
+        seconds=time.monotonic() - started, parts=uploads.parts, part_size=part_size,
+        checksum_algorithm=options.checksum, checksum=whole, peak_rss_bytes=meter.peak_rss(),
+        disk_write_bytes=meter.disk_writes(), uploaded_bytes=uploads.sent,
+        verified=stored.verified or tally.tally is not None, verification=what,
+        destination_etag=completed.etag,
+    )
+
+
+def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error to report from the upload workers: ours first (a stage's IntegrityError)."""
+    leaves = list(_leaves(group))
+    ours = [e for e in leaves if isinstance(e, S3FerryError)]
+    return ours[0] if ours else leaves[0]
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
+    return [exc]
+
+
+def _expect_size(writer: ChunkWriter, size: int) -> None:
+    """A file writer checks the temporary file holds ``size`` bytes before its rename (learned only now)."""
+    if isinstance(writer, SizedWriter):
+        writer.size = size
+
+
+async def _check_unchanged(source: Source, before: Stat, retry: RetryPolicy) -> None:
+    if isinstance(source, PinnedSource) and source.pinned_etag is not None:
+        return  # every read named the version stat() saw
+    after = await retry.run(source.stat, "checking the source again")
+    if after.fingerprint() != before.fingerprint():
+        raise SourceChangedError(f"{source.location} changed during the transfer (size {before.size} -> "
+                                 f"{after.size}, mtime {before.mtime} -> {after.mtime}); nothing was published")
+
+
+async def _abort(writer: ChunkWriter, where: str) -> None:
+    """Nothing published: the multipart upload aborted, the temporary file removed."""
+    try:
+        await writer.abort()
+    except S3FerryError as abort_exc:
+        log.warning("could not abort the upload to %s (%s); `s3ferry uploads` lists it", where, abort_exc)
+
+
+async def _check_stored(writer: ChunkWriter, completed: Completed, size: int, whole: str | None,
+                        algorithm: checksums.Algorithm | None, where: str) -> Verdict:
+    """The destination against what was sent: its size, and S3's checksum of it against ours."""
+    problem = None
+    if completed.size != size:
+        problem = f"{where} holds {completed.size} bytes, {size} were sent"
+    elif completed.checksum is not None and completed.checksum != whole:
+        problem = f"{where} checksum {completed.checksum} differs from the {whole} of the bytes sent"
+    if problem:
+        await writer.discard()
+        raise IntegrityError(f"integrity check failed, object removed: {problem}")
+    if algorithm is None:
+        return Verdict(False, "stored bytes NOT verified (--checksum none)")
+    if completed.checksum is not None:
+        return Verdict(True, f"stored bytes {algorithm.name} {whole} (S3 checked every part and the whole object)")
+    if completed.md5_verified:
+        return Verdict(True, "stored bytes: every part's MD5 ETag equals the bytes sent")
+    return Verdict(False, f"stored bytes: {size} (a file destination reports no checksum: sizes compared)")
