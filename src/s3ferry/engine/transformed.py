@@ -40,6 +40,8 @@ from s3ferry.core import checksums
 from s3ferry.core.errors import IntegrityError, S3FerryError, SourceChangedError, TransferError
 from s3ferry.core.options import TransferOptions, parse_compress
 from s3ferry.core.storage import (
+    ANNOTATE_LIMIT,
+    AnnotatingWriter,
     ChunkWriter,
     Completed,
     MetadataSink,
@@ -290,6 +292,10 @@ async def transfer_transformed(source: Source, sink: Sink, options: TransferOpti
     finally:
         progress.finished()
     stored = await _check_stored(writer, completed, uploads.sent, whole, algorithm, str(sink.location))
+    recorded = await _record_source(writer, completed, tally, uploads.sent, str(sink.location))
+    completed = recorded or completed
+    if recorded is None and isinstance(writer, AnnotatingWriter):
+        source_check += " (not recorded in the object's metadata: see the log)"
     checked = [stage.name for stage in stages if stage.checks_input]
     what = "; ".join([stored.what, source_check, f"through {describe(stages)}",
                       *([f"{', '.join(checked)} checked the format's own checksums"] if checked else [])])
@@ -301,6 +307,26 @@ async def transfer_transformed(source: Source, sink: Sink, options: TransferOpti
         verified=stored.verified or tally.tally is not None, verification=what,
         destination_etag=completed.etag,
     )
+
+
+async def _record_source(writer: ChunkWriter, completed: Completed, tally: SourceTally, size: int,
+                         where: str) -> Completed | None:
+    """The source's SHA-256 in the object's metadata (S3), known only now: the object is copied onto itself
+    with it. The object is already verified; if this fails it stays, without the record, and the log says so."""
+    if not isinstance(writer, AnnotatingWriter):
+        return None  # a file has no metadata: the result says what was verified
+    if size > ANNOTATE_LIMIT:
+        log.warning("%s: the source's sha256 is not recorded in its metadata: the object is larger than the "
+                    "5 GiB CopyObject can rewrite", where)
+        return None
+    try:
+        annotated = await writer.annotate({SOURCE_SHA256_KEY: tally.sha256.hexdigest()}, completed.etag)
+    except S3FerryError as exc:
+        log.warning("%s: the source's sha256 could not be recorded in its metadata (%s)", where, exc)
+        return None
+    if annotated.size != size:
+        raise IntegrityError(f"{where} holds {annotated.size} bytes after recording its metadata, {size} were sent")
+    return annotated
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:
