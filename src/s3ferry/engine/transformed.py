@@ -54,8 +54,10 @@ from s3ferry.core.storage import (
     Stat,
 )
 from s3ferry.core.verification import StoredCheck, Tally, Verdict
+from s3ferry.engine.journal import Journal, PartRecord
 from s3ferry.engine.retry import RetryPolicy
-from s3ferry.engine.stages import Stage, chain, renamed
+from s3ferry.engine.stage_resume import Earlier, Shape, label, open_attempt
+from s3ferry.engine.stages import Stage, chain, deterministic, renamed
 from s3ferry.engine.throttle import limit_for
 from s3ferry.engine.transfer import ProgressListener, ReaderSlot, TransferResult
 from s3ferry.observe.progress import NoProgress
@@ -193,16 +195,21 @@ async def _tallied(chunks: AsyncIterator[bytearray], tally: SourceTally,
 
 @dataclass
 class Uploads:
-    """The output parts: cut from the stream, checksummed, sent ``uploads`` at a time."""
+    """The output parts: cut from the stream, checksummed, sent ``uploads`` at a time (or, resuming, proven
+    stored already: :class:`~s3ferry.engine.stage_resume.Earlier`), each journaled once stored."""
 
     writer: ChunkWriter
     algorithm: checksums.Algorithm | None
     retry: RetryPolicy
     budget: Budget
     limit_parts: bool
+    earlier: Earlier
+    journal: Journal | None = None
     receipts: dict[int, Receipt] = field(default_factory=dict)
-    sent: int = 0
+    total: int = 0  # output bytes
+    sent: int = 0  # output bytes this attempt sent
     parts: int = 0
+    resumed: int = 0  # parts an earlier attempt stored, proven by their re-derived bytes
 
     async def run(self, output: AsyncIterator[bytes]) -> None:
         queue: asyncio.Queue[tuple[Part, bytes] | None] = asyncio.Queue(maxsize=1)
@@ -216,23 +223,23 @@ class Uploads:
 
     async def _cut(self, output: AsyncIterator[bytes], queue: asyncio.Queue[tuple[Part, bytes] | None]) -> None:
         pending = bytearray()
-        offset = 0
         async for chunk in output:
             pending += chunk
             while len(pending) >= self.budget.part_size:
                 piece = bytes(pending[: self.budget.part_size])
                 del pending[: self.budget.part_size]
-                await queue.put((self._next_part(offset, len(piece)), piece))
-                offset += len(piece)
+                await queue.put((self._next_part(len(piece)), piece))
         if pending or self.parts == 0:  # the last part (an empty output is one empty part)
-            await queue.put((self._next_part(offset, len(pending)), bytes(pending)))
+            await queue.put((self._next_part(len(pending)), bytes(pending)))
 
-    def _next_part(self, offset: int, length: int) -> Part:
+    def _next_part(self, length: int) -> Part:
         self.parts += 1
         if self.limit_parts and self.parts > MAX_PARTS:
             raise TransferError(f"the transformed output needs more than {MAX_PARTS} parts of "
                                 f"{self.budget.part_size} bytes: give a larger --part-size", retryable=False)
-        return Part(self.parts, offset, length)
+        part = Part(self.parts, self.total, length)
+        self.total += length
+        return part
 
     async def _worker(self, queue: asyncio.Queue[tuple[Part, bytes] | None]) -> None:
         while (item := await queue.get()) is not None:
@@ -241,24 +248,43 @@ class Uploads:
             if self.algorithm is not None:
                 raw = await asyncio.to_thread(self.algorithm.part, data)
                 digest = checksums.PartDigest(raw, len(data))
-            receipt = await self.retry.run(partial(self.writer.write_part, part, memoryview(data), digest),
-                                           f"uploading part {part.number}")
+            receipt = await asyncio.to_thread(self.earlier.proven, part, data, digest) if self.earlier.listed else None
+            if receipt is not None:
+                self.resumed += 1
+            else:
+                receipt = await self.retry.run(partial(self.writer.write_part, part, memoryview(data), digest),
+                                               f"uploading part {part.number}")
+                self.sent += len(data)
             self.receipts[part.number] = receipt
-            self.sent += len(data)
+            if self.journal is not None and self.earlier.transfer_id is not None:
+                await self.journal.record_part(self.earlier.transfer_id, PartRecord(
+                    part.number, len(data), receipt.etag, digest.b64 if digest else None))
 
     def ordered(self) -> list[Receipt]:
         return [self.receipts[n] for n in range(1, self.parts + 1)]
 
 
 async def transfer_transformed(source: Source, sink: Sink, options: TransferOptions,
-                               progress: ProgressListener | None = None, known: Stat | None = None) -> TransferResult:
-    """Copy ``source`` to ``sink`` through the stages ``options`` ask for (see the module docstring)."""
-    stages = stages_for(options)
-    progress = progress or NoProgress()
-    meter, started = ResourceMeter(), time.monotonic()
+                               progress: ProgressListener | None = None, known: Stat | None = None,
+                               journal: Journal | None = None) -> TransferResult:
+    """Copy ``source`` to ``sink`` through the stages ``options`` ask for (see the module docstring).
+
+    ``journal``: where an interrupted upload to S3 is kept, to be resumed (:mod:`s3ferry.engine.stage_resume`).
+    """
     retry = RetryPolicy(retries=options.retries)
     stat = known if known is not None else await retry.run(source.stat, "reading the source's size")
     await sink.prepare()
+    if journal is not None and journal.working and sink.features.resumable:
+        # one process at a time on one upload (as for untransformed copies)
+        async with journal.lock(str(source.location), str(sink.location)):
+            return await _transformed(source, sink, options, progress or NoProgress(), stat, journal, retry)
+    return await _transformed(source, sink, options, progress or NoProgress(), stat, journal, retry)
+
+
+async def _transformed(source: Source, sink: Sink, options: TransferOptions, progress: ProgressListener, stat: Stat,
+                       journal: Journal | None, retry: RetryPolicy) -> TransferResult:
+    stages = stages_for(options)
+    meter, started = ResourceMeter(), time.monotonic()
     sink.note_source(stat)
     expected = await retry.run(source.stored_check, "reading the source's checksum")
     if isinstance(sink, MetadataSink):
@@ -267,10 +293,12 @@ async def transfer_transformed(source: Source, sink: Sink, options: TransferOpti
     part_size = options.file_part_size()[0] if files else options.part_size_for(stat.size)
     budget = Budget.of(options, part_size)
     algorithm = checksums.get(options.checksum)
+    shape = Shape(str(source.location), str(sink.location), stat, part_size,
+                  label(options.checksum, describe(stages)), deterministic(stages), options.resume)
     # Size unknown: a file is opened empty (its size is given before the rename), S3 always multipart.
-    writer = await sink.open_writer(0, part_size, algorithm, defer=True)
+    writer, earlier = await open_attempt(shape, sink, journal, part_size, algorithm)
     tally = SourceTally(expected, stat.size)
-    uploads = Uploads(writer, algorithm, retry, budget, limit_parts=not files)
+    uploads = Uploads(writer, algorithm, retry, budget, limit_parts=not files, earlier=earlier, journal=journal)
     progress.started(source.location.name, stat.size)
     try:
         output = chain(stages, _tallied(read_in_order(source, stat.size, budget, options, retry), tally, progress))
@@ -282,17 +310,21 @@ async def transfer_transformed(source: Source, sink: Sink, options: TransferOpti
             raise SourceChangedError(f"{source.location} gave {tally.offset} bytes, not {stat.size}")
         await _check_unchanged(source, stat, retry)
         source_check = tally.verdict(str(source.location))
-        _expect_size(writer, uploads.sent)
+        _expect_size(writer, uploads.total)
         receipts = uploads.ordered()
         whole = algorithm.whole([r.digest for r in receipts if r.digest], single=False) if algorithm else None
+        if journal is not None:
+            await journal.flush()
         completed = await writer.complete(receipts, whole)
-    except BaseException:
-        await asyncio.shield(_abort(writer, str(sink.location)))
+    except BaseException as exc:
+        await asyncio.shield(_after_failure(exc, writer, journal, earlier, shape, str(sink.location)))
         raise
     finally:
         progress.finished()
-    stored = await _check_stored(writer, completed, uploads.sent, whole, algorithm, str(sink.location))
-    recorded = await _record_source(writer, completed, tally, uploads.sent, str(sink.location))
+    if journal is not None and earlier.transfer_id is not None:
+        await journal.forget(earlier.transfer_id)
+    stored = await _check_stored(writer, completed, uploads.total, whole, algorithm, str(sink.location))
+    recorded = await _record_source(writer, completed, tally, uploads.total, str(sink.location))
     completed = recorded or completed
     if recorded is None and isinstance(writer, AnnotatingWriter):
         source_check += " (not recorded in the object's metadata: see the log)"
@@ -303,10 +335,28 @@ async def transfer_transformed(source: Source, sink: Sink, options: TransferOpti
         source=str(source.location), destination=str(sink.location), size=stat.size,
         seconds=time.monotonic() - started, parts=uploads.parts, part_size=part_size,
         checksum_algorithm=options.checksum, checksum=whole, peak_rss_bytes=meter.peak_rss(),
-        disk_write_bytes=meter.disk_writes(), uploaded_bytes=uploads.sent,
+        disk_write_bytes=meter.disk_writes(), resumed_parts=uploads.resumed, uploaded_bytes=uploads.sent,
         verified=stored.verified or tally.tally is not None, verification=what,
         destination_etag=completed.etag,
     )
+
+
+async def _after_failure(exc: BaseException, writer: ChunkWriter, journal: Journal | None, earlier: Earlier,
+                         shape: Shape, where: str) -> None:
+    """Kept for a resume when the failure may pass (lost connection, Ctrl-C, SIGTERM) and the chain can
+    re-derive its output; otherwise aborted: nothing published, nothing left behind."""
+    passing = isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) or (
+        isinstance(exc, S3FerryError) and exc.retryable)
+    if passing and shape.deterministic and journal is not None and earlier.transfer_id is not None:
+        await journal.flush()
+        hint = f"the upload is kept: run the same command again to resume, or `s3ferry cancel {where}`"
+        if isinstance(exc, S3FerryError):
+            exc.hint = hint
+        log.info(hint)
+        return
+    await _abort(writer, where)
+    if journal is not None and earlier.transfer_id is not None:
+        await journal.forget(earlier.transfer_id)
 
 
 async def _record_source(writer: ChunkWriter, completed: Completed, tally: SourceTally, size: int,

@@ -53,7 +53,7 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
     try:
         pair = _s3_pair(source, sink)
         if transforms(options):  # the bytes change on the way: streamed through the stages, never copied by S3
-            result = await transfer_transformed(source, sink, options, metered, known)
+            result = await transfer_transformed(source, sink, options, metered, known, journal)
         elif pair is not None:
             from s3ferry.operations.server_copy import server_side_copy  # aiobotocore: only S3 copies load it
 
