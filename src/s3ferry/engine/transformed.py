@@ -119,29 +119,30 @@ class Budget:
     def of(cls, options: TransferOptions, part_size: int) -> Budget:
         reads = max(1, min(2 * options.read_streams, options.max_memory // 4 // SLAB))
         left = options.max_memory - reads * SLAB
-        uploads = max(1, min(options.upload_streams, left // part_size - 1))
+        # parts held: one per upload in flight, one waiting in the queue, one being cut
+        uploads = max(1, min(options.upload_streams, left // part_size - 2))
         return cls(SLAB, reads, part_size, uploads)
 
 
 async def read_in_order(source: Source, size: int, budget: Budget, options: TransferOptions,
-                        retry: RetryPolicy) -> AsyncIterator[bytearray]:
+                        retry: RetryPolicy) -> AsyncIterator[bytes]:
     """The source's bytes in order, ``budget.reads`` slabs read ahead over ``read_streams`` streams."""
     streams = min(options.read_streams, budget.reads) if source.features.ranged_reads else 1
     slots: asyncio.Queue[ReaderSlot] = asyncio.Queue()
     for _ in range(streams):
         slots.put_nowait(ReaderSlot(source, limit_for(options.bwlimit)))
 
-    async def read(offset: int, length: int) -> bytearray:
+    async def read(offset: int, length: int) -> bytes:
         buf = bytearray(length)
         slot = await slots.get()  # FIFO: slabs are served in the order they were asked for
         try:
             await retry.run(lambda: slot.read_into(offset, memoryview(buf)), f"reading {length} bytes at {offset}")
         finally:
             slots.put_nowait(slot)
-        return buf
+        return bytes(buf)  # stages take bytes (immutable: the hash thread and the stage read it at once)
 
     offsets = iter(range(0, size, budget.slab))
-    ahead: collections.deque[asyncio.Task[bytearray]] = collections.deque()
+    ahead: collections.deque[asyncio.Future[bytes]] = collections.deque()
     try:
         for offset in offsets:
             ahead.append(asyncio.ensure_future(read(offset, min(budget.slab, size - offset))))
@@ -166,7 +167,7 @@ class SourceTally:
         self.tally = Tally(expected, size) if expected is not None else None
         self.offset = 0
 
-    def add(self, data: bytearray) -> None:
+    def add(self, data: bytes) -> None:
         self.sha256.update(data)
         if self.tally is not None:
             self.tally.add(self.offset, data)
@@ -185,12 +186,23 @@ class SourceTally:
         return f"source sha256 {digest}, its {self.expected.describe()} {got} equal to the one it stores"
 
 
-async def _tallied(chunks: AsyncIterator[bytearray], tally: SourceTally,
+async def _tallied(chunks: AsyncIterator[bytes], tally: SourceTally,
                    progress: ProgressListener) -> AsyncIterator[bytes]:
-    async for chunk in chunks:
-        await asyncio.to_thread(tally.add, chunk)  # hashing off the loop: sockets keep flowing
-        progress.advanced(len(chunk))
-        yield bytes(chunk)
+    """The chunks, hashed on the way: a chunk's hash runs in a thread while the stage works on it (both
+    release the GIL, so two cores work), and is awaited before the next chunk is hashed (in order)."""
+    hashing: asyncio.Future[None] | None = None
+    try:
+        async for chunk in chunks:
+            if hashing is not None:
+                await hashing
+            hashing = asyncio.ensure_future(asyncio.to_thread(tally.add, chunk))
+            progress.advanced(len(chunk))
+            yield chunk  # bytes: the hash thread and the stage read it at once
+        if hashing is not None:
+            await hashing
+    finally:
+        if hashing is not None and not hashing.done():
+            await asyncio.gather(hashing, return_exceptions=True)  # the thread runs to its end anyway
 
 
 @dataclass
@@ -222,15 +234,20 @@ class Uploads:
                     await queue.put(None)
 
     async def _cut(self, output: AsyncIterator[bytes], queue: asyncio.Queue[tuple[Part, bytes] | None]) -> None:
-        pending = bytearray()
+        """Whole parts from the output's chunks: each byte copied once, into its part."""
+        held: list[bytes] = []
+        size = 0
         async for chunk in output:
-            pending += chunk
-            while len(pending) >= self.budget.part_size:
-                piece = bytes(pending[: self.budget.part_size])
-                del pending[: self.budget.part_size]
+            held.append(chunk)
+            size += len(chunk)
+            while size >= self.budget.part_size:
+                whole = b"".join(held)
+                piece, rest = whole[: self.budget.part_size], whole[self.budget.part_size:]
+                del whole
+                held, size = ([rest] if rest else []), len(rest)
                 await queue.put((self._next_part(len(piece)), piece))
-        if pending or self.parts == 0:  # the last part (an empty output is one empty part)
-            await queue.put((self._next_part(len(pending)), bytes(pending)))
+        if size or self.parts == 0:  # the last part (an empty output is one empty part)
+            await queue.put((self._next_part(size), b"".join(held)))
 
     def _next_part(self, length: int) -> Part:
         self.parts += 1
