@@ -152,3 +152,33 @@ def test_a_source_that_is_not_compressed_is_refused(tmp_path: Path, s3: testbed.
                      "--no-progress")
     assert result.code == 3 and "not gzip or zstd" in result.stderr
     assert uploads_for(s3, bucket) == []
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_pull_compresses_and_push_decompresses(tmp_path: Path, ssh: testbed.SshServer, s3: testbed.SeaweedServer,
+                                               bucket: str) -> None:
+    drop = ssh.root / f"drop-{tmp_path.name}"
+    drop.mkdir()
+    files = {f"f{i}.csv": csv_like(drop / f"f{i}.csv", 300_000 + i, seed=10 + i) for i in range(3)}
+    pulled = run_cli("pull", ssh.url(drop), f"s3://{bucket}/in/", "--compress", "zstd", "--json",
+                     *sftp_flags(ssh))
+    assert pulled.code == 0, pulled.stderr
+    assert json.loads(pulled.stdout)["copied"] == 3
+    for name, data in files.items():
+        assert tool("zstd", "-dc", data=get(s3, bucket, f"in/{name}.zst")[0]) == data
+        assert (drop / ".done" / name).exists()
+    inbox = ssh.root / f"inbox-{tmp_path.name}"
+    pushed = run_cli("push", f"s3://{bucket}/in/", ssh.url(inbox), "--decompress", "auto", "--json",
+                     *sftp_flags(ssh))
+    assert pushed.code == 0, pushed.stderr
+    assert json.loads(pushed.stdout)["copied"] == 3
+    assert {p.name: p.read_bytes() for p in inbox.iterdir()} == files
+
+
+def test_python_api_takes_the_options(tmp_path: Path) -> None:
+    from s3ferry.operations.copy import copy
+
+    data = csv_like(tmp_path / "api.csv", 2 * MiB, seed=11)
+    result = copy(str(tmp_path / "api.csv"), f"{tmp_path}/out/", compress="gzip:9")
+    assert result.destination.endswith("/out/api.csv.gz")
+    assert gzip.decompress((tmp_path / "out" / "api.csv.gz").read_bytes()) == data
