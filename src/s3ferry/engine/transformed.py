@@ -32,7 +32,7 @@ import collections
 import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -57,7 +57,7 @@ from s3ferry.core.verification import StoredCheck, Tally, Verdict
 from s3ferry.engine.journal import Journal, PartRecord
 from s3ferry.engine.retry import RetryPolicy
 from s3ferry.engine.stage_resume import Earlier, Shape, label, open_attempt
-from s3ferry.engine.stages import Stage, chain, deterministic, renamed
+from s3ferry.engine.stages import Stage, deterministic, renamed
 from s3ferry.engine.throttle import limit_for
 from s3ferry.engine.transfer import ProgressListener, ReaderSlot, TransferResult
 from s3ferry.observe.progress import NoProgress
@@ -241,9 +241,11 @@ class Uploads:
             held.append(chunk)
             size += len(chunk)
             while size >= self.budget.part_size:
-                whole = b"".join(held)
-                piece, rest = whole[: self.budget.part_size], whole[self.budget.part_size:]
-                del whole
+                last = held.pop()
+                need = self.budget.part_size - (size - len(last))
+                piece = b"".join([*held, last[:need]])
+                rest = last[need:]
+                del last
                 held, size = ([rest] if rest else []), len(rest)
                 await queue.put((self._next_part(len(piece)), piece))
         if size or self.parts == 0:  # the last part (an empty output is one empty part)
@@ -318,11 +320,13 @@ async def _transformed(source: Source, sink: Sink, options: TransferOptions, pro
     uploads = Uploads(writer, algorithm, retry, budget, limit_parts=not files, earlier=earlier, journal=journal)
     progress.started(source.location.name, stat.size)
     try:
-        output = chain(stages, _tallied(read_in_order(source, stat.size, budget, options, retry), tally, progress))
+        layers = _layers(stages, _tallied(read_in_order(source, stat.size, budget, options, retry), tally, progress))
         try:
-            await uploads.run(output)
+            await uploads.run(layers[-1])
         except BaseExceptionGroup as group:
             raise _first(group) from None
+        finally:
+            await _close(layers)
         if tally.offset != stat.size:
             raise SourceChangedError(f"{source.location} gave {tally.offset} bytes, not {stat.size}")
         await _check_unchanged(source, stat, retry)
@@ -356,6 +360,22 @@ async def _transformed(source: Source, sink: Sink, options: TransferOptions, pro
         verified=stored.verified or tally.tally is not None, verification=what,
         destination_etag=completed.etag,
     )
+
+
+def _layers(stages: list[Stage], source: AsyncIterator[bytes]) -> list[AsyncIterator[bytes]]:
+    """The chain's iterators, from the source's to the last stage's (as :func:`chain` builds them)."""
+    layers = [source]
+    for stage in stages:
+        layers.append(stage.apply(layers[-1]))
+    return layers
+
+
+async def _close(layers: list[AsyncIterator[bytes]]) -> None:
+    """Every layer closed, outermost first, at once: ``async for`` does not close what it stopped reading, and
+    the source's layer holds SFTP/S3 read streams (a stage's helper process, for OpenPGP)."""
+    for layer in reversed(layers):
+        if isinstance(layer, AsyncGenerator):
+            await layer.aclose()
 
 
 async def _after_failure(exc: BaseException, writer: ChunkWriter, journal: Journal | None, earlier: Earlier,
