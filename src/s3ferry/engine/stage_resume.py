@@ -92,7 +92,7 @@ async def open_attempt(shape: Shape, sink: Sink, journal: Journal | None, part_s
     return writer, Earlier(transfer_id)
 
 
-def _why_not(shape: Shape, prior: TransferRecord) -> str | None:
+def why_not_continue(shape: Shape, prior: TransferRecord) -> str | None:
     if shape.mode == "force":
         return "discarding the earlier attempt as asked by --force"
     if not shape.deterministic:
@@ -115,7 +115,7 @@ async def _continue(shape: Shape, sink: Sink, journal: Journal, prior: TransferR
         raise UserError(f"an unfinished earlier attempt to copy to {shape.destination} exists "
                         f"({len(prior.parts)} parts stored); continue it (drop --no-resume), discard it with "
                         f"--force, or `s3ferry cancel {shape.destination}`")
-    reason = _why_not(shape, prior)
+    reason = why_not_continue(shape, prior)
     if reason is None:
         writer = sink.resume_writer(prior.upload_id, algorithm)
         try:
