@@ -8,7 +8,7 @@ from s3ferry.core import checksums
 from s3ferry.core.options import MiB, TransferOptions
 from s3ferry.core.storage import ListedPart, Part, Stat
 from s3ferry.engine.journal import PartRecord, TransferRecord
-from s3ferry.engine.stage_resume import Earlier, Shape, why_not_continue, label
+from s3ferry.engine.stage_resume import Earlier, Shape, label, why_not_continue
 from s3ferry.engine.transformed import Budget
 
 DATA = b"re-derived part bytes" * 1000
