@@ -12,8 +12,8 @@ output cut into parts as it comes; each part goes as soon as it is full, into
 a multipart upload (S3) or at its offset into the temporary file (local,
 SFTP), whose size is given at the end.
 
-Memory: ``reads x SLAB`` of read-ahead, ``(uploads + 1) x part size`` of
-output parts, plus the codec's own state (zstd's window: 8 MiB at level 19,
+Memory: ``reads x SLAB`` of read-ahead, ``(uploads + 2) x part size`` of
+output parts (in flight, queued, being cut), plus the codec's own state (zstd's window: 8 MiB at level 19,
 more at 20-22), all within ``--max-memory`` except the codec's. Nothing goes to
 disk.
 
@@ -65,8 +65,10 @@ from s3ferry.observe.resources import ResourceMeter
 
 log = logging.getLogger("s3ferry")
 
-#: bytes read from the source per request of the read-ahead (an SFTP read keeps 16 x 256 KiB in flight)
-SLAB = 4 * 1024 * 1024
+#: bytes read from the source per request of the read-ahead (an SFTP read of it keeps 8 x 256 KiB in flight;
+#: ``2 x --read-streams`` slabs are read at once). 2 MiB rather than 4: each slab is copied once into the bytes
+#: the stages take, and a smaller slab halves that transient copy (2 GiB --compress zstd: peak RSS ~150 MB)
+SLAB = 2 * 1024 * 1024
 MAX_PARTS = 10_000
 #: the metadata key of the source's SHA-256 (S3 prepends x-amz-meta-)
 SOURCE_SHA256_KEY = "s3ferry-source-sha256"
@@ -117,7 +119,7 @@ class Budget:
 
     @classmethod
     def of(cls, options: TransferOptions, part_size: int) -> Budget:
-        reads = max(1, min(2 * options.read_streams, options.max_memory // 4 // SLAB))
+        reads = max(1, min(2 * options.read_streams, options.max_memory // 4 // SLAB))  # default: 4 x 2 MiB
         left = options.max_memory - reads * SLAB
         # parts held: one per upload in flight, one waiting in the queue, one being cut
         uploads = max(1, min(options.upload_streams, left // part_size - 2))
