@@ -54,6 +54,6 @@ def test_when_an_earlier_attempt_is_not_continued() -> None:
 
 def test_the_budget_holds_the_read_ahead_and_the_parts() -> None:
     budget = Budget.of(TransferOptions(), 8 * MiB)
-    assert budget.reads * budget.slab + (budget.uploads + 2) * budget.part_size <= TransferOptions().max_memory
+    assert budget.reads * budget.slab + (budget.uploads + 1) * budget.part_size <= TransferOptions().max_memory
     small = Budget.of(TransferOptions(max_memory=16 * MiB), 8 * MiB)
     assert small.uploads == 1 and small.reads >= 1  # at least one of each, whatever the budget

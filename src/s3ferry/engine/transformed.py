@@ -12,8 +12,8 @@ output cut into parts as it comes; each part goes as soon as it is full, into
 a multipart upload (S3) or at its offset into the temporary file (local,
 SFTP), whose size is given at the end.
 
-Memory: ``reads x SLAB`` of read-ahead, ``(uploads + 2) x part size`` of
-output parts (in flight, queued, being cut), plus the codec's own state (zstd's window: 8 MiB at level 19,
+Memory: ``reads x SLAB`` of read-ahead, ``(uploads + 1) x part size`` of
+output parts (in flight, being cut), plus the codec's own state (zstd's window: 8 MiB at level 19,
 more at 20-22), all within ``--max-memory`` except the codec's. Nothing goes to
 disk.
 
@@ -121,8 +121,8 @@ class Budget:
     def of(cls, options: TransferOptions, part_size: int) -> Budget:
         reads = max(1, min(2 * options.read_streams, options.max_memory // 4 // SLAB))  # default: 4 x 2 MiB
         left = options.max_memory - reads * SLAB
-        # parts held: one per upload in flight, one waiting in the queue, one being cut
-        uploads = max(1, min(options.upload_streams, left // part_size - 2))
+        # parts held: one per upload in flight, one being cut
+        uploads = max(1, min(options.upload_streams, left // part_size - 1))
         return cls(SLAB, reads, part_size, uploads)
 
 
@@ -220,13 +220,17 @@ class Uploads:
     earlier: Earlier
     journal: Journal | None = None
     receipts: dict[int, Receipt] = field(default_factory=dict)
+    #: uploads free to take a part (set by :meth:`run`)
+    _free: asyncio.Semaphore = field(init=False, repr=False)
     total: int = 0  # output bytes
     sent: int = 0  # output bytes this attempt sent
     parts: int = 0
     resumed: int = 0  # parts an earlier attempt stored, proven by their re-derived bytes
 
     async def run(self, output: AsyncIterator[bytes]) -> None:
-        queue: asyncio.Queue[tuple[Part, bytes] | None] = asyncio.Queue(maxsize=1)
+        # A part is cut only when an upload is free to take it: parts held are the uploads' and the one being cut.
+        self._free = asyncio.Semaphore(self.budget.uploads)
+        queue: asyncio.Queue[tuple[Part, bytes] | None] = asyncio.Queue()
         async with asyncio.TaskGroup() as group:
             workers = [group.create_task(self._worker(queue)) for _ in range(self.budget.uploads)]
             try:
@@ -249,8 +253,10 @@ class Uploads:
                 rest = last[need:]
                 del last
                 held, size = ([rest] if rest else []), len(rest)
+                await self._free.acquire()
                 await queue.put((self._next_part(len(piece)), piece))
         if size or self.parts == 0:  # the last part (an empty output is one empty part)
+            await self._free.acquire()
             await queue.put((self._next_part(size), b"".join(held)))
 
     def _next_part(self, length: int) -> Part:
@@ -277,9 +283,11 @@ class Uploads:
                                                f"uploading part {part.number}")
                 self.sent += len(data)
             self.receipts[part.number] = receipt
+            del data, item
+            self._free.release()
             if self.journal is not None and self.earlier.transfer_id is not None:
                 await self.journal.record_part(self.earlier.transfer_id, PartRecord(
-                    part.number, len(data), receipt.etag, digest.b64 if digest else None))
+                    part.number, part.length, receipt.etag, digest.b64 if digest else None))
 
     def ordered(self) -> list[Receipt]:
         return [self.receipts[n] for n in range(1, self.parts + 1)]
