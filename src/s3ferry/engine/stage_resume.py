@@ -53,7 +53,7 @@ class Earlier:
     journaled: dict[int, PartRecord] = field(default_factory=dict)
     listed: dict[int, ListedPart] = field(default_factory=dict)
 
-    def proven(self, part: Part, data: bytes, digest: PartDigest | None) -> Receipt | None:
+    def proven(self, part: Part, data: bytes | memoryview, digest: PartDigest | None) -> Receipt | None:
         """The stored part's receipt if it holds exactly ``data``; None: send it."""
         stored = self.listed.get(part.number)
         if stored is None or stored.size != len(data):

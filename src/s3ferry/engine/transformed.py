@@ -230,7 +230,7 @@ class Uploads:
     async def run(self, output: AsyncIterator[bytes]) -> None:
         # A part is cut only when an upload is free to take it: parts held are the uploads' and the one being cut.
         self._free = asyncio.Semaphore(self.budget.uploads)
-        queue: asyncio.Queue[tuple[Part, bytes] | None] = asyncio.Queue()
+        queue: asyncio.Queue[tuple[Part, bytearray] | None] = asyncio.Queue()
         async with asyncio.TaskGroup() as group:
             workers = [group.create_task(self._worker(queue)) for _ in range(self.budget.uploads)]
             try:
@@ -239,25 +239,26 @@ class Uploads:
                 for _ in workers:
                     await queue.put(None)
 
-    async def _cut(self, output: AsyncIterator[bytes], queue: asyncio.Queue[tuple[Part, bytes] | None]) -> None:
-        """Whole parts from the output's chunks: each byte copied once, into its part."""
-        held: list[bytes] = []
-        size = 0
+    async def _cut(self, output: AsyncIterator[bytes], queue: asyncio.Queue[tuple[Part, bytearray] | None]) -> None:
+        """Whole parts from the output's chunks, each byte copied once, straight into its part's buffer (a
+        part is never held twice over, as pieces and joined)."""
+        size = self.budget.part_size
+        await self._free.acquire()
+        buf, filled = bytearray(size), 0
         async for chunk in output:
-            held.append(chunk)
-            size += len(chunk)
-            while size >= self.budget.part_size:
-                last = held.pop()
-                need = self.budget.part_size - (size - len(last))
-                piece = b"".join([*held, last[:need]])
-                rest = last[need:]
-                del last
-                held, size = ([rest] if rest else []), len(rest)
-                await self._free.acquire()
-                await queue.put((self._next_part(len(piece)), piece))
-        if size or self.parts == 0:  # the last part (an empty output is one empty part)
-            await self._free.acquire()
-            await queue.put((self._next_part(size), b"".join(held)))
+            view = memoryview(chunk)
+            while view:
+                n = min(size - filled, len(view))
+                buf[filled:filled + n] = view[:n]
+                filled, view = filled + n, view[n:]
+                if filled == size:
+                    await queue.put((self._next_part(size), buf))
+                    await self._free.acquire()
+                    buf, filled = bytearray(size), 0
+        if filled or self.parts == 0:  # the last part (an empty output is one empty part)
+            await queue.put((self._next_part(filled), buf))
+        else:
+            self._free.release()
 
     def _next_part(self, length: int) -> Part:
         self.parts += 1
@@ -268,9 +269,10 @@ class Uploads:
         self.total += length
         return part
 
-    async def _worker(self, queue: asyncio.Queue[tuple[Part, bytes] | None]) -> None:
+    async def _worker(self, queue: asyncio.Queue[tuple[Part, bytearray] | None]) -> None:
         while (item := await queue.get()) is not None:
-            part, data = item
+            part, buf = item
+            data = memoryview(buf)[: part.length]
             digest = None
             if self.algorithm is not None:
                 raw = await asyncio.to_thread(self.algorithm.part, data)
@@ -279,11 +281,11 @@ class Uploads:
             if receipt is not None:
                 self.resumed += 1
             else:
-                receipt = await self.retry.run(partial(self.writer.write_part, part, memoryview(data), digest),
+                receipt = await self.retry.run(partial(self.writer.write_part, part, data, digest),
                                                f"uploading part {part.number}")
                 self.sent += len(data)
             self.receipts[part.number] = receipt
-            del data, item
+            del data, buf, item  # this part's memory is free before the next one is cut
             self._free.release()
             if self.journal is not None and self.earlier.transfer_id is not None:
                 await self.journal.record_part(self.earlier.transfer_id, PartRecord(
