@@ -67,7 +67,7 @@ log = logging.getLogger("s3ferry")
 
 #: bytes read from the source per request of the read-ahead (an SFTP read of it keeps 8 x 256 KiB in flight;
 #: ``2 x --read-streams`` slabs are read at once). 2 MiB rather than 4: each slab is copied once into the bytes
-#: the stages take, and a smaller slab halves that transient copy (2 GiB --compress zstd: peak RSS ~150 MB)
+#: the stages take, and a smaller slab halves that transient copy (docs/benchmarks.md, *Transforms in flight*)
 SLAB = 2 * 1024 * 1024
 MAX_PARTS = 10_000
 #: the metadata key of the source's SHA-256 (S3 prepends x-amz-meta-)
