@@ -170,7 +170,7 @@ def cp(src: str, dst: str, recursive: bool, include: tuple[str, ...], exclude: t
         if glob_of(source) is not None:  # 'sftp://host/out/*.csv.gz': the matching files of that one folder
             _copy_glob_cli(src, dst, options, transfers, progress, as_json, cluster)
             return
-        _, dest = resolve(src, dst)
+        _, dest = resolve(src, dst, options)
         result = run_async(_with_cluster(cluster, lambda ex: acopy(src, dst, options, config=False,
                                                                    progress=progress, executor=ex)),
                            interrupted_line(dest, options))

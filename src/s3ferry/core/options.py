@@ -77,6 +77,29 @@ MAX_TAGS, MAX_TAG_KEY, MAX_TAG_VALUE = 10, 128, 256
 _TAG_PUNCTUATION = "_.:/=+-@"  # with letters, digits and spaces: S3's pattern [\p{L}\p{Z}\p{N}_.:/=+\-@]
 
 
+#: --compress FORMAT[:LEVEL]: the formats and their levels (default level first)
+COMPRESS_LEVELS: dict[str, tuple[int, range]] = {"gzip": (6, range(1, 10)), "zstd": (3, range(1, 23))}
+DecompressName = Literal["auto", "gzip", "zstd"]
+DECOMPRESS: tuple[DecompressName, ...] = ("auto", "gzip", "zstd")
+
+
+def parse_compress(text: str) -> tuple[str, int]:
+    """``gzip``, ``zstd:19`` -> (format, level); call :func:`compress_problem` first."""
+    name, _, level = text.partition(":")
+    return name, int(level) if level else COMPRESS_LEVELS[name][0]
+
+
+def compress_problem(text: str) -> str | None:
+    """What is wrong with a --compress value (None: nothing)."""
+    name, colon, level = text.partition(":")
+    if name not in COMPRESS_LEVELS:
+        return f"takes gzip or zstd (optionally :LEVEL), not {text!r}"
+    span = COMPRESS_LEVELS[name][1]
+    if colon and (not level.isdigit() or int(level) not in span):
+        return f"{name} takes a level from {span.start} to {span.stop - 1}, not {level!r}"
+    return None
+
+
 class OptionError(UsageError):
     """A bad value of one option, phrased so that each caller names the option as the user wrote it.
 
@@ -417,6 +440,12 @@ class TransferOptions:
     state_dir: Path | None = None
     #: the audit trail's log: None is ``<state dir>/audit.jsonl``, ``"off"`` records nothing
     audit_log: str | None = None
+    #: transforms in flight (issue 19, :mod:`s3ferry.engine.transformed`): compress the output as
+    #: "gzip" or "zstd", optionally ":LEVEL"; decompress the input ("auto": gzip or zstd by magic bytes)
+    compress: str | None = None
+    decompress: DecompressName | None = None
+    #: keep the destination's name as the source's (no .gz/.zst added or removed)
+    keep_name: bool = False
     sftp: SftpOptions = field(default_factory=SftpOptions)
     s3: S3Options = field(default_factory=S3Options)
     ftp: FtpOptions = field(default_factory=FtpOptions)
@@ -451,6 +480,12 @@ class TransferOptions:
             raise bad("overwrite", f"must be changed, never or always, not {self.overwrite!r}")
         if self.checksum not in CHECKSUMS:
             raise bad("checksum", f"must be one of {', '.join(CHECKSUMS)}, not {self.checksum!r}")
+        if self.compress is not None:
+            problem = compress_problem(self.compress)
+            if problem:
+                raise bad("compress", problem)
+        if self.decompress is not None and self.decompress not in DECOMPRESS:
+            raise bad("decompress", f"must be one of {', '.join(DECOMPRESS)}, not {self.decompress!r}")
 
     def replace(self, **changes: object) -> TransferOptions:
         """A copy with some fields changed; unknown names raise :class:`UsageError`."""

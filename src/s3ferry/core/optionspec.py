@@ -21,6 +21,7 @@ from typing import Any, Literal
 from s3ferry.core.errors import UsageError
 from s3ferry.core.options import (
     CHECKSUMS,
+    DECOMPRESS,
     FtpOptions,
     HttpOptions,
     OptionError,
@@ -307,6 +308,18 @@ PGP = (
        **_flows("sign_with"), help="With --encrypt-to: also sign with the OpenPGP secret key in KEYFILE."),
 )
 
+#: transforms in flight (issue 19): decompress what is read, compress what is written
+TRANSFORMS = (
+    _o("compress", "--compress", metavar="gzip|zstd[:LEVEL]", commands=TRANSFERS, targets=("compress",),
+       **_flows("compress"),
+       help="Compress in flight (gzip level 6, zstd level 3 unless :LEVEL); the name gains .gz / .zst."),
+    _o("decompress", "--decompress", kind="choice", choices=DECOMPRESS, commands=TRANSFERS, targets=("decompress",),
+       **_flows("decompress"),
+       help="Decompress in flight (auto: gzip or zstd from the first bytes); the name loses .gz / .zst."),
+    _o("keep_name", "--keep-name", kind="flag", commands=TRANSFERS, targets=("keep_name",), **_flows("keep_name"),
+       help="With --compress/--decompress: keep the source's file name (no suffix added or removed)."),
+)
+
 DECISIONS = (
     _o("no_clobber", "--no-clobber", kind="flag", commands=frozenset({CP}),
        help="Never replace an existing destination file."),
@@ -382,7 +395,8 @@ OTHERS = (
 )
 
 #: the table, in the order --help lists the options
-OPTIONS: tuple[Option, ...] = (*ENGINE, *TREES, *JOB_SETTINGS, *SFTP, *S3, *PGP, *DECISIONS, *OTHERS, *OUTPUT)
+OPTIONS: tuple[Option, ...] = (*ENGINE, *TREES, *JOB_SETTINGS, *TRANSFORMS, *SFTP, *S3, *PGP, *DECISIONS, *OTHERS,
+                              *OUTPUT)
 BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
 
 

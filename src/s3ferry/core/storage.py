@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from os import PathLike
@@ -296,6 +296,27 @@ class PartialFile(ChunkWriter, Protocol):
         """The temporary file (kept for a resume after a failure); None before it exists."""
 
     async def read_into(self, offset: int, buf: memoryview) -> None: ...
+
+
+@runtime_checkable
+class AnnotatingWriter(ChunkWriter, Protocol):
+    """A writer that can add metadata to the object it completed (S3: a CopyObject onto itself, up to
+    :data:`ANNOTATE_LIMIT` bytes): how a transformed copy records the source's checksum, known only at the end."""
+
+    async def annotate(self, metadata: Mapping[str, str], etag: str | None) -> Completed: ...
+
+
+#: the largest object :meth:`AnnotatingWriter.annotate` can rewrite (S3's CopyObject limit)
+ANNOTATE_LIMIT = 5 * 1024**3
+
+
+@runtime_checkable
+class SizedWriter(ChunkWriter, Protocol):
+    """A file writer that checks the temporary file's size before its rename (local, SFTP). A transformed
+    copy opens it empty and sets ``size`` once the output's length is known (:mod:`s3ferry.engine.transformed`)."""
+
+    #: what the file must hold before it is renamed into place (None: unchecked)
+    size: int | None
 
 
 class Sink(Protocol):

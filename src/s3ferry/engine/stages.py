@@ -37,6 +37,9 @@ class Stage(ABC):
     name: str
     #: same input, same output bytes on every run (see the module docstring: resume depends on it)
     deterministic: bool
+    #: it checks its input against the format's own integrity data (gzip CRC, zstd XXH64, OpenPGP MDC):
+    #: the result then says so
+    checks_input: bool = False
 
     @abstractmethod
     def apply(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -45,7 +45,7 @@ from s3ferry.engine.transfer import Executor, ProgressListener, TransferResult, 
 from s3ferry.jobs import JobReport
 from s3ferry.jobs.base import run_job
 from s3ferry.operations.single import LocalExecutor
-from s3ferry.operations.tree import Filter, child_path, for_each_file, selected
+from s3ferry.operations.tree import Filter, child_path, for_each_file, renamed_path, selected
 
 # The S3 backend (aiobotocore: a large import) is loaded by the run itself, not with this module:
 # `s3ferry run --check` imports this module only to validate a flows file.
@@ -109,7 +109,7 @@ class _Pull:
         rel = safe_relative(entry.path)
         path = child_path(self.source.location.path, rel)
         source = self.source.child(path)
-        sink = self.sink.child(child_path(self.sink.location.path, rel))
+        sink = self.sink.child(child_path(self.sink.location.path, renamed_path(self.options, rel)))
         stat = Stat(entry.size, entry.mtime)
         if self.options.dry_run:
             self.report.copied.append(rel)

@@ -59,7 +59,7 @@ from s3ferry.jobs import JobReport, flow_prefix
 from s3ferry.jobs.base import run_job
 from s3ferry.observe import metrics
 from s3ferry.operations.single import LocalExecutor
-from s3ferry.operations.tree import Filter, child_path, for_each, for_each_file, selected
+from s3ferry.operations.tree import Filter, child_path, for_each, for_each_file, renamed_path, selected
 
 # The S3 backend (aiobotocore: a large import) is loaded by the run itself, not with this module:
 # `s3ferry run --check` imports this module only to validate a flows file.
@@ -130,7 +130,7 @@ class _Push:
         child = self.source.child(key)
         try:
             safe_relative(rel)
-            target = self.sink.child(child_path(self.sink.location.path, rel))
+            target = self.sink.child(child_path(self.sink.location.path, renamed_path(self.options, rel)))
             await self.journal.delivery_started(self.src, self.dst, key, _tag_value(self.etags.get(rel, "")))
             copied = await self.executor.copy_file(child, target, self.options, self.progress, self.journal)
             etag, size = str(copied.source_etag), copied.result.size  # the version read (pinned by If-Match)
@@ -162,7 +162,7 @@ class _Push:
         """
         if self.started.get(key) != _tag_value(etag) or self.options.dry_run or mtime is None:
             return False
-        there = await self.sink.child(child_path(self.sink.location.path, rel)).existing()
+        there = await self.sink.child(child_path(self.sink.location.path, renamed_path(self.options, rel))).existing()
         if there is None or there.size != size or there.mtime is None or abs(there.mtime - mtime) >= 1.0:
             return False
         log.info("%s: delivered before the last run ended abruptly (the file is in place, same size and time); "

@@ -24,6 +24,7 @@ from s3ferry.core.options import TransferOptions
 from s3ferry.core.storage import Entry, Source
 from s3ferry.core.urls import Location, join_name, safe_relative
 from s3ferry.engine.transfer import Executor, TransferResult
+from s3ferry.engine.transformed import destination_name
 from s3ferry.observe.progress import ProgressListener
 from s3ferry.operations.globs import Glob, expand, glob_of
 from s3ferry.operations.settings import aprepare
@@ -35,15 +36,17 @@ from s3ferry.operations.tree import copy_tree as _copy_tree
 ConfigArg = Path | str | bool | None
 
 
-def resolve(src: str | Location, dst: str | Location) -> tuple[Location, Location]:
-    """Parse both ends; a destination ending in ``/`` gets the source's file name."""
+def resolve(src: str | Location, dst: str | Location,
+            options: TransferOptions | None = None) -> tuple[Location, Location]:
+    """Parse both ends; a destination ending in ``/`` gets the source's file name (as the transforms of
+    ``options`` rename it: ``a.csv`` -> ``a.csv.zst``; an explicit file name is used as given)."""
     source, dest = as_location(src), as_location(dst)
     dest = _existing_folder(dest)
     if dest.is_dir_like:
         if source.scheme == "s3" and ".." in source.path.split("/"):
             # S3 keys are names chosen by whoever wrote the bucket.
             raise UsageError(f"refusing unsafe key {source.path!r}: it would land outside the destination")
-        dest = join_name(dest, source.name)
+        dest = join_name(dest, destination_name(options, source.name) if options else source.name)
     return source, dest
 
 
@@ -72,7 +75,7 @@ async def acopy(
     """
     call = await aprepare("cp", src, dst, options, overrides, config)
     opts = call.options
-    source_loc, dest_loc = resolve(call.src, call.dst)
+    source_loc, dest_loc = resolve(call.src, call.dst, opts)
     async with opened(source_loc, dest_loc, opts) as (source, sink):
         return await copy_file(source, sink, opts, progress, executor=executor)
 

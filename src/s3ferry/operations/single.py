@@ -20,6 +20,7 @@ from s3ferry.engine.transfer import (
     pump_parts,
     transfer,
 )
+from s3ferry.engine.transformed import transfer_transformed, transforms
 from s3ferry.observe import audit, metrics
 from s3ferry.observe.progress import ProgressListener
 
@@ -51,7 +52,9 @@ async def copy_file(source: Source, sink: Sink, options: TransferOptions,
             return decided
     try:
         pair = _s3_pair(source, sink)
-        if pair is not None:
+        if transforms(options):  # the bytes change on the way: streamed through the stages, never copied by S3
+            result = await transfer_transformed(source, sink, options, metered, known, journal)
+        elif pair is not None:
             from s3ferry.operations.server_copy import server_side_copy  # aiobotocore: only S3 copies load it
 
             result = await server_side_copy(*pair, options, metered)

@@ -37,6 +37,7 @@ from s3ferry.core.storage import Entry, ListingSink, Sink, Source, Stat
 from s3ferry.core.urls import safe_relative
 from s3ferry.engine.journal import Journal, open_journal
 from s3ferry.engine.transfer import Executor, TransferResult
+from s3ferry.engine.transformed import destination_name
 from s3ferry.observe.progress import FileBars, ProgressListener
 from s3ferry.observe.resources import ResourceMeter
 from s3ferry.operations.single import LocalExecutor
@@ -130,6 +131,13 @@ def _file_listener(progress: ProgressListener | None, entry: Entry) -> ProgressL
     if progress is None:
         return None
     return progress.for_file(entry.path, entry.size) if isinstance(progress, FileBars) else _FileProgress(progress)
+
+
+def renamed_path(options: TransferOptions, rel: str) -> str:
+    """``rel`` with its file name as the transforms of ``options`` rename it (``d/a.csv`` -> ``d/a.csv.zst``)."""
+    folder, _, name = rel.rpartition("/")
+    new = destination_name(options, name)
+    return f"{folder}/{new}" if folder else new
 
 
 def child_path(base: str, rel: str) -> str:
@@ -283,7 +291,7 @@ async def _copy_entry(source: Source, sink: Sink, options: TransferOptions, jour
         rel = safe_relative(entry.path)
         known = Stat(entry.size, entry.mtime, entry.etag) if source.features.listing_is_stat else None
         done = await executor.copy_file(source.child(child_path(source.location.path, rel)),
-                                        sink.child(child_path(sink.location.path, rel)),
+                                        sink.child(child_path(sink.location.path, renamed_path(options, rel))),
                                         _options_for(entry, rel, options, present), listener, journal, known)
     except S3FerryError as exc:
         log.error("error: %s: %s", entry.path, exc)

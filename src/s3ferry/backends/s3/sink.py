@@ -18,7 +18,7 @@ import asyncio
 import logging
 import mimetypes
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -621,6 +621,25 @@ class S3Writer:
                 raise IntegrityError(f"S3 computed a different checksum for {self.sink.where} than the "
                                      "source's") from exc
             raise
+
+    async def annotate(self, metadata: Mapping[str, str], etag: str | None) -> Completed:
+        """Add ``metadata`` to the completed object (:class:`~s3ferry.core.storage.AnnotatingWriter`): S3
+        fixes metadata when an upload starts, so the object is copied onto itself with the new set (one
+        CopyObject: up to 5 GiB), only if it is still the version ``etag`` names."""
+        args: dict[str, Any] = {**self._key, "CopySource": dict(self._key), "MetadataDirective": "REPLACE",
+                                **sse_c_args(self.sink.options.sse_c_key(), prefix="CopySource"),
+                                **self.sink.sse_args(), **self.sink.kms_args()}
+        args.pop("Tagging", None)  # tags are copied as they are (TaggingDirective COPY)
+        args["Metadata"] = {**args.get("Metadata", {}), **metadata}
+        if etag:
+            args["CopySourceIfMatch"] = etag
+        if self.algorithm is not None:
+            args["ChecksumAlgorithm"] = self.algorithm.s3_name
+        await self.sink.call("copy_object", **args)
+        head_args: dict[str, Any] = {**self._key, **self.sink.sse_args(), "ChecksumMode": "ENABLED"}
+        head = await self.sink.call("head_object", **head_args)
+        checksum = head.get(f"Checksum{self.algorithm.s3_name}") if self.algorithm else None
+        return Completed(size=int(head["ContentLength"]), checksum=checksum, etag=head.get("ETag"))
 
     async def abort(self) -> None:
         if self.upload_id is not None:
