@@ -46,6 +46,12 @@ def get(s3: testbed.SeaweedServer, bucket: str, key: str) -> tuple[bytes, dict[s
     return got["Body"].read(), got.get("Metadata", {})
 
 
+def report_etag(report: dict[str, object]) -> str:
+    """The ETag the copy's result names (the object as it was completed and verified)."""
+    etag = str(report["destination_etag"])
+    return etag if etag.startswith('"') else f'"{etag}"'
+
+
 def cp(*args: str) -> dict[str, object]:
     result = run_cli("cp", *args, "--no-progress", "--json")
     assert result.code == 0, result.stderr
@@ -69,7 +75,11 @@ def test_sftp_to_s3_compressed(tmp_path: Path, ssh: testbed.SshServer, s3: testb
     assert report["verified"] is True
     assert hashlib.sha256(data).hexdigest() in str(report["verification"])
     assert metadata["s3ferry-stages"] == spec if ":" in spec else spec + (":3" if spec == "zstd" else ":6")
-    assert metadata["s3ferry-source-sha256"] == hashlib.sha256(data).hexdigest()
+    # the source's SHA-256, known only at the end, is a tag: the object is not rewritten (its ETag stays)
+    tagging = s3.client().get_object_tagging(Bucket=bucket, Key=f"in/a.csv{suffix}")
+    tags = {t["Key"]: t["Value"] for t in tagging["TagSet"]}
+    assert tags["s3ferry-source-sha256"] == hashlib.sha256(data).hexdigest()
+    assert s3.client().head_object(Bucket=bucket, Key=f"in/a.csv{suffix}")["ETag"] == report_etag(report)
 
 
 @pytest.mark.usefixtures("s3_env")

@@ -300,14 +300,12 @@ class PartialFile(ChunkWriter, Protocol):
 
 @runtime_checkable
 class AnnotatingWriter(ChunkWriter, Protocol):
-    """A writer that can add metadata to the object it completed (S3: a CopyObject onto itself, up to
-    :data:`ANNOTATE_LIMIT` bytes): how a transformed copy records the source's checksum, known only at the end."""
+    """A writer that can add tags to the object it completed (S3: PutObjectTagging, keeping the tags there):
+    how a transformed copy records the source's checksum, known only at the end. Tags, not metadata: S3
+    fixes metadata when an upload starts, and rewriting it (a copy onto itself) would make a new version
+    with a new ETag -- a second "object created" event for whoever watches the bucket."""
 
-    async def annotate(self, metadata: Mapping[str, str], etag: str | None) -> Completed: ...
-
-
-#: the largest object :meth:`AnnotatingWriter.annotate` can rewrite (S3's CopyObject limit)
-ANNOTATE_LIMIT = 5 * 1024**3
+    async def annotate(self, tags: Mapping[str, str], etag: str | None) -> None: ...
 
 
 @runtime_checkable

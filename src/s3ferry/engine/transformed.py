@@ -40,7 +40,6 @@ from s3ferry.core import checksums
 from s3ferry.core.errors import IntegrityError, S3FerryError, SourceChangedError, TransferError
 from s3ferry.core.options import TransferOptions, parse_compress
 from s3ferry.core.storage import (
-    ANNOTATE_LIMIT,
     AnnotatingWriter,
     ChunkWriter,
     Completed,
@@ -357,10 +356,9 @@ async def _transformed(source: Source, sink: Sink, options: TransferOptions, pro
     if journal is not None and earlier.transfer_id is not None:
         await journal.forget(earlier.transfer_id)
     stored = await _check_stored(writer, completed, uploads.total, whole, algorithm, str(sink.location))
-    recorded = await _record_source(writer, completed, tally, uploads.total, str(sink.location))
-    completed = recorded or completed
-    if recorded is None and isinstance(writer, AnnotatingWriter):
-        source_check += " (not recorded in the object's metadata: see the log)"
+    if isinstance(writer, AnnotatingWriter) and not await _record_source(writer, completed, tally,
+                                                                         str(sink.location)):
+        source_check += " (not recorded in the object's tags: see the log)"
     checked = [stage.name for stage in stages if stage.checks_input]
     what = "; ".join([stored.what, source_check, f"through {describe(stages)}",
                       *([f"{', '.join(checked)} checked the format's own checksums"] if checked else [])])
@@ -408,24 +406,15 @@ async def _after_failure(exc: BaseException, writer: ChunkWriter, journal: Journ
         await journal.forget(earlier.transfer_id)
 
 
-async def _record_source(writer: ChunkWriter, completed: Completed, tally: SourceTally, size: int,
-                         where: str) -> Completed | None:
-    """The source's SHA-256 in the object's metadata (S3), known only now: the object is copied onto itself
-    with it. The object is already verified; if this fails it stays, without the record, and the log says so."""
-    if not isinstance(writer, AnnotatingWriter):
-        return None  # a file has no metadata: the result says what was verified
-    if size > ANNOTATE_LIMIT:
-        log.warning("%s: the source's sha256 is not recorded in its metadata: the object is larger than the "
-                    "5 GiB CopyObject can rewrite", where)
-        return None
+async def _record_source(writer: AnnotatingWriter, completed: Completed, tally: SourceTally, where: str) -> bool:
+    """The source's SHA-256 as a tag of the object (S3), known only now; True when recorded. The object is
+    already verified and published: if this fails it stays, without the record, and the log says so."""
     try:
-        annotated = await writer.annotate({SOURCE_SHA256_KEY: tally.sha256.hexdigest()}, completed.etag)
+        await writer.annotate({SOURCE_SHA256_KEY: tally.sha256.hexdigest()}, completed.etag)
     except S3FerryError as exc:
-        log.warning("%s: the source's sha256 could not be recorded in its metadata (%s)", where, exc)
-        return None
-    if annotated.size != size:
-        raise IntegrityError(f"{where} holds {annotated.size} bytes after recording its metadata, {size} were sent")
-    return annotated
+        log.warning("%s: the source's sha256 could not be recorded in its tags (%s)", where, exc)
+        return False
+    return True
 
 
 def _first(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -622,24 +622,20 @@ class S3Writer:
                                      "source's") from exc
             raise
 
-    async def annotate(self, metadata: Mapping[str, str], etag: str | None) -> Completed:
-        """Add ``metadata`` to the completed object (:class:`~s3ferry.core.storage.AnnotatingWriter`): S3
-        fixes metadata when an upload starts, so the object is copied onto itself with the new set (one
-        CopyObject: up to 5 GiB), only if it is still the version ``etag`` names."""
-        args: dict[str, Any] = {**self._key, "CopySource": dict(self._key), "MetadataDirective": "REPLACE",
-                                **sse_c_args(self.sink.options.sse_c_key(), prefix="CopySource"),
-                                **self.sink.sse_args(), **self.sink.kms_args()}
-        args.pop("Tagging", None)  # tags are copied as they are (TaggingDirective COPY)
-        args["Metadata"] = {**args.get("Metadata", {}), **metadata}
-        if etag:
-            args["CopySourceIfMatch"] = etag
-        if self.algorithm is not None:
-            args["ChecksumAlgorithm"] = self.algorithm.s3_name
-        await self.sink.call("copy_object", **args)
-        head_args: dict[str, Any] = {**self._key, **self.sink.sse_args(), "ChecksumMode": "ENABLED"}
-        head = await self.sink.call("head_object", **head_args)
-        checksum = head.get(f"Checksum{self.algorithm.s3_name}") if self.algorithm else None
-        return Completed(size=int(head["ContentLength"]), checksum=checksum, etag=head.get("ETag"))
+    async def annotate(self, tags: Mapping[str, str], etag: str | None) -> None:
+        """Add ``tags`` to the completed object, keeping its other tags (:class:`~s3ferry.core.storage.
+        AnnotatingWriter`): the object, its ETag and its version stay as they are. PutObjectTagging takes no
+        condition: the ETag is checked after, and a version written by someone else meanwhile (which the
+        tags may then have landed on) is an error."""
+        key = {"Bucket": self._key["Bucket"], "Key": self._key["Key"]}
+        there = await self.sink.call("get_object_tagging", **key)
+        merged = {t["Key"]: t["Value"] for t in there.get("TagSet", [])} | dict(tags)
+        await self.sink.call("put_object_tagging", **key,
+                             Tagging={"TagSet": [{"Key": k, "Value": v} for k, v in merged.items()]})
+        head = await self.sink.call("head_object", **self._key, **self.sink.sse_args())
+        if etag and head.get("ETag") != etag:
+            raise TransferError(f"{self.sink.location} was replaced by another writer while its tags were written",
+                                retryable=False)
 
     async def abort(self) -> None:
         if self.upload_id is not None:
