@@ -317,7 +317,8 @@ TRANSFORMS = (
        **_flows("decompress"),
        help="Decompress in flight (auto: gzip or zstd from the first bytes); the name loses .gz / .zst."),
     _o("keep_name", "--keep-name", kind="flag", commands=TRANSFERS, targets=("keep_name",), **_flows("keep_name"),
-       help="With --compress/--decompress: keep the source's file name (no suffix added or removed)."),
+       help="With transforms (--compress, --decompress, --decrypt, --encrypt-to): keep the source's file name "
+            "(no suffix added or removed)."),
 )
 
 DECISIONS = (

@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from s3ferry.backends import as_location, open_sink, open_source
 from s3ferry.core.errors import NotFoundError, S3FerryError, UnreachableError, UsageError
 from s3ferry.core.options import TransferOptions
-from s3ferry.core.storage import Entry
+from s3ferry.core.storage import Entry, Sink
 from s3ferry.core.urls import Location, safe_relative
 from s3ferry.engine.journal import Journal, QueuedPush
 from s3ferry.engine.locks import TagLock
@@ -325,13 +325,7 @@ async def push_objects(src: str | Location, dst: str | Location, options: Transf
     makes this one skipped (``report.locked``), for the caller to try again.
     ``settings.filters`` still decide; ``settings.retry_failed`` is ignored.
     """
-    src_loc, dst_loc = _endpoints(src, dst)
-    source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
-    from s3ferry.backends.s3.source import S3Source
-
-    assert isinstance(source, S3Source)
-    report = JobReport("push", str(src_loc), str(dst_loc), dry_run=options.dry_run)
-    options = options.replace(overwrite="always") if not options.dry_run else options
+    source, sink, report, options = _start(src, dst, options)
 
     async def work(journal: Journal) -> None:
         job = _Push(source, sink, options, report, journal, None, executor)
@@ -340,24 +334,25 @@ async def push_objects(src: str | Location, dst: str | Location, options: Transf
     return await run_job(report, options.state_dir, source, sink, work)
 
 
-def _endpoints(src: str | Location, dst: str | Location) -> tuple[Location, Location]:
+def _start(src: str | Location, dst: str | Location,
+           options: TransferOptions) -> tuple[S3Source, Sink, JobReport, TransferOptions]:
+    """A push's two ends, its report, and its options: the marks decide what goes, so an existing file at
+    the destination is always replaced."""
     src_loc, dst_loc = as_location(src), as_location(dst)
     if src_loc.scheme != "s3" or dst_loc.scheme not in ("sftp", "file"):
         raise UsageError("push delivers from s3://bucket/prefix to sftp://host/folder (or a local folder)")
-    return src_loc, dst_loc
-
-
-async def push(src: str | Location, dst: str | Location, options: TransferOptions, settings: PushSettings,
-               progress: ProgressListener | None = None, executor: Executor | None = None) -> JobReport:
-    """One run of a push (see the module docstring); never raises for one object's failure."""
-    src_loc, dst_loc = _endpoints(src, dst)
     source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
     from s3ferry.backends.s3.source import S3Source
 
     assert isinstance(source, S3Source)
     report = JobReport("push", str(src_loc), str(dst_loc), dry_run=options.dry_run)
-    # The marks decide what goes; an existing file at the destination is always replaced.
-    options = options.replace(overwrite="always") if not options.dry_run else options
+    return source, sink, report, options.replace(overwrite="always") if not options.dry_run else options
+
+
+async def push(src: str | Location, dst: str | Location, options: TransferOptions, settings: PushSettings,
+               progress: ProgressListener | None = None, executor: Executor | None = None) -> JobReport:
+    """One run of a push (see the module docstring); never raises for one object's failure."""
+    source, sink, report, options = _start(src, dst, options)
 
     async def work(journal: Journal) -> None:
         job = _Push(source, sink, options, report, journal, progress, executor)
