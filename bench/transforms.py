@@ -12,7 +12,12 @@ Then per round, one after the other:
 * ``cp`` SFTP -> S3 ``--compress zstd`` (level 3) and ``--compress gzip`` (level 6),
 * ``cp`` SFTP -> S3 ``--decompress auto`` of the ``.zst`` file,
 * the stage's physical limit on this machine: ``zstd -3 -T1``, ``gzip -6`` and
-  ``zstd -d`` of the local file into /dev/null (one core, as our stage).
+  ``zstd -d`` of the local file into /dev/null (one core, as our stage),
+* OpenPGP (a key pair made by ``gpg`` for the run, no passphrase): ``cp
+  --decrypt --decompress`` of the ``.zst`` file encrypted by ``gpg`` (the
+  chain a partner's ``.csv.zst.gpg`` takes), ``cp --encrypt-to`` of the CSV,
+  and ``gpg --decrypt`` / ``gpg --encrypt`` of the local files into /dev/null
+  as their limit (gpg's defaults, as the stages run it).
 
 Prints wall time, MB/s of source bytes, peak RSS and bytes written to disk of
 each, and the load average before it.
@@ -72,6 +77,7 @@ def main() -> None:
     try:
         run_rounds(args.rounds, parse_size(args.size), base, [m for m in args.modes.split(",") if m])
     finally:
+        subprocess.run(["gpgconf", "--homedir", str(base / "gpg"), "--kill", "all"], check=False, capture_output=True)
         print(f"logs: {base / 'logs'}", file=sys.stderr)
         shutil.rmtree(base / "bed", ignore_errors=True)
 
@@ -86,6 +92,10 @@ def run_rounds(rounds: int, size: int, base: Path, only: list[str]) -> None:
         write_csv(src, size)
         packed = ssh.root / "bench.csv.zst"
         subprocess.run(["zstd", "-3", "-T1", "-q", "-f", str(src), "-o", str(packed)], check=True)
+        secret, public, gpg = pgp_keys(base / "gpg")
+        sealed = ssh.root / "bench.csv.zst.gpg"
+        subprocess.run([*gpg, "--encrypt", "--compress-algo", "none", "--recipient-file", str(public), "--output",
+                        str(sealed), str(packed)], check=True, capture_output=True)
         keys = ["--identity", str(ssh.user_key), "--known-hosts", str(ssh.known_hosts)]
         cp = [str(BIN / "s3ferry"), "cp", "--overwrite", "--no-progress", "--json", *keys]
         modes: dict[str, tuple[list[str], int]] = {
@@ -97,6 +107,11 @@ def run_rounds(rounds: int, size: int, base: Path, only: list[str]) -> None:
             "zstd -3 -T1": (["zstd", "-3", "-T1", "-c", str(src)], size),
             "gzip -6": (["gzip", "-6", "-c", str(src)], size),
             "zstd -d": (["zstd", "-d", "-c", str(packed)], packed.stat().st_size),
+            "cp --decrypt --decompress": ([*cp, ssh.url(sealed), "s3://bench/open/", "--decrypt", "--pgp-key",
+                                           str(secret), "--decompress", "auto"], sealed.stat().st_size),
+            "cp --encrypt-to": ([*cp, ssh.url(src), "s3://bench/sealed/", "--encrypt-to", str(public)], size),
+            "gpg --decrypt": ([*gpg, "--decrypt", str(sealed)], sealed.stat().st_size),
+            "gpg --encrypt": ([*gpg, "--encrypt", "--recipient-file", str(public), "--output", "-", str(src)], size),
         }
         print(f"source {size} bytes, its zstd -3 form {packed.stat().st_size} bytes", flush=True)
         for r in range(rounds):
@@ -111,6 +126,20 @@ def run_rounds(rounds: int, size: int, base: Path, only: list[str]) -> None:
                 print(f"round {r + 1} | {name} | {res.wall_s:.2f} s | {read / res.wall_s / 1e6:.1f} MB/s "
                       f"| {res.peak_rss_bytes / 1e6:.1f} MB | {res.disk_write_bytes / 1e3:.0f} kB | load {load:.2f}"
                       f"{extra(name, res)}", flush=True)
+
+
+def pgp_keys(home: Path) -> tuple[Path, Path, list[str]]:
+    """A key pair without a passphrase in a GnuPG home of the run's own: its secret and public key files, and
+    the gpg command line that uses that home."""
+    home.mkdir(mode=0o700)
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--no-tty", "--quiet", "--trust-model", "always"]
+    subprocess.run([*gpg, "--passphrase", "", "--quick-gen-key", "bench <bench@example.com>", "future-default",
+                    "default", "never"], check=True, capture_output=True)
+    secret, public = home / "bench.sec", home / "bench.pub"
+    secret.write_bytes(subprocess.run([*gpg, "--export-secret-keys", "bench@example.com"], check=True,
+                                      capture_output=True).stdout)
+    public.write_bytes(subprocess.run([*gpg, "--export", "bench@example.com"], check=True, capture_output=True).stdout)
+    return secret, public, gpg
 
 
 def extra(name: str, res: ChildResult) -> str:

@@ -138,6 +138,7 @@ class _Push:
         except UnreachableError as exc:  # not this object's failure: the run's, said once
             self.report.fail_run(exc)
             await self._wait(rel, key, child.pinned_etag or self.etags.get(rel, ""), exc)
+            await self.journal.delivery_ended(self.src, self.dst, key)
             return
         except S3FerryError as exc:
             self.report.fail(rel, exc)
@@ -162,7 +163,12 @@ class _Push:
         """
         if self.started.get(key) != _tag_value(etag) or self.options.dry_run or mtime is None:
             return False
-        there = await self.sink.child(child_path(self.sink.location.path, renamed_path(self.options, rel))).existing()
+        target = self.sink.child(child_path(self.sink.location.path, renamed_path(self.options, rel)))
+        try:
+            there = await target.existing()
+        except S3FerryError as exc:  # the destination cannot tell now: the delivery goes, and meets it there
+            log.debug("%s: cannot look for the copy of an interrupted delivery (%s)", key, exc)
+            return False
         if there is None or there.size != size or there.mtime is None or abs(there.mtime - mtime) >= 1.0:
             return False
         log.info("%s: delivered before the last run ended abruptly (the file is in place, same size and time); "
