@@ -24,10 +24,12 @@ $(STAMP): pyproject.toml
 
 # OpenSSH's sshd is the SFTP server of the test bed, prometheus-pushgateway the
 # Pushgateway the metrics tests push to, chromium the browser the status-page test
-# drives (headless, through Playwright). Installed through apt when we are root;
+# drives (headless, through Playwright), gnupg and zstd the partner-side tools the OpenPGP and
+# compression tests check against. Installed through apt when we are root;
 # otherwise we say what is missing (the demo falls back to an asyncssh server,
 # the tests need the real ones).
-SYSPKGS := /usr/sbin/sshd:openssh-server /usr/bin/prometheus-pushgateway:prometheus-pushgateway /usr/bin/chromium:chromium
+SYSPKGS := /usr/sbin/sshd:openssh-server /usr/bin/prometheus-pushgateway:prometheus-pushgateway /usr/bin/chromium:chromium \
+	/usr/bin/gpg:gnupg /usr/bin/zstd:zstd
 sysdeps:
 	@missing=""; for pair in $(SYSPKGS); do \
 		[ -x "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; done; \
