@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from s3ferry.backends.s3.source import READ_WHOLE
 from s3ferry.core.options import SftpOptions, TransferOptions
 from s3ferry.demo import servers as testbed
 from s3ferry.jobs import JobReport
@@ -253,7 +254,7 @@ def test_6_delete_goes_to_2(box: Outbox) -> None:
 # -- races and the command line ---------------------------------------------------
 
 def test_object_overwritten_mid_push_is_not_marked_and_goes_again(box: Outbox) -> None:
-    box.put("race.bin", os.urandom(1000))
+    box.put("race.bin", os.urandom(READ_WHOLE + 1))  # read by ranged GETs after its HEAD (a small one: below)
 
     class OverwriteWhileDelivering:
         def started(self, name: str, total: int) -> None: ...
@@ -266,6 +267,30 @@ def test_object_overwritten_mid_push_is_not_marked_and_goes_again(box: Outbox) -
     first = box.push(progress=OverwriteWhileDelivering())
     # The engine's last look at the source sees the new version: the delivery fails (and is queued).
     assert len(first.failed) == 1 and "overwritten" in str(first.failed[0][1])
+    assert not box.marked("race.bin")
+    second = box.push()
+    assert second.copied == ["race.bin"] and box.delivered("race.bin") == b"newer version"
+    assert box.marked("race.bin")
+
+
+def test_small_object_overwritten_after_its_read_is_delivered_as_read_not_marked_and_goes_again(
+        box: Outbox) -> None:
+    """A small object is read whole by the request that pins its version: overwritten after that, the
+    version read is delivered whole (never a mix), left unmarked, and the newer one goes next time."""
+    older = os.urandom(1000)
+    box.put("race.bin", older)
+
+    class OverwriteWhileDelivering:
+        def started(self, name: str, total: int) -> None: ...
+
+        def advanced(self, nbytes: int) -> None:
+            box.put("race.bin", b"newer version")
+
+        def finished(self) -> None: ...
+
+    first = box.push(progress=OverwriteWhileDelivering())
+    assert first.copied == ["race.bin"] and not first.failed
+    assert box.delivered("race.bin") == older
     assert not box.marked("race.bin")
     second = box.push()
     assert second.copied == ["race.bin"] and box.delivered("race.bin") == b"newer version"

@@ -220,3 +220,50 @@ def test_the_commands_find_the_log_the_transfers_write(tmp_path: Path) -> None:
     assert result.exit_code == 0 and len(result.output.splitlines()) == 6
     result = CliRunner().invoke(main, ["audit", "verify"], env={**ENV, "S3FERRY_AUDIT_LOG": "off"})
     assert result.exit_code == 2 and "no audit log is kept" in result.output
+
+
+def test_deliveries_finishing_together_are_written_together_in_their_order(tmp_path: Path) -> None:
+    """record_delivery's group commit: 200 deliveries at once take far fewer writes than entries (one
+    flock and fsync each), and the chain holds them in the order they were handed over."""
+    import asyncio
+    import os
+
+    from s3ferry.observe.audit import record_delivery
+
+    log = AuditLog(tmp_path / "audit.jsonl")
+    fsyncs = 0
+    real_fsync = os.fsync
+
+    def counted(fd: int) -> None:  # the OS call, counted: how many times the log went to disk
+        nonlocal fsyncs
+        fsyncs += 1
+        real_fsync(fd)
+
+    async def deliver_all() -> list[int]:
+        entries = await asyncio.gather(*(record_delivery(log, delivery(n)) for n in range(1, 201)))
+        return [e.seq for e in entries if e is not None]
+
+    os.fsync = counted
+    try:
+        seqs = asyncio.run(deliver_all())
+    finally:
+        os.fsync = real_fsync
+    assert seqs == list(range(1, 201))
+    assert [r["size"] for r in records(log.path)] == [1000 + n for n in range(1, 201)]
+    assert verify(log).intact and verify(log).count == 200
+    assert 1 <= fsyncs < 20, fsyncs  # one per entry without the group commit
+
+
+def test_a_log_that_cannot_be_written_fails_every_delivery_waiting_for_it(tmp_path: Path) -> None:
+    import asyncio
+
+    from s3ferry.observe.audit import record_delivery
+
+    (tmp_path / "audit.jsonl").mkdir()  # a folder where the log should be
+
+    async def deliver_all() -> list[BaseException | object]:
+        return await asyncio.gather(*(record_delivery(AuditLog(tmp_path / "audit.jsonl"), delivery(n))
+                                      for n in range(1, 6)), return_exceptions=True)
+
+    outcomes = asyncio.run(deliver_all())
+    assert all(isinstance(o, AuditError) for o in outcomes), outcomes

@@ -356,6 +356,20 @@ class _Link:
     #: part's first, so the pipe does not drain at part boundaries (sized in :meth:`SftpSink.write_sessions`)
     write_slots: asyncio.Semaphore | None = None
     write_slot_count: int = 0
+    #: the first connection, opened ahead of its first use (see :meth:`SftpEndpoint.warm_up`)
+    warming: asyncio.Future[None] | None = None
+
+
+@dataclass
+class _Folders:
+    """The folders of one tree's destination, shared by its files (see :meth:`SftpSink._confine`)."""
+
+    checked: set[str] = field(default_factory=set)  #: seen to be real folders (the root: there or made)
+    made: set[str] = field(default_factory=set)  #: made by this run
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)  #: one per folder being looked at
+
+    def lock(self, folder: str) -> asyncio.Lock:
+        return self.locks.setdefault(folder, asyncio.Lock())
 
 
 def _in_flight(rtt: float | None, least: int, most: int) -> int:
@@ -556,7 +570,33 @@ class SftpEndpoint:
         lookup = _KeyLookup(host, port, host, "", (_DEFAULT_KNOWN_HOSTS.expanduser(),))
         return _unverified_key_error(f"jump host {host}:{port}", lookup)
 
+    def warm_up(self) -> None:
+        """Start opening the first connection now (see :class:`~s3ferry.core.storage.Connecting`): the
+        other end's backend is imported and its client made meanwhile, ~0.5 s that no longer comes
+        before the SSH set-up."""
+        if self._owner and self._link.warming is None and not self._all:
+            self._link.warming = asyncio.ensure_future(self._warm())
+
+    async def _warm(self) -> None:
+        self._checkin(await self._checkout_now())
+
+    async def _warmed(self) -> None:
+        """Wait for the connection :meth:`warm_up` is opening; if that failed, raise its error here."""
+        warming = self._link.warming
+        if warming is None:
+            return
+        try:
+            await asyncio.shield(warming)  # one user's cancellation must not stop it for the others
+        finally:
+            if warming.done():
+                self._link.warming = None  # a later use (after a failure: a retry) connects anew
+
     async def _checkout(self) -> _Conn:
+        """A connection to use, returned with :meth:`_checkin` (not when it failed); see :meth:`_checkout_now`."""
+        await self._warmed()
+        return await self._checkout_now()
+
+    async def _checkout_now(self) -> _Conn:
         """A connection to use, returned with :meth:`_checkin` (not when it failed).
 
         Across a long round trip every use shares one connection (it stays in the pool): a new one costs
@@ -606,6 +646,10 @@ class SftpEndpoint:
     async def close(self) -> None:
         if not self._owner:
             return  # the parent owns the connections
+        warming, self._link.warming = self._link.warming, None
+        if warming is not None:  # never used (another error came first): its error is not this one's
+            warming.cancel()
+            await asyncio.gather(warming, return_exceptions=True)
         if self._link.closing:
             await asyncio.gather(*self._link.closing, return_exceptions=True)
         growing, self._link.growing = self._link.growing, None
@@ -624,7 +668,8 @@ class SftpEndpoint:
 class SftpSource(SftpEndpoint):
     # change_window: SFTP (version 3, what OpenSSH speaks) has whole-second mtimes, and the server's
     # clock may differ a little from ours
-    features = Features(ranged_reads=True, listing=True, listing_is_stat=True, archiving=True, change_window=2.0)
+    features = Features(ranged_reads=True, listing=True, listing_is_stat=True, archiving=True, change_window=2.0,
+                        connects_ahead=True)
 
     def child(self, path: str) -> SftpSource:
         return SftpSource(self.location.with_path(path), self.options, self._block, self._window, parent=self)
@@ -736,15 +781,23 @@ class SftpSource(SftpEndpoint):
         conn, sftp = await self._checkout()
         top = self.location.path.rstrip("/") or "/"
         try:
-            attrs = await sftp.stat(top)
-            if attrs.permissions is None or not statmod.S_ISDIR(attrs.permissions):
-                raise UsageError(f"{self.where} is not a directory")
-        except (asyncssh.Error, OSError) as exc:
-            raise translate_error(exc, self.where) from exc
-        entries = await _walk(sftp, top, self.where)
+            entries = await _walk(sftp, top, self.where)
+        except S3FerryError as exc:
+            # Looked at only now, a round trip less for every tree: a file there says it in plainer words
+            if await self._is_file(sftp, top):  # OpenSSH answers "no such file" for a file too
+                raise UsageError(f"{self.where} is not a directory") from exc
+            raise
         self._checkin((conn, sftp))
         for entry in entries:
             yield entry
+
+
+    async def _is_file(self, sftp: asyncssh.SFTPClient, path: str) -> bool:
+        try:
+            attrs = await sftp.stat(path)
+        except (asyncssh.Error, OSError):
+            return False  # the listing's own error says more
+        return attrs.permissions is not None and not statmod.S_ISDIR(attrs.permissions)
 
 
 async def _replace(sftp: asyncssh.SFTPClient, old: str, new: str) -> None:
@@ -1111,7 +1164,7 @@ def _utc(mtime: int | None) -> datetime | None:
 class SftpSink(SftpEndpoint):
     """An SFTP file as the destination (see the module docstring)."""
 
-    features = Features(offset_writes=True, resumable=True)
+    features = Features(offset_writes=True, resumable=True, connects_ahead=True)
 
     @property
     def block(self) -> int:
@@ -1130,12 +1183,11 @@ class SftpSink(SftpEndpoint):
         self._seen: tuple[asyncssh.SFTPAttrs | None] | None = None
         #: the destination folder of a tree (None: a file the user named); see :meth:`_confine`
         self._root: str | None = None
-        #: folders below the root seen to be real folders, shared by the files of one tree
-        self._checked: set[str] = set()
-        self._confining = asyncio.Lock()
+        #: the folders of the tree seen to be real folders (the root: made), shared by the files of one tree
+        self._folders = _Folders()
         if parent is not None:
             self._root = parent._root if parent._root is not None else tree_root(parent.location.path, location.path)
-            self._checked, self._confining = parent._checked, parent._confining
+            self._folders = parent._folders
 
     def note_source(self, stat: Stat) -> None:
         self.mtime, self.size = stat.mtime, stat.size
@@ -1182,29 +1234,47 @@ class SftpSink(SftpEndpoint):
         server that lies about its folders can write anywhere on its own disks
         anyway.
         """
-        if self._root is None or all(f in self._checked for f in below_root(self._root, self.location.path)):
+        if self._root is None:
             return
-        async with self._confining:  # one file at a time looks and creates: the others find it done
-            await self._confine_folders(sftp, create)
-
-    async def _confine_folders(self, sftp: asyncssh.SFTPClient, create: bool) -> None:
-        assert self._root is not None
-        folders = [f for f in below_root(self._root, self.location.path) if f not in self._checked]
-        if create and self._root not in self._checked:
-            await self._makedirs(sftp, self._root)
-            self._checked.add(self._root)
+        folders = below_root(self._root, self.location.path)
+        if create:
+            folders.insert(0, self._root)  # the root the user named: made as mkdir -p would, links allowed
+        known = self._folders
         for folder in folders:
-            attrs = await self._lstat(sftp, folder)
-            if attrs is None:
-                if not create:
+            if folder in known.checked:
+                continue
+            # One file per folder looks and creates, the others wait for it; files in other folders go on
+            async with known.lock(folder):
+                if folder in known.checked:
+                    continue
+                if folder == self._root:
+                    if await self._makedirs(sftp, folder):
+                        known.made.add(folder)
+                elif not await self._confine_folder(sftp, folder, create):
                     return  # nothing below exists yet: no link to go through
-                attrs = await self._mkdir(sftp, folder)
-            if attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK or statmod.S_ISLNK(attrs.permissions or 0):
-                raise UsageError(f"refusing to write {self.where} through the symbolic link {folder}: "
-                                 "a folder inside the destination must not lead outside it")
-            if not (attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY or statmod.S_ISDIR(attrs.permissions or 0)):
-                raise UsageError(f"cannot write {self.where}: {folder} is in the way and not a folder")
-            self._checked.add(folder)
+                known.checked.add(folder)
+
+    async def _confine_folder(self, sftp: asyncssh.SFTPClient, folder: str, create: bool) -> bool:
+        """Check (and with ``create``, make) one folder below the root; False: it is missing (not created).
+
+        In a folder made in this run nothing can be there yet but what a racing process put: ``mkdir`` goes
+        first (it never follows a link; a link there makes it fail, and the ``lstat`` after it refuses it),
+        one round trip less per new folder; elsewhere the folder is looked at first (one round trip when it
+        is there, as it is for every push into an existing tree)."""
+        attrs = None
+        if not (create and posixpath.dirname(folder) in self._folders.made):
+            attrs = await self._lstat(sftp, folder)
+        if attrs is None:
+            if not create:
+                return False
+            attrs = await self._mkdir(sftp, folder)
+            self._folders.made.add(folder)
+        if attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK or statmod.S_ISLNK(attrs.permissions or 0):
+            raise UsageError(f"refusing to write {self.where} through the symbolic link {folder}: "
+                             "a folder inside the destination must not lead outside it")
+        if not (attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY or statmod.S_ISDIR(attrs.permissions or 0)):
+            raise UsageError(f"cannot write {self.where}: {folder} is in the way and not a folder")
+        return True
 
     async def _lstat(self, sftp: asyncssh.SFTPClient, path: str) -> asyncssh.SFTPAttrs | None:
         try:
@@ -1235,7 +1305,14 @@ class SftpSink(SftpEndpoint):
         """The SFTP session of the one connection every writer of this server uses (created on first use)."""
         return (await self._shared_connection())[1]
 
+    async def _warm(self) -> None:
+        await self._shared_connection_now()
+
     async def _shared_connection(self) -> _Conn:
+        await self._warmed()
+        return await self._shared_connection_now()
+
+    async def _shared_connection_now(self) -> _Conn:
         for conn, sftp in self._idle:
             if not conn.is_closed():
                 return conn, sftp
@@ -1322,18 +1399,46 @@ class SftpSink(SftpEndpoint):
             try:
                 created = await sftp.open(temp, "wb", block_size=0)  # kept open for the parts
             except asyncssh.SFTPNoSuchFile:
-                # The folder is missing: created only now (a mkdir and a stat per level, from the root)
+                # The folder is missing: created only now
                 await self._makedirs(sftp, folder or ".")
                 created = await sftp.open(temp, "wb", block_size=0)
         except (TimeoutError, asyncssh.Error, OSError) as exc:
             raise translate_error(exc, self.where) from exc
         return SftpWriter(self, temp, algorithm, size, created)
 
-    async def _makedirs(self, sftp: asyncssh.SFTPClient, folder: str) -> None:
+    async def _makedirs(self, sftp: asyncssh.SFTPClient, folder: str) -> bool:
+        """``mkdir -p folder``, from the deepest folder there: one round trip when it exists, two when only it
+        is missing (asyncssh's ``makedirs`` tries every level from ``/``, two round trips each). True: made."""
         try:
-            await sftp.makedirs(folder, exist_ok=True)
-        except (asyncssh.SFTPPermissionDenied, asyncssh.SFTPNoSuchFile, asyncssh.SFTPFailure) as exc:
-            # Not a passing fault: a file in the way, a missing permission.
+            attrs = await sftp.stat(folder)
+        except asyncssh.SFTPNoSuchFile:
+            attrs = None
+        except (TimeoutError, asyncssh.Error, OSError) as exc:
+            raise translate_error(exc, self.where) from exc
+        if attrs is None:
+            await self._mkdir_p(sftp, folder)
+            return True
+        if attrs.permissions is not None and not statmod.S_ISDIR(attrs.permissions):
+            raise UsageError(f"cannot create the folder {folder} on {self.location.host}: a file is in the way")
+        return False
+
+    async def _mkdir_p(self, sftp: asyncssh.SFTPClient, folder: str) -> None:
+        try:
+            try:
+                await sftp.mkdir(folder)
+            except asyncssh.SFTPNoSuchFile:
+                parent = posixpath.dirname(folder.rstrip("/"))
+                if parent in ("", "/", folder):
+                    raise
+                await self._mkdir_p(sftp, parent)
+                await sftp.mkdir(folder)
+        except asyncssh.SFTPFailure as exc:
+            # OpenSSH answers a plain failure when it exists: made by a racing process, or a file in the way
+            if not await sftp.isdir(folder):
+                raise UsageError(f"cannot create the folder {folder} on {self.location.host}: "
+                                 "a file is in the way") from exc
+        except (asyncssh.SFTPPermissionDenied, asyncssh.SFTPNoSuchFile) as exc:
+            # Not a passing fault: a missing permission, a file in the way of a parent
             raise UsageError(f"cannot create the folder {folder} on {self.location.host}: {exc.reason}") from exc
         except (TimeoutError, asyncssh.Error, OSError) as exc:
             raise translate_error(exc, self.where) from exc

@@ -119,6 +119,13 @@ class Features:
     #: modified this recently is read twice before its copy is published (0: stat always shows it,
     #: e.g. S3, whose reads are pinned to one ETag)
     change_window: float = 0.0
+    #: the first request waits for a connection of many round trips (SSH: TCP, key exchange,
+    #: authentication, a session: ~12, 0.6 s at 50 ms); ``warm_up()`` (:class:`Connecting`) starts it
+    #: while the other end is still being set up
+    connects_ahead: bool = False
+    #: stat() of a small file that :meth:`ReadAheadSource.walk_to_read` listed reads it whole: one request
+    #: instead of two (S3: a GET in place of HEAD, then GET)
+    reads_small_in_stat: bool = False
 
 
 @dataclass(frozen=True)
@@ -239,6 +246,22 @@ class Source(Protocol):
         """
 
     async def close(self) -> None: ...
+
+
+class Connecting(Protocol):
+    """A source or sink that can start connecting before its first request (``features.connects_ahead``)."""
+
+    def warm_up(self) -> None:
+        """Start opening the connection the first request will use (in a task of the running loop); if it
+        fails, that request raises its error, as if it had connected itself."""
+
+
+class ReadAheadSource(Source, Protocol):
+    """A source whose walk can prepare the reads that follow it (``features.reads_small_in_stat``)."""
+
+    def walk_to_read(self) -> AsyncIterator[Entry]:
+        """:meth:`Source.walk`, for files that are read next (a copy): small ones are read whole by their
+        stat(). Not for walks that only compare (``verify``), which would read what they never use."""
 
 
 class ArchivingSource(Source, Protocol):

@@ -37,7 +37,11 @@ async def run_job(report: JobReport, state_dir: Path | None, source: Source, sin
     """One run of the job ``report`` names (its kind, source and destination); never raises for one file's
     failure (``work`` records those in the report)."""
     started, wall = time.monotonic(), time.time()
-    journal = await open_journal(state_dir, required=True)
+    try:
+        journal = await open_journal(state_dir, required=True)
+    except BaseException:
+        await asyncio.shield(close_all(source, sink))  # they may be connecting already (open_ends)
+        raise
     op: audit.Op = "pull" if report.kind == "pull" else "push"
     audited = audit.CONTEXT.set((op, FLOW_NAME.get()))  # the audit trail's op and flow of this run's deliveries
     try:

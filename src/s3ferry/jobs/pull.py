@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from s3ferry.backends import as_location, open_sink, open_source
+from s3ferry.backends import as_location, close_all, open_ends
 from s3ferry.core import checksums
 from s3ferry.core.errors import S3FerryError, UsageError
 from s3ferry.core.options import TransferOptions
@@ -178,8 +178,9 @@ async def pull(src: str | Location, dst: str | Location, options: TransferOption
     src_loc, dst_loc = as_location(src), as_location(dst)
     if dst_loc.scheme != "s3":
         raise UsageError("pull copies into S3: the destination must be s3://bucket/prefix")
-    source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
+    source, sink = await open_ends(src_loc, dst_loc, options)
     if not source.features.archiving:
+        await close_all(source, sink)
         raise UsageError(f"pull needs a source it can archive into {settings.archive}: sftp:// or a local folder")
     from s3ferry.backends.s3.sink import S3Sink
 

@@ -47,10 +47,10 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from s3ferry.backends import as_location, open_sink, open_source
+from s3ferry.backends import as_location, open_ends, open_sink, open_source
 from s3ferry.core.errors import NotFoundError, S3FerryError, UnreachableError, UsageError
 from s3ferry.core.options import TransferOptions
-from s3ferry.core.storage import Entry, Sink
+from s3ferry.core.storage import Entry, Sink, Source
 from s3ferry.core.urls import Location, safe_relative
 from s3ferry.engine.journal import Journal, QueuedPush
 from s3ferry.engine.locks import TagLock
@@ -307,7 +307,7 @@ def _tag_value(etag: str) -> str:
 
 async def _objects(source: S3Source) -> AsyncIterator[Entry]:
     try:
-        async for entry in source.walk():
+        async for entry in source.walk_to_read():  # each object listed is delivered next, or skipped
             yield entry
     except NotFoundError:
         return  # an empty outbox is not an error
@@ -331,7 +331,11 @@ async def push_objects(src: str | Location, dst: str | Location, options: Transf
     makes this one skipped (``report.locked``), for the caller to try again.
     ``settings.filters`` still decide; ``settings.retry_failed`` is ignored.
     """
-    source, sink, report, options = _start(src, dst, options)
+    # Not connected ahead (open_ends): a batch meeting a run of this push is skipped and tried again by the
+    # caller, and each try would log in to the partner's server for nothing
+    src_loc, dst_loc = _check_ends(src, dst)
+    source, sink, report, options = _start(src_loc, dst_loc, options, open_source(src_loc, options),
+                                           open_sink(dst_loc, options))
 
     async def work(journal: Journal) -> None:
         job = _Push(source, sink, options, report, journal, None, executor)
@@ -340,14 +344,18 @@ async def push_objects(src: str | Location, dst: str | Location, options: Transf
     return await run_job(report, options.state_dir, source, sink, work)
 
 
-def _start(src: str | Location, dst: str | Location,
-           options: TransferOptions) -> tuple[S3Source, Sink, JobReport, TransferOptions]:
-    """A push's two ends, its report, and its options: the marks decide what goes, so an existing file at
-    the destination is always replaced."""
+def _check_ends(src: str | Location, dst: str | Location) -> tuple[Location, Location]:
     src_loc, dst_loc = as_location(src), as_location(dst)
     if src_loc.scheme != "s3" or dst_loc.scheme not in ("sftp", "file"):
         raise UsageError("push delivers from s3://bucket/prefix to sftp://host/folder (or a local folder)")
-    source, sink = open_source(src_loc, options), open_sink(dst_loc, options)
+    return src_loc, dst_loc
+
+
+def _start(src: str | Location, dst: str | Location, options: TransferOptions, source: Source,
+           sink: Sink) -> tuple[S3Source, Sink, JobReport, TransferOptions]:
+    """A push's two ends, its report, and its options: the marks decide what goes, so an existing file at
+    the destination is always replaced."""
+    src_loc, dst_loc = _check_ends(src, dst)
     from s3ferry.backends.s3.source import S3Source
 
     assert isinstance(source, S3Source)
@@ -358,7 +366,7 @@ def _start(src: str | Location, dst: str | Location,
 async def push(src: str | Location, dst: str | Location, options: TransferOptions, settings: PushSettings,
                progress: ProgressListener | None = None, executor: Executor | None = None) -> JobReport:
     """One run of a push (see the module docstring); never raises for one object's failure."""
-    source, sink, report, options = _start(src, dst, options)
+    source, sink, report, options = _start(src, dst, options, *await open_ends(*_check_ends(src, dst), options))
 
     async def work(journal: Journal) -> None:
         job = _Push(source, sink, options, report, journal, progress, executor)

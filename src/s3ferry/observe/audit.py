@@ -11,10 +11,14 @@ breaks ``seq`` and ``prev``. Cutting the tail off cannot be seen from the chain
 alone: :func:`verify` reports the head hash and the entry count so that an
 operator can anchor them elsewhere.
 
-:meth:`AuditLog.append` holds an exclusive ``flock`` on the log while it reads
-the last entry and writes the next (flushed and fsynced), so processes that
-append at once keep one chain. Blocking file I/O: coroutines use
-:func:`record_delivery`, which runs it in a thread.
+:meth:`AuditLog.append_many` holds an exclusive ``flock`` on the log while it
+reads the last entry and writes the next ones (flushed and fsynced), so
+processes that append at once keep one chain. Blocking file I/O: coroutines use
+:func:`record_delivery`, which runs it in a thread and writes the deliveries
+that finish while one write is under way together, in the next (a group
+commit: a tree of small files finishes dozens a second, and one fsync each,
+one after another under the lock, held them back: 300 files of 64 KiB across
+50 ms took 0.7 s longer than with the audit trail off).
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -148,6 +153,11 @@ class AuditLog:
 
     def append(self, delivery: Delivery) -> Entry:
         """Chain ``delivery`` onto the last entry and write it, under an exclusive lock (blocking I/O)."""
+        return self.append_many([delivery])[0]
+
+    def append_many(self, deliveries: Sequence[Delivery]) -> list[Entry]:
+        """Chain ``deliveries`` in order onto the last entry and write them with one write and one fsync,
+        under an exclusive lock (blocking I/O)."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
@@ -156,10 +166,14 @@ class AuditLog:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # released by the close
             seq, prev = self._head(fd)
-            entry = chain(delivery, seq + 1, prev, _utc_now())
-            _write_all(fd, (entry.line() + "\n").encode())
+            now, entries = _utc_now(), []
+            for delivery in deliveries:
+                entry = chain(delivery, seq + 1, prev, now)
+                seq, prev = entry.seq, entry.hash
+                entries.append(entry)
+            _write_all(fd, "".join(entry.line() + "\n" for entry in entries).encode())
             os.fsync(fd)
-            return entry
+            return entries
         except OSError as exc:
             raise AuditError(f"cannot write the audit log {self.path}: {exc.strerror}") from exc
         finally:
@@ -309,10 +323,58 @@ def resolve(setting: str | None, state_dir: Path) -> AuditLog | None:
 
 async def record_delivery(log: AuditLog | None, delivery: Delivery) -> Entry | None:
     """Append ``delivery`` to ``log`` (nothing if the audit trail is off): what ``cp``, ``pull``, ``push``
-    and ``serve`` call once a delivery is complete. The file work runs in a thread."""
+    and ``serve`` call once a delivery is complete. Returns when the entry is on disk (fsynced); the file
+    work runs in a thread, for the deliveries finishing meanwhile at once (see the module docstring)."""
     if log is None:
         return None
-    return await asyncio.to_thread(log.append, delivery)
+    appenders = _APPENDERS.setdefault(asyncio.get_running_loop(), {})
+    appender = appenders.get(log.path)
+    if appender is None:
+        appender = appenders[log.path] = _Appender(log)
+    return await appender.append(delivery)
+
+
+class _Appender:
+    """The deliveries waiting to be written to one log by one event loop, and the task writing them."""
+
+    def __init__(self, log: AuditLog) -> None:
+        self.log = log
+        self.waiting: list[tuple[Delivery, asyncio.Future[Entry]]] = []
+        self.writer: asyncio.Task[None] | None = None
+
+    async def append(self, delivery: Delivery) -> Entry:
+        done: asyncio.Future[Entry] = asyncio.get_running_loop().create_future()
+        self.waiting.append((delivery, done))
+        if self.writer is None:
+            self.writer = asyncio.ensure_future(self._write())
+        return await done
+
+    async def _write(self) -> None:
+        batch: list[tuple[Delivery, asyncio.Future[Entry]]] = []
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                try:
+                    entries = await asyncio.to_thread(self.log.append_many, [delivery for delivery, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - an AuditError (else a bug): each caller raises it
+                    for _, done in batch:
+                        if not done.done():  # a caller cancelled meanwhile: its entry's fate is not awaited
+                            done.set_exception(exc)
+                    continue
+                for (_, done), entry in zip(batch, entries, strict=True):
+                    if not done.done():
+                        done.set_result(entry)
+            batch = []
+        except BaseException:  # cancelled with the loop: no caller is left waiting
+            for _, done in batch + self.waiting:
+                done.cancel()
+            raise
+        finally:
+            self.writer = None
+
+
+#: per event loop (the CLI runs one per command, ``serve`` one for its life), per log
+_APPENDERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Path, _Appender]] = weakref.WeakKeyDictionary()
 
 
 def broken(report: ChainReport, log: AuditLog) -> IntegrityError:

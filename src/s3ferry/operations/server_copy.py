@@ -60,7 +60,7 @@ async def server_side_copy(source: S3Source, sink: S3Sink, options: TransferOpti
     listener = progress or NoProgress()
     meter, started = ResourceMeter(), time.monotonic()
     retry = RetryPolicy(retries=options.retries)
-    stat = await source.stat()
+    stat = await source.head()  # not stat(): it may read a small object whole, and here S3 copies it
     await sink.prepare()
     single = stat.size <= options.copy_part_size
     algorithm = _copy_algorithm(stat, single, options)

@@ -29,11 +29,11 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from s3ferry.core.errors import S3FerryError, UsageError
 from s3ferry.core.options import MIN_PART_SIZE, TransferOptions
-from s3ferry.core.storage import Entry, ListingSink, Sink, Source, Stat
+from s3ferry.core.storage import Entry, ListingSink, ReadAheadSource, Sink, Source, Stat
 from s3ferry.core.urls import safe_relative
 from s3ferry.engine.journal import Journal, open_journal
 from s3ferry.engine.transfer import Executor, TransferResult
@@ -47,7 +47,7 @@ T = TypeVar("T")
 U = TypeVar("U")
 
 #: Small files in flight: at most this many times ``transfers`` (the memory budget decides below that).
-SMALL_FILES_FACTOR = 8
+SMALL_FILES_FACTOR = 32
 
 
 @dataclass(frozen=True)
@@ -203,7 +203,8 @@ async def _listed(entries: Sequence[Entry]) -> list[Entry]:
 async def _selected_entries(source: Source, filters: Sequence[Filter], result: TreeResult) -> list[Entry]:
     """The files below ``source`` that ``filters`` select; the others are counted as excluded."""
     entries: list[Entry] = []
-    async for entry in source.walk():
+    listing = cast(ReadAheadSource, source).walk_to_read() if source.features.reads_small_in_stat else source.walk()
+    async for entry in listing:
         if selected(entry.path, filters):
             entries.append(entry)
         else:

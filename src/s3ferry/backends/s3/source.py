@@ -25,15 +25,21 @@ from s3ferry.backends.s3.sink import S3Client, head_stat, sse_c_args
 from s3ferry.core.errors import (
     NotFoundError,
     PermissionError_,
+    S3FerryError,
     SourceChangedError,
     TransferError,
     UsageError,
     UserError,
 )
+from s3ferry.core.options import S3Options
 from s3ferry.core.storage import Entry, Features, Stat
+from s3ferry.core.urls import Location
 from s3ferry.core.verification import StoredCheck, stored_check
+from s3ferry.engine.retry import RetryPolicy
 
 _SLICE = 256 * 1024
+#: objects a listing showed at most this large are read whole by :meth:`S3Source.stat` (see there)
+READ_WHOLE = 1024 * 1024
 log = logging.getLogger("s3ferry")
 
 
@@ -45,6 +51,12 @@ class S3Reader:
 
     async def read_into(self, offset: int, buf: memoryview) -> None:
         if len(buf) == 0:
+            return
+        whole = self._source.whole
+        if whole is not None:  # read by stat(), with the version it pinned
+            if offset + len(buf) > len(whole):
+                raise SourceChangedError(f"{self._source.where} became shorter while it was being read")
+            buf[:] = whole[offset : offset + len(buf)]
             return
         args: dict[str, Any] = {**self._source.key_args(), "Range": f"bytes={offset}-{offset + len(buf) - 1}"}
         if self._etag:
@@ -77,11 +89,19 @@ class S3Reader:
 
 
 class S3Source(S3Client):
-    features = Features(ranged_reads=True, listing=True)
+    features = Features(ranged_reads=True, listing=True, reads_small_in_stat=True)
     #: the ETag stat() saw: every ranged GET names it (If-Match); push marks this version delivered
     pinned_etag: str | None = None
     #: stat()'s HeadObject answer (its checksum and ETag are what a download is checked against)
     _head: dict[str, Any] | None = None
+    #: the object's bytes, when stat() read it whole (a small object a listing showed)
+    whole: bytes | None = None
+
+    def __init__(self, location: Location, options: S3Options, pool_size: int = 10,
+                 retry: RetryPolicy | None = None, parent: S3Client | None = None) -> None:
+        super().__init__(location, options, pool_size, retry, parent)
+        #: small objects a walk listed (key -> ETag), until their stat(); shared by a tree's objects
+        self._listed: dict[str, str] = parent._listed if isinstance(parent, S3Source) else {}
 
     def child(self, path: str) -> S3Source:
         return S3Source(self.location.with_path(path), self.options, self._pool_size, self.retry, parent=self)
@@ -91,6 +111,18 @@ class S3Source(S3Client):
                 **sse_c_args(self.options.sse_c_key(source=True))}
 
     async def stat(self) -> Stat:
+        """The object's size, ETag (every later read is pinned to it), time and stored checksum; a small
+        object a walk listed is read whole by the same request (see :meth:`_read_whole`)."""
+        listed = self._listed.pop(self.location.path, None)
+        if listed is not None and self.pinned_etag is None and not self.location.path.endswith("/"):
+            head = await self._read_whole(listed)
+            if head is not None:
+                self.pinned_etag, self._head = head.get("ETag"), head
+                return head_stat(head)
+        return await self.head()
+
+    async def head(self) -> Stat:
+        """:meth:`stat` by HeadObject alone, never reading the object (a copy inside S3 moves no bytes here)."""
         if not self.location.path or self.location.path.endswith("/"):
             raise UsageError(f"{self.where} is a prefix (use cp -r to copy everything under it)")
         try:
@@ -110,6 +142,32 @@ class S3Source(S3Client):
         self.pinned_etag = head.get("ETag")
         self._head = head
         return head_stat(head)  # mtime: the one recorded from the original source, if any
+
+    async def _read_whole(self, etag: str) -> dict[str, Any] | None:
+        """A small object of a tree read whole, pinned to the ETag its listing showed: the GET answers what
+        a HEAD would (size, ETag, metadata, the stored checksum with ``ChecksumMode``), one request per
+        object instead of two (measured: 300 objects of 64 KiB to SFTP, the HEADs were ~20% of the CPU).
+        None when that fails (changed since the listing, gone, refused): :meth:`stat` then asks HEAD,
+        whose answer says why."""
+        try:
+            answer = await self.call_once("get_object", **self.key_args(), IfMatch=etag, ChecksumMode="ENABLED")
+        except S3FerryError as exc:
+            log.debug("reading %s whole failed (%s): asking HEAD", self.where, exc)
+            return None
+        try:
+            async with answer.pop("Body") as stream:
+                whole = await stream.read()
+        except bexc.FlexibleChecksumError as exc:
+            log.warning("S3 answered a body of %s that does not match its checksum (%s): reading it again",
+                        self.where, exc)
+            return None
+        except (TimeoutError, aiohttp.ClientError, bexc.BotoCoreError, OSError) as exc:
+            log.debug("reading %s whole broke off (%s): asking HEAD", self.where, exc)
+            return None
+        if len(whole) != int(answer.get("ContentLength", -1)):
+            return None
+        self.whole = whole
+        return dict(answer)
 
     async def stored_check(self) -> StoredCheck | None:
         """The check the object stores for the version stat() saw: its checksum, else an MD5 ETag.
@@ -213,3 +271,11 @@ class S3Source(S3Client):
 
     def walk(self) -> AsyncIterator[Entry]:
         return self.objects_below()
+
+    async def walk_to_read(self) -> AsyncIterator[Entry]:
+        """:meth:`walk`, the small objects noted for their :meth:`stat` to read whole."""
+        prefix = self.location.path.rstrip("/")
+        async for entry in self.objects_below():
+            if entry.size <= READ_WHOLE and entry.etag:
+                self._listed[f"{prefix}/{entry.path}" if prefix else entry.path] = entry.etag
+            yield entry
