@@ -358,6 +358,8 @@ class _Link:
     write_slot_count: int = 0
     #: the first connection, opened ahead of its first use (see :meth:`SftpEndpoint.warm_up`)
     warming: asyncio.Future[None] | None = None
+    #: the round trip being timed on the first connection (see :meth:`SftpEndpoint.connect`)
+    measuring: asyncio.Future[None] | None = None
 
 
 @dataclass
@@ -459,11 +461,17 @@ class SftpEndpoint:
         self._all.append(conn)
         try:
             sftp = await conn.start_sftp_client()
-            if self._link.rtt is None:
-                await self._measure(sftp)
         except (TimeoutError, asyncssh.Error, OSError) as exc:
             raise translate_error(exc, self.where) from exc
+        if self._link.rtt is None and self._link.measuring is None:
+            # Timed beside the first use, not before it: a round trip less before the first request
+            self._link.measuring = asyncio.ensure_future(self._measure(sftp))
         return conn, sftp
+
+    async def _measured(self) -> None:
+        """Wait for the round trip's measure, if one is under way (what depends on it is decided after it)."""
+        if self._link.measuring is not None:
+            await asyncio.shield(self._link.measuring)
 
     async def _auth_tried(self, kwargs: dict[str, object], offered: tuple[str, ...]) -> str:
         """``tried: publickey (id_ed25519, agent), password; the server offers: ...`` for an auth failure's
@@ -492,9 +500,18 @@ class SftpEndpoint:
 
     async def _measure(self, sftp: asyncssh.SFTPClient) -> None:
         """Time one request (a round trip) on the first connection: requests in flight are sized from it."""
-        started = time.monotonic()
-        await sftp.realpath(".")
-        self._link.rtt = rtt = time.monotonic() - started
+        times = []
+        try:
+            # Twice, the shorter kept: timed beside the first requests, one answer may wait for a busy loop
+            # (making the S3 client takes ~60 ms), which on loopback would look like a long round trip
+            for _ in range(2):
+                started = time.monotonic()
+                await sftp.realpath(".")
+                times.append(time.monotonic() - started)
+        except (TimeoutError, asyncssh.Error, OSError) as exc:  # the connection's users hear of it themselves
+            log.debug("SFTP %s: the round trip could not be timed: %s", self._endpoint(), exc)
+            return
+        self._link.rtt = rtt = min(times)
         block = self._read_block(sftp)
         log.info("SFTP %s: round trip %.1f ms; reads: %d requests of %s in flight per stream (SSH window "
                  "%d MiB); writes: up to %d sessions on one connection", self._endpoint(), rtt * 1000,
@@ -614,11 +631,15 @@ class SftpEndpoint:
             conn, sftp = self._idle.pop()
             if not conn.is_closed():
                 return conn, sftp
+        await self._measured()  # a new connection or a shared one: the round trip decides
         async with self._link.opening:
             shared = self._shared_pair()
             if shared is not None:
                 return shared
             live = [pair for pair in self._link.pairs if not pair[0].is_closed()]
+            if live and self._shares():  # the first connection, lent before its round trip was known
+                self._idle.append(live[0])
+                return live[0]
             if len(live) >= _MAX_CONNECTIONS:
                 self._link.turn += 1
                 return live[self._link.turn % len(live)]
@@ -646,10 +667,12 @@ class SftpEndpoint:
     async def close(self) -> None:
         if not self._owner:
             return  # the parent owns the connections
-        warming, self._link.warming = self._link.warming, None
-        if warming is not None:  # never used (another error came first): its error is not this one's
-            warming.cancel()
-            await asyncio.gather(warming, return_exceptions=True)
+        for pending in (self._link.warming, self._link.measuring):
+            if pending is not None and not pending.done():  # never used (another error came first)
+                pending.cancel()
+            if pending is not None:
+                await asyncio.gather(pending, return_exceptions=True)
+        self._link.warming = self._link.measuring = None
         if self._link.closing:
             await asyncio.gather(*self._link.closing, return_exceptions=True)
         growing, self._link.growing = self._link.growing, None
@@ -693,6 +716,7 @@ class SftpSource(SftpEndpoint):
         """A reader of the file, on a connection of its own, or one shared by all readers when the round trip
         is long (see :meth:`_lend`)."""
         conn, sftp = await self._checkout()
+        await self._measured()  # the requests in flight are sized from the round trip
         block = self._read_block(sftp)
         try:
             file = await sftp.open(self.location.path, "rb", block_size=0)
@@ -1353,6 +1377,7 @@ class SftpSink(SftpEndpoint):
 
     async def _grow(self, conn: asyncssh.SSHClientConnection) -> None:
         link = self._link
+        await self._measured()
         missing = self._sessions_wanted() - len(link.sessions)
         if missing <= 0:
             return
