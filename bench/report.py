@@ -73,6 +73,8 @@ def notes_of(run: Run) -> str:
     rep = run.reported
     if not rep:
         return ""
+    if "kind" in rep:  # pull, push: a job's report has no RSS or disk figures of its own
+        return f"self-reported: {rep['seconds']:.2f} s, {rep['copied']} files copied"
     if "copied" in rep:  # cp -r
         return (f"self-reported: {rep['seconds']:.2f} s, RSS {mb(rep['peak_rss_bytes'])} MB, "
                 f"disk {human_bytes(rep['disk_write_bytes'])}, {rep['copied']} files copied")

@@ -293,7 +293,7 @@ def check_tree(cmd: tools.Command, result: measure.ChildResult, client: S3Client
     if result.returncode != 0:
         raise failure(cmd, result, f"exit code {result.returncode}")
     count, total = len(expected), sum(expected.values())
-    reported = s3ferry_json(cmd, result) if cmd.tool == "s3ferry" else None
+    reported = s3ferry_json(cmd, result) if cmd.tool in ("s3ferry", *wan.JOBS) else None
     if reported is not None and (reported.get("copied"), reported.get("bytes"), reported.get("failed")) != (
             count, total, 0):
         raise failure(cmd, result, f"reported {reported.get('copied')} files / {reported.get('bytes')} bytes / "
@@ -395,6 +395,8 @@ def wan_compare(bed: tools.Bed, client: S3Client, args: argparse.Namespace, logs
                         if tool == "link":
                             runs.append(wan.measure_link(spec, size, n, direction))
                             continue
+                        if not wan.runs_in(tool, direction):
+                            continue
                         label = f"{n}-{rtt * 1000:g}ms"
                         cmd = wan.command(tool, wan_bed, direction, tree, label)
                         verify: Verify = ((lambda c, r: check_tree(c, r, client, expected)) if tree
@@ -403,6 +405,7 @@ def wan_compare(bed: tools.Bed, client: S3Client, args: argparse.Namespace, logs
                                       log_name=f"{tool}-{direction}-{label}")
                         runs.append(dataclasses.replace(run, direction=direction, rtt=rtt))
                         remove_copy(client, cmd, tree)
+                        wan.after_run(tool, wan_bed, client)
     return runs
 
 

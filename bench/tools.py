@@ -83,10 +83,11 @@ def base_env(bed: Bed) -> dict[str, str]:
     return env
 
 
-def s3ferry_cp(bed: Bed, source: str, dest: str, *flags: str) -> tuple[list[str], dict[str, str]]:
-    """``s3ferry cp SOURCE DEST`` with the test bed's SFTP key and known_hosts: argv and environment."""
+def s3ferry_cp(bed: Bed, source: str, dest: str, *flags: str, verb: str = "cp") -> tuple[list[str], dict[str, str]]:
+    """``s3ferry cp SOURCE DEST`` (or ``verb``: pull, push) with the test bed's SFTP key and known_hosts: argv
+    and environment."""
     argv = [
-        tool_path("s3ferry"), "cp", *flags, source, dest,
+        tool_path("s3ferry"), verb, *flags, source, dest,
         "--identity", str(bed.ssh.user_key), "--known-hosts", str(bed.known_hosts), "--json",
         *bed.s3ferry_args,
     ]

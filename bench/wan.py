@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import report
 import tools
@@ -36,7 +37,10 @@ NOHASH = ["--sftp-disable-hashcheck"]
 #: What WAN mode runs, in this order within a round. "link" is a raw TCP bulk copy through a delay line
 #: of the same settings (measured in the harness, no child); "ssh-cat" the SSH side alone.
 FILE_TOOLS = ("s3ferry", "s3ferry-base", "rclone", "rclone-tuned", "ssh-cat", "link")
-TREE_TOOLS = ("s3ferry", "s3ferry-base", "rclone", "rclone-nohash", "rclone-tuned")
+TREE_TOOLS = ("s3ferry", "s3ferry-pull", "s3ferry-push", "s3ferry-base", "rclone", "rclone-nohash", "rclone-tuned")
+#: the jobs of a tree, each in its one direction: pull sftp -> s3 (the source's files archived into
+#: .done/, put back after the run), push s3 -> sftp (its delivery tags removed after the run)
+JOBS = {"s3ferry-pull": "up", "s3ferry-push": "down"}
 ALL_TOOLS = tuple(dict.fromkeys(FILE_TOOLS + TREE_TOOLS))
 _RTT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s)\s*$", re.IGNORECASE)
 _RATE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?)(i?)(b|bit)/s\s*$", re.IGNORECASE)
@@ -72,7 +76,7 @@ def rtt_label(rtt: float) -> str:
 
 def default_tools(tree: bool, tuned: bool, baseline: bool) -> list[str]:
     """s3ferry, rclone at its defaults (and without its md5sum for trees), the link limits for a file."""
-    chosen = ["s3ferry", "rclone", *(["rclone-nohash"] if tree else ["ssh-cat", "link"])]
+    chosen = ["s3ferry", "rclone", *(["rclone-nohash", *JOBS] if tree else ["ssh-cat", "link"])]
     chosen += (["rclone-tuned"] if tuned else []) + (["s3ferry-base"] if baseline else [])
     return ordered(chosen, tree)
 
@@ -117,9 +121,22 @@ def variant(tool: str, bed: tools.Bed) -> tuple[str, tools.Bed]:
     return tool, bed
 
 
+def runs_in(tool: str, direction: str) -> bool:
+    """Whether ``tool`` copies in ``direction`` (a job goes one way only)."""
+    return JOBS.get(tool, direction) == direction
+
+
 def command(tool: str, bed: tools.Bed, direction: str, tree: bool, label: str) -> tools.Command:
     """``tool`` copying the file (or the tree) in ``direction``, into a new object/prefix/path of ``label``."""
     base, run_bed = variant(tool, bed)
+    if tool == "s3ferry-pull":
+        prefix = f"{tool}-{label}/"
+        argv, env = tools.s3ferry_cp(run_bed, bed.sftp_url(bed.source), f"s3://{bed.bucket}/{prefix}", verb="pull")
+        return tools.Command(tool, argv, env, prefix)
+    if tool == "s3ferry-push":
+        dest = bed.ssh.root / "down" / f"{tool}-{label}"
+        argv, env = tools.s3ferry_cp(run_bed, f"s3://{bed.bucket}/{SOURCE_PREFIX}", bed.sftp_url(dest), verb="push")
+        return tools.Command(tool, argv, env, None, dest=dest)
     if direction == "up":
         builders = tools.TREE_BUILDERS if tree else tools.BUILDERS
         suffix = "/" if tree else ""
@@ -136,6 +153,19 @@ def command(tool: str, bed: tools.Bed, direction: str, tree: bool, label: str) -
     source = f"s3://{bed.bucket}/{SOURCE_PREFIX if tree else SOURCE_KEY}"
     argv, env = tools.s3ferry_cp(run_bed, source, bed.sftp_url(dest), *(["-r", "--no-progress"] if tree else []))
     return tools.Command(tool, argv, env, None, dest=dest)
+
+
+def after_run(tool: str, bed: tools.Bed, client: Any) -> None:  # a boto3 S3 client
+    """Undo what a job's run changed besides its copy: the next run must find the same tree."""
+    if tool == "s3ferry-pull":
+        for done in sorted(bed.source.rglob(".done"), reverse=True):
+            for path in done.iterdir():
+                path.rename(done.parent / path.name)
+            done.rmdir()
+    elif tool == "s3ferry-push":
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bed.bucket, Prefix=SOURCE_PREFIX):
+            for obj in page.get("Contents", []):
+                client.delete_object_tagging(Bucket=bed.bucket, Key=obj["Key"])
 
 
 def _medians(runs: list[Run]) -> dict[tuple[float | None, str, str], list[Run]]:

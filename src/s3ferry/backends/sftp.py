@@ -770,9 +770,17 @@ class SftpSource(SftpEndpoint):
         conn, sftp = await self._checkout()
         try:
             await self._archive_folder(sftp, posixpath.join(parent, folder))
-            await _replace(sftp, path, target)
             now = time.time()
-            await sftp.utime(target, (now, now))  # retention counts from archiving, not from the file's mtime
+            # The time (retention counts from archiving, not from the file's mtime) is set by a request sent
+            # right behind the move's, a round trip for both: a server answers one session's requests in order
+            moving = asyncio.ensure_future(_replace(sftp, path, target))
+            stamping = asyncio.ensure_future(sftp.utime(target, (now, now)))
+            try:
+                atomic = await moving
+            finally:
+                stamped = (await asyncio.gather(stamping, return_exceptions=True))[0]
+            if not atomic or isinstance(stamped, BaseException):
+                await sftp.utime(target, (now, now))  # moved in several requests (no posix-rename): stamped now
         except (asyncssh.Error, OSError) as exc:
             raise translate_error(exc, f"{self.where} (archiving {path})") from exc
         self._checkin((conn, sftp))
@@ -824,15 +832,18 @@ class SftpSource(SftpEndpoint):
         return attrs.permissions is not None and not statmod.S_ISDIR(attrs.permissions)
 
 
-async def _replace(sftp: asyncssh.SFTPClient, old: str, new: str) -> None:
-    """Rename ``old`` to ``new``, replacing ``new`` (atomically where posix-rename@openssh.com is offered)."""
+async def _replace(sftp: asyncssh.SFTPClient, old: str, new: str) -> bool:
+    """Rename ``old`` to ``new``, replacing ``new``: atomically (True) where posix-rename@openssh.com is
+    offered, else in three requests (False)."""
     try:
         await sftp.posix_rename(old, new)
+        return True
     except asyncssh.SFTPOpUnsupported:
         # Plain SFTP rename refuses to replace: remove the old file first.
         if await sftp.exists(new):
             await sftp.remove(new)
         await sftp.rename(old, new)
+        return False
 
 
 async def _close_quietly(file: asyncssh.SFTPClientFile) -> bool:

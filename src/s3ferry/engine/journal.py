@@ -318,6 +318,12 @@ class Journal:
             try:
                 db.execute("PRAGMA page_size=1024")  # only takes effect when the file is created
                 db.execute("PRAGMA journal_mode=WAL")
+                # A commit is written before it returns, not synced: it survives the process being killed
+                # (kill -9 is tested), not a power cut, which can lose the last commits. Those only save work:
+                # what they record was verified first, so what is lost is done again (a part sent again, a
+                # file pulled again) -- never taken as done. A sync per commit held back every small file:
+                # `pull` of 300 files across 50 ms spent most of its time waiting on them.
+                db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA foreign_keys=ON")
                 db.executescript(SCHEMA)
                 migrate(db)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -112,6 +112,12 @@ class _Push:
         await self.journal.record_delivery(self.src, self.dst, key, _tag_value(etag))
         self.ledger[key] = _tag_value(etag)
         return True
+
+    async def _done_before(self, entry: Entry) -> bool:
+        """Delivered at the listed version already (the ledger, the tag) or found in place after a crash."""
+        key = self.key_of(entry.path)
+        return (await self.delivered(key, str(entry.etag))
+                or await self.in_place(entry.path, key, str(entry.etag), entry.size, entry.mtime))
 
     async def deliver(self, rel: str, from_queue: bool = False) -> None:
         """Copy one object; mark it if it still is the version delivered; queue it on failure.
@@ -212,6 +218,7 @@ class _Push:
         self.started = await self.journal.deliveries_started(self.src, self.dst)
         todo: list[str] = []
         listed: set[str] = set()
+        candidates: list[Entry] = []
         async for entry in _objects(self.source):
             listed.add(self.key_of(entry.path))
             if not selected(entry.path, filters):
@@ -221,11 +228,13 @@ class _Push:
             except UsageError as exc:
                 self.report.fail(entry.path, exc)  # not queued: retrying cannot make it safe
                 continue
-            key = self.key_of(entry.path)
-            if (await self.delivered(key, str(entry.etag))
-                    or await self.in_place(entry.path, key, str(entry.etag), entry.size, entry.mtime)):
+            candidates.append(entry)
+        # Looked at many at a time (a tag read each for what the ledger does not know), judged in order
+        done = await _many(self._done_before, candidates)
+        for entry, delivered in zip(candidates, done, strict=True):
+            if delivered:
                 self.report.skipped.append(entry.path)
-            elif queued.get(key) == entry.etag:
+            elif queued.get(self.key_of(entry.path)) == entry.etag:
                 self.report.waiting.append(entry.path)  # failed before, left to --retry-failed
             else:
                 self.etags[entry.path] = entry.etag or ""
@@ -303,6 +312,21 @@ def _tag_lock(journal: Journal, bucket: str, stripe: int) -> TagLock:
 
 def _tag_value(etag: str) -> str:
     return etag.strip('"')  # tag values may not hold quotes; an ETag is hex (and "-N")
+
+
+#: objects looked at (their tags read) at a time while a scan decides what goes
+_LOOKS = 32
+
+
+async def _many(look: Callable[[Entry], Awaitable[bool]], entries: Sequence[Entry]) -> list[bool]:
+    """``look`` at every entry, :data:`_LOOKS` at a time; the answers in the entries' order."""
+    slots = asyncio.Semaphore(_LOOKS)
+
+    async def one(entry: Entry) -> bool:
+        async with slots:
+            return await look(entry)
+
+    return list(await asyncio.gather(*(one(e) for e in entries)))
 
 
 async def _objects(source: S3Source) -> AsyncIterator[Entry]:
