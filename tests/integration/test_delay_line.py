@@ -203,6 +203,27 @@ def second_sshd(ssh: testbed.SshServer, folder: Path, setting: str, instead: str
         testbed.stop_process(proc)
 
 
+@pytest.mark.usefixtures("s3_env")
+def test_small_files_on_loopback_share_one_connection(ssh: testbed.SshServer, s3: testbed.SeaweedServer,
+                                                     bucket: str, tmp_path: Path) -> None:
+    """Reads of small files share an open connection whatever the round trip: a tree of 60 small files logs
+    in once (a connection per file in flight costs a key exchange and an sshd process each, more CPU than
+    the files: 3.0 s against 2.6 s for 300 files of 64 KiB, measured)."""
+    with second_sshd(ssh, tmp_path, "LogLevel ERROR", "LogLevel INFO") as port:
+        src = ssh.root / f"shared-{bucket}"
+        tree = _small_tree(src, 60)
+        url = ssh.url(src).replace(f"@127.0.0.1:{ssh.port}/", f"@127.0.0.1:{port}/")
+        known_hosts = known_hosts_via(ssh.known_hosts, port, tmp_path / "known_hosts_port")
+        result = run_cli("cp", "-r", url, f"s3://{bucket}/one/", "--no-progress", "--identity", str(ssh.user_key),
+                         "--known-hosts", str(known_hosts))
+        logins = (tmp_path / "sshd.log").read_text().count("Accepted publickey")
+    assert result.code == 0, result.stderr
+    assert logins == 1, logins
+    client = s3.client()
+    for rel, data in tree.items():
+        assert client.get_object(Bucket=bucket, Key=f"one/{rel}")["Body"].read() == data, rel
+
+
 @pytest.fixture
 def sshd_two_sessions(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[int]:
     """A second sshd that allows two sessions per connection (``MaxSessions 2``, as a partner's server

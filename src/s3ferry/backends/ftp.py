@@ -644,7 +644,7 @@ class FtpSource:
         return None  # FTP has no standard checksum command every server answers
 
     @asynccontextmanager
-    async def reader(self) -> AsyncIterator[FtpReader]:
+    async def reader(self, length: int | None = None) -> AsyncIterator[FtpReader]:
         client, reused = await self._pool.checkout()
         reader = FtpReader(self._pool, client, reused, self.location.path, self.where)
         try:

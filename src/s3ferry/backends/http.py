@@ -341,7 +341,7 @@ class HttpSource:
         return known, probe is None or probe.ranged is not False
 
     @asynccontextmanager
-    async def reader(self) -> AsyncIterator[_RangedReader | _StreamReader]:
+    async def reader(self, length: int | None = None) -> AsyncIterator[_RangedReader | _StreamReader]:
         if self._known is None:
             await self.stat()  # the readers need the validators, and whether Range works
         assert self._known is not None

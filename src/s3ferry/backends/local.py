@@ -112,7 +112,7 @@ class LocalSource:
         return None  # a file stores no checksum of its own
 
     @asynccontextmanager
-    async def reader(self) -> AsyncIterator[LocalReader]:
+    async def reader(self, length: int | None = None) -> AsyncIterator[LocalReader]:
         try:
             fd = await asyncio.to_thread(os.open, self.path, os.O_RDONLY)
         except OSError as exc:

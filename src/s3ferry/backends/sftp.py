@@ -96,6 +96,8 @@ _MAX_READ_IN_FLIGHT = 16 * _MiB
 _SERVER_WINDOW = 2 * _MiB
 #: From this round trip on (seconds), readers share one connection rather than open one each.
 _SHARE_RTT = 0.01
+#: Reads of at most this many bytes share an open connection on any round trip (see ``_checkout_shared``)
+_SHORT_READ = 1024 * 1024
 #: Sessions per connection at most (OpenSSH's MaxSessions is 10 by default; refusals are backed off).
 _MAX_SESSIONS = 8
 #: connections to one server on a short round trip (each is an sshd process; OpenSSH's MaxStartups
@@ -649,6 +651,19 @@ class SftpEndpoint:
                 self._idle.append(pair)
             return pair
 
+    async def _checkout_shared(self) -> _Conn:
+        """An open connection, lent in turn whoever uses it (a new one only if none is open), for what takes
+        a few requests (a stat, a listing, a move, a short read): measured on loopback, 300 files of 64 KiB
+        took 2.6 s through one connection and 3.0 s opening one per file in flight (8): each costs a key
+        exchange and an sshd process, more CPU than a small file's whole read. Only long reads get a
+        connection of their own on a short round trip (:meth:`_checkout`)."""
+        await self._warmed()
+        live = [pair for pair in self._link.pairs if not pair[0].is_closed()]
+        if not live:
+            return await self._checkout_now()
+        self._link.turn += 1
+        return live[self._link.turn % len(live)]
+
     def _shares(self) -> bool:
         return self._link.rtt is not None and self._link.rtt >= _SHARE_RTT
 
@@ -698,7 +713,7 @@ class SftpSource(SftpEndpoint):
         return SftpSource(self.location.with_path(path), self.options, self._block, self._window, parent=self)
 
     async def stat(self) -> Stat:
-        conn, sftp = await self._checkout()
+        conn, sftp = await self._checkout_shared()
         try:
             attrs = await sftp.stat(self.location.path)
         except (asyncssh.Error, OSError) as exc:
@@ -712,10 +727,12 @@ class SftpSource(SftpEndpoint):
         return None  # SFTP (version 3) has no checksum request OpenSSH answers
 
     @asynccontextmanager
-    async def reader(self) -> AsyncIterator[SftpReader]:
+    async def reader(self, length: int | None = None) -> AsyncIterator[SftpReader]:
         """A reader of the file, on a connection of its own, or one shared by all readers when the round trip
-        is long (see :meth:`_lend`)."""
-        conn, sftp = await self._checkout()
+        is long (see :meth:`_checkout`); a short read (``length`` at most :data:`_SHORT_READ`) shares an open
+        one whatever the round trip."""
+        short = length is not None and length <= _SHORT_READ
+        conn, sftp = await (self._checkout_shared() if short else self._checkout())
         await self._measured()  # the requests in flight are sized from the round trip
         block = self._read_block(sftp)
         try:
@@ -755,7 +772,7 @@ class SftpSource(SftpEndpoint):
         pair[0].abort()
 
     async def list_folder(self) -> AsyncIterator[Entry]:
-        conn, sftp = await self._checkout()
+        conn, sftp = await self._checkout_shared()
         try:
             entries = await _list_folder(sftp, self.location.path.rstrip("/") or "/")
         except (asyncssh.Error, OSError) as exc:
@@ -767,7 +784,7 @@ class SftpSource(SftpEndpoint):
     async def archive(self, path: str, folder: str) -> str:
         parent, name = posixpath.split(path)
         target = posixpath.join(parent, folder, name)
-        conn, sftp = await self._checkout()
+        conn, sftp = await self._checkout_shared()
         try:
             await self._archive_folder(sftp, posixpath.join(parent, folder))
             now = time.time()
@@ -800,7 +817,7 @@ class SftpSource(SftpEndpoint):
         self._link.archives.add(archive)
 
     async def remove(self, path: str) -> None:
-        conn, sftp = await self._checkout()
+        conn, sftp = await self._checkout_shared()
         try:
             await sftp.remove(path)
         except asyncssh.SFTPNoSuchFile:
@@ -810,7 +827,7 @@ class SftpSource(SftpEndpoint):
         self._checkin((conn, sftp))
 
     async def walk(self) -> AsyncIterator[Entry]:
-        conn, sftp = await self._checkout()
+        conn, sftp = await self._checkout_shared()
         top = self.location.path.rstrip("/") or "/"
         try:
             entries = await _walk(sftp, top, self.where)

@@ -220,7 +220,9 @@ class Source(Protocol):
         """The check the source stores for the bytes stat() described (S3: a checksum or an MD5
         ETag), to verify a destination that reports none of its own; None when it stores none."""
 
-    def reader(self) -> AbstractAsyncContextManager[RangeReader]: ...
+    def reader(self, length: int | None = None) -> AbstractAsyncContextManager[RangeReader]:
+        """A reader of the file; ``length``: the bytes it will read at most, when known (a short read may
+        share a connection another reader holds, where opening one costs more than the read)."""
 
     def child(self, path: str) -> Source:
         """A source for ``path`` (a full path, as in ``Location.path``) on the same server,

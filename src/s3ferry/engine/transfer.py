@@ -203,16 +203,17 @@ class BufferPool:
 class ReaderSlot:
     """One read stream's reader, reopened after it breaks (its connection is dropped)."""
 
-    def __init__(self, source: Source, limit: RateLimit | None = None) -> None:
+    def __init__(self, source: Source, limit: RateLimit | None = None, length: int | None = None) -> None:
         self._source = source
         self._limit = limit
+        self._length = length  # the bytes this slot reads at most, when known (see Source.reader)
         self._stack: AsyncExitStack | None = None
         self._reader: RangeReader | None = None
 
     async def read_into(self, offset: int, buf: memoryview) -> None:
         if self._reader is None:
             self._stack = AsyncExitStack()
-            self._reader = await self._stack.enter_async_context(self._source.reader())
+            self._reader = await self._stack.enter_async_context(self._source.reader(self._length))
         try:
             await self._reader.read_into(offset, buf)
         except BaseException as exc:
@@ -336,7 +337,7 @@ class PartJob:
         self.in_order = _InOrder(self.tally) if self.tally is not None and self.tally.ordered else None
 
     async def read_worker(self) -> None:
-        slot = ReaderSlot(self.source, self.bwlimit)
+        slot = ReaderSlot(self.source, self.bwlimit, sum(p.length for p in self.to_read))
         try:
             for part in self.next_part:  # shared iterator: each part is taken once
                 _checkpoint()
@@ -386,7 +387,7 @@ class PartJob:
 
     async def stream_worker(self) -> None:
         """Streamed mode: take a part, send it while reading it (see :mod:`s3ferry.streamed`)."""
-        slot = ReaderSlot(self.source, self.bwlimit)
+        slot = ReaderSlot(self.source, self.bwlimit, sum(p.length for p in self.to_read))
         try:
             for part in self.next_part:
                 _checkpoint()
@@ -558,7 +559,7 @@ async def read_digests(source: Source, parts: Sequence[Part], algorithm: checksu
     workers = min(options.read_streams, len(parts)) if source.features.ranged_reads else 1
 
     async def worker() -> None:
-        slot = ReaderSlot(source, bwlimit)
+        slot = ReaderSlot(source, bwlimit, sum(p.length for p in parts))
         scratch = memoryview(bytearray(min(_RECHECK_SLAB, max(p.length for p in parts) or 1)))
         try:
             for part in todo:  # shared iterator: each part is read once

@@ -259,7 +259,7 @@ class S3Source(S3Client):
         return bool(page.get("KeyCount") or page.get("Contents"))
 
     @asynccontextmanager
-    async def reader(self) -> AsyncIterator[S3Reader]:
+    async def reader(self, length: int | None = None) -> AsyncIterator[S3Reader]:
         # Pinned to the ETag seen by stat(); the engine stats before reading.
         if self.pinned_etag is None:
             await self.stat()
