@@ -210,18 +210,24 @@ def test_small_files_on_loopback_share_one_connection(ssh: testbed.SshServer, s3
     in once (a connection per file in flight costs a key exchange and an sshd process each, more CPU than
     the files: 3.0 s against 2.6 s for 300 files of 64 KiB, measured)."""
     with second_sshd(ssh, tmp_path, "LogLevel ERROR", "LogLevel INFO") as port:
-        src = ssh.root / f"shared-{bucket}"
-        tree = _small_tree(src, 60)
-        url = ssh.url(src).replace(f"@127.0.0.1:{ssh.port}/", f"@127.0.0.1:{port}/")
-        known_hosts = known_hosts_via(ssh.known_hosts, port, tmp_path / "known_hosts_port")
-        result = run_cli("cp", "-r", url, f"s3://{bucket}/one/", "--no-progress", "--identity", str(ssh.user_key),
-                         "--known-hosts", str(known_hosts))
+        tree = _small_tree(ssh.root / f"shared-{bucket}", 60)
+        _copy_tree_via(port, ssh, s3, bucket, tmp_path, f"shared-{bucket}", tree)
         logins = (tmp_path / "sshd.log").read_text().count("Accepted publickey")
-    assert result.code == 0, result.stderr
     assert logins == 1, logins
+
+
+def _copy_tree_via(port: int, ssh: testbed.SshServer, s3: testbed.SeaweedServer, bucket: str, tmp_path: Path,
+                   folder: str, tree: dict[str, bytes]) -> None:
+    """``cp -r`` of ``ssh.root / folder`` through the sshd on ``port`` into ``s3://bucket/folder/``: exit 0 and
+    every object holding its file's bytes."""
+    url = ssh.url(ssh.root / folder).replace(f"@127.0.0.1:{ssh.port}/", f"@127.0.0.1:{port}/")
+    known_hosts = known_hosts_via(ssh.known_hosts, port, tmp_path / "known_hosts_port")
+    result = run_cli("cp", "-r", url, f"s3://{bucket}/{folder}/", "--no-progress", "--identity", str(ssh.user_key),
+                     "--known-hosts", str(known_hosts))
+    assert result.code == 0, result.stderr
     client = s3.client()
     for rel, data in tree.items():
-        assert client.get_object(Bucket=bucket, Key=f"one/{rel}")["Body"].read() == data, rel
+        assert client.get_object(Bucket=bucket, Key=f"{folder}/{rel}")["Body"].read() == data, rel
 
 
 @pytest.fixture
@@ -294,20 +300,13 @@ def sshd_few_startups(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[tuple[
 def test_many_small_files_on_loopback_stay_within_the_servers_startups(
         ssh: testbed.SshServer, s3: testbed.SeaweedServer, bucket: str, tmp_path: Path,
         sshd_few_startups: tuple[int, Path]) -> None:
-    """Dozens of small files at once on a short round trip: connections are opened one at a time and
-    capped (then shared), so a server allowing four unauthenticated connections (sshd may count one of ours
-    for a moment after it logged in) drops none of them; uncapped, dozens start at once."""
+    """Dozens of small files at once on a short round trip: they share an open connection, and more
+    connections are opened one at a time and capped, so a server allowing four unauthenticated connections
+    (sshd may count one of ours for a moment after it logged in) drops none of them; uncapped, dozens
+    start at once."""
     port, sshd_log = sshd_few_startups
-    src = ssh.root / f"startups-{bucket}"
-    tree = _small_tree(src, 80)
-    url = ssh.url(src).replace(f"@127.0.0.1:{ssh.port}/", f"@127.0.0.1:{port}/")
-    known_hosts = known_hosts_via(ssh.known_hosts, port, tmp_path / "known_hosts_port")
-    result = run_cli("cp", "-r", url, f"s3://{bucket}/s/", "--no-progress", "--identity", str(ssh.user_key),
-                     "--known-hosts", str(known_hosts))
-    assert result.code == 0, result.stderr
-    client = s3.client()
-    for rel, data in tree.items():
-        assert client.get_object(Bucket=bucket, Key=f"s/{rel}")["Body"].read() == data, rel
+    tree = _small_tree(ssh.root / f"startups-{bucket}", 80)
+    _copy_tree_via(port, ssh, s3, bucket, tmp_path, f"startups-{bucket}", tree)
     # sshd logs "beginning MaxStartups throttling" when it starts dropping (the copy then survives only
     # by retrying): it must never have to
     logged = sshd_log.read_text()

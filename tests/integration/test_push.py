@@ -253,18 +253,24 @@ def test_6_delete_goes_to_2(box: Outbox) -> None:
 
 # -- races and the command line ---------------------------------------------------
 
+class OverwriteWhileDelivering:
+    """A progress listener that overwrites ``race.bin`` as soon as its delivery starts moving bytes."""
+
+    def __init__(self, box: Outbox) -> None:
+        self.box = box
+
+    def started(self, name: str, total: int) -> None: ...
+
+    def advanced(self, nbytes: int) -> None:
+        self.box.put("race.bin", b"newer version")
+
+    def finished(self) -> None: ...
+
+
 def test_object_overwritten_mid_push_is_not_marked_and_goes_again(box: Outbox) -> None:
     box.put("race.bin", os.urandom(READ_WHOLE + 1))  # read by ranged GETs after its HEAD (a small one: below)
 
-    class OverwriteWhileDelivering:
-        def started(self, name: str, total: int) -> None: ...
-
-        def advanced(self, nbytes: int) -> None:
-            box.put("race.bin", b"newer version")
-
-        def finished(self) -> None: ...
-
-    first = box.push(progress=OverwriteWhileDelivering())
+    first = box.push(progress=OverwriteWhileDelivering(box))
     # The engine's last look at the source sees the new version: the delivery fails (and is queued).
     assert len(first.failed) == 1 and "overwritten" in str(first.failed[0][1])
     assert not box.marked("race.bin")
@@ -280,15 +286,7 @@ def test_small_object_overwritten_after_its_read_is_delivered_as_read_not_marked
     older = os.urandom(1000)
     box.put("race.bin", older)
 
-    class OverwriteWhileDelivering:
-        def started(self, name: str, total: int) -> None: ...
-
-        def advanced(self, nbytes: int) -> None:
-            box.put("race.bin", b"newer version")
-
-        def finished(self) -> None: ...
-
-    first = box.push(progress=OverwriteWhileDelivering())
+    first = box.push(progress=OverwriteWhileDelivering(box))
     assert first.copied == ["race.bin"] and not first.failed
     assert box.delivered("race.bin") == older
     assert not box.marked("race.bin")
