@@ -21,7 +21,7 @@ from s3ferry.core.options import TransferOptions
 from s3ferry.core.urls import parse
 from s3ferry.demo import servers as testbed
 from servers.s3proxy import S3FaultProxy
-from support.helpers import assert_one_line_error, plain_client, run_cli, sftp_flags
+from support.helpers import Run, assert_one_line_error, plain_client, run_cli, sftp_flags
 
 SIZES = (0, 1, 4096, 65536, 300_000, READ_WHOLE, READ_WHOLE + 1)
 
@@ -40,46 +40,68 @@ def files_below(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+def down(ssh: testbed.SshServer, bucket: str, out: Path, proxy: S3FaultProxy, *flags: str) -> Run:
+    """``cp -r s3://bucket/in/`` into the SFTP folder ``out`` (a destination listed in one go: the files it
+    lacks are read ahead), S3 through ``proxy``."""
+    return run_cli("cp", "-r", f"s3://{bucket}/in/", ssh.url(out), *sftp_flags(ssh), *flags,
+                   env={"AWS_ENDPOINT_URL_S3": proxy.url})
+
+
 @pytest.mark.usefixtures("s3_env")
 @pytest.mark.parametrize("checksums", [True, False], ids=["crc32", "md5-etag"])
-def test_small_objects_of_a_tree_take_one_get_each_and_are_verified(s3: testbed.SeaweedServer, bucket: str,
-                                                                     tmp_path: Path, checksums: bool) -> None:
-    tree = put_tree(s3, bucket, "in", checksums)
+def test_small_objects_of_a_tree_take_one_get_each_and_are_verified(
+        ssh: testbed.SshServer, s3: testbed.SeaweedServer, bucket: str, checksums: bool) -> None:
+    tree, out = put_tree(s3, bucket, "in", checksums), ssh.root / f"one-get-{bucket}"
     with S3FaultProxy(s3.s3_port) as proxy:
-        result = run_cli("cp", "-r", f"s3://{bucket}/in/", str(tmp_path / "out"), "--json",
-                         env={"AWS_ENDPOINT_URL_S3": proxy.url})
+        result = down(ssh, bucket, out, proxy, "--json")
         heads, gets = proxy.count("HeadObject"), proxy.count("GetObject")
     assert result.code == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["copied"] == len(SIZES) and report["not_verified"] == 0, report
-    assert files_below(tmp_path / "out") == tree
+    assert files_below(out) == tree
     # the object above READ_WHOLE goes the ranged way (a HEAD, then its GET); every other: one GET
     assert (heads, gets) == (1, len(SIZES)), proxy.requests
 
 
 @pytest.mark.usefixtures("s3_env")
+def test_a_tree_copied_again_reads_no_object(ssh: testbed.SshServer, s3: testbed.SeaweedServer,
+                                             bucket: str) -> None:
+    """Files already at the destination are skipped by size and time: their objects are never read whole
+    (only what is copied whatever the destination holds is read ahead)."""
+    tree, out = put_tree(s3, bucket, "in"), ssh.root / f"again-{bucket}"
+    with S3FaultProxy(s3.s3_port) as proxy:
+        assert down(ssh, bucket, out, proxy).code == 0
+        before = proxy.count("GetObject")
+        again = down(ssh, bucket, out, proxy, "--json")
+        gets = proxy.count("GetObject") - before
+    assert again.code == 0 and json.loads(again.stdout)["skipped"] == len(SIZES), again.stderr
+    assert gets == 0, proxy.requests
+    assert files_below(out) == tree
+
+
+@pytest.mark.usefixtures("s3_env")
 def test_a_small_body_corrupted_in_flight_is_read_again_when_its_checksum_catches_it(
-        s3: testbed.SeaweedServer, bucket: str, tmp_path: Path) -> None:
+        ssh: testbed.SshServer, s3: testbed.SeaweedServer, bucket: str) -> None:
     plain_client(s3).put_object(Bucket=bucket, Key="in/one.bin", Body=(data := os.urandom(70_000)))
+    out = ssh.root / f"reread-{bucket}"
     with S3FaultProxy(s3.s3_port) as proxy:
         proxy.corrupt_gets = 1
-        result = run_cli("cp", "-r", f"s3://{bucket}/in/", str(tmp_path / "out"), "--json",
-                         env={"AWS_ENDPOINT_URL_S3": proxy.url})
+        result = down(ssh, bucket, out, proxy, "--json")
         assert proxy.corrupted == 1
     assert result.code == 0, result.stderr
     assert "does not match its checksum" in result.stderr  # said, as a warning
     assert json.loads(result.stdout.splitlines()[-1])["not_verified"] == 0
-    assert (tmp_path / "out" / "one.bin").read_bytes() == data
+    assert (out / "one.bin").read_bytes() == data
 
 
 @pytest.mark.usefixtures("s3_env")
 def test_a_small_body_corrupted_in_flight_without_a_stored_checksum_is_refused(
-        s3: testbed.SeaweedServer, bucket: str, tmp_path: Path) -> None:
+        ssh: testbed.SshServer, s3: testbed.SeaweedServer, bucket: str) -> None:
     plain_client(s3, False).put_object(Bucket=bucket, Key="in/one.bin", Body=os.urandom(70_000))
-    out = tmp_path / "out"
+    out = ssh.root / f"refused-{bucket}"
     with S3FaultProxy(s3.s3_port) as proxy:
         proxy.corrupt_gets = 1
-        result = run_cli("cp", "-r", f"s3://{bucket}/in/", str(out), env={"AWS_ENDPOINT_URL_S3": proxy.url})
+        result = down(ssh, bucket, out, proxy)
         assert proxy.corrupted == 1
     assert result.code == 3, result.stderr
     assert "integrity check failed" in result.stderr
@@ -97,6 +119,7 @@ def test_an_object_changed_after_the_listing_is_read_as_it_is_now(s3: testbed.Se
         try:
             listed = [entry async for entry in parent.walk()]
             assert [e.path for e in listed] == ["x.bin"]
+            parent.read_ahead(listed)
             client.put_object(Bucket=bucket, Key="in/x.bin", Body=newer)  # between the listing and the copy
             child = parent.child("in/x.bin")
             stat = await child.stat()

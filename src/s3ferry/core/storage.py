@@ -123,8 +123,8 @@ class Features:
     #: authentication, a session: ~12, 0.6 s at 50 ms); ``warm_up()`` (:class:`Connecting`) starts it
     #: while the other end is still being set up
     connects_ahead: bool = False
-    #: stat() of a small file that :meth:`ReadAheadSource.walk_to_read` listed reads it whole: one request
-    #: instead of two (S3: a GET in place of HEAD, then GET)
+    #: stat() of a small listed file that :meth:`ReadAheadSource.read_ahead` named reads it whole: one
+    #: request instead of two (S3: a GET in place of HEAD, then GET)
     reads_small_in_stat: bool = False
 
 
@@ -259,11 +259,12 @@ class Connecting(Protocol):
 
 
 class ReadAheadSource(Source, Protocol):
-    """A source whose walk can prepare the reads that follow it (``features.reads_small_in_stat``)."""
+    """A source whose listing can prepare the reads that follow it (``features.reads_small_in_stat``)."""
 
-    def walk_to_read(self) -> AsyncIterator[Entry]:
-        """:meth:`Source.walk`, for files that are read next (a copy): small ones are read whole by their
-        stat(). Not for walks that only compare (``verify``), which would read what they never use."""
+    def read_ahead(self, entries: Sequence[Entry]) -> None:
+        """Files of this source's :meth:`~Source.walk` that are read next whatever the destination holds
+        (a copy decided): a small one is read whole by its stat(). Not for files a copy may skip or a
+        ``verify`` only compares, which would be read for nothing."""
 
 
 class ArchivingSource(Source, Protocol):

@@ -231,6 +231,7 @@ class _Push:
             candidates.append(entry)
         # Looked at many at a time (a tag read each for what the ledger does not know), judged in order
         done = await _many(self._done_before, candidates)
+        going: list[Entry] = []
         for entry, delivered in zip(candidates, done, strict=True):
             if delivered:
                 self.report.skipped.append(entry.path)
@@ -240,6 +241,9 @@ class _Push:
                 self.etags[entry.path] = entry.etag or ""
                 self.sizes[entry.path] = entry.size
                 todo.append(entry.path)
+                going.append(entry)
+        if not self.options.dry_run:
+            self.source.read_ahead(going)  # each is delivered next: a small one read by one request
         # Records of objects deleted from the bucket would only grow the journal.
         await self.journal.forget_deliveries(self.src, self.dst, [k for k in self.ledger if k not in listed])
         await for_each_file(todo, self.deliver, self.sizes.__getitem__, transfers, self.options.max_memory)
@@ -331,7 +335,7 @@ async def _many(look: Callable[[Entry], Awaitable[bool]], entries: Sequence[Entr
 
 async def _objects(source: S3Source) -> AsyncIterator[Entry]:
     try:
-        async for entry in source.walk_to_read():  # each object listed is delivered next, or skipped
+        async for entry in source.walk():
             yield entry
     except NotFoundError:
         return  # an empty outbox is not an error

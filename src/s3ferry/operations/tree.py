@@ -166,6 +166,8 @@ async def copy_tree(source: Source, sink: Sink, options: TransferOptions, *, fil
     entries, present = await both(selecting, _destination_sizes(sink, options))
     if progress is not None:
         progress.started(f"{len(entries)} files", sum(e.size for e in entries))
+    if source.features.reads_small_in_stat and not options.dry_run:
+        cast(ReadAheadSource, source).read_ahead([e for e in entries if _copied_whatever(e, options, present)])
     per_file = options.replace(max_memory=file_share(options.max_memory, transfers))
     journal = await open_journal(options.state_dir, required=False)
     copy = partial(_copy_entry, source, sink, per_file, journal, progress, run, result, present)
@@ -203,8 +205,7 @@ async def _listed(entries: Sequence[Entry]) -> list[Entry]:
 async def _selected_entries(source: Source, filters: Sequence[Filter], result: TreeResult) -> list[Entry]:
     """The files below ``source`` that ``filters`` select; the others are counted as excluded."""
     entries: list[Entry] = []
-    listing = cast(ReadAheadSource, source).walk_to_read() if source.features.reads_small_in_stat else source.walk()
-    async for entry in listing:
+    async for entry in source.walk():
         if selected(entry.path, filters):
             entries.append(entry)
         else:
@@ -221,6 +222,11 @@ async def _destination_sizes(sink: Sink, options: TransferOptions) -> dict[str, 
     if options.overwrite == "always" or not isinstance(sink, ListingSink):
         return None
     return await sink.sizes_below()
+
+
+def _copied_whatever(entry: Entry, options: TransferOptions, present: dict[str, int] | None) -> bool:
+    """The file is copied whatever the destination holds: no skip check reads its source for nothing."""
+    return options.overwrite == "always" or (present is not None and present.get(entry.path) != entry.size)
 
 
 def _options_for(entry: Entry, rel: str, options: TransferOptions, present: dict[str, int] | None) -> TransferOptions:

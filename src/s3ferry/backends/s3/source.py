@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -272,10 +272,9 @@ class S3Source(S3Client):
     def walk(self) -> AsyncIterator[Entry]:
         return self.objects_below()
 
-    async def walk_to_read(self) -> AsyncIterator[Entry]:
-        """:meth:`walk`, the small objects noted for their :meth:`stat` to read whole."""
+    def read_ahead(self, entries: Sequence[Entry]) -> None:
+        """Note the small ones of ``entries`` (from :meth:`walk`) for their :meth:`stat` to read whole."""
         prefix = self.location.path.rstrip("/")
-        async for entry in self.objects_below():
+        for entry in entries:
             if entry.size <= READ_WHOLE and entry.etag:
                 self._listed[f"{prefix}/{entry.path}" if prefix else entry.path] = entry.etag
-            yield entry
