@@ -1472,7 +1472,8 @@ class SftpSink(SftpEndpoint):
             await self._mkdir_p(sftp, folder)
             return True
         if attrs.permissions is not None and not statmod.S_ISDIR(attrs.permissions):
-            raise UsageError(f"cannot create the folder {folder} on {self.location.host}: a file is in the way")
+            raise UsageError(f"cannot create the folder {folder} on {self.location.host}: "
+                             "a file is in the way (not a directory)")
         return False
 
     async def _mkdir_p(self, sftp: asyncssh.SFTPClient, folder: str) -> None:
@@ -1489,7 +1490,7 @@ class SftpSink(SftpEndpoint):
             # OpenSSH answers a plain failure when it exists: made by a racing process, or a file in the way
             if not await sftp.isdir(folder):
                 raise UsageError(f"cannot create the folder {folder} on {self.location.host}: "
-                                 "a file is in the way") from exc
+                                 "a file is in the way (not a directory)") from exc
         except (asyncssh.SFTPPermissionDenied, asyncssh.SFTPNoSuchFile) as exc:
             # Not a passing fault: a missing permission, a file in the way of a parent
             raise UsageError(f"cannot create the folder {folder} on {self.location.host}: {exc.reason}") from exc
