@@ -74,6 +74,14 @@ def trusted_home(clean_env: Path, ssh: testbed.SshServer) -> Path:
 
 
 @pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A state folder of this test's own (journal, locks, audit trail), through S3FERRY_STATE_DIR."""
+    folder = tmp_path / "state"
+    monkeypatch.setenv("S3FERRY_STATE_DIR", str(folder))
+    return folder
+
+
+@pytest.fixture
 def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The config file path s3ferry reads (through S3FERRY_CONFIG); the test writes it."""
     path = tmp_path / "cfg" / "config.toml"

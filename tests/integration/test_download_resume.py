@@ -28,13 +28,6 @@ SIZE = 96 * MiB
 PART = 8 * MiB  # a file destination's part size at the defaults (max_memory / 4)
 
 
-@pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "state"
-    monkeypatch.setenv("S3FERRY_STATE_DIR", str(folder))
-    return folder
-
-
 @pytest.fixture(scope="module")
 def source(ssh: testbed.SshServer) -> tuple[Path, str]:
     path = ssh.root / "download-resume.bin"

@@ -21,13 +21,6 @@ from support.helpers import (
 )
 
 
-@pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "state"
-    monkeypatch.setenv("S3FERRY_STATE_DIR", str(folder))
-    return folder
-
-
 def error_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("s3ferry: "), stderr

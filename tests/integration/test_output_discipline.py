@@ -24,13 +24,6 @@ BROKEN_CONFIG = "[defaults]\npart_size = \n"
 DECIMAL = re.compile(r"\b\d+(\.\d+)? ?[kMGT]B\b|[kMGT]B/s")
 
 
-@pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "state"
-    monkeypatch.setenv("S3FERRY_STATE_DIR", str(folder))
-    return folder
-
-
 # --- -q: nothing on success ---------------------------------------------------------------------------------
 
 

@@ -32,13 +32,6 @@ def big(ssh: testbed.SshServer) -> tuple[Path, str]:
     return path, write_random(path, SIZE)
 
 
-@pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "state"
-    monkeypatch.setenv("S3FERRY_STATE_DIR", str(folder))
-    return folder
-
-
 def cp_args(ssh: testbed.SshServer, src: Path, bucket: str, key: str, *extra: str) -> list[str]:
     return ["cp", ssh.url(src), f"s3://{bucket}/{key}", *sftp_flags(ssh), "--json", *extra]
 

@@ -16,13 +16,6 @@ SIZE = 48 * MiB
 
 
 @pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "state"
-    monkeypatch.setenv("S3FERRY_STATE_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def source(ssh: testbed.SshServer, tmp_path: Path) -> tuple[Path, bytes]:
     """Mostly incompressible (the output spans many 5 MiB parts), with compressible stretches."""
     path = ssh.root / f"resume-{tmp_path.name}.bin"

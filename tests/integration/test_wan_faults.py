@@ -47,13 +47,6 @@ SLOW = ["--bwlimit", "16M"]  # the run to be killed: slow enough that the kill l
 
 
 @pytest.fixture
-def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "state"
-    monkeypatch.setenv("S3FERRY_STATE_DIR", str(folder))
-    return folder
-
-
-@pytest.fixture
 def wan(ssh: testbed.SshServer, tmp_path: Path) -> Iterator[WanSftp]:
     with sftp_across_wan(ssh, tmp_path) as line:
         yield line

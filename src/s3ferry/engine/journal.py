@@ -46,7 +46,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar, cast
+from typing import Literal, TypeVar, cast
 
 from s3ferry.core.errors import JournalError, UsageError
 from s3ferry.engine.locks import FileLock, pair_lock
@@ -346,10 +346,12 @@ class Journal:
                 if not work.cancelled():
                     work.exception()  # looked at: the cancellation is what the caller hears of
                 raise
+            except sqlite3.OperationalError as exc:  # locked for longer than the timeout, disk full, ...
+                # first: it is a DatabaseError too, and a busy journal is not a damaged one (moving it aside,
+                # as that message advises, would lose its resume points, records and retry queue)
+                raise UsageError(f"cannot use the journal {self.path}: {exc}") from exc
             except sqlite3.DatabaseError as exc:
                 raise self.damaged(exc) from exc
-            except sqlite3.OperationalError as exc:  # locked for longer than the timeout, disk full, ...
-                raise UsageError(f"cannot use the journal {self.path}: {exc}") from exc
 
     def damaged(self, exc: BaseException) -> JournalError:
         return JournalError(
@@ -572,23 +574,19 @@ class Journal:
         await self._run(self._write, "DELETE FROM delivering WHERE source=? AND destination=? AND key=?",
                         [(source, destination, key)])
 
-    def _started(self, source: str, destination: str) -> dict[str, str]:
-        rows = self._connect().execute("SELECT key, etag FROM delivering WHERE source=? AND destination=?",
+    def _key_etags(self, table: Literal["delivering", "delivered"], source: str, destination: str
+                   ) -> dict[str, str]:
+        rows = self._connect().execute(f"SELECT key, etag FROM {table} WHERE source=? AND destination=?",
                                        (source, destination)).fetchall()
         return {str(k): str(e) for k, e in rows}
 
     async def deliveries_started(self, source: str, destination: str) -> dict[str, str]:
         """Key -> the ETag whose delivery started and neither was recorded nor ended (a crash, a kill -9)."""
-        return await self._run(self._started, source, destination)
-
-    def _deliveries(self, source: str, destination: str) -> dict[str, str]:
-        rows = self._connect().execute("SELECT key, etag FROM delivered WHERE source=? AND destination=?",
-                                       (source, destination)).fetchall()
-        return {str(k): str(e) for k, e in rows}
+        return await self._run(self._key_etags, "delivering", source, destination)
 
     async def deliveries(self, source: str, destination: str) -> dict[str, str]:
         """Key -> the ETag delivered, for one push (source prefix, destination folder)."""
-        return await self._run(self._deliveries, source, destination)
+        return await self._run(self._key_etags, "delivered", source, destination)
 
     async def forget_deliveries(self, source: str, destination: str, keys: Sequence[str]) -> None:
         """Objects gone from the bucket: their records would only grow the journal."""

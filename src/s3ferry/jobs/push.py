@@ -362,8 +362,7 @@ async def push_objects(src: str | Location, dst: str | Location, options: Transf
     # Not connected ahead (open_ends): a batch meeting a run of this push is skipped and tried again by the
     # caller, and each try would log in to the partner's server for nothing
     src_loc, dst_loc = _check_ends(src, dst)
-    source, sink, report, options = _start(src_loc, dst_loc, options, open_source(src_loc, options),
-                                           open_sink(dst_loc, options))
+    source, sink, report, options = _start(options, open_source(src_loc, options), open_sink(dst_loc, options))
 
     async def work(journal: Journal) -> None:
         job = _Push(source, sink, options, report, journal, None, executor)
@@ -379,22 +378,20 @@ def _check_ends(src: str | Location, dst: str | Location) -> tuple[Location, Loc
     return src_loc, dst_loc
 
 
-def _start(src: str | Location, dst: str | Location, options: TransferOptions, source: Source,
-           sink: Sink) -> tuple[S3Source, Sink, JobReport, TransferOptions]:
-    """A push's two ends, its report, and its options: the marks decide what goes, so an existing file at
-    the destination is always replaced."""
-    src_loc, dst_loc = _check_ends(src, dst)
+def _start(options: TransferOptions, source: Source, sink: Sink) -> tuple[S3Source, Sink, JobReport, TransferOptions]:
+    """A push's two ends (made from locations :func:`_check_ends` passed), its report, and its options: the
+    marks decide what goes, so an existing file at the destination is always replaced."""
     from s3ferry.backends.s3.source import S3Source
 
     assert isinstance(source, S3Source)
-    report = JobReport("push", str(src_loc), str(dst_loc), dry_run=options.dry_run)
+    report = JobReport("push", str(source.location), str(sink.location), dry_run=options.dry_run)
     return source, sink, report, options.replace(overwrite="always") if not options.dry_run else options
 
 
 async def push(src: str | Location, dst: str | Location, options: TransferOptions, settings: PushSettings,
                progress: ProgressListener | None = None, executor: Executor | None = None) -> JobReport:
     """One run of a push (see the module docstring); never raises for one object's failure."""
-    source, sink, report, options = _start(src, dst, options, *await open_ends(*_check_ends(src, dst), options))
+    source, sink, report, options = _start(options, *await open_ends(*_check_ends(src, dst), options))
 
     async def work(journal: Journal) -> None:
         job = _Push(source, sink, options, report, journal, progress, executor)
