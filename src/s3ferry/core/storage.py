@@ -18,7 +18,14 @@ with ``getattr`` (rclone's ``Features`` is the model). One rule per kind:
   sub-protocol (:class:`PartialFile`, :class:`ListingSink`,
   :class:`MetadataSink`, :class:`PinnedSource`), fetched by one ``isinstance`` where it is used:
   the type checker then sees the methods, and a backend without them is
-  simply not one.
+  simply not one;
+- an ability the engine must know of before it has the object in hand, or
+  per file where an ``isinstance`` against a runtime protocol costs (it
+  looks up every method), is a :class:`Features` flag naming a plain
+  sub-protocol the caller casts to once the flag says yes
+  (:class:`ArchivingSource` for ``archiving``, :class:`Connecting` for
+  ``connects_ahead``, :class:`ReadAheadSource` for ``reads_small_in_stat``);
+  a unit test checks every backend that sets a flag has the methods.
 """
 
 from __future__ import annotations

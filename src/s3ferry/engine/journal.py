@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Literal, TypeVar, cast
 
 from s3ferry.core.errors import JournalError, UsageError
-from s3ferry.engine.locks import FileLock, pair_lock
+from s3ferry.engine.locks import FileLock, held, pair_lock
 
 log = logging.getLogger("s3ferry")
 
@@ -316,23 +316,33 @@ class Journal:
             except OSError as exc:
                 raise UsageError(f"cannot open the journal {self.path}: {exc}") from exc
             try:
-                db.execute("PRAGMA page_size=1024")  # only takes effect when the file is created
-                db.execute("PRAGMA journal_mode=WAL")
-                # A commit is written before it returns, not synced: it survives the process being killed
-                # (kill -9 is tested), not a power cut, which can lose the last commits. Those only save work:
-                # what they record was verified first, so what is lost is done again (a part sent again, a
-                # file pulled again) -- never taken as done. A sync per commit held back every small file:
-                # `pull` of 300 files across 50 ms spent most of its time waiting on them.
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.execute("PRAGMA foreign_keys=ON")
-                db.executescript(SCHEMA)
-                migrate(db)
-                db.execute("SELECT count(*) FROM transfers").fetchone()  # reads a page: damage shows here
+                # One process at a time: two opening a new journal together met the switch to WAL's lock
+                # ("database is locked" at once -- SQLite's busy timeout does not cover it)
+                with held(self.state_dir / "locks" / "journal-setup.lock"):
+                    self._set_up(db)
+            except OSError as exc:
+                db.close()
+                raise UsageError(f"cannot open the journal {self.path}: {exc}") from exc
             except sqlite3.Error:
                 db.close()
                 raise
             self._db = db
         return self._db
+
+    @staticmethod
+    def _set_up(db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA page_size=1024")  # only takes effect when the file is created
+        db.execute("PRAGMA journal_mode=WAL")
+        # A commit is written before it returns, not synced: it survives the process being killed
+        # (kill -9 is tested), not a power cut, which can lose the last commits. Those only save work:
+        # what they record was verified first, so what is lost is done again (a part sent again, a
+        # file pulled again) -- never taken as done. A sync per commit held back every small file:
+        # `pull` of 300 files across 50 ms spent most of its time waiting on them.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        db.executescript(SCHEMA)
+        migrate(db)
+        db.execute("SELECT count(*) FROM transfers").fetchone()  # reads a page: damage shows here
 
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         async with self._lock:  # one thread touches the connection at a time

@@ -11,14 +11,18 @@ the file 0600).
   :class:`LockedError`) and skips its work.
 * :class:`TagLock`: blocking, around a short critical section (push's object
   tag read-modify-write), ordering this process's tasks and other processes.
+* :func:`held`: blocking, synchronous, for a thread's short critical section
+  (the journal's set-up when a process opens it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from s3ferry.core.errors import UsageError, UserError
@@ -125,3 +129,14 @@ class TagLock:
             os.close(self._fd)
             self._fd = None
         self._local.release()
+
+
+@contextlib.contextmanager
+def held(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` for the ``with`` block, waiting for it (blocks: call from a thread)."""
+    fd = _open_locked(path, wait=True)
+    assert fd is not None  # a waiting flock returns only once held
+    try:
+        yield
+    finally:
+        os.close(fd)
