@@ -295,6 +295,33 @@ def test_small_object_overwritten_after_its_read_is_delivered_as_read_not_marked
     assert box.marked("race.bin")
 
 
+class DeleteWhileDelivering:
+    """A progress listener that deletes ``gone.bin`` from the bucket as soon as its delivery moves bytes."""
+
+    def __init__(self, box: Outbox) -> None:
+        self.box = box
+
+    def started(self, name: str, total: int) -> None: ...
+
+    def advanced(self, nbytes: int) -> None:
+        self.box.delete("gone.bin")
+
+    def finished(self) -> None: ...
+
+
+def test_small_object_deleted_after_its_read_is_delivered_and_reported_copied(box: Outbox) -> None:
+    """Read whole, then deleted before its mark: the delivery stands (copied, exit 0, not queued), and
+    there is nothing left to tag."""
+    data = os.urandom(1000)
+    box.put("gone.bin", data)
+
+    report = box.push(progress=DeleteWhileDelivering(box))
+    assert report.copied == ["gone.bin"] and not report.failed and report.exit_code == 0
+    assert box.delivered("gone.bin") == data and not box.exists("gone.bin")
+    assert box.queued() == {}
+    assert box.push().copied == []  # gone from the bucket: nothing to deliver, nothing queued
+
+
 def test_push_command_line(box: Outbox, ssh: testbed.SshServer) -> None:
     box.put("a/b.csv", b"x" * 100)
     box.put("c.csv", b"y" * 10)
@@ -326,3 +353,23 @@ def test_hostile_key_refused_on_push(box: Outbox, s3: testbed.SeaweedServer, ssh
     assert "unsafe name 'a/../../../escaped-by-push.csv'" in result.stderr
     assert json.loads(result.stdout)["copied"] == 1 and box.delivered("f.csv") == b"fine"
     assert not list(ssh.root.parent.rglob("escaped-by-push.csv"))
+
+
+def test_a_new_small_object_costs_five_requests(box: Outbox, s3: testbed.SeaweedServer,
+                                                ssh: testbed.SshServer) -> None:
+    """Per new small object: the scan's tag read, one GET (read whole, pinned), then the mark: tags read,
+    written with this destination's, read back. No HEAD: an object overwritten before its mark has another
+    ETag, which the mark (the version delivered) never matches."""
+    from servers.s3proxy import S3FaultProxy
+
+    names = [f"n{i}.csv" for i in range(5)]
+    for name in names:
+        box.put(name, os.urandom(2000))
+    with S3FaultProxy(s3.s3_port) as proxy:
+        result = run_cli("push", box.src, box.dst, "--json", "--state-dir", str(box.state), *sftp_flags(ssh),
+                         env={"AWS_ENDPOINT_URL_S3": proxy.url})
+        counts = {op: proxy.count(op) for op in ("HeadObject", "GetObject", "GetObjectTagging", "PutObjectTagging")}
+    assert result.code == 0 and json.loads(result.stdout)["copied"] == len(names), result.stderr
+    n = len(names)
+    assert counts == {"HeadObject": 0, "GetObject": n, "GetObjectTagging": 3 * n, "PutObjectTagging": n}, counts
+    assert all(box.marked(name) for name in names)

@@ -569,10 +569,17 @@ class Journal:
     # -- push: the delivery ledger -------------------------------------------
 
     async def record_delivery(self, source: str, destination: str, key: str, etag: str) -> None:
-        """``key`` at version ``etag`` is delivered to ``destination`` (before its tag is written)."""
-        await self._run(self._write, "INSERT OR REPLACE INTO delivered VALUES (?,?,?,?,?)",
-                        [(source, destination, key, etag, time.time())])
-        await self.delivery_ended(source, destination, key)
+        """``key`` at version ``etag`` is delivered to ``destination`` (before its tag is written); its delivery
+        has ended (one transaction)."""
+        await self._run(self._record_delivery, source, destination, key, etag)
+
+    def _record_delivery(self, source: str, destination: str, key: str, etag: str) -> None:
+        db = self._connect()
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT OR REPLACE INTO delivered VALUES (?,?,?,?,?)",
+                       (source, destination, key, etag, time.time()))
+            db.execute("DELETE FROM delivering WHERE source=? AND destination=? AND key=?", (source, destination, key))
 
     async def delivery_started(self, source: str, destination: str, key: str, etag: str) -> None:
         """``key`` at version ``etag`` is being delivered: until its delivery is recorded (or it ends), a file
