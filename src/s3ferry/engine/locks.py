@@ -118,7 +118,11 @@ class TagLock:
     async def __aenter__(self) -> TagLock:
         await self._local.acquire()
         try:
-            await asyncio.to_thread(self._take)
+            # Free, as it mostly is: taken here at once (an open and a flock that does not wait); held by
+            # another process: waited for in a thread (a thread hop per object marked was ~1% of push's CPU).
+            self._fd = _open_locked(self.path, wait=False)
+            if self._fd is None:
+                await asyncio.to_thread(self._take)
         except BaseException:
             self._local.release()
             raise
