@@ -3,7 +3,7 @@
 Each check prints one line, ``ok`` or ``FAIL`` with what to do; a failed check
 skips the checks that depend on it. The checks go through the same code as a
 transfer (:class:`~.backends.sftp.SftpSource`'s connection and trust rules,
-:class:`~.backends.s3.S3Sink`'s client and bucket check), so what passes here
+:class:`~.backends.s3.sink.S3Sink`'s client and bucket check), so what passes here
 passes for ``cp``. The only extra network code is the TCP probe (and the
 SSH greeting read on it), which tells "nothing listens" from "not SSH".
 

@@ -25,7 +25,8 @@ import time
 from functools import partial
 from typing import Any
 
-from s3ferry.backends.s3.sink import S3Sink, full_object_checksum, sse_c_args
+from s3ferry.backends.s3.objects import full_object_checksum, sse_c_args
+from s3ferry.backends.s3.sink import S3Sink
 from s3ferry.backends.s3.source import S3Source
 from s3ferry.core import checksums
 from s3ferry.core.errors import IntegrityError, S3FerryError, SourceChangedError, TransferError

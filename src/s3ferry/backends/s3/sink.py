@@ -1,9 +1,5 @@
-"""S3 (and S3-compatible) sink over aiobotocore; :class:`S3Client` is shared with
-the S3 source (:mod:`.s3_source`).
-
-Configuration follows the AWS CLI: the credential chain, ``AWS_PROFILE``,
-``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_S3``, region from env or config;
-``--endpoint-url``, ``--profile`` and ``--region`` override them.
+"""S3 (and S3-compatible) sink over aiobotocore: :class:`S3Sink` on the client it shares with the S3
+source (:mod:`.client`).
 
 Objects up to one part go up in one ``PutObject``; larger ones as a
 multipart upload whose every part carries a checksum S3 verifies on receipt.
@@ -15,88 +11,27 @@ whole object afterwards.
 from __future__ import annotations
 
 import asyncio
-import logging
 import mimetypes
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import botocore.exceptions as bexc
-from aiobotocore.config import AioConfig
-from aiobotocore.session import AioSession
 from aiohttp.abc import AbstractStreamWriter
 from aiohttp.payload import Payload
 
+from s3ferry.backends.s3.client import S3Client
+from s3ferry.backends.s3.errors import DIGEST_CODES
+from s3ferry.backends.s3.objects import MTIME_KEY, head_stat, is_md5, sse_c_args
 from s3ferry.core.checksums import MD5, Algorithm, PartDigest
-from s3ferry.core.errors import (
-    AuthError,
-    IntegrityError,
-    NotFoundError,
-    PermissionError_,
-    S3FerryError,
-    TransferError,
-    UsageError,
-)
+from s3ferry.core.errors import AuthError, IntegrityError, NotFoundError, PermissionError_, S3FerryError, TransferError
 from s3ferry.core.options import S3Options
-from s3ferry.core.storage import Completed, Entry, Features, ListedPart, Part, Receipt, Stat, UploadInfo
-from s3ferry.core.urls import Location, redact
-from s3ferry.core.verification import checksum_of, multipart_etag
+from s3ferry.core.storage import Completed, Features, ListedPart, Part, Receipt, Stat, UploadInfo
+from s3ferry.core.urls import Location
+from s3ferry.core.verification import multipart_etag
 from s3ferry.engine.retry import RetryPolicy
 
 if TYPE_CHECKING:
     from s3ferry.engine.streamed import StreamedPart
-
-log = logging.getLogger("s3ferry")
-_MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
-_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken", "InvalidClientTokenId"}
-_RETRY_CODES = {"SlowDown", "RequestTimeout", "InternalError", "ServiceUnavailable", "Throttling",
-                "RequestTimeTooSkewed"}
-_DIGEST_CODES = {"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"}
-
-
-def translate(exc: BaseException, where: str) -> S3FerryError:
-    """Map a botocore exception to the s3ferry tree (used by every S3 call)."""
-    if isinstance(exc, bexc.ClientError):
-        err = exc.response.get("Error", {})
-        code = str(err.get("Code", ""))
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-        message = err.get("Message") or code or f"HTTP {status}"
-        if code in ("NoSuchBucket",):
-            return NotFoundError(f"bucket not found: {where}")
-        if code in ("NoSuchKey", "404", "NotFound"):
-            return NotFoundError(f"not found: {where}")
-        if code == "SignatureDoesNotMatch":  # the access key exists: its secret is not the one signing
-            return AuthError(f"S3 rejected the credentials for {where}: the request signature does not match; "
-                             f"check the secret key (AWS_SECRET_ACCESS_KEY or the profile's aws_secret_access_key)",
-                             code=code)
-        if code in _AUTH_CODES:
-            return AuthError(f"S3 rejected the credentials for {where}: {message}", code=code)
-        if code in ("AccessDenied", "403", "AllAccessDisabled"):
-            return PermissionError_(f"access denied: {where}")
-        if code in _DIGEST_CODES:
-            return TransferError(f"S3 received corrupted bytes for {where} ({code})", code=code)
-        if code == "NoSuchUpload":
-            return TransferError(f"the multipart upload for {where} no longer exists", retryable=False, code=code)
-        if code in _RETRY_CODES or status >= 500:
-            return TransferError(f"S3 error at {where}: {code or status} {message}", code=code)
-        return TransferError(f"S3 refused a request for {where}: {code or status} {message}", retryable=False,
-                             code=code)
-    if isinstance(exc, (bexc.NoCredentialsError, bexc.PartialCredentialsError)):
-        return AuthError("no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
-                         "--profile")
-    if isinstance(exc, bexc.ProfileNotFound):
-        return UsageError(f"AWS profile not found: {exc.kwargs.get('profile')}")
-    if isinstance(exc, (bexc.EndpointConnectionError, bexc.ConnectionClosedError, bexc.ReadTimeoutError,
-                        bexc.ConnectTimeoutError, OSError, asyncio.TimeoutError)):
-        return TransferError(f"connection to S3 failed for {where}: {redact(str(exc))}")
-    if isinstance(exc, (bexc.ParamValidationError, bexc.InvalidEndpointConfigurationError, ValueError)):
-        return UsageError(f"invalid S3 request for {where}: {redact(str(exc))}")
-    if isinstance(exc, bexc.BotoCoreError):
-        return TransferError(f"S3 client error for {where}: {redact(str(exc))}")
-    raise exc
 
 
 class PartBody(Payload):
@@ -146,202 +81,6 @@ class PartBody(Payload):
         end = len(self._view) if content_length is None else min(content_length, len(self._view))
         for start in range(0, end, self.SLICE):
             await writer.write(self._view[start : min(start + self.SLICE, end)])
-
-
-class S3Client:
-    """One aiobotocore client (connection pool) with errors translated and retries.
-
-    A :meth:`child` for another key shares its parent's client; only the
-    parent closes it.
-    """
-
-    def __init__(self, location: Location, options: S3Options, pool_size: int = 10,
-                 retry: RetryPolicy | None = None, parent: S3Client | None = None) -> None:
-        self.location = location
-        self.options = options
-        self.retry = retry or RetryPolicy()
-        self._pool_size = pool_size
-        self._parent = parent
-        self._stack = AsyncExitStack()
-        self._client: Any = None
-        self._echoes: bool | None = None  # see returns_checksums
-
-    @property
-    def where(self) -> str:
-        return str(self.location)
-
-    async def client(self) -> Any:
-        if self._parent is not None:
-            return await self._parent.client()
-        if self._client is None:
-            try:
-                session = AioSession(profile=self.options.profile)
-                config = AioConfig(
-                    max_pool_connections=self._pool_size,
-                    # One retry policy for everything (ours): it backs off with
-                    # jitter and lets SlowDown lower the upload concurrency.
-                    retries={"mode": "standard", "total_max_attempts": 1},
-                    request_checksum_calculation="when_required",
-                    response_checksum_validation="when_required",
-                    connect_timeout=30,
-                    read_timeout=120,
-                    s3=self._s3_config(),
-                )
-                verify = str(self.options.ca_file) if self.options.ca_file else None
-                self._client = await self._stack.enter_async_context(
-                    session.create_client(
-                        "s3", endpoint_url=self.options.endpoint_url, region_name=self.options.region, config=config,
-                        verify=verify,
-                    )
-                )
-                for operation in ("UploadPart", "PutObject"):
-                    self._client.meta.events.register(f"before-call.s3.{operation}", _trailer_for_streamed_parts)
-            except (bexc.BotoCoreError, ValueError) as exc:
-                raise translate(exc, self.where) from exc
-        return self._client
-
-    def _s3_config(self) -> dict[str, Any]:
-        signing = self.options.payload_signing()
-        return {} if signing is None else {"payload_signing_enabled": signing}
-
-    async def call_once(self, method: str, **kwargs: Any) -> Any:
-        """One S3 API call with its errors translated, not retried (the caller retries)."""
-        client = await self.client()
-        try:
-            return await getattr(client, method)(**kwargs)
-        except (TimeoutError, bexc.BotoCoreError, bexc.ClientError, OSError) as exc:
-            error = translate(exc, self.where)
-            if method.startswith("head_") and isinstance(error, PermissionError_):
-                error = await self._why_forbidden(client, kwargs) or error
-            raise error from exc
-
-    async def _why_forbidden(self, client: Any, kwargs: dict[str, Any]) -> AuthError | None:
-        """A HEAD answer has no body, so its 403 cannot say why: a wrong secret key looks like "access denied".
-        A one-byte GET of the same key (or of a key that may not exist, for a bucket) answers with the code;
-        only a credentials code (SignatureDoesNotMatch, InvalidAccessKeyId, ...) changes the verdict."""
-        try:
-            answer = await client.get_object(Bucket=kwargs["Bucket"], Key=kwargs.get("Key") or "s3ferry-probe",
-                                             Range="bytes=0-0")
-        except bexc.ClientError as exc:
-            error = translate(exc, self.where)
-            return error if isinstance(error, AuthError) else None
-        except (TimeoutError, bexc.BotoCoreError, OSError) as exc:
-            log.debug("asking why S3 refused a HEAD request failed too: %s", exc)
-            return None
-        answer["Body"].close()
-        return None
-
-    async def call(self, method: str, **kwargs: Any) -> Any:
-        """One S3 API call, retried on retryable errors."""
-        return await self.retry.run(lambda: self.call_once(method, **kwargs), what=method)
-
-    async def close(self) -> None:
-        self._client = None
-        await self._stack.aclose()
-
-    def objects_below(self) -> AsyncIterator[Entry]:
-        """Every object below this prefix (recursively), paths relative to it; folder markers skipped.
-
-        Raises :class:`NotFoundError` when there is none.
-        """
-        prefix = self.location.path.rstrip("/")
-        return self.entries(f"{prefix}/" if prefix else "", folder_only=False)
-
-    async def entries(self, prefix: str, *, folder_only: bool) -> AsyncIterator[Entry]:
-        """The objects whose keys start with ``prefix``, as entries relative to it, page by page.
-
-        ``folder_only``: only the keys directly in the folder (``Delimiter='/'``: S3 rolls every key below a
-        deeper "/" into one CommonPrefix, so the pages hold this folder's own keys however many objects lie
-        below it); the folder then exists if it holds anything, even only subfolders or its own marker.
-        Otherwise every key below, and the prefix exists if it holds a file. Folder markers ("dir/") are
-        never files. Raises :class:`NotFoundError` when the prefix does not exist.
-        """
-        args: dict[str, Any] = {"Bucket": self.location.bucket, "Prefix": prefix}
-        if folder_only:
-            args["Delimiter"] = "/"
-        found = False
-        while True:
-            page = await self.call("list_objects_v2", **args)
-            found = found or (folder_only and bool(page.get("Contents") or page.get("CommonPrefixes")))
-            for obj in page.get("Contents", []):
-                key = str(obj["Key"])
-                if not key.endswith("/"):
-                    found = True
-                    yield Entry(key[len(prefix):], int(obj["Size"]), epoch(obj.get("LastModified")), obj.get("ETag"))
-            if not page.get("IsTruncated"):
-                break
-            args["ContinuationToken"] = page["NextContinuationToken"]
-        if not found:
-            raise NotFoundError(f"nothing found under {self.location.with_path(prefix)}")
-
-    def _root(self) -> S3Client:
-        return self._parent._root() if self._parent is not None else self
-
-    @property
-    def returns_checksums(self) -> bool | None:
-        """Whether this store echoes the checksums of what it stores (None: not known yet)."""
-        return self._root()._echoes
-
-    def note_checksums(self, echoed: bool) -> None:
-        """What an upload's answer showed: a store without checksums is told once, then checked by MD5."""
-        root = self._root()
-        if root._echoes is None and not echoed:
-            log.warning("%s returns no checksums: checking every part and the object by their MD5 ETags "
-                        "instead", self.options.resolved_endpoint() or "the S3 endpoint")
-        root._echoes = echoed if root._echoes is None else root._echoes and echoed
-
-
-def _trailer_for_streamed_parts(params: dict[str, Any], **_: Any) -> None:
-    """Send a :class:`StreamedPart`'s checksum as a trailer, also over plain http.
-
-    botocore only chooses trailers over https (where payload signing is off);
-    s3ferry streams a part only when its payload is not signed (see
-    ``S3Options.can_stream_parts``), so the trailer is just as valid there.
-    """
-    from s3ferry.engine.streamed import StreamedPart
-
-    algorithm = params.get("context", {}).get("checksum", {}).get("request_algorithm")
-    if isinstance(params.get("body"), StreamedPart) and isinstance(algorithm, dict):
-        algorithm["in"] = "trailer"
-
-
-MTIME_KEY = "s3ferry-mtime"  # x-amz-meta-s3ferry-mtime: the source file's mtime (epoch seconds)
-
-
-def _is_md5(etag: str) -> bool:
-    return _MD5_HEX.match(etag) is not None
-
-
-def epoch(when: object) -> float | None:
-    """A listing's or HeadObject's ``LastModified`` (a datetime) as seconds since the epoch."""
-    return when.timestamp() if isinstance(when, datetime) else None
-
-
-def head_stat(head: dict[str, Any]) -> Stat:
-    """A HeadObject answer as a :class:`Stat`: the mtime recorded from the source where there is one."""
-    recorded = (head.get("Metadata") or {}).get(MTIME_KEY)
-    try:
-        mtime = float(recorded) if recorded else None
-    except ValueError:
-        mtime = None
-    if mtime is None:
-        mtime = epoch(head.get("LastModified"))
-    return Stat(size=int(head["ContentLength"]), mtime=mtime, etag=head.get("ETag"),
-                checksum=full_object_checksum(head))
-
-
-def full_object_checksum(head: dict[str, Any]) -> tuple[str, str] | None:
-    """``(algorithm, base64)`` of a full-object checksum in a HEAD answer (a single-part object's, or a
-    FULL_OBJECT multipart one's); a COMPOSITE one (``-N``) depends on the part boundaries: None."""
-    check = checksum_of(head)
-    return (check.algorithm.s3_name, check.value) if check is not None and check.kind == "full" else None
-
-
-def sse_c_args(key: bytes | None, prefix: str = "") -> dict[str, Any]:
-    """SSE-C request arguments (botocore adds the base64 and the key's MD5)."""
-    if key is None:
-        return {}
-    return {f"{prefix}SSECustomerAlgorithm": "AES256", f"{prefix}SSECustomerKey": key}
 
 
 class S3Sink(S3Client):
@@ -511,7 +250,7 @@ class S3Writer:
             return
         etag = str(response.get("ETag", "")).strip('"').lower()
         sent = await md5()
-        if sent is None or not _is_md5(etag):
+        if sent is None or not is_md5(etag):
             self._unverified = (f"{self.sink.options.resolved_endpoint() or 'the store'} returns no checksums "
                                 "and its ETags are not MD5s")
             return
@@ -602,7 +341,7 @@ class S3Writer:
         if self.sink.returns_checksums is not False or self._unverified or self.upload_id is None:
             return False
         part_etags = [r.etag.strip('"').lower() for r in receipts]
-        if not all(_is_md5(e) for e in part_etags):
+        if not all(is_md5(e) for e in part_etags):
             return False
         return str(etag or "").strip('"').lower() == multipart_etag([bytes.fromhex(e) for e in part_etags])
 
@@ -620,7 +359,7 @@ class S3Writer:
         try:
             await self.sink.call("complete_multipart_upload", **args)
         except TransferError as exc:
-            if exc.code in _DIGEST_CODES:
+            if exc.code in DIGEST_CODES:
                 raise IntegrityError(f"S3 computed a different checksum for {self.sink.where} than the "
                                      "source's") from exc
             raise

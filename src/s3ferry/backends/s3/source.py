@@ -21,7 +21,8 @@ from typing import Any
 import aiohttp
 import botocore.exceptions as bexc
 
-from s3ferry.backends.s3.sink import S3Client, head_stat, sse_c_args
+from s3ferry.backends.s3.client import S3Client
+from s3ferry.backends.s3.objects import head_stat, sse_c_args
 from s3ferry.core.errors import (
     NotFoundError,
     PermissionError_,
