@@ -1,4 +1,4 @@
-"""The one sliding window of SFTP reads and writes (s3ferry.backends.sftp.sliding_window), driven by plain
+"""The one sliding window of SFTP reads and writes (s3ferry.backends.sftp.window.sliding_window), driven by plain
 coroutines: which ranges it asks for, how many at once, what a short answer and a failure do."""
 
 from __future__ import annotations

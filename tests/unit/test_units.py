@@ -226,9 +226,9 @@ def test_payload_signing_policy(endpoint: str | None, forced: bool | None, expec
     ("a@first:1,b@second:2", ("first", 1)),
 ])
 def test_jump_address_takes_the_first_hop(jump: str, expected: tuple[str, int]) -> None:
-    from s3ferry.backends.sftp import _jump_address
+    from s3ferry.backends.sftp.trust import jump_address
 
-    assert _jump_address(jump) == expected
+    assert jump_address(jump) == expected
 
 
 # --- FTP LIST lines (servers without MLSD) ----------------------------------------------------
