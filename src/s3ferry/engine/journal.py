@@ -555,13 +555,14 @@ class Journal:
                         [(rec.source, rec.destination, rec.size, rec.mtime, rec.checksum_algorithm, rec.part_size,
                           rec.checksum, rec.etag, rec.uploaded)])
 
-    def _pulled(self, source: str, destination: str) -> PulledRecord | None:
-        row = self._connect().execute("SELECT * FROM pulled WHERE source=? AND destination=?",
-                                      (source, destination)).fetchone()
-        return PulledRecord(*row) if row else None
+    def _unarchived(self) -> dict[tuple[str, str], PulledRecord]:
+        rows = self._connect().execute("SELECT * FROM pulled").fetchall()
+        return {(str(row[0]), str(row[1])): PulledRecord(*row) for row in rows}
 
-    async def pulled(self, source: str, destination: str) -> PulledRecord | None:
-        return await self._run(self._pulled, source, destination)
+    async def unarchived(self) -> dict[tuple[str, str], PulledRecord]:
+        """Every file uploaded and not yet archived, by (file, object): read once per run (a look per file was
+        a thread hop each). Few: a record lives from a file's verified upload to its archive move."""
+        return await self._run(self._unarchived)
 
     async def forget_pulled(self, source: str, destination: str) -> None:
         await self._run(self._write, "DELETE FROM pulled WHERE source=? AND destination=?", [(source, destination)])

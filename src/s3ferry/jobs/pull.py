@@ -85,6 +85,9 @@ class _Pull:
         self.source, self.sink, self.options, self.settings = source, sink, options, settings
         self.report, self.journal, self.progress = report, journal, progress
         self.executor = executor or LocalExecutor()
+        #: files an earlier run uploaded and did not archive (it died), read at the start: this job's lock
+        #: keeps any other run of it from adding to them meanwhile
+        self.unarchived: dict[tuple[str, str], PulledRecord] = {}
 
     def in_archive(self, entry: Entry) -> bool:
         return self.settings.archive in entry.path.split("/")[:-1]
@@ -142,7 +145,7 @@ class _Pull:
     async def _proven_there(self, source: Any, sink: S3Sink, stat: Stat) -> bool:
         """An earlier run uploaded this file and died before archiving it, and the file still holds
         exactly those bytes (read again and checksummed): it is archived without a second upload."""
-        record = await self.journal.pulled(str(source.location), str(sink.location))
+        record = self.unarchived.get((str(source.location), str(sink.location)))
         algorithm = checksums.ALGORITHMS.get(record.checksum_algorithm) if record else None
         if record is None or algorithm is None or (record.size, record.mtime) != (stat.size, stat.mtime):
             return False
@@ -194,6 +197,7 @@ async def pull(src: str | Location, dst: str | Location, options: TransferOption
         await sink.prepare()
         entries = [e async for e in source.walk()]
         job = _Pull(source, sink, options, settings, report, journal, progress, executor)
+        job.unarchived = await journal.unarchived()
         todo = [e for e in entries if not job.in_archive(e) and job.wanted(e, now)]
         await for_each_file(todo, job.one_of_many, lambda e: e.size, settings.transfers, options.max_memory)
         if settings.retention_days > 0:
