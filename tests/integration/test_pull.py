@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -147,3 +148,29 @@ def test_one_failing_file_does_not_stop_the_others(ssh: testbed.SshServer, s3: t
 def test_pull_needs_an_s3_destination(ssh: testbed.SshServer, tmp_path: Path) -> None:
     result = run_cli("pull", ssh.url(ssh.root), str(tmp_path), *sftp_flags(ssh))
     assert result.code == 2 and "must be s3://" in result.stderr
+
+
+@pytest.mark.usefixtures("s3_env")
+def test_files_archived_together_share_one_mkdir_of_their_archive_folder(
+        ssh: testbed.SshServer, bucket: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Across a WAN the files of a folder reach their archive step together: each sent its own ``mkdir`` of
+    ``.done``, then a stat when it failed (two round trips per file). The SFTP client's requests are counted
+    from its own debug log."""
+    import asyncio
+
+    from s3ferry.core.options import SftpOptions, TransferOptions
+    from s3ferry.jobs.pull import PullSettings
+    from s3ferry.jobs.pull import pull as pull_job
+    from support.wan import sftp_across_wan
+
+    folder = ssh.root / f"together-{bucket}"
+    drop(folder, {f"{sub}/f{n:02}.csv": 100 + n for sub in ("a", "b") for n in range(30)})
+    with sftp_across_wan(ssh, tmp_path) as wan, caplog.at_level(logging.DEBUG, logger="asyncssh"):
+        options = TransferOptions(state_dir=tmp_path / "state", sftp=SftpOptions(
+            identity=(ssh.user_key,), known_hosts=Path(wan.flags[wan.flags.index("--known-hosts") + 1])))
+        report = asyncio.run(pull_job(wan.url(folder), f"s3://{bucket}/in/", options, PullSettings()))
+    assert len(report.archived) == 60 and not report.failed
+    made = [r.getMessage().partition("Sending mkdir for ")[2] for r in caplog.records
+            if "Sending mkdir for " in r.getMessage()]
+    assert sorted(made) == [str(folder / sub / ".done") for sub in ("a", "b")], made
+    assert sorted(p.name for p in (folder / "a" / ".done").iterdir()) == [f"f{n:02}.csv" for n in range(30)]

@@ -81,8 +81,9 @@ class _Link:
     #: every connection :meth:`SftpEndpoint._checkout` opened, and the turn of the next one to share
     pairs: list[Conn] = field(default_factory=list)
     turn: int = 0
-    #: archive folders made (or found) this run (see :meth:`SftpSource.archive`)
-    archives: set[str] = field(default_factory=set)
+    #: archive folders being made or made (found) this run, one request each whoever asks
+    #: (see :meth:`SftpSource.archive`)
+    archives: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     #: files being closed in the background (see :meth:`SftpSource._close_later`), awaited before the end
     closing: set[asyncio.Future[bool]] = field(default_factory=set)
     #: write requests in flight across all parts of all files: a part's last requests overlap the next

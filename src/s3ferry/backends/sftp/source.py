@@ -127,16 +127,20 @@ class SftpSource(SftpEndpoint):
 
     async def _archive_folder(self, sftp: asyncssh.SFTPClient, archive: str) -> None:
         """The archive folder beside a file (its parent exists: the file was listed in it), created once per
-        run: ``makedirs`` would stat every level from ``/`` for every file, a round trip each."""
-        if archive in self._link.archives:
-            return
+        run: ``makedirs`` would stat every level from ``/`` for every file, a round trip each. The files of
+        a folder archived at the same moment wait for one ``mkdir`` (each sent its own, and all but one then
+        a stat to see the folder there: two round trips and two requests per file); a failure is not kept,
+        the next file tries again."""
+        making = self._link.archives.get(archive)
+        if making is None:
+            making = self._link.archives[archive] = asyncio.ensure_future(_make_folder(sftp, archive))
+            making.add_done_callback(lambda done: done.cancelled() or done.exception())  # seen, if all left
         try:
-            await sftp.mkdir(archive)
-        except (asyncssh.SFTPFailure, asyncssh.SFTPFileAlreadyExists):
-            # OpenSSH answers a plain failure when it exists (made by an earlier run, or a sibling file now)
-            if not await sftp.isdir(archive):
-                raise
-        self._link.archives.add(archive)
+            await asyncio.shield(making)  # a caller cancelled does not cancel it for the others
+        except BaseException:
+            if making.done() and self._link.archives.get(archive) is making:
+                del self._link.archives[archive]
+            raise
 
     async def remove(self, path: str) -> None:
         conn, sftp = await self._checkout_shared()
@@ -169,6 +173,16 @@ class SftpSource(SftpEndpoint):
         except (asyncssh.Error, OSError):
             return False  # the listing's own error says more
         return attrs.permissions is not None and not statmod.S_ISDIR(attrs.permissions)
+
+
+async def _make_folder(sftp: asyncssh.SFTPClient, folder: str) -> None:
+    """``folder`` made, or there already as a folder."""
+    try:
+        await sftp.mkdir(folder)
+    except (asyncssh.SFTPFailure, asyncssh.SFTPFileAlreadyExists):
+        # OpenSSH answers a plain failure when it exists (made by an earlier run, or another process now)
+        if not await sftp.isdir(folder):
+            raise
 
 
 async def _close_quietly(file: asyncssh.SFTPClientFile) -> bool:
