@@ -23,6 +23,7 @@ from s3ferry.cli.settings import check_loaded, complete_location, location_callb
 from s3ferry.core.errors import UsageError
 from s3ferry.core.options import TransferOptions
 from s3ferry.core.redaction import printable
+from s3ferry.core.units import parse_age
 
 # Start-up time: every run (--help, --version, each TAB of shell completion) imports this module,
 # so asyncio, logging, the engine, the backends and rich are imported inside the code that uses them.
@@ -414,7 +415,7 @@ def cancel(location: str, prefix: bool, older_than: str | None, as_json: bool, d
     --recursive for a prefix (aborting loses the parts already sent).
     """
     from s3ferry.core.urls import parse
-    from s3ferry.operations.uploads import cancel_uploads, parse_age
+    from s3ferry.operations.uploads import cancel_uploads
 
     setup_output(params, debug)
 

@@ -15,6 +15,7 @@ from s3ferry.cli.app import main
 from s3ferry.cli.common import run_command, say
 from s3ferry.core.errors import UsageError
 from s3ferry.core.redaction import printable
+from s3ferry.core.units import parse_age
 
 if TYPE_CHECKING:  # the audit module is imported when a command runs (start-up time)
     from s3ferry.observe.audit import AuditLog
@@ -132,7 +133,6 @@ def _time(text: str | None, flag: str) -> datetime | None:
     """An ISO 8601 time (UTC unless it names a zone) or an age before now."""
     if text is None:
         return None
-    from s3ferry.operations.uploads import parse_age
 
     try:
         when = datetime.fromisoformat(text)

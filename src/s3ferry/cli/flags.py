@@ -11,6 +11,7 @@ import click
 from s3ferry.core.errors import UsageError
 from s3ferry.core.options import OptionError, TransferOptions, parse_size, split_pairs
 from s3ferry.core.optionspec import OPTIONS, Option, build_transfer_options, named, options_of
+from s3ferry.core.units import parse_age
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,8 +30,6 @@ class AgeType(click.ParamType[float, Any]):
     name = "age"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        from s3ferry.operations.uploads import parse_age  # start-up time: not every run needs it
-
         try:
             return float(value) if isinstance(value, (int, float)) else parse_age(value).total_seconds()
         except UsageError as exc:

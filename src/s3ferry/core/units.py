@@ -1,6 +1,15 @@
-"""Sizes as people read them: one unit family everywhere (KiB, MiB, GiB: powers of 1024)."""
+"""Sizes and ages as people read and write them: one unit family for sizes everywhere (KiB, MiB, GiB: powers
+of 1024); ages as ``7d``, ``12h``."""
 
 from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+from s3ferry.core.errors import UsageError
+
+_AGE_RE = re.compile(r"^(\d+)\s*([smhdw])$")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def human_bytes(n: float) -> str:
@@ -15,3 +24,11 @@ def human_bytes(n: float) -> str:
 def human_rate(bytes_per_second: float) -> str:
     """A rate in the family of :func:`human_bytes`: ``3 * 2**20`` -> ``"3.0 MiB/s"``."""
     return f"{human_bytes(bytes_per_second)}/s"
+
+
+def parse_age(text: str) -> timedelta:
+    """``"7d"``, ``"12h"``, ``"30m"``, ``"90s"``, ``"2w"`` -> timedelta."""
+    match = _AGE_RE.match(text.strip().lower())
+    if not match:
+        raise UsageError(f"cannot read {text!r} as an age (examples: 7d, 12h, 30m)")
+    return timedelta(seconds=int(match.group(1)) * _AGE_UNITS[match.group(2)])

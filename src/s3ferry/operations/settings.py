@@ -37,6 +37,7 @@ from s3ferry.core import optionspec
 from s3ferry.core.errors import UsageError
 from s3ferry.core.options import OptionError, TransferOptions, parse_size, split_pairs
 from s3ferry.core.optionspec import Option
+from s3ferry.core.units import parse_age
 
 if TYPE_CHECKING:
     from s3ferry.core.tomlfile import LineIndex
@@ -281,8 +282,6 @@ def _one(option: Option, value: Any, base: Path) -> Any:
             raise UsageError(f"expected a number, not {value!r}")
         return float(value)
     if kind == "age":
-        from s3ferry.operations.uploads import parse_age  # only a config naming an age needs it
-
         return float(value) if isinstance(value, (int, float)) else parse_age(str(value)).total_seconds()
     if kind in ("path", "file"):
         path = Path(str(value)).expanduser()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -13,17 +12,6 @@ from s3ferry.core.storage import UploadInfo
 from s3ferry.core.urls import Location
 from s3ferry.engine.journal import Journal
 from s3ferry.engine.retry import RetryPolicy
-
-_AGE_RE = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_age(text: str) -> timedelta:
-    """``"7d"``, ``"12h"``, ``"30m"``, ``"90s"``, ``"2w"`` -> timedelta."""
-    match = _AGE_RE.match(text.strip().lower())
-    if not match:
-        raise UsageError(f"cannot read {text!r} as an age (examples: 7d, 12h, 30m)")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
 
 
 @dataclass(frozen=True)
