@@ -34,3 +34,31 @@ def _imported_by_parsing(command: str, args: list[str]) -> list[str]:
 ])
 def test_reading_the_command_line_imports_no_client(command: str, args: list[str]) -> None:
     assert _imported_by_parsing(command, args) == []
+
+
+_OPEN_TOGETHER = """
+import threading
+from s3ferry.backends import open_sink, open_source
+from s3ferry.core.options import TransferOptions
+from s3ferry.core.urls import parse
+start, errors = threading.Barrier(4), []
+def open_one(n):
+    start.wait()
+    try:
+        (open_sink if n % 2 else open_source)(parse("s3://bucket/key"), TransferOptions())
+    except Exception as exc:
+        errors.append(repr(exc))
+threads = [threading.Thread(target=open_one, args=(n,)) for n in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(errors[0] if errors else "ok")
+"""
+
+
+def test_ends_opened_in_threads_at_once_import_their_backend_once() -> None:
+    """Two flows of `s3ferry run` open their S3 ends in threads (beside their SSH set-ups) at the same moment:
+    the first import of the S3 stack, done by two threads at once, met a half-imported aiohttp
+    (ImportError or KeyError: 'aiohttp'; every time here without the lock). A fresh interpreter: nothing
+    imported yet."""
+    out = subprocess.run([sys.executable, "-c", _OPEN_TOGETHER], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok", out.stdout + out.stderr

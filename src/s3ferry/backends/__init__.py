@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Protocol, cast
@@ -21,7 +22,26 @@ if TYPE_CHECKING:
 S3_POOL = 64
 
 
+#: Backend modules are imported on first use, some in a thread beside an SSH set-up (:func:`open_ends`):
+#: two flows of one process importing the S3 stack at once in two threads met a half-imported aiohttp
+#: ("KeyError: 'aiohttp'", seen in `s3ferry run`). One import of a backend at a time; after the first,
+#: the lock is held for a dictionary lookup.
+_IMPORTING = threading.RLock()
+
+
 def open_source(location: Location, options: TransferOptions) -> Source:
+    """The source at ``location`` (its backend imported on first use, one import at a time)."""
+    with _IMPORTING:
+        return _open_source(location, options)
+
+
+def open_sink(location: Location, options: TransferOptions) -> Sink:
+    """The sink at ``location`` (its backend imported on first use, one import at a time)."""
+    with _IMPORTING:
+        return _open_sink(location, options)
+
+
+def _open_source(location: Location, options: TransferOptions) -> Source:
     if location.scheme == "file":
         from s3ferry.backends.local import LocalSource
 
@@ -45,7 +65,7 @@ def open_source(location: Location, options: TransferOptions) -> Source:
     raise UsageError(f"{location.scheme}:// is not supported as a source yet")
 
 
-def open_sink(location: Location, options: TransferOptions) -> Sink:
+def _open_sink(location: Location, options: TransferOptions) -> Sink:
     if location.scheme == "s3":
         from s3ferry.backends.s3.sink import S3Sink
 
