@@ -373,3 +373,23 @@ def test_a_new_small_object_costs_five_requests(box: Outbox, s3: testbed.Seaweed
     n = len(names)
     assert counts == {"HeadObject": 0, "GetObject": n, "GetObjectTagging": 3 * n, "PutObjectTagging": n}, counts
     assert all(box.marked(name) for name in names)
+
+
+def test_a_tag_that_cannot_be_written_is_written_by_the_next_run(box: Outbox, s3: testbed.SeaweedServer,
+                                                                 ssh: testbed.SshServer) -> None:
+    """The delivery stands (copied, recorded, exit 0, a warning); its tag is written by the next run, which
+    does not send the file again."""
+    from servers.s3proxy import S3FaultProxy
+
+    box.put("t.csv", b"tagged later")
+    args = ["push", box.src, box.dst, "--json", "--state-dir", str(box.state), *sftp_flags(ssh)]
+    with S3FaultProxy(s3.s3_port) as proxy:
+        proxy.fail_next.append(("PutObjectTagging", 403, "AccessDenied"))
+        first = run_cli(*args, env={"AWS_ENDPOINT_URL_S3": proxy.url})
+    assert first.code == 0, first.stderr
+    assert json.loads(first.stdout)["copied"] == 1 and box.delivered("t.csv") == b"tagged later"
+    assert "t.csv was delivered, but its delivery tag could not be written" in first.stderr
+    assert not box.marked("t.csv") and box.queued() == {}
+    second = run_cli(*args)
+    assert second.code == 0 and json.loads(second.stdout)["skipped"] == 1, second.stderr
+    assert box.marked("t.csv")

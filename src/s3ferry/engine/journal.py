@@ -569,18 +569,22 @@ class Journal:
 
     # -- push: the delivery ledger -------------------------------------------
 
-    async def record_delivery(self, source: str, destination: str, key: str, etag: str) -> None:
-        """``key`` at version ``etag`` is delivered to ``destination`` (before its tag is written); its delivery
-        has ended (one transaction)."""
-        await self._run(self._record_delivery, source, destination, key, etag)
+    async def record_delivery(self, source: str, destination: str, key: str, etag: str, *,
+                              tag_next: bool = False) -> None:
+        """``key`` at version ``etag`` is delivered to ``destination``, and its delivery ended (one transaction);
+        with ``tag_next`` it stays started until :meth:`delivery_ended`: its tag is written next, and a run
+        that dies before that leaves the next run to write it (:meth:`deliveries_started`)."""
+        await self._run(self._record_delivery, source, destination, key, etag, tag_next)
 
-    def _record_delivery(self, source: str, destination: str, key: str, etag: str) -> None:
+    def _record_delivery(self, source: str, destination: str, key: str, etag: str, tag_next: bool) -> None:
         db = self._connect()
         with db:
             db.execute("BEGIN IMMEDIATE")
             db.execute("INSERT OR REPLACE INTO delivered VALUES (?,?,?,?,?)",
                        (source, destination, key, etag, time.time()))
-            db.execute("DELETE FROM delivering WHERE source=? AND destination=? AND key=?", (source, destination, key))
+            if not tag_next:
+                db.execute("DELETE FROM delivering WHERE source=? AND destination=? AND key=?",
+                           (source, destination, key))
 
     async def delivery_started(self, source: str, destination: str, key: str, etag: str) -> None:
         """``key`` at version ``etag`` is being delivered: until its delivery is recorded (or it ends), a file

@@ -104,8 +104,11 @@ class _Push:
         return None if there is None else str(there.etag)
 
     async def delivered(self, key: str, etag: str) -> bool:
-        """Delivered at this version: by the ledger, else by the tag (written from another state dir)."""
+        """Delivered at this version: by the ledger, else by the tag (written from another state dir). One the
+        ledger has that a run recorded and died before tagging (still started) is tagged now."""
         if self.ledger.get(key) == _tag_value(etag):
+            if self.started.pop(key, None) == _tag_value(etag) and not self.options.dry_run:
+                await self._tag_then_end(key, _tag_value(etag))
             return True
         if (await self.source.tags(key)).get(self.tag) != _tag_value(etag):
             return False
@@ -191,14 +194,26 @@ class _Push:
         with the ETag listed); the next run delivers it. One request fewer per
         object than a HEAD before marking.
         """
-        await self.journal.record_delivery(self.src, self.dst, key, _tag_value(etag))
+        await self.journal.record_delivery(self.src, self.dst, key, _tag_value(etag), tag_next=True)
         self.ledger[key] = _tag_value(etag)
         if dequeue:
             await self.journal.dequeue(self.src, self.dst, key)
+        await self._tag_then_end(key, _tag_value(etag))
+
+    async def _tag_then_end(self, key: str, value: str) -> None:
+        """The tag of a recorded delivery written, then the delivery ended in the journal. Until then it stays
+        started: a run that dies in between (or cannot reach S3 for the tag) leaves the next run to write the
+        tag; without that the ledger would skip the object for good, untagged, and another state dir would
+        deliver it again."""
         try:
-            await self._tag(key, _tag_value(etag))
+            await self._tag(key, value)
         except NotFoundError:  # deleted since it was read: delivered all the same, nothing left to tag
             log.info("%s was deleted from the bucket after its delivery; not tagged", key)
+        except S3FerryError as exc:
+            log.warning("%s was delivered, but its delivery tag could not be written (%s); the next run writes "
+                        "it", key, exc)
+            return
+        await self.journal.delivery_ended(self.src, self.dst, key)
 
     async def _tag(self, key: str, value: str) -> None:
         """Add this destination's tag to the object's tag set, keeping everyone else's.
