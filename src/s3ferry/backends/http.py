@@ -8,7 +8,7 @@
   ranged GET must answer 206, because ``Accept-Ranges`` is only advisory.
 * Ranged reads send ``If-Range`` with a strong validator, so a file that
   changed answers 200 instead of 206 and the transfer stops
-  (:class:`~s3ferry.errors.SourceChangedError`) instead of mixing two versions.
+  (:class:`~s3ferry.core.errors.SourceChangedError`) instead of mixing two versions.
 * A server that ignores Range is read through one GET kept open across parts
   (the engine then uses one reader, in order); a reader asked to go back
   (a retry after a broken connection) restarts the GET and discards up to the

@@ -3,7 +3,7 @@
 Their options come from the option table (:mod:`s3ferry.cli.flags`).
 
 Every failure prints one line ``s3ferry: error: ...`` on stderr and exits with
-the code of its error class (see :mod:`s3ferry.errors`); ``--debug`` adds
+the code of its error class (see :mod:`s3ferry.core.errors`); ``--debug`` adds
 the traceback.
 """
 

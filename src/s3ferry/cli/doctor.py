@@ -1,7 +1,7 @@
 """``s3ferry doctor [SFTP_URL] [S3_URL]``: check the endpoints of a transfer, one line per check.
 
 Registered on :data:`s3ferry.cli.main` when :mod:`s3ferry.cli` imports this module.
-The checks themselves are in :mod:`s3ferry.doctor`.
+The checks themselves are in :mod:`s3ferry.operations.doctor`.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ The one place that knows what is secret. Two kinds of knowledge:
   it, in any of the forms it gets printed in, is masked whatever the
   surrounding text looks like.
 
-No I/O, nothing heavy imported: :mod:`s3ferry.options` registers secrets as it
+No I/O, nothing heavy imported: :mod:`s3ferry.core.options` registers secrets as it
 reads them, and every output path (the log formatters, the CLI's error and
 summary lines, the exception hooks) runs its text through here.
 """

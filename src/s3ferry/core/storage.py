@@ -141,7 +141,7 @@ class Entry:
 
     ``path`` is relative to the walked location, ``/``-separated, never
     starting with ``/``. It comes from the remote side: callers must check it
-    (:func:`s3ferry.urls.safe_relative`) before using it as a destination name.
+    (:func:`s3ferry.core.urls.safe_relative`) before using it as a destination name.
     """
 
     path: str
@@ -241,7 +241,7 @@ class Source(Protocol):
     def walk(self) -> AsyncIterator[Entry]:
         """Every regular file below this location, recursively (``features.listing`` only).
 
-        Raises :class:`~s3ferry.errors.NotFoundError` when the location does not exist.
+        Raises :class:`~s3ferry.core.errors.NotFoundError` when the location does not exist.
         """
 
     def list_folder(self) -> AsyncIterator[Entry]:
@@ -250,7 +250,7 @@ class Source(Protocol):
         What a glob in ``cp``'s source needs: one folder is read (S3: one
         ``Delimiter='/'`` listing of the prefix), however big the tree below
         it. Entry paths are bare names. Symbolic links are skipped, as by
-        :meth:`walk`. Raises :class:`~s3ferry.errors.NotFoundError` when the
+        :meth:`walk`. Raises :class:`~s3ferry.core.errors.NotFoundError` when the
         folder does not exist (S3: nothing at all under the prefix).
         """
 

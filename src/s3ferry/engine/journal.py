@@ -11,7 +11,7 @@ commit per part would write more to local disk than the zero-disk budget
 allows (measured: ~30 KiB/s of journal writes at one commit a second with
 4 KiB pages). A SIGKILL can therefore lose the last seconds of records;
 those parts are still in S3 and are adopted on resume after their bytes are
-checked against the source (see :mod:`s3ferry.resume`). Each commit is one SQLite transaction, so a
+checked against the source (see :mod:`s3ferry.engine.resume`). Each commit is one SQLite transaction, so a
 crash at any instant leaves the database consistent.
 
 It also keeps what the recurring jobs must not forget: pull's record of an

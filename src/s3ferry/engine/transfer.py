@@ -18,9 +18,9 @@ the one computed from the bytes read from the source.
 On failure the upload is aborted, except when the failure may pass (a lost
 connection after all retries, Ctrl-C, SIGTERM) and the attempt is
 journaled: then it is kept, so that running the same command again sends
-only the missing parts (see :mod:`s3ferry.resume`).
+only the missing parts (see :mod:`s3ferry.engine.resume`).
 
-Verification (:mod:`s3ferry.verification`): into S3, S3 checks every part's
+Verification (:mod:`s3ferry.core.verification`): into S3, S3 checks every part's
 checksum and the whole object's; into a file, the source object's own stored
 check is recomputed from the bytes as they stream (:class:`Tally`) and
 compared *before* the file is renamed into place, so a failed check never
@@ -386,7 +386,7 @@ class PartJob:
             await asyncio.to_thread(self.tally.add, part.offset, view)
 
     async def stream_worker(self) -> None:
-        """Streamed mode: take a part, send it while reading it (see :mod:`s3ferry.streamed`)."""
+        """Streamed mode: take a part, send it while reading it (see :mod:`s3ferry.engine.streamed`)."""
         slot = ReaderSlot(self.source, self.bwlimit, sum(p.length for p in self.to_read))
         try:
             for part in self.next_part:

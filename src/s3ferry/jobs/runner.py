@@ -16,7 +16,7 @@
   like a real run: its report would be wrong while a real run of the flow is
   moving the same files, and a real run never finds the folder half-judged.
   (A real run that comes due during a dry run is skipped as ``locked``.)
-* Cancelling (SIGINT/SIGTERM through :func:`s3ferry.cli.run_async`) cancels
+* Cancelling (SIGINT/SIGTERM through :func:`s3ferry.cli.common.run_async`) cancels
   the runs in flight: their own clean-ups run, and locks are released.
 * A long-running process (``s3ferry serve``) also pauses and resumes a flow's
   schedule (:meth:`Scheduler.pause`; a paused flow's times pass without a

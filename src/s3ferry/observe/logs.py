@@ -2,8 +2,8 @@
 
 Nothing reaches stderr unscrubbed, whatever logged it and at any verbosity:
 the formatters here pass the whole record -- message, exception text, stack
--- through :func:`s3ferry.redaction.scrub` (secrets masked) and, for text,
-:func:`s3ferry.redaction.printable` (control characters escaped, so a file
+-- through :func:`s3ferry.core.redaction.scrub` (secrets masked) and, for text,
+:func:`s3ferry.core.redaction.printable` (control characters escaped, so a file
 name holding ``ESC [31m`` or a newline shows as ``\\x1b[31m`` / ``\\n``).
 :func:`setup` puts them on the ``s3ferry`` logger and on a root handler that
 is always there (so botocore, aiobotocore, asyncssh, asyncio, aiohttp and

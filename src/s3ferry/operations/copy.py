@@ -69,7 +69,7 @@ async def acopy(
 ) -> TransferResult:
     """Copy one file; ``overrides`` are :class:`TransferOptions` fields or ``cp``'s options by name
     (``endpoint_url=``, ``identity=``; ``overwrite=True``/``False`` means "always"/"never").
-    ``executor``: run the parts elsewhere (a started :class:`s3ferry.distributed.DaskExecutor`).
+    ``executor``: run the parts elsewhere (a started :class:`s3ferry.operations.distributed.DaskExecutor`).
 
     >>> await acopy("sftp://me@host/data.csv.gz", "s3://raw/partner/", part_size=16 * 2**20)
     """
@@ -128,7 +128,7 @@ async def acopy_glob(
     executor: Executor | None = None,
     **overrides: Any,
 ) -> TransferResult | TreeResult:
-    """``cp`` with a pattern in the source's last component (rules in :mod:`s3ferry.globs`).
+    """``cp`` with a pattern in the source's last component (rules in :mod:`s3ferry.operations.globs`).
 
     Only that one folder is listed. As ``cp`` does with the files a shell expanded: when ``dst`` is a
     folder (ends in ``/``, or is an existing local folder) every match lands in it (a

@@ -14,7 +14,7 @@ folder is taken as a literal name, and only when no file has that name
 either is it an error (exit 2, ``no such file``). Listing reads that one
 folder (:meth:`Source.list_folder`), never the tree below it.
 
-Where the matches go is :func:`s3ferry.api.acopy_glob`'s business, as ``cp``
+Where the matches go is :func:`s3ferry.operations.copy.acopy_glob`'s business, as ``cp``
 does with arguments the shell expanded: into DST when it is a folder; to DST
 itself when exactly one file matches; more than one into a file is an error.
 """

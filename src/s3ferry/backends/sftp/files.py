@@ -90,7 +90,7 @@ async def _listing(sftp: asyncssh.SFTPClient, folder: bytes, rel: str) -> list[t
 
     Folders are listed by bytes paths: given a str, asyncssh decodes every name
     strictly, and one name that is not UTF-8 would stop the whole listing. Such
-    a name reaches :func:`~s3ferry.urls.safe_relative` surrogate-escaped and is
+    a name reaches :func:`~s3ferry.core.urls.safe_relative` surrogate-escaped and is
     refused there by name while the others go on. A name that cannot be one
     file's (see :func:`_not_a_name`) comes as an :class:`UnsafeName` file,
     never as a folder to follow.
