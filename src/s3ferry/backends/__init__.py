@@ -125,7 +125,10 @@ async def open_ends(source: Location, dest: Location, options: TransferOptions) 
     therefore no longer wait for each other (they overlap: the import is CPU, the connection waits).
     """
     sink_first = _connects_ahead(dest) and not _connects_ahead(source)
-    first = open_sink(dest, options) if sink_first else open_source(source, options)
+    # in a thread too: another flow of this process may hold the import lock (see _IMPORTING) for ~0.4 s,
+    # which must not stop this loop (and that flow's SSH set-up)
+    first: Source | Sink = await asyncio.to_thread(open_sink if sink_first else open_source,
+                                                   dest if sink_first else source, options)
     _warm_up(first)
     try:
         if sink_first:
