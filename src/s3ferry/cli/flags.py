@@ -11,7 +11,7 @@ import click
 from s3ferry.core.errors import UsageError
 from s3ferry.core.options import OptionError, TransferOptions, parse_size, split_pairs
 from s3ferry.core.optionspec import OPTIONS, Option, build_transfer_options, named, options_of
-from s3ferry.core.units import parse_age
+from s3ferry.core.units import age_seconds
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -31,7 +31,7 @@ class AgeType(click.ParamType[float, Any]):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
         try:
-            return float(value) if isinstance(value, (int, float)) else parse_age(value).total_seconds()
+            return age_seconds(value)
         except UsageError as exc:
             self.fail(str(exc), param, ctx)
 

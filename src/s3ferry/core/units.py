@@ -32,3 +32,8 @@ def parse_age(text: str) -> timedelta:
     if not match:
         raise UsageError(f"cannot read {text!r} as an age (examples: 7d, 12h, 30m)")
     return timedelta(seconds=int(match.group(1)) * _AGE_UNITS[match.group(2)])
+
+
+def age_seconds(value: object) -> float:
+    """An age from a command line or a config file: a number of seconds as it is, else :func:`parse_age`."""
+    return float(value) if isinstance(value, (int, float)) else parse_age(str(value)).total_seconds()

@@ -81,13 +81,13 @@ def fingerprint(stat: Stat) -> dict[str, str]:
 class _Pull:
     def __init__(self, source: Any, sink: S3Sink, options: TransferOptions, settings: PullSettings,
                  report: JobReport, journal: Journal, progress: ProgressListener | None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None, unarchived: dict[tuple[str, str], PulledRecord]) -> None:
         self.source, self.sink, self.options, self.settings = source, sink, options, settings
         self.report, self.journal, self.progress = report, journal, progress
         self.executor = executor or LocalExecutor()
         #: files an earlier run uploaded and did not archive (it died), read at the start: this job's lock
         #: keeps any other run of it from adding to them meanwhile
-        self.unarchived: dict[tuple[str, str], PulledRecord] = {}
+        self.unarchived = unarchived
 
     def in_archive(self, entry: Entry) -> bool:
         return self.settings.archive in entry.path.split("/")[:-1]
@@ -196,8 +196,7 @@ async def pull(src: str | Location, dst: str | Location, options: TransferOption
     async def work(journal: Journal) -> None:
         await sink.prepare()
         entries = [e async for e in source.walk()]
-        job = _Pull(source, sink, options, settings, report, journal, progress, executor)
-        job.unarchived = await journal.unarchived()
+        job = _Pull(source, sink, options, settings, report, journal, progress, executor, await journal.unarchived())
         todo = [e for e in entries if not job.in_archive(e) and job.wanted(e, now)]
         await for_each_file(todo, job.one_of_many, lambda e: e.size, settings.transfers, options.max_memory)
         if settings.retention_days > 0:

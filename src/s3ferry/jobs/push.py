@@ -123,7 +123,7 @@ class _Push:
                 or await self.in_place(entry.path, key, str(entry.etag), entry.size, entry.mtime))
 
     async def deliver(self, rel: str, from_queue: bool = False) -> None:
-        """Copy one object; mark it if it still is the version delivered; queue it on failure.
+        """Copy one object; mark the version read as delivered (:meth:`_mark`); queue it on failure.
 
         Only a retry takes the object off the queue: a push of a newer version
         leaves the old entry for ``--retry-failed`` to drop as delivered

@@ -37,7 +37,7 @@ from s3ferry.core import optionspec
 from s3ferry.core.errors import UsageError
 from s3ferry.core.options import OptionError, TransferOptions, parse_size, split_pairs
 from s3ferry.core.optionspec import Option
-from s3ferry.core.units import parse_age
+from s3ferry.core.units import age_seconds
 
 if TYPE_CHECKING:
     from s3ferry.core.tomlfile import LineIndex
@@ -282,7 +282,7 @@ def _one(option: Option, value: Any, base: Path) -> Any:
             raise UsageError(f"expected a number, not {value!r}")
         return float(value)
     if kind == "age":
-        return float(value) if isinstance(value, (int, float)) else parse_age(str(value)).total_seconds()
+        return age_seconds(value)
     if kind in ("path", "file"):
         path = Path(str(value)).expanduser()
         return path if path.is_absolute() else base / path

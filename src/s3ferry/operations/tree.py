@@ -224,14 +224,19 @@ async def _destination_sizes(sink: Sink, options: TransferOptions) -> dict[str, 
     return await sink.sizes_below()
 
 
+def _not_there(entry: Entry, present: dict[str, int] | None) -> bool:
+    """The destination's listing shows the file absent, or of another size."""
+    return present is not None and present.get(entry.path) != entry.size
+
+
 def _copied_whatever(entry: Entry, options: TransferOptions, present: dict[str, int] | None) -> bool:
     """The file is copied whatever the destination holds: no skip check reads its source for nothing."""
-    return options.overwrite == "always" or (present is not None and present.get(entry.path) != entry.size)
+    return options.overwrite == "always" or _not_there(entry, present)
 
 
-def _options_for(entry: Entry, rel: str, options: TransferOptions, present: dict[str, int] | None) -> TransferOptions:
+def _options_for(entry: Entry, options: TransferOptions, present: dict[str, int] | None) -> TransferOptions:
     """A file the destination listing shows absent (or of another size) needs no check before copying."""
-    if present is not None and present.get(rel) != entry.size and not options.dry_run:
+    if _not_there(entry, present) and not options.dry_run:
         return options.replace(overwrite="always")
     return options
 
@@ -299,7 +304,7 @@ async def _copy_entry(source: Source, sink: Sink, options: TransferOptions, jour
         known = Stat(entry.size, entry.mtime, entry.etag) if source.features.listing_is_stat else None
         done = await executor.copy_file(source.child(child_path(source.location.path, rel)),
                                         sink.child(child_path(sink.location.path, renamed_path(options, rel))),
-                                        _options_for(entry, rel, options, present), listener, journal, known)
+                                        _options_for(entry, options, present), listener, journal, known)
     except S3FerryError as exc:
         log.error("error: %s: %s", entry.path, exc)
         result.failures.append((entry.path, exc))

@@ -166,7 +166,6 @@ class SftpSource(SftpEndpoint):
         for entry in entries:
             yield entry
 
-
     async def _is_file(self, sftp: asyncssh.SFTPClient, path: str) -> bool:
         try:
             attrs = await sftp.stat(path)
